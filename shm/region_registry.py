@@ -1,0 +1,246 @@
+"""Client system shared memory regions: register/status/unregister and the
+per-request leases that keep a region mapped while a tensor uses it.
+
+A plain state machine around fds; error texts follow Triton's where clients
+may match on them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shm.segments import Segment, is_reserved_key, open_client_region
+from tritonlite.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+
+# Larger offsets or sizes cannot come from a real client (Triton keeps them in
+# size_t/int64); refusing them early keeps every later sum meaningful.
+_MAX_VALUE = 1 << 63
+
+
+@dataclass(eq=False)
+class _Region:
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+    segment_id: int
+    segment: Segment
+    leases: int = 0
+    unregistered: bool = False
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class RegionLease:
+    """A request's hold on bytes [offset, offset + nbytes) of a region's object.
+
+    `offset` is absolute in the shm object (registered offset + tensor offset);
+    `fd`/`segment_size` let the frontend hand the mapping to a worker once.
+    """
+
+    segment_id: int
+    offset: int
+    nbytes: int
+    view: memoryview
+    fd: int
+    segment_size: int
+    _registry: RegionRegistry | None = field(default=None, repr=False)
+    _region: _Region | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Drop the hold; idempotent. May close the region if it was unregistered."""
+        registry, region = self._registry, self._region
+        if registry is None or region is None:
+            return
+        self._registry = self._region = None
+        try:
+            self.view.release()
+        except BufferError:
+            pass  # an array still uses the window; the mapping outlives it (deferred close)
+        registry._release(region)
+
+    def __enter__(self) -> RegionLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class RegionRegistry:
+    """Registered client regions by name. Thread-safe.
+
+    Unregistering removes the name at once; the mapping and fd live on until
+    the last lease is released, then `on_region_closed(segment_id)` fires.
+    """
+
+    def __init__(self, next_id: Callable[[], int] | None = None) -> None:
+        self._next_id = next_id if next_id is not None else itertools.count(1).__next__
+        self._regions: dict[str, _Region] = {}
+        self._lock = threading.Lock()
+        self.on_region_closed: Callable[[int], None] | None = None
+
+    def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        if is_reserved_key(key):
+            raise InvalidArgumentError(
+                f"cannot register shared memory region '{name}': key '{key}' is reserved "
+                "for the server"
+            )
+        with self._lock:
+            if name in self._regions:
+                raise AlreadyExistsError(f"shared memory region '{name}' already in manager")
+        fd, real_size = open_client_region(key)
+        try:
+            _check_window(name, offset, byte_size, real_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        # Map only up to the window's end: that is all a request can touch.
+        # attach() owns fd from here on, closing it itself if mapping fails.
+        try:
+            segment = Segment.attach(fd, offset + byte_size, writable=True)
+        except (OSError, ValueError):
+            # The client shrank the object since fstat, or mmap refused it.
+            raise InvalidArgumentError(
+                f"failed to register shared memory region '{name}': unable to map offset "
+                f"{offset} + byte_size {byte_size} of the shared memory object"
+            ) from None
+        with self._lock:
+            if name in self._regions:  # lost a race with another register
+                segment.close()
+                raise AlreadyExistsError(f"shared memory region '{name}' already in manager")
+            try:
+                segment_id = self._next_id()
+            except BaseException:
+                segment.close()
+                raise
+            self._regions[name] = _Region(name, key, offset, byte_size, segment_id, segment)
+
+    def status(self, name: str | None = None) -> list[dict]:
+        with self._lock:
+            if name is None:
+                regions = list(self._regions.values())
+            else:
+                region = self._regions.get(name)
+                if region is None:
+                    raise NotFoundError(f"Unable to find system shared memory region: '{name}'")
+                regions = [region]
+            return [
+                {"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}
+                for r in regions
+            ]
+
+    def unregister(self, name: str) -> None:
+        """Forget a region; unknown names are not an error (as in Triton)."""
+        with self._lock:
+            region = self._regions.pop(name, None)
+            if region is None:
+                return
+            region.unregistered = True
+            closing = region.leases == 0
+            if closing:
+                region.closed = True
+        if closing:
+            self._close_region(region)
+
+    def unregister_all(self) -> None:
+        with self._lock:
+            regions = list(self._regions.values())
+            self._regions.clear()
+            closing = []
+            for region in regions:
+                region.unregistered = True
+                if region.leases == 0:
+                    region.closed = True
+                    closing.append(region)
+        for region in closing:
+            self._close_region(region)
+
+    def acquire(self, name: str, offset: int, byte_size: int) -> RegionLease:
+        """Hold bytes [offset, offset + byte_size) of the registered window for a tensor."""
+        with self._lock:
+            region = self._regions.get(name)
+            if region is None:
+                raise NotFoundError(f"Unable to find shared memory region: '{name}'")
+            if (
+                not isinstance(offset, int)
+                or not isinstance(byte_size, int)
+                or offset < 0
+                or byte_size < 0
+                or offset + byte_size > region.byte_size
+            ):
+                raise _bad_window(name)
+            start = region.offset + offset
+            end = start + byte_size
+            # The client may have shrunk the object since registering; touching
+            # pages past its end would kill this process with SIGBUS.
+            try:
+                real_size = os.fstat(region.segment.fd).st_size
+            except OSError:
+                raise _bad_window(name) from None
+            if end > real_size:
+                raise _bad_window(name)
+            region.leases += 1
+            segment = region.segment
+            return RegionLease(
+                segment_id=region.segment_id,
+                offset=start,
+                nbytes=byte_size,
+                view=segment.view[start:end],
+                fd=segment.fd,
+                segment_size=segment.size,
+                _registry=self,
+                _region=region,
+            )
+
+    def _release(self, region: _Region) -> None:
+        with self._lock:
+            region.leases -= 1
+            closing = region.unregistered and region.leases == 0 and not region.closed
+            if closing:
+                region.closed = True
+        if closing:
+            self._close_region(region)
+
+    def _close_region(self, region: _Region) -> None:
+        # Outside the lock: the hook may talk to workers or call back into us.
+        region.segment.close()
+        if self.on_region_closed is not None:
+            self.on_region_closed(region.segment_id)
+
+    def close(self) -> None:
+        """Shutdown: close every mapping now, leased or not; no hooks fire."""
+        with self._lock:
+            regions = list(self._regions.values())
+            self._regions.clear()
+            for region in regions:
+                region.unregistered = True
+                region.closed = True
+        for region in regions:
+            region.segment.close()
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+
+def _check_window(name: str, offset: int, byte_size: int, real_size: int) -> None:
+    if (
+        not isinstance(offset, int)
+        or not isinstance(byte_size, int)
+        or offset < 0
+        or byte_size < 0
+        or offset > _MAX_VALUE
+        or byte_size > _MAX_VALUE
+        or offset + byte_size > real_size
+    ):
+        raise InvalidArgumentError(
+            f"failed to register shared memory region '{name}': offset {offset} + byte_size "
+            f"{byte_size} does not fit in the shared memory object of {real_size} bytes"
+        )
+
+
+def _bad_window(name: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"Invalid offset + byte size for shared memory region: '{name}'")

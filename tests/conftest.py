@@ -1,0 +1,29 @@
+import os
+
+import pytest
+
+from tests.server_harness import ROOT, ServerProcess
+
+EXAMPLES = os.path.join(ROOT, "examples", "models")
+TEST_MODELS = os.path.join(ROOT, "tests", "models")
+
+
+def _tritonlite_shm() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if "tritonlite" in n.lower()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_shm():
+    before = _tritonlite_shm()
+    yield
+    leaked = _tritonlite_shm() - before
+    assert not leaked, f"leaked /dev/shm segments: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The examples plus the tests' own models, shared by read-only tests."""
+    srv = ServerProcess([EXAMPLES, TEST_MODELS])
+    yield srv
+    code = srv.stop()
+    assert code == 0, srv.log()

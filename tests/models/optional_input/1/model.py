@@ -1,0 +1,13 @@
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
+            y = pb_utils.get_input_tensor_by_name(r, "INPUT1")
+            extra = y.as_numpy() if y is not None else np.full_like(x, 100)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x + extra)]))
+        return out

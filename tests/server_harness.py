@@ -1,0 +1,88 @@
+"""Start a real `tritonlite serve` process on loopback for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One server process; `url` is host:port for tritonclient.http."""
+
+    def __init__(self, repositories: list[str], *extra: str, ready_timeout: float = 60.0) -> None:
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        argv = [sys.executable, "-m", "tritonlite", "serve"]
+        for repo in repositories:
+            argv += ["--model-repository", repo]
+        argv += [
+            "--http-address", "127.0.0.1",
+            "--grpc-address", "127.0.0.1",
+            "--http-port", str(self.http_port),
+            "--grpc-port", str(self.grpc_port),
+            "--metrics-port", str(self.metrics_port),
+            *extra,
+        ]
+        self.log_path = os.path.join(
+            os.environ.get("TMPDIR", "/tmp"), f"tritonlite-test-{self.http_port}.log"
+        )
+        self._log = open(self.log_path, "wb")
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.url = f"127.0.0.1:{self.http_port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(
+                    f"http://{self.url}/v2/health/ready", timeout=1
+                ) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def children(self) -> list[int]:
+        """PIDs of the worker processes (direct children of the server)."""
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode

@@ -1,0 +1,363 @@
+"""Client system shared memory regions against real POSIX shm objects."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import mmap
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import posix_ipc
+import pytest
+
+from shm.arena import Arena, SegmentCache
+from shm.region_registry import RegionRegistry
+from shm.segments import deferred_close_count, is_reserved_key, open_client_region
+from tritonlite.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+
+PREFIX = f"tltest_{os.getpid()}_"
+
+
+def _ours() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith(PREFIX)}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Nothing of ours may remain in /dev/shm, and no fd may stay open."""
+    fds_before = set(os.listdir("/proc/self/fd"))
+    yield
+    gc.collect()
+    assert deferred_close_count() == 0
+    assert _ours() == set()
+    assert set(os.listdir("/proc/self/fd")) - fds_before == set()
+
+
+@pytest.fixture
+def make_shm() -> Iterator[Callable[[int], str]]:
+    """Create client shm objects like tritonclient does; returns a key without '/'."""
+    created: list[str] = []
+
+    def make(size: int, fill: bytes = b"") -> str:
+        key = PREFIX + uuid.uuid4().hex[:8]
+        obj = posix_ipc.SharedMemory("/" + key, posix_ipc.O_CREX, mode=0o600, size=size)
+        try:
+            if fill:
+                os.pwrite(obj.fd, fill, 0)
+        finally:
+            obj.close_fd()
+        created.append(key)
+        return key
+
+    yield make
+    for key in created:
+        try:
+            posix_ipc.unlink_shared_memory("/" + key)
+        except posix_ipc.ExistentialError:
+            pass
+
+
+@pytest.fixture
+def registry() -> Iterator[RegionRegistry]:
+    reg = RegionRegistry()
+    yield reg
+    reg.close()
+
+
+def _client_map(key: str, size: int) -> mmap.mmap:
+    """The client's own mapping of its object."""
+    obj = posix_ipc.SharedMemory("/" + key)
+    try:
+        return mmap.mmap(obj.fd, size)
+    finally:
+        obj.close_fd()
+
+
+# ------------------------------------------------------------ open by key
+
+
+def test_open_client_region_with_and_without_slash(make_shm) -> None:
+    key = make_shm(5000)
+    for k in (key, "/" + key):
+        fd, size = open_client_region(k)
+        try:
+            assert size == 5000
+            assert os.get_inheritable(fd) is False
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("key", ["", "/", "a/b", "/../etc/passwd", "..", ".", "x\0y"])
+def test_open_client_region_rejects_bad_keys(key: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        open_client_region(key)
+    assert info.value.message == f"Unable to open shared memory region: '{key}'"
+
+
+def test_reserved_keys() -> None:
+    assert is_reserved_key("tritonlite-arena")
+    assert is_reserved_key("/TritonLite_x")
+    assert is_reserved_key("//tritonlite")
+    assert not is_reserved_key("input_data")
+    assert not is_reserved_key("/my_tritonlite")
+
+
+def test_tritonclient_created_region(registry: RegionRegistry) -> None:
+    """The real client helper, when it can be imported in this environment."""
+    try:
+        import tritonclient.utils.shared_memory as shm_client
+    except ImportError as exc:  # tritonclient needs pkg_resources (setuptools < 81)
+        pytest.skip(f"tritonclient.utils.shared_memory unavailable: {exc}")
+    key = "/" + PREFIX + "tc"
+    handle = shm_client.create_shared_memory_region("tc_region", key, 64)
+    try:
+        shm_client.set_shared_memory_region(handle, [b"x" * 64])
+        registry.register("tc_region", key, 0, 64)
+        with registry.acquire("tc_region", 0, 64) as lease:
+            assert bytes(lease.view) == b"x" * 64
+        registry.unregister("tc_region")
+    finally:
+        shm_client.destroy_shared_memory_region(handle)
+
+
+# ------------------------------------------------------------- registration
+
+
+def test_register_status_unregister(registry: RegionRegistry, make_shm) -> None:
+    k1, k2 = make_shm(4096), make_shm(8192)
+    registry.register("in", k1, 0, 4096)
+    registry.register("out", "/" + k2, 100, 1000)
+    assert registry.status() == [
+        {"name": "in", "key": k1, "offset": 0, "byte_size": 4096},
+        {"name": "out", "key": "/" + k2, "offset": 100, "byte_size": 1000},
+    ]
+    assert registry.status("out") == [
+        {"name": "out", "key": "/" + k2, "offset": 100, "byte_size": 1000}
+    ]
+    registry.unregister("in")
+    registry.unregister("in")  # unknown name: no error, like Triton
+    assert [r["name"] for r in registry.status()] == ["out"]
+    with pytest.raises(NotFoundError) as info:
+        registry.status("in")
+    assert info.value.message == "Unable to find system shared memory region: 'in'"
+    registry.register("in", k1, 0, 10)  # the name is free again
+    registry.unregister_all()
+    assert registry.status() == [] and len(registry) == 0
+
+
+def test_register_duplicate_name(registry: RegionRegistry, make_shm) -> None:
+    key = make_shm(4096)
+    registry.register("dup", key, 0, 16)
+    with pytest.raises(AlreadyExistsError) as info:
+        registry.register("dup", make_shm(4096), 0, 16)
+    assert info.value.message == "shared memory region 'dup' already in manager"
+    # Two names over one key are fine.
+    registry.register("dup2", key, 16, 16)
+    assert len(registry) == 2
+
+
+def test_register_missing_key(registry: RegionRegistry) -> None:
+    key = PREFIX + "does_not_exist"
+    for k in (key, "/" + key):
+        with pytest.raises(NotFoundError) as info:
+            registry.register("r", k, 0, 16)
+        assert info.value.message == f"Unable to open shared memory region: '{k}'"
+    assert registry.status() == []
+
+
+@pytest.mark.parametrize("key", ["tritonlite-arena", "/TRITONLITE_out", "tritonlite"])
+def test_register_reserved_key(registry: RegionRegistry, key: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        registry.register("r", key, 0, 16)
+    assert info.value.message == (
+        f"cannot register shared memory region 'r': key '{key}' is reserved for the server"
+    )
+
+
+@pytest.mark.parametrize(
+    ("offset", "byte_size"),
+    [
+        (0, 4097),
+        (4096, 1),
+        (4000, 100),
+        (-1, 10),
+        (0, -1),
+        (2**63 + 1, 0),
+        (1, 2**64),
+        (2**63, 2**63),
+    ],
+)
+def test_register_out_of_range(registry: RegionRegistry, make_shm, offset, byte_size) -> None:
+    key = make_shm(4096)
+    with pytest.raises(InvalidArgumentError) as info:
+        registry.register("win", key, offset, byte_size)
+    msg = info.value.message
+    assert "'win'" in msg and str(offset) in msg and str(byte_size) in msg and "4096" in msg
+    assert registry.status() == []
+
+
+def test_register_edges_fit(registry: RegionRegistry, make_shm) -> None:
+    key = make_shm(4096)
+    registry.register("full", key, 0, 4096)
+    registry.register("tail", key, 4096, 0)
+    registry.register("empty", key, 0, 0)
+    with registry.acquire("tail", 0, 0) as lease:
+        assert lease.nbytes == 0 and bytes(lease.view) == b""
+
+
+# ------------------------------------------------------------------ acquire
+
+
+def test_acquire_reads_and_writes_client_memory(registry: RegionRegistry, make_shm) -> None:
+    key = make_shm(8192, bytes(range(256)) * 32)
+    registry.register("r", key, 1000, 2000)
+    lease = registry.acquire("r", 24, 8)
+    assert lease.offset == 1024 and lease.nbytes == 8
+    assert bytes(lease.view) == bytes(range(0, 8))  # 1024 % 256 == 0
+    lease.view[:] = b"OUTPUT!!"  # workers write outputs into the client's region
+    client = _client_map(key, 8192)
+    try:
+        assert client[1024:1032] == b"OUTPUT!!"
+        client[1032:1036] = b"more"
+    finally:
+        client.close()
+    lease.release()
+    with registry.acquire("r", 32, 4) as again:
+        assert bytes(again.view) == b"more"
+
+
+def test_acquire_unknown_name(registry: RegionRegistry) -> None:
+    with pytest.raises(NotFoundError) as info:
+        registry.acquire("nope", 0, 1)
+    assert info.value.message == "Unable to find shared memory region: 'nope'"
+
+
+@pytest.mark.parametrize(
+    ("offset", "byte_size"),
+    [
+        (0, 1001),
+        (1000, 1),
+        (999, 2),
+        (-1, 1),
+        (0, -1),
+        (2**64, 0),
+        (1, 2**64 - 1),
+        (2**63, 2**63),
+        ("0", 1),
+    ],
+)
+def test_acquire_bounds(registry: RegionRegistry, make_shm, offset, byte_size) -> None:
+    # Window [100, 1100) of a 4096-byte object: plenty of object past the window,
+    # so the check must be against the registered size, not the object's.
+    registry.register("r", make_shm(4096), 100, 1000)
+    with pytest.raises(InvalidArgumentError) as info:
+        registry.acquire("r", offset, byte_size)
+    assert info.value.message == "Invalid offset + byte size for shared memory region: 'r'"
+    with registry.acquire("r", 0, 1000) as whole, registry.acquire("r", 1000, 0) as empty:
+        assert whole.offset == 100 and whole.nbytes == 1000 and empty.offset == 1100
+
+
+def test_acquire_detects_truncated_object(registry: RegionRegistry, make_shm) -> None:
+    key = make_shm(8192)
+    registry.register("r", key, 0, 8192)
+    obj = posix_ipc.SharedMemory("/" + key)
+    try:
+        os.ftruncate(obj.fd, 4096)  # the client shrinks its object behind our back
+    finally:
+        obj.close_fd()
+    with pytest.raises(InvalidArgumentError) as info:
+        registry.acquire("r", 4000, 100)
+    assert info.value.message == "Invalid offset + byte size for shared memory region: 'r'"
+    with registry.acquire("r", 0, 4096) as lease:  # what is left is still usable
+        lease.view[-1] = 1
+
+
+def test_unregister_while_leased(registry: RegionRegistry, make_shm) -> None:
+    closed: list[int] = []
+    registry.on_region_closed = closed.append
+    key = make_shm(4096, b"data")
+    registry.register("r", key, 0, 4096)
+    first = registry.acquire("r", 0, 4)
+    second = registry.acquire("r", 0, 4)
+    sid = first.segment_id
+    registry.unregister("r")
+    # The name is gone at once...
+    with pytest.raises(NotFoundError):
+        registry.acquire("r", 0, 4)
+    assert registry.status() == []
+    # ...but the mapping lives while leases hold it.
+    assert bytes(first.view) == b"data" and closed == []
+    first.release()
+    first.release()  # idempotent: must not count twice
+    assert closed == [] and bytes(second.view) == b"data"
+    os.fstat(second.fd)  # still open
+    second.release()
+    assert closed == [sid]
+    # Re-registering the same name is a new region with a new id.
+    registry.register("r", key, 0, 4096)
+    with registry.acquire("r", 0, 4) as lease:
+        assert lease.segment_id != sid
+    registry.unregister_all()
+    assert len(closed) == 2
+
+
+def test_unregister_without_leases_fires_hook_once(registry: RegionRegistry, make_shm) -> None:
+    closed: list[int] = []
+    registry.on_region_closed = closed.append
+    registry.register("a", make_shm(64), 0, 64)
+    registry.register("b", make_shm(64), 0, 64)
+    lease = registry.acquire("b", 0, 64)
+    registry.unregister("a")
+    assert len(closed) == 1
+    registry.unregister_all()
+    assert len(closed) == 1  # b is still leased
+    lease.release()
+    assert len(closed) == 2 and len(set(closed)) == 2
+
+
+def test_close_with_live_lease(make_shm) -> None:
+    reg = RegionRegistry()
+    closed: list[int] = []
+    reg.on_region_closed = closed.append
+    reg.register("r", make_shm(64), 0, 64)
+    lease = reg.acquire("r", 0, 64)
+    reg.close()
+    assert reg.status() == [] and closed == []
+    lease.release()  # after shutdown: harmless, no hook
+    assert closed == []
+
+
+def test_lease_fd_reaches_a_worker_mapping(registry: RegionRegistry, make_shm) -> None:
+    """What the frontend does: pass the lease's fd once, worker writes at lease.offset."""
+    key = make_shm(4096)
+    registry.register("out", key, 512, 256)
+    cache = SegmentCache()
+    try:
+        with registry.acquire("out", 16, 8) as lease:
+            seg = cache.attach(lease.segment_id, os.dup(lease.fd), lease.segment_size)
+            seg.view[lease.offset : lease.offset + lease.nbytes] = b"workerOK"
+            assert bytes(lease.view) == b"workerOK"
+        client = _client_map(key, 4096)
+        try:
+            assert client[528:536] == b"workerOK"
+        finally:
+            client.close()
+    finally:
+        cache.close_all()
+
+
+def test_shared_id_space_with_arena(make_shm) -> None:
+    next_id = itertools.count(1).__next__
+    arena = Arena(segment_size=4096, next_id=next_id)
+    reg = RegionRegistry(next_id=next_id)
+    try:
+        block = arena.allocate(10)
+        reg.register("r", make_shm(64), 0, 64)
+        block2 = arena.allocate(4096)
+        with reg.acquire("r", 0, 1) as lease:
+            assert [block.segment_id, lease.segment_id, block2.segment_id] == [1, 2, 3]
+    finally:
+        reg.close()
+        arena.close()

@@ -1,0 +1,104 @@
+"""`tritonlite serve`: tritonserver's flag names, one asyncio process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from tritonlite.core.inference_server import InferenceServer, ServerOptions
+from tritonlite.core.request_limits import RequestLimits
+
+log = logging.getLogger("tritonlite")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got '{text}'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tritonlite")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve a model repository over HTTP/gRPC")
+    s.add_argument("--model-repository", "--model-store", action="append", required=True,
+                   dest="model_repository", help="model repository path (repeatable)")
+    s.add_argument("--http-port", type=int, default=8000)
+    s.add_argument("--http-address", default="0.0.0.0")
+    s.add_argument("--grpc-port", type=int, default=8001)
+    s.add_argument("--grpc-address", default="0.0.0.0")
+    s.add_argument("--metrics-port", type=int, default=8002)
+    s.add_argument("--allow-http", type=_bool, default=True)
+    s.add_argument("--allow-grpc", type=_bool, default=True)
+    s.add_argument("--allow-metrics", type=_bool, default=True)
+    s.add_argument("--log-verbose", type=int, default=0)
+    s.add_argument("--log-info", type=_bool, default=True)
+    s.add_argument("--strict-model-config", type=_bool, default=False)
+    s.add_argument("--disable-auto-complete-config", action="store_true")
+    s.add_argument("--exit-timeout-secs", type=float, default=30.0)
+    s.add_argument("--max-request-bytes", type=int, default=RequestLimits.max_body_bytes,
+                   help="largest request body accepted (bytes)")
+    s.add_argument("--max-request-inputs", type=int, default=RequestLimits.max_inputs)
+    s.add_argument("--max-tensor-dims", type=int, default=RequestLimits.max_dims)
+    s.add_argument("--max-tensor-elements", type=int, default=RequestLimits.max_elements)
+    s.add_argument("--shm-arena-bytes", type=int, default=8 * 1024**3,
+                   help="most memory the server's own tensor arena may take")
+    return parser
+
+
+async def serve(ns: argparse.Namespace) -> int:
+    try:
+        import uvloop  # noqa: F401  (chosen by asyncio.run's caller when present)
+    except ImportError:
+        pass
+    limits = RequestLimits(
+        max_body_bytes=ns.max_request_bytes,
+        max_inputs=ns.max_request_inputs,
+        max_outputs=ns.max_request_inputs,
+        max_dims=ns.max_tensor_dims,
+        max_elements=ns.max_tensor_elements,
+    )
+    options = ServerOptions(
+        model_repositories=ns.model_repository,
+        strict_model_config=ns.strict_model_config or ns.disable_auto_complete_config,
+        limits=limits,
+        arena_max_bytes=ns.shm_arena_bytes,
+        exit_timeout_s=ns.exit_timeout_secs,
+    )
+    server = InferenceServer(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    tasks = []
+    if ns.allow_http:
+        from tritonlite.frontends.http.http_server import serve_http
+
+        tasks.append(asyncio.create_task(serve_http(server, ns.http_address, ns.http_port, stop)))
+    log.info("tritonlite serving: HTTP %s", ns.http_port if ns.allow_http else "off")
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests")
+    drain = asyncio.create_task(server.stop())
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await drain
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ns = build_parser().parse_args(argv)
+    level = logging.DEBUG if ns.log_verbose > 0 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    sys.exit(runner(serve(ns)))

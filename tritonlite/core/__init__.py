@@ -1,0 +1,1 @@
+"""The transport-agnostic core: requests, validation, scheduling, workers."""

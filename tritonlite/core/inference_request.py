@@ -1,0 +1,73 @@
+"""The one internal request/response type every frontend converts into."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class ShmRef:
+    """A window of a registered system shared memory region."""
+
+    region: str
+    offset: int
+    byte_size: int
+
+
+@dataclass(slots=True)
+class InputTensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    raw: bytes | memoryview | None = None  # binary / raw contents
+    json_data: Any = None  # JSON "data" (nested lists or flat), or typed gRPC contents
+    shm: ShmRef | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool | None = None
+    shm: ShmRef | None = None
+    class_count: int = 0
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    model_name: str
+    model_version: str = ""
+    request_id: str = ""
+    inputs: list[InputTensor] = field(default_factory=list)
+    outputs: list[RequestedOutput] | None = None  # None: all outputs
+    parameters: dict[str, Any] = field(default_factory=dict)
+    binary_output_default: bool = False
+
+
+@dataclass(slots=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: memoryview | None = None  # valid until the result is released
+    shm: ShmRef | None = None
+    binary: bool | None = None
+
+
+@dataclass
+class InferResult:
+    model_name: str
+    model_version: str
+    request_id: str
+    outputs: list[OutputTensor]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    _release: Callable[[], None] | None = None
+
+    def release(self) -> None:
+        """Hand the output memory back; call once the response is built."""
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()

@@ -1,0 +1,545 @@
+"""The data plane: every frontend calls these methods and nothing below them.
+
+Owns the model repository state, the server's tensor arena and the client
+shared memory registry. Request bytes are copied once into the arena (or
+referenced in place from a client's region) and travel to workers as
+descriptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shm.arena import Arena, Block
+from shm.region_registry import RegionLease, RegionRegistry
+from tritonlite.core.inference_request import (
+    InferRequest,
+    InferResult,
+    InputTensor,
+    OutputTensor,
+    ShmRef,
+)
+from tritonlite.core.model_runtime import ModelRuntime
+from tritonlite.core.request_limits import RequestLimits
+from tritonlite.core.request_validation import resolve_reshape, validate_request
+from tritonlite.core.worker_process import WorkerProcess, WorkerStartError
+from tritonlite.datatypes import (
+    bytes_tensor_element_count,
+    element_count,
+    element_size,
+    numpy_dtype,
+    serialize_bytes_tensor,
+)
+from tritonlite.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    TritonLiteError,
+    UnavailableError,
+    error_from_code_name,
+)
+from tritonlite.model_config import (
+    ConfigError,
+    ModelSpec,
+    config_to_dict,
+    config_to_json,
+    normalize,
+    read_config_file,
+)
+from tritonlite.model_repository import available_versions, scan_repositories, select_versions
+from workers.messages import OutputSpec, RequestItem, TensorRef
+
+log = logging.getLogger("tritonlite")
+
+SERVER_NAME = "triton"
+SERVER_VERSION = "2.51.0"
+EXTENSIONS = [
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+]
+
+
+@dataclass
+class ServerOptions:
+    model_repositories: list[str]
+    strict_model_config: bool = False
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    arena_segment_size: int = 64 * 1024 * 1024
+    arena_max_bytes: int = 8 * 1024 * 1024 * 1024
+    output_segment_size: int = 32 * 1024 * 1024
+    exit_timeout_s: float = 30.0
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: str
+    versions: dict[int, ModelRuntime] = field(default_factory=dict)
+    # Set when the model failed before any version could be tried.
+    reason: str = ""
+
+
+class InferenceServer:
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        ids = itertools.count(1)
+        self._next_id = lambda: next(ids)
+        self.arena = Arena(
+            segment_size=options.arena_segment_size,
+            max_total_bytes=options.arena_max_bytes,
+            label="arena",
+            next_id=self._next_id,
+        )
+        self.regions = RegionRegistry(next_id=self._next_id)
+        self.regions.on_region_closed = self._on_region_closed
+        self.models: dict[str, ModelEntry] = {}
+        self.ready = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        locations, errors = scan_repositories(self.options.model_repositories)
+        for err in errors:
+            log.warning(err)
+        for loc in locations:
+            self.models[loc.name] = ModelEntry(loc.name, loc.path)
+        await asyncio.gather(*(self._load_model(e) for e in self.models.values()))
+        self.ready = True
+
+    async def _load_model(self, entry: ModelEntry) -> None:
+        try:
+            config = read_config_file(entry.path)
+            if config is None:
+                raise ConfigError(
+                    f"failed to load '{entry.name}': no config.pbtxt in the model folder"
+                )
+            normalize(config, entry.name)
+            versions = select_versions(config, available_versions(entry.path))
+        except ConfigError as exc:
+            entry.reason = str(exc)
+            log.error("model '%s' failed to load: %s", entry.name, exc)
+            return
+        config_json = config_to_json(config)
+        runtimes = [
+            ModelRuntime(
+                name=entry.name,
+                version=v,
+                model_dir=entry.path,
+                config_json=config_json,
+                auto_complete=not self.options.strict_model_config,
+                output_segment_size=self.options.output_segment_size,
+            )
+            for v in versions
+        ]
+        for rt in runtimes:
+            entry.versions[rt.version] = rt
+
+        async def load_one(rt: ModelRuntime) -> None:
+            try:
+                await rt.load()
+                log.info("successfully loaded '%s' version %d", rt.name, rt.version)
+            except (WorkerStartError, ConfigError, TritonLiteError) as exc:
+                rt.state = "UNAVAILABLE"
+                rt.reason = getattr(exc, "message", str(exc))
+                log.error("failed to load '%s' version %d: %s", rt.name, rt.version, rt.reason)
+
+        await asyncio.gather(*(load_one(rt) for rt in runtimes))
+
+    async def stop(self) -> None:
+        """Drain in-flight requests (up to the exit timeout), then stop workers."""
+        self.ready = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.options.exit_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("exit timeout reached with %d requests in flight", self.in_flight)
+        runtimes = [rt for e in self.models.values() for rt in e.versions.values()]
+        await asyncio.gather(*(rt.unload() for rt in runtimes), return_exceptions=True)
+        self.regions.close()
+        self.arena.close()
+
+    # -- health and metadata -------------------------------------------------
+    def is_live(self) -> bool:
+        return True
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    def server_metadata(self) -> dict:
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
+
+    def _resolve(self, name: str, version: str) -> ModelRuntime:
+        entry = self.models.get(name)
+        if version:
+            if not version.isdigit():
+                raise InvalidArgumentError(
+                    f"failed to parse model version '{version}' for model '{name}'"
+                )
+            rt = entry.versions.get(int(version)) if entry else None
+            if rt is None or rt.state != "READY":
+                raise NotFoundError(
+                    f"Request for unknown model: '{name}' version {int(version)} is not found"
+                )
+            return rt
+        if entry is None:
+            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
+        ready = [rt for v, rt in sorted(entry.versions.items()) if rt.state == "READY"]
+        if not ready:
+            raise UnavailableError(f"Request for unknown model: '{name}' has no available versions")
+        return ready[-1]
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self._resolve(name, version)
+        except TritonLiteError:
+            return False
+        return True
+
+    def model_metadata(self, name: str, version: str = "") -> dict:
+        rt = self._resolve(name, version)
+        spec = rt.spec
+        assert spec is not None
+        entry = self.models[name]
+        prefix = [-1] if spec.max_batch_size > 0 else []
+        config = spec.config
+        return {
+            "name": name,
+            "versions": [str(v) for v, r in sorted(entry.versions.items()) if r.state == "READY"],
+            "platform": config.platform or config.backend,
+            "inputs": [
+                {"name": t.name, "datatype": t.datatype, "shape": prefix + list(t.dims)}
+                for t in spec.inputs.values()
+            ],
+            "outputs": [
+                {"name": t.name, "datatype": t.datatype, "shape": prefix + list(t.dims)}
+                for t in spec.outputs.values()
+            ],
+        }
+
+    def model_config(self, name: str, version: str = "") -> dict:
+        rt = self._resolve(name, version)
+        assert rt.spec is not None
+        return config_to_dict(rt.spec.config)
+
+    def model_spec(self, name: str, version: str = "") -> ModelSpec:
+        spec = self._resolve(name, version).spec
+        assert spec is not None
+        return spec
+
+    def repository_index(self, ready_only: bool = False) -> list[dict]:
+        out: list[dict] = []
+        for name in sorted(self.models):
+            entry = self.models[name]
+            if not entry.versions:
+                if not ready_only:
+                    out.append({"name": name, "state": "UNAVAILABLE", "reason": entry.reason})
+                continue
+            for v, rt in sorted(entry.versions.items()):
+                if ready_only and rt.state != "READY":
+                    continue
+                item = {"name": name, "version": str(v), "state": rt.state}
+                if rt.state != "READY" or rt.reason:
+                    item["reason"] = rt.reason
+                out.append(item)
+        return out
+
+    def model_statistics(self, name: str = "", version: str = "") -> list[dict]:
+        stats: list[dict] = []
+        if not name:
+            for model_name in sorted(self.models):
+                for v, rt in sorted(self.models[model_name].versions.items()):
+                    if rt.state == "READY":
+                        stats.append(rt.stats.as_dict(model_name, str(v)))
+            return stats
+        if version:
+            rt = self._resolve(name, version)
+            return [rt.stats.as_dict(name, str(rt.version))]
+        entry = self.models.get(name)
+        if entry is None:
+            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
+        ready = [(v, rt) for v, rt in sorted(entry.versions.items()) if rt.state == "READY"]
+        if not ready:
+            raise UnavailableError(f"Request for unknown model: '{name}' has no available versions")
+        return [rt.stats.as_dict(name, str(v)) for v, rt in ready]
+
+    # -- system shared memory ------------------------------------------------
+    def shm_register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        self.regions.register(name, key, offset, byte_size)
+
+    def shm_status(self, name: str = "") -> list[dict]:
+        return self.regions.status(name or None)
+
+    def shm_unregister(self, name: str = "") -> None:
+        if name:
+            self.regions.unregister(name)
+        else:
+            self.regions.unregister_all()
+
+    def _on_region_closed(self, segment_id: int) -> None:
+        for entry in self.models.values():
+            for rt in entry.versions.values():
+                for slot in rt.slots:
+                    if slot.worker is not None:
+                        slot.worker.detach(segment_id)
+
+    # -- inference -----------------------------------------------------------
+    async def infer(self, request: InferRequest) -> InferResult:
+        rt = self._resolve(request.model_name, request.model_version)
+        spec = rt.spec
+        assert spec is not None
+        model_shapes = validate_request(request, spec, self.options.limits)
+        t_start = time.perf_counter_ns()
+        blocks: list[Block] = []
+        leases: list[RegionLease] = []
+        out_leases: list[RegionLease] = []
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            segments: list[tuple[int, int]] = []
+            refs = [
+                self._place_input(t, shape, spec.name, blocks, leases, segments)
+                for t, shape in zip(request.inputs, model_shapes)
+            ]
+            out_specs = None
+            out_regions: dict[int, ShmRef] = {}
+            if request.outputs is not None:
+                out_specs = []
+                for out in request.outputs:
+                    dest = None
+                    if out.shm is not None:
+                        lease = self.regions.acquire(
+                            out.shm.region, out.shm.offset, out.shm.byte_size
+                        )
+                        out_leases.append(lease)
+                        segments.append((lease.segment_id, lease.fd))
+                        dest = (lease.segment_id, lease.offset, lease.nbytes)
+                        out_regions[lease.segment_id * 2**40 + lease.offset] = out.shm
+                    out_specs.append(OutputSpec(out.name, dest))
+            message = RequestItem(
+                request.request_id, refs, out_specs, request.parameters or {}
+            )
+            fut = rt.submit(message, segments)
+            try:
+                response, item, done, worker = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                # The worker may still read these bytes: free them when it is done.
+                held = (blocks, leases, out_leases)
+                blocks, leases, out_leases = [], [], []
+                fut.add_done_callback(lambda _f: self._free(*held))
+                raise
+            except TritonLiteError:
+                rt.stats.record_request(
+                    ok=False, total_ns=time.perf_counter_ns() - t_start, queue_ns=0
+                )
+                raise
+            if response.error is not None:
+                rt.stats.record_request(
+                    ok=False, total_ns=time.perf_counter_ns() - t_start, queue_ns=0
+                )
+                raise error_from_code_name(response.error[0], response.error[1])
+            result = self._build_result(request, rt, response.outputs, worker, out_regions)
+            rt.stats.record_request(
+                ok=True,
+                total_ns=time.perf_counter_ns() - t_start,
+                queue_ns=item.started_ns - item.enqueued_ns,
+                input_ns=done.compute_input_ns,
+                infer_ns=done.compute_infer_ns,
+                output_ns=done.compute_output_ns,
+                batch_size=_batch_size(spec, model_shapes),
+            )
+            result_leases, out_leases = out_leases, []
+            release_outputs = result._release
+
+            def release() -> None:
+                if release_outputs is not None:
+                    release_outputs()
+                for lease in result_leases:
+                    lease.release()
+
+            result._release = release
+            return result
+        finally:
+            self._free(blocks, leases, out_leases)
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    def _free(
+        self, blocks: list[Block], leases: list[RegionLease], out_leases: list[RegionLease]
+    ) -> None:
+        for block in blocks:
+            self.arena.free(block)
+        for lease in leases:
+            lease.release()
+        for lease in out_leases:
+            lease.release()
+
+    def _place_input(
+        self,
+        tensor: InputTensor,
+        model_shape: list[int],
+        model_name: str,
+        blocks: list[Block],
+        leases: list[RegionLease],
+        segments: list[tuple[int, int]],
+    ) -> TensorRef:
+        count = element_count(tensor.shape)
+        model_shape = resolve_reshape(model_shape, count)
+        esize = element_size(tensor.datatype)
+        expected = count * esize
+        if tensor.shm is not None:
+            shm = tensor.shm
+            if tensor.datatype != "BYTES" and shm.byte_size != expected:
+                raise InvalidArgumentError(
+                    f"input byte size mismatch for input '{tensor.name}' for model "
+                    f"'{model_name}'. Expected {expected}, got {shm.byte_size}"
+                )
+            lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size)
+            leases.append(lease)
+            if tensor.datatype == "BYTES":
+                self._check_bytes(tensor, lease.view, count)
+            segments.append((lease.segment_id, lease.fd))
+            return TensorRef(
+                tensor.name, tensor.datatype, model_shape, lease.segment_id, lease.offset,
+                lease.nbytes,
+            )
+        if tensor.raw is not None:
+            raw = tensor.raw
+            if tensor.datatype == "BYTES":
+                self._check_bytes(tensor, raw, count)
+            elif len(raw) != expected:
+                raise InvalidArgumentError(
+                    f"input byte size mismatch for input '{tensor.name}' for model "
+                    f"'{model_name}'. Expected {expected}, got {len(raw)}"
+                )
+        else:
+            raw = self._json_to_bytes(tensor, count)
+        block = self.arena.allocate(len(raw))
+        blocks.append(block)
+        block.view[:] = raw
+        segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
+        return TensorRef(
+            tensor.name, tensor.datatype, model_shape, block.segment_id, block.offset, len(raw)
+        )
+
+    @staticmethod
+    def _check_bytes(tensor: InputTensor, raw: bytes | memoryview, count: int) -> None:
+        try:
+            got = bytes_tensor_element_count(raw)
+        except InvalidArgumentError:
+            raise InvalidArgumentError(
+                f"unexpected end of BYTES data for input '{tensor.name}'"
+            ) from None
+        if got != count:
+            raise InvalidArgumentError(
+                f"expected {count} string elements for inference input '{tensor.name}', "
+                f"got {got}"
+            )
+
+    @staticmethod
+    def _json_to_bytes(tensor: InputTensor, count: int) -> bytes:
+        data = tensor.json_data
+        if data is None:
+            raise InvalidArgumentError(
+                f"input '{tensor.name}' must have 'data', binary data or a shared memory region"
+            )
+        if tensor.datatype == "BYTES":
+            flat = _flatten(data)
+            if len(flat) != count:
+                raise InvalidArgumentError(
+                    f"unexpected number of string elements for inference input "
+                    f"'{tensor.name}', expecting {count}, got {len(flat)}"
+                )
+            return serialize_bytes_tensor(np.array(flat, dtype=np.object_))
+        try:
+            arr = np.asarray(data, dtype=numpy_dtype(tensor.datatype)).reshape(-1)
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidArgumentError(
+                f"unable to parse 'data' of input '{tensor.name}' as {tensor.datatype}"
+            ) from None
+        if arr.size != count:
+            raise InvalidArgumentError(
+                f"unexpected number of elements for inference input '{tensor.name}', "
+                f"expecting {count}, got {arr.size}"
+            )
+        return arr.tobytes()
+
+    def _build_result(
+        self,
+        request: InferRequest,
+        rt: ModelRuntime,
+        refs: list[TensorRef],
+        worker: WorkerProcess,
+        out_regions: dict[int, ShmRef],
+    ) -> InferResult:
+        binary_of: dict[str, bool | None] = {}
+        if request.outputs is not None:
+            binary_of = {o.name: o.binary for o in request.outputs}
+        outputs: list[OutputTensor] = []
+        to_release: list[tuple[int, int]] = []
+        for ref in refs:
+            binary = binary_of.get(ref.name)
+            if ref.segment_id < 0:
+                view = worker.out_segments.get(ref.segment_id).view
+                outputs.append(
+                    OutputTensor(
+                        ref.name, ref.datatype, ref.shape,
+                        data=view[ref.offset : ref.offset + ref.nbytes], binary=binary,
+                    )
+                )
+                to_release.append((ref.segment_id, ref.offset))
+            else:
+                shm = out_regions.get(ref.segment_id * 2**40 + ref.offset)
+                assert shm is not None
+                outputs.append(
+                    OutputTensor(
+                        ref.name, ref.datatype, ref.shape,
+                        shm=ShmRef(shm.region, shm.offset, ref.nbytes), binary=binary,
+                    )
+                )
+
+        def release() -> None:
+            for seg, off in to_release:
+                worker.release(seg, off)
+
+        return InferResult(
+            request.model_name,
+            str(rt.version),
+            request.request_id,
+            outputs,
+            {},
+            release,
+        )
+
+
+def _batch_size(spec: ModelSpec, shapes: list[list[int]]) -> int:
+    if spec.max_batch_size > 0 and shapes and shapes[0]:
+        return int(shapes[0][0])
+    return 1
+
+
+def _flatten(data: object) -> list:
+    if isinstance(data, list):
+        out: list = []
+        stack = [iter(data)]
+        while stack:
+            for item in stack[-1]:
+                if isinstance(item, list):
+                    stack.append(iter(item))
+                    break
+                out.append(item)
+            else:
+                stack.pop()
+        return out
+    return [data]
+
+

@@ -1,0 +1,139 @@
+"""Triton datatypes: names, numpy types, sizes and the BYTES wire encoding."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from tritonlite.errors import InvalidArgumentError
+
+# Triton datatype name -> numpy dtype (BYTES is an object array of bytes).
+_NUMPY_OF: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.object_),
+}
+
+# config.pbtxt DataType enum names (TYPE_FP32) <-> protocol names (FP32).
+CONFIG_TO_WIRE: dict[str, str] = {
+    "TYPE_BOOL": "BOOL",
+    "TYPE_UINT8": "UINT8",
+    "TYPE_UINT16": "UINT16",
+    "TYPE_UINT32": "UINT32",
+    "TYPE_UINT64": "UINT64",
+    "TYPE_INT8": "INT8",
+    "TYPE_INT16": "INT16",
+    "TYPE_INT32": "INT32",
+    "TYPE_INT64": "INT64",
+    "TYPE_FP16": "FP16",
+    "TYPE_FP32": "FP32",
+    "TYPE_FP64": "FP64",
+    "TYPE_STRING": "BYTES",
+    "TYPE_BF16": "BF16",
+}
+WIRE_TO_CONFIG: dict[str, str] = {v: k for k, v in CONFIG_TO_WIRE.items()}
+
+WIRE_TYPES = frozenset(CONFIG_TO_WIRE.values())
+
+
+def element_size(datatype: str) -> int:
+    """Bytes per element for fixed-size types; 0 for BYTES."""
+    if datatype == "BYTES":
+        return 0
+    if datatype == "BF16":
+        return 2
+    dt = _NUMPY_OF.get(datatype)
+    if dt is None:
+        raise InvalidArgumentError(f"invalid datatype '{datatype}'")
+    return dt.itemsize
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    dt = _NUMPY_OF.get(datatype)
+    if dt is None:
+        raise InvalidArgumentError(f"unsupported datatype '{datatype}'")
+    return dt
+
+
+def wire_type_of(dtype: np.dtype) -> str:
+    """Protocol name of a numpy dtype (object, bytes and str arrays are BYTES)."""
+    if dtype.kind in ("O", "S", "U"):
+        return "BYTES"
+    for name, dt in _NUMPY_OF.items():
+        if dt == dtype:
+            return name
+    raise InvalidArgumentError(f"unsupported numpy dtype '{dtype}'")
+
+
+def element_count(shape: list[int] | tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def serialize_bytes_tensor(array: np.ndarray) -> bytes:
+    """Triton's BYTES encoding: each element as 4-byte little-endian length + bytes."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        if isinstance(item, str):
+            raw = item.encode("utf-8")
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            raw = bytes(item)
+        else:
+            raw = str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def deserialize_bytes_tensor(
+    buffer: bytes | memoryview, count: int, shape: list[int] | tuple[int, ...]
+) -> np.ndarray:
+    """Parse `count` length-prefixed elements into an object array of bytes.
+
+    Raises InvalidArgumentError when the buffer does not hold exactly `count`
+    well-formed elements.
+    """
+    mv = memoryview(buffer)
+    out = np.empty(count, dtype=np.object_)
+    pos = 0
+    end = len(mv)
+    for i in range(count):
+        if pos + 4 > end:
+            raise InvalidArgumentError("unexpected end of BYTES tensor data")
+        (n,) = struct.unpack_from("<I", mv, pos)
+        pos += 4
+        if pos + n > end:
+            raise InvalidArgumentError("unexpected end of BYTES tensor data")
+        out[i] = bytes(mv[pos : pos + n])
+        pos += n
+    if pos != end:
+        raise InvalidArgumentError("unexpected extra bytes in BYTES tensor data")
+    return out.reshape(shape)
+
+
+def bytes_tensor_element_count(buffer: bytes | memoryview) -> int:
+    """Count the elements of serialized BYTES data, checking each length."""
+    mv = memoryview(buffer)
+    pos, end, count = 0, len(mv), 0
+    while pos < end:
+        if pos + 4 > end:
+            raise InvalidArgumentError("unexpected end of BYTES tensor data")
+        (n,) = struct.unpack_from("<I", mv, pos)
+        pos += 4 + n
+        if pos > end:
+            raise InvalidArgumentError("unexpected end of BYTES tensor data")
+        count += 1
+    return count

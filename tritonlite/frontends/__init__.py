@@ -1,0 +1,1 @@
+"""Transports: each converts its wire format to the core's request type."""

@@ -1,0 +1,1 @@
+"""KServe v2 REST with Triton's extensions, on starlette + hypercorn."""

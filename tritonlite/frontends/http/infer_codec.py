@@ -1,0 +1,209 @@
+"""KServe v2 JSON + Triton binary tensor extension <-> the core request type."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from tritonlite.core.inference_request import (
+    InferRequest,
+    InferResult,
+    InputTensor,
+    RequestedOutput,
+    ShmRef,
+)
+from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_dtype
+from tritonlite.errors import InvalidArgumentError
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def _shm_ref(params: dict[str, Any], what: str, name: str) -> ShmRef | None:
+    region = params.get("shared_memory_region")
+    if region is None:
+        return None
+    if not isinstance(region, str):
+        raise InvalidArgumentError(
+            f"'shared_memory_region' of {what} '{name}' must be a string"
+        )
+    size = params.get("shared_memory_byte_size")
+    if size is None:
+        raise InvalidArgumentError(
+            f"'shared_memory_byte_size' must be specified along with "
+            f"'shared_memory_region' for {what} '{name}'"
+        )
+    offset = params.get("shared_memory_offset", 0)
+    for field_name, value in (("shared_memory_byte_size", size), ("shared_memory_offset", offset)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidArgumentError(
+                f"'{field_name}' of {what} '{name}' must be a non-negative integer"
+            )
+    return ShmRef(region, offset, size)
+
+
+def parse_infer_request(
+    body: bytes, header_length: int | None, model_name: str, model_version: str
+) -> InferRequest:
+    if header_length is None:
+        header_bytes = body
+        binary = memoryview(b"")
+    else:
+        if header_length < 0 or header_length > len(body):
+            raise InvalidArgumentError(
+                f"Inference-Header-Content-Length ({header_length}) is larger than the "
+                f"request body ({len(body)} bytes)"
+                if header_length >= 0
+                else "Inference-Header-Content-Length must not be negative"
+            )
+        header_bytes = body[:header_length]
+        binary = memoryview(body)[header_length:]
+    try:
+        doc = json.loads(header_bytes)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"failed to parse the request JSON buffer: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgumentError("the request JSON must be an object")
+    request = InferRequest(model_name, model_version)
+    rid = doc.get("id")
+    if rid is not None:
+        if not isinstance(rid, str):
+            raise InvalidArgumentError("'id' must be a string")
+        request.request_id = rid
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidArgumentError("'parameters' must be an object")
+    request.binary_output_default = bool(params.pop("binary_data_output", False))
+    request.parameters = params
+    inputs = doc.get("inputs")
+    if inputs is None:
+        raise InvalidArgumentError("missing 'inputs' in the request JSON")
+    if not isinstance(inputs, list):
+        raise InvalidArgumentError("'inputs' must be an array")
+    pos = 0
+    for i, item in enumerate(inputs):
+        tensor, pos = _parse_input(item, i, binary, pos)
+        request.inputs.append(tensor)
+    if pos != len(binary):
+        raise InvalidArgumentError(
+            f"unexpected additional input data: the binary section has {len(binary)} bytes "
+            f"but the inputs' 'binary_data_size' add up to {pos}"
+        )
+    outputs = doc.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise InvalidArgumentError("'outputs' must be an array")
+        request.outputs = [_parse_output(o, request.binary_output_default) for o in outputs]
+    return request
+
+
+def _parse_input(
+    item: Any, index: int, binary: memoryview, pos: int
+) -> tuple[InputTensor, int]:
+    if not isinstance(item, dict):
+        raise InvalidArgumentError(f"input {index} in 'inputs' must be an object")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"input {index} in 'inputs' is missing a string 'name'")
+    datatype = item.get("datatype")
+    if not isinstance(datatype, str):
+        raise InvalidArgumentError(f"input '{name}' is missing a string 'datatype'")
+    shape = item.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape
+    ):
+        raise InvalidArgumentError(f"input '{name}' must have a 'shape' array of integers")
+    params = item.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidArgumentError(f"'parameters' of input '{name}' must be an object")
+    tensor = InputTensor(name, datatype, shape, parameters=params)
+    tensor.shm = _shm_ref(params, "input", name)
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidArgumentError(
+                f"'binary_data_size' of input '{name}' must be a non-negative integer"
+            )
+        if pos + size > len(binary):
+            raise InvalidArgumentError(
+                f"unexpected end of binary data for input '{name}': 'binary_data_size' is "
+                f"{size} but only {len(binary) - pos} bytes remain"
+            )
+        tensor.raw = binary[pos : pos + size]
+        pos += size
+    elif tensor.shm is None:
+        if "data" not in item:
+            raise InvalidArgumentError(
+                f"input '{name}' must specify 'data', 'binary_data_size' or a shared memory "
+                "region"
+            )
+        tensor.json_data = item["data"]
+    return tensor, pos
+
+
+def _parse_output(item: Any, binary_default: bool) -> RequestedOutput:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise InvalidArgumentError("each requested output must be an object with a 'name'")
+    name = item["name"]
+    params = item.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidArgumentError(f"'parameters' of output '{name}' must be an object")
+    out = RequestedOutput(name, parameters=params)
+    binary = params.get("binary_data")
+    out.binary = binary_default if binary is None else bool(binary)
+    out.shm = _shm_ref(params, "output", name)
+    cc = params.get("classification")
+    if cc is not None:
+        out.class_count = int(cc)
+    return out
+
+
+def _json_data(datatype: str, shape: list[int], data: memoryview) -> list:
+    if datatype == "BYTES":
+        arr = deserialize_bytes_tensor(data, element_count(shape), [element_count(shape)])
+        out = []
+        for b in arr:
+            try:
+                out.append(b.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(b.decode("latin-1"))
+        return out
+    return np.frombuffer(data, dtype=numpy_dtype(datatype)).tolist()
+
+
+def build_infer_response(result: InferResult, binary_default: bool) -> tuple[bytes, int | None]:
+    """Return the body and, when binary outputs follow the JSON, the header's length.
+
+    Binary outputs are copied exactly once: from shared memory into the body.
+    """
+    outputs = []
+    chunks: list[bytes | memoryview] = []
+    for out in result.outputs:
+        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
+        if out.shm is not None:
+            entry["parameters"] = {
+                "shared_memory_region": out.shm.region,
+                "shared_memory_byte_size": out.shm.byte_size,
+            }
+            if out.shm.offset:
+                entry["parameters"]["shared_memory_offset"] = out.shm.offset
+        else:
+            assert out.data is not None
+            binary = binary_default if out.binary is None else out.binary
+            if binary:
+                entry["parameters"] = {"binary_data_size": len(out.data)}
+                chunks.append(out.data)
+            else:
+                entry["data"] = _json_data(out.datatype, out.shape, out.data)
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
+    if result.request_id:
+        doc["id"] = result.request_id
+    if result.parameters:
+        doc["parameters"] = result.parameters
+    doc["outputs"] = outputs
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)

@@ -1,0 +1,236 @@
+"""config.pbtxt -> ModelConfig, Triton's defaults, and the JSON Triton serves.
+
+The message is the same `inference.ModelConfig` Triton uses, parsed with the
+protobuf text format, so every existing config.pbtxt reads the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from google.protobuf.descriptor import FieldDescriptor
+
+from protos import model_config_pb2 as mc
+from tritonlite.datatypes import CONFIG_TO_WIRE
+from tritonlite.errors import InvalidArgumentError
+
+ModelConfig = mc.ModelConfig
+
+# Which backend serves which platform name, and its default model file.
+_PLATFORM_BACKEND = {
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorrt_plan": "tensorrt",
+}
+DEFAULT_MODEL_FILENAME = {
+    "python": "model.py",
+    "onnxruntime": "model.onnx",
+    "pytorch": "model.pt",
+    "tensorrt": "model.plan",
+}
+
+
+class ConfigError(Exception):
+    """A model's configuration is unusable; the text becomes its UNAVAILABLE reason."""
+
+
+def read_config_file(model_dir: str) -> ModelConfig | None:
+    """Parse <model_dir>/config.pbtxt, or None when the file is absent."""
+    path = os.path.join(model_dir, "config.pbtxt")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    config = ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise ConfigError(f"failed to parse {path}: {exc}") from exc
+    return config
+
+
+def config_from_json(text: str) -> ModelConfig:
+    config = ModelConfig()
+    try:
+        json_format.Parse(text, config, ignore_unknown_fields=False)
+    except (json_format.ParseError, ValueError) as exc:
+        raise ConfigError(f"failed to parse model configuration JSON: {exc}") from exc
+    return config
+
+
+def normalize(config: ModelConfig, model_name: str, *, gpu_count: int = 0) -> None:
+    """Fill in what Triton fills in before serving a config (in place)."""
+    if not config.name:
+        config.name = model_name
+    elif config.name != model_name:
+        raise ConfigError(
+            f"unexpected 'name' value '{config.name}' in configuration for model "
+            f"'{model_name}'; the name must match the model's directory name"
+        )
+    if not config.backend and config.platform in _PLATFORM_BACKEND:
+        config.backend = _PLATFORM_BACKEND[config.platform]
+    if not config.backend and not config.platform:
+        raise ConfigError(
+            f"unexpected platform type '' for {model_name}"
+        )
+    if config.max_batch_size < 0:
+        raise ConfigError(f"'max_batch_size' must be non-negative value for {model_name}")
+    if not config.HasField("version_policy"):
+        config.version_policy.latest.num_versions = 1
+    if not config.default_model_filename and config.backend in DEFAULT_MODEL_FILENAME:
+        config.default_model_filename = DEFAULT_MODEL_FILENAME[config.backend]
+    if not config.HasField("optimization"):
+        config.optimization.input_pinned_memory.enable = True
+        config.optimization.output_pinned_memory.enable = True
+    if len(config.instance_group) == 0:
+        group = config.instance_group.add()
+        group.count = 1
+    for i, group in enumerate(config.instance_group):
+        if not group.name:
+            group.name = f"{config.name}_{i}"
+        if group.count < 1:
+            group.count = 1
+        if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
+            if gpu_count > 0 and config.backend != "python":
+                group.kind = mc.ModelInstanceGroup.KIND_GPU
+                if not group.gpus:
+                    group.gpus.extend(range(gpu_count))
+            else:
+                group.kind = mc.ModelInstanceGroup.KIND_CPU
+    _check_tensors(config)
+
+
+def _check_tensors(config: ModelConfig) -> None:
+    seen: set[str] = set()
+    for kind, tensors in (("input", config.input), ("output", config.output)):
+        for t in tensors:
+            if not t.name:
+                raise ConfigError(f"model '{config.name}' has an {kind} with no name")
+            if t.name in seen and kind == "input":
+                raise ConfigError(f"input '{t.name}' specified more than once for {config.name}")
+            if kind == "input":
+                seen.add(t.name)
+            if t.data_type == mc.TYPE_INVALID:
+                raise ConfigError(
+                    f"model {kind} '{t.name}' must specify 'data_type' for {config.name}"
+                )
+            if not t.dims and not t.HasField("reshape") and config.max_batch_size == 0:
+                raise ConfigError(
+                    f"model {kind} '{t.name}' must specify 'dims' for {config.name}"
+                )
+            for d in t.dims:
+                if d < -1 or d == 0:
+                    raise ConfigError(
+                        f"model {kind} '{t.name}' dimension must be integer >= 1, or -1 "
+                        f"to indicate a variable-size dimension for {config.name}"
+                    )
+
+
+def _int64_fields_to_numbers(msg: Any, d: dict) -> None:
+    """protobuf's JSON prints 64-bit ints as strings; Triton prints numbers."""
+    for fd in msg.DESCRIPTOR.fields:
+        name = fd.name
+        if name not in d:
+            continue
+        value = d[name]
+        if fd.message_type is not None:
+            if fd.message_type.GetOptions().map_entry:
+                vfd = fd.message_type.fields_by_name["value"]
+                if vfd.message_type is not None:
+                    sub = getattr(msg, name)
+                    for k in value:
+                        _int64_fields_to_numbers(sub[_map_key(fd, k)], value[k])
+                elif vfd.type in _INT64_TYPES:
+                    d[name] = {k: int(v) for k, v in value.items()}
+            elif _is_repeated(fd):
+                for sub, sd in zip(getattr(msg, name), value):
+                    _int64_fields_to_numbers(sub, sd)
+            else:
+                _int64_fields_to_numbers(getattr(msg, name), value)
+        elif fd.type in _INT64_TYPES:
+            if isinstance(value, list):
+                d[name] = [int(v) for v in value]
+            else:
+                d[name] = int(value)
+
+
+def _is_repeated(fd: FieldDescriptor) -> bool:
+    # protobuf 7 dropped `label` in favour of `is_repeated`.
+    flag = getattr(fd, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return fd.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _map_key(fd: FieldDescriptor, key: str) -> Any:
+    kfd = fd.message_type.fields_by_name["key"]
+    if kfd.type == FieldDescriptor.TYPE_STRING:
+        return key
+    if kfd.type == FieldDescriptor.TYPE_BOOL:
+        return key == "true"
+    return int(key)
+
+
+_INT64_TYPES = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    """The JSON object Triton returns from /config and passes to model.py."""
+    d = json_format.MessageToDict(
+        config,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+    _int64_fields_to_numbers(config, d)
+    return d
+
+
+def config_to_json(config: ModelConfig) -> str:
+    return json.dumps(config_to_dict(config), separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class TensorSpec:
+    """What the request validator needs to know of one input or output."""
+
+    name: str
+    datatype: str  # protocol name: FP32, BYTES, ...
+    dims: list[int]  # without the batch dimension
+    reshape: list[int] | None = None
+    optional: bool = False
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    config: ModelConfig
+    max_batch_size: int
+    inputs: dict[str, TensorSpec] = field(default_factory=dict)
+    outputs: dict[str, TensorSpec] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> ModelSpec:
+        spec = cls(config.name, config, config.max_batch_size)
+        for t in config.input:
+            spec.inputs[t.name] = _tensor_spec(t)
+        for t in config.output:
+            spec.outputs[t.name] = _tensor_spec(t)
+        return spec
+
+
+def _tensor_spec(t: Any) -> TensorSpec:
+    datatype = CONFIG_TO_WIRE.get(mc.DataType.Name(t.data_type), "")
+    if not datatype:
+        raise InvalidArgumentError(f"unsupported data_type for '{t.name}'")
+    reshape = list(t.reshape.shape) if t.HasField("reshape") else None
+    return TensorSpec(t.name, datatype, list(t.dims), reshape, bool(getattr(t, "optional", False)))

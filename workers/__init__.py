@@ -1,0 +1,1 @@
+"""Worker processes: one per model instance, started by the server from an argv list."""

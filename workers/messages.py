@@ -1,0 +1,208 @@
+"""Typed control messages between the frontend and a worker process.
+
+Only descriptors cross the socket: tensor bytes stay in shared memory. Each
+message encodes to a msgpack list whose first item is its tag; `decode` turns
+the list back into the dataclass. Written once here, used by both sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+
+@dataclass(slots=True)
+class TensorRef:
+    """A tensor's bytes at (segment, offset, nbytes) in a mapped segment."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    segment_id: int
+    offset: int
+    nbytes: int
+
+    def pack(self) -> list:
+        return [self.name, self.datatype, self.shape, self.segment_id, self.offset, self.nbytes]
+
+    @classmethod
+    def unpack(cls, v: list) -> TensorRef:
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5])
+
+
+@dataclass(slots=True)
+class OutputSpec:
+    """A requested output; `dest` is a client shm window to write into, if any."""
+
+    name: str
+    dest: tuple[int, int, int] | None = None  # (segment_id, offset, nbytes)
+
+    def pack(self) -> list:
+        return [self.name, list(self.dest) if self.dest else None]
+
+    @classmethod
+    def unpack(cls, v: list) -> OutputSpec:
+        return cls(v[0], tuple(v[1]) if v[1] else None)
+
+
+@dataclass(slots=True)
+class RequestItem:
+    request_id: str
+    inputs: list[TensorRef]
+    outputs: list[OutputSpec] | None  # None: every output the model produces
+    parameters: dict[str, Any] = field(default_factory=dict)
+    correlation_id: int | str = 0
+    flags: int = 0
+
+    def pack(self) -> list:
+        return [
+            self.request_id,
+            [t.pack() for t in self.inputs],
+            None if self.outputs is None else [o.pack() for o in self.outputs],
+            self.parameters,
+            self.correlation_id,
+            self.flags,
+        ]
+
+    @classmethod
+    def unpack(cls, v: list) -> RequestItem:
+        return cls(
+            v[0],
+            [TensorRef.unpack(t) for t in v[1]],
+            None if v[2] is None else [OutputSpec.unpack(o) for o in v[2]],
+            v[3],
+            v[4],
+            v[5],
+        )
+
+
+@dataclass(slots=True)
+class ResponseItem:
+    """One request's result: outputs (in the worker's arena or the client's
+    region when the output had a `dest`) or an error (code name, message)."""
+
+    outputs: list[TensorRef]
+    error: tuple[str, str] | None = None
+
+    def pack(self) -> list:
+        return [[t.pack() for t in self.outputs], list(self.error) if self.error else None]
+
+    @classmethod
+    def unpack(cls, v: list) -> ResponseItem:
+        return cls([TensorRef.unpack(t) for t in v[0]], tuple(v[1]) if v[1] else None)
+
+
+@dataclass(slots=True)
+class Init:
+    model_file: str
+    args: dict[str, str]
+    auto_complete: bool
+    output_segment_size: int
+
+
+@dataclass(slots=True)
+class Ready:
+    config_json: str  # the model config after auto-completion
+
+
+@dataclass(slots=True)
+class InitFailed:
+    message: str
+
+
+@dataclass(slots=True)
+class AttachSegment:
+    """Carries one file descriptor (SCM_RIGHTS) alongside the message."""
+
+    segment_id: int
+    size: int
+
+
+@dataclass(slots=True)
+class DetachSegment:
+    segment_id: int
+
+
+@dataclass(slots=True)
+class ExecuteBatch:
+    batch_id: int
+    requests: list[RequestItem]
+    # Output blocks of earlier batches the frontend is done with: (segment, offset).
+    release: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BatchDone:
+    batch_id: int
+    responses: list[ResponseItem]
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+
+
+@dataclass(slots=True)
+class Shutdown:
+    pass
+
+
+_TAGS: dict[type, int] = {
+    Init: 1,
+    Ready: 2,
+    InitFailed: 3,
+    AttachSegment: 4,
+    DetachSegment: 5,
+    ExecuteBatch: 6,
+    BatchDone: 7,
+    Shutdown: 8,
+}
+
+
+def encode(msg: object) -> bytes:
+    tag = _TAGS[type(msg)]
+    if isinstance(msg, ExecuteBatch):
+        body: list = [msg.batch_id, [r.pack() for r in msg.requests], msg.release]
+    elif isinstance(msg, BatchDone):
+        body = [
+            msg.batch_id,
+            [r.pack() for r in msg.responses],
+            msg.compute_input_ns,
+            msg.compute_infer_ns,
+            msg.compute_output_ns,
+        ]
+    elif isinstance(msg, Init):
+        body = [msg.model_file, msg.args, msg.auto_complete, msg.output_segment_size]
+    elif isinstance(msg, Ready):
+        body = [msg.config_json]
+    elif isinstance(msg, InitFailed):
+        body = [msg.message]
+    elif isinstance(msg, AttachSegment):
+        body = [msg.segment_id, msg.size]
+    elif isinstance(msg, DetachSegment):
+        body = [msg.segment_id]
+    else:
+        body = []
+    return msgpack.packb([tag, *body], use_bin_type=True)
+
+
+def decode(data: bytes) -> object:
+    v = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    tag = v[0]
+    if tag == 6:
+        return ExecuteBatch(v[1], [RequestItem.unpack(r) for r in v[2]], [tuple(x) for x in v[3]])
+    if tag == 7:
+        return BatchDone(v[1], [ResponseItem.unpack(r) for r in v[2]], v[3], v[4], v[5])
+    if tag == 1:
+        return Init(v[1], v[2], v[3], v[4])
+    if tag == 2:
+        return Ready(v[1])
+    if tag == 3:
+        return InitFailed(v[1])
+    if tag == 4:
+        return AttachSegment(v[1], v[2])
+    if tag == 5:
+        return DetachSegment(v[1])
+    if tag == 8:
+        return Shutdown()
+    raise ValueError(f"unknown worker message tag {tag}")
