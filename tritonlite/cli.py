@@ -12,6 +12,7 @@ from tritonlite.core.inference_server import InferenceServer, ServerOptions
 from tritonlite.core.request_limits import RequestLimits
 
 log = logging.getLogger("tritonlite")
+_DEFAULT_LIMITS = RequestLimits()
 
 
 def _bool(text: str) -> bool:
@@ -42,11 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strict-model-config", type=_bool, default=False)
     s.add_argument("--disable-auto-complete-config", action="store_true")
     s.add_argument("--exit-timeout-secs", type=float, default=30.0)
-    s.add_argument("--max-request-bytes", type=int, default=RequestLimits.max_body_bytes,
+    s.add_argument("--max-request-bytes", type=int, default=_DEFAULT_LIMITS.max_body_bytes,
                    help="largest request body accepted (bytes)")
-    s.add_argument("--max-request-inputs", type=int, default=RequestLimits.max_inputs)
-    s.add_argument("--max-tensor-dims", type=int, default=RequestLimits.max_dims)
-    s.add_argument("--max-tensor-elements", type=int, default=RequestLimits.max_elements)
+    s.add_argument("--max-request-inputs", type=int, default=_DEFAULT_LIMITS.max_inputs)
+    s.add_argument("--max-tensor-dims", type=int, default=_DEFAULT_LIMITS.max_dims)
+    s.add_argument("--max-tensor-elements", type=int, default=_DEFAULT_LIMITS.max_elements)
     s.add_argument("--shm-arena-bytes", type=int, default=8 * 1024**3,
                    help="most memory the server's own tensor arena may take")
     return parser

@@ -228,13 +228,15 @@ def numpy_to_triton_type(data_type: Any) -> int | None:
     Object and bytes (S) arrays are BYTES; str (U) arrays give None as in
     Triton, though Tensor itself converts them (see Tensor).
     """
+    if data_type is None:  # np.dtype(None) would mean float64
+        return None
     try:
         dt = np.dtype(data_type)
     except TypeError:
         return None
     if dt.kind in ("O", "S"):
         return TRITONSERVER_TYPE_BYTES
-    return _NUMPY_TO_TRITON.get(dt.newbyteorder("=") if dt.byteorder == ">" else dt)
+    return _NUMPY_TO_TRITON.get(dt)
 
 
 def serialize_byte_tensor(input_tensor: np.ndarray) -> bytes | tuple | None:
@@ -740,7 +742,7 @@ class ModelConfig:
             )
         self._model_config.setdefault("dynamic_batching", {})
 
-    def add_input(self, input: dict) -> None:  # noqa: A002 - Triton's parameter name
+    def add_input(self, input: dict) -> None:  # "input": Triton's parameter name
         self._add_tensor("input", input, ("name", "data_type", "dims", "optional"))
 
     def add_output(self, output: dict) -> None:
@@ -983,7 +985,7 @@ class MetricFamily:
         self._metrics: dict[str, Metric] = existing._metrics if existing is not None else {}
         _metric_families[name] = self
 
-    def Metric(  # noqa: N802 - Triton's method name
+    def Metric(  # Triton's method name
         self, labels: dict[str, str] | None = None, buckets: list[float] | None = None
     ) -> Metric:
         labels = dict(labels or {})
