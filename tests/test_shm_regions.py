@@ -106,14 +106,13 @@ def test_reserved_keys() -> None:
 
 def test_tritonclient_created_region(registry: RegionRegistry) -> None:
     """The real client helper, when it can be imported in this environment."""
-    try:
-        import tritonclient.utils.shared_memory as shm_client
-    except ImportError as exc:  # tritonclient needs pkg_resources (setuptools < 81)
-        pytest.skip(f"tritonclient.utils.shared_memory unavailable: {exc}")
+    import numpy as np
+    import tritonclient.utils.shared_memory as shm_client
+
     key = "/" + PREFIX + "tc"
     handle = shm_client.create_shared_memory_region("tc_region", key, 64)
     try:
-        shm_client.set_shared_memory_region(handle, [b"x" * 64])
+        shm_client.set_shared_memory_region(handle, [np.frombuffer(b"x" * 64, np.uint8)])
         registry.register("tc_region", key, 0, 64)
         with registry.acquire("tc_region", 0, 64) as lease:
             assert bytes(lease.view) == b"x" * 64

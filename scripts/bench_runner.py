@@ -1,0 +1,266 @@
+"""Run the benchmark cells against tritonlite and the reference server.
+
+Each concurrent client is its own process (tritonclient, like a real app).
+Every loop is bounded by time; figures are printed with the ratio
+tritonlite / reference (higher is better for throughput, lower for latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB16 = 16 * 1024 * 1024 // 4  # FP32 elements in 16 MiB
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_repo() -> str:
+    repo = tempfile.mkdtemp(prefix="tl-bench-")
+    shutil.copytree(os.path.join(ROOT, "examples", "models", "add_sub"), f"{repo}/add_sub")
+    shutil.copytree(os.path.join(ROOT, "tests", "models", "identity_fp32"), f"{repo}/identity_fp32")
+    return repo
+
+
+class Server:
+    def __init__(self, kind: str, repo: str) -> None:
+        self.kind = kind
+        self.http = free_port()
+        self.grpc = free_port()
+        self.metrics = free_port()
+        ports = ["--http-port", str(self.http), "--grpc-port", str(self.grpc),
+                 "--metrics-port", str(self.metrics)]
+        if kind == "tritonlite":
+            argv = [os.path.join(ROOT, ".venv", "bin", "tritonlite"), "serve",
+                    "--model-repository", repo, "--http-address", "127.0.0.1",
+                    "--grpc-address", "127.0.0.1", *ports]
+        else:
+            argv = [os.path.join(ROOT, "scripts", "reference_server"),
+                    "--model-repository", repo, "--log-info", "false", *ports]
+        self.log = open(os.path.join(repo, f"{kind}.log"), "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/health/ready",
+                                            timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{kind} did not become ready")
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU of the server and all its descendants."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        pids = {self.proc.pid}
+        children: dict[int, list[int]] = {}
+        stats: dict[int, list[str]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry)
+            stats[pid] = fields
+            children.setdefault(int(fields[1]), []).append(pid)
+        stack = [self.proc.pid]
+        while stack:
+            pid = stack.pop()
+            pids.add(pid)
+            stack.extend(children.get(pid, []))
+        for pid in pids:
+            f = stats.get(pid)
+            if f:
+                total += (int(f[11]) + int(f[12])) / ticks
+        return total
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+# -- client processes ---------------------------------------------------------
+def _client_loop(cell: str, url: str, protocol: str, seconds: float, warmup: float,
+                 index: int, start_at: float, out: mp.Queue) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    import tritonclient.utils.shared_memory as shm
+
+    mod = httpclient if protocol == "http" else grpcclient
+    client = mod.InferenceServerClient(url)
+    handles = []
+    tag = f"{os.getpid()}_{index}"
+    try:
+        if cell == "add_sub":
+            a = np.random.rand(16).astype(np.float32)
+            inputs = [mod.InferInput("INPUT0", [16], "FP32"), mod.InferInput("INPUT1", [16], "FP32")]
+            for i in inputs:
+                if protocol == "http":
+                    i.set_data_from_numpy(a, binary_data=True)
+                else:
+                    i.set_data_from_numpy(a)
+            outputs = [mod.InferRequestedOutput(n) for n in ("OUTPUT0", "OUTPUT1")]
+            model = "add_sub"
+        elif cell == "shm16":
+            x = np.random.rand(MIB16).astype(np.float32)
+            h_in = shm.create_shared_memory_region(f"in{tag}", f"/bench_in{tag}", x.nbytes)
+            h_out = shm.create_shared_memory_region(f"out{tag}", f"/bench_out{tag}", x.nbytes)
+            handles = [h_in, h_out]
+            shm.set_shared_memory_region(h_in, [x])
+            client.register_system_shared_memory(f"in{tag}", f"/bench_in{tag}", x.nbytes)
+            client.register_system_shared_memory(f"out{tag}", f"/bench_out{tag}", x.nbytes)
+            inputs = [mod.InferInput("INPUT0", [MIB16], "FP32")]
+            inputs[0].set_shared_memory(f"in{tag}", x.nbytes)
+            outputs = [mod.InferRequestedOutput("OUTPUT0")]
+            outputs[0].set_shared_memory(f"out{tag}", x.nbytes)
+            model = "identity_fp32"
+        else:  # body16: the same tensor as binary HTTP data
+            x = np.random.rand(MIB16).astype(np.float32)
+            inputs = [mod.InferInput("INPUT0", [MIB16], "FP32")]
+            if protocol == "http":
+                inputs[0].set_data_from_numpy(x, binary_data=True)
+            else:
+                inputs[0].set_data_from_numpy(x)
+            outputs = [mod.InferRequestedOutput("OUTPUT0")]
+            model = "identity_fp32"
+        # Check the answer once before timing.
+        result = client.infer(model, inputs, outputs=outputs)
+        if cell == "add_sub":
+            assert np.allclose(result.as_numpy("OUTPUT0"), a + a)
+        elif cell == "shm16":
+            got = shm.get_contents_as_numpy(handles[1], np.float32, [MIB16])
+            assert np.array_equal(got, x)
+        else:
+            assert np.array_equal(result.as_numpy("OUTPUT0"), x)
+        while time.time() < start_at:
+            time.sleep(0.001)
+        lat: list[float] = []
+        t_end_warm = start_at + warmup
+        t_end = t_end_warm + seconds
+        while True:
+            t0 = time.time()
+            if t0 >= t_end:
+                break
+            client.infer(model, inputs, outputs=outputs)
+            t1 = time.time()
+            if t0 >= t_end_warm:
+                lat.append(t1 - t0)
+        out.put((index, lat))
+    finally:
+        if handles:
+            client.unregister_system_shared_memory(f"in{tag}")
+            client.unregister_system_shared_memory(f"out{tag}")
+            for h in handles:
+                shm.destroy_shared_memory_region(h)
+
+
+def run_cell(server: Server, cell: str, protocol: str, concurrency: int,
+             seconds: float, warmup: float) -> dict:
+    url = f"127.0.0.1:{server.http if protocol == 'http' else server.grpc}"
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    start_at = time.time() + 3.0 + 0.3 * concurrency
+    procs = [ctx.Process(target=_client_loop, args=(cell, url, protocol, seconds, warmup, i,
+                                                    start_at, q)) for i in range(concurrency)]
+    for p in procs:
+        p.start()
+    wait = max(0.0, start_at + warmup - time.time())
+    time.sleep(wait)
+    cpu0 = server.cpu_seconds()
+    results = [q.get(timeout=start_at - time.time() + warmup + seconds + 120)
+               for _ in procs]
+    cpu1 = server.cpu_seconds()
+    for p in procs:
+        p.join(30)
+    lat = np.array(sorted(x for _i, xs in results for x in xs))
+    n = len(lat)
+    return {
+        "count": n,
+        "throughput": n / seconds,
+        "p50_ms": float(np.percentile(lat, 50) * 1000) if n else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99) * 1000) if n else float("nan"),
+        "cpu_ms_per_inf": (cpu1 - cpu0) * 1000 / n if n else float("nan"),
+    }
+
+
+CELLS = [
+    # (label, cell, protocol, concurrency)
+    ("add_sub http sequential", "add_sub", "http", 1),
+    ("add_sub http c=8", "add_sub", "http", 8),
+    ("16MiB shm http c=1", "shm16", "http", 1),
+    ("16MiB shm http c=4", "shm16", "http", 4),
+    ("16MiB body http c=1", "body16", "http", 1),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per cell")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--only", choices=["tritonlite", "reference"])
+    parser.add_argument("--cells", default="", help="comma-separated label substrings")
+    ns = parser.parse_args()
+    cells = [c for c in CELLS if not ns.cells or any(s in c[0] for s in ns.cells.split(","))]
+    repo = make_repo()
+    kinds = [ns.only] if ns.only else ["tritonlite", "reference"]
+    table: dict[str, dict[str, dict]] = {}
+    try:
+        for kind in kinds:
+            server = Server(kind, repo)
+            try:
+                for label, cell, protocol, conc in cells:
+                    r = run_cell(server, cell, protocol, conc, ns.seconds, ns.warmup)
+                    table.setdefault(label, {})[kind] = r
+                    print(f"{kind:>10} | {label:<26} | {r['throughput']:9.1f} inf/s | "
+                          f"p50 {r['p50_ms']:8.3f} ms | p99 {r['p99_ms']:8.3f} ms | "
+                          f"server CPU {r['cpu_ms_per_inf']:7.3f} ms/inf", flush=True)
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+    if len(kinds) == 2:
+        print()
+        print(f"{'cell':<26} | {'thr ratio':>9} | {'p50 ratio':>9} | {'p99 ratio':>9} | "
+              f"{'CPU ratio':>9}   (tritonlite / reference)")
+        for label, rows in table.items():
+            a, b = rows["tritonlite"], rows["reference"]
+            print(f"{label:<26} | {a['throughput'] / b['throughput']:9.2f} | "
+                  f"{a['p50_ms'] / b['p50_ms']:9.2f} | {a['p99_ms'] / b['p99_ms']:9.2f} | "
+                  f"{a['cpu_ms_per_inf'] / b['cpu_ms_per_inf']:9.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Start-up, statistics, graceful drain on SIGTERM, and SIGKILL leftovers."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import tritonclient.http as httpclient
+
+from tests.conftest import EXAMPLES, TEST_MODELS
+from tests.server_harness import ServerProcess
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_statistics_count_successes_and_durations(server):
+    client = httpclient.InferenceServerClient(server.url)
+    before = client.get_inference_statistics("identity_fp32")["model_stats"][0]
+    inp = httpclient.InferInput("INPUT0", [3], "FP32")
+    inp.set_data_from_numpy(np.ones(3, np.float32))
+    for _ in range(5):
+        client.infer("identity_fp32", [inp])
+    stats = client.get_inference_statistics("identity_fp32", "1")["model_stats"][0]
+    assert stats["name"] == "identity_fp32" and stats["version"] == "1"
+    inf = stats["inference_stats"]
+    assert inf["success"]["count"] - before["inference_stats"]["success"]["count"] == 5
+    assert stats["inference_count"] - before["inference_count"] == 5
+    assert stats["execution_count"] - before["execution_count"] == 5
+    for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert inf[key]["count"] == inf["success"]["count"]
+        assert inf[key]["ns"] > 0
+    assert inf["success"]["ns"] >= inf["compute_infer"]["ns"]
+    assert stats["last_inference"] > 0
+    assert stats["batch_stats"][0]["batch_size"] == 1
+    everything = client.get_inference_statistics()["model_stats"]
+    assert {"add_sub", "identity_fp32"} <= {s["name"] for s in everything}
+
+
+def test_sigterm_drains_in_flight_requests_then_exits():
+    srv = ServerProcess([os.path.join(TEST_MODELS)])
+    workers = srv.children()
+    assert workers
+    result = {}
+
+    def slow_call():
+        c = httpclient.InferenceServerClient(srv.url)
+        inp = httpclient.InferInput("INPUT0", [2], "FP32")
+        inp.set_data_from_numpy(np.array([4.0, 2.0], np.float32))
+        result["out"] = c.infer("slow_identity", [inp]).as_numpy("OUTPUT0")
+
+    t = threading.Thread(target=slow_call)
+    t.start()
+    time.sleep(0.1)
+    assert srv.stop(signal.SIGTERM) == 0, srv.log()
+    t.join(10)
+    np.testing.assert_array_equal(result["out"], [4.0, 2.0])
+    assert not any(_alive(p) for p in workers)
+
+
+def test_sigkill_leaves_nothing_behind():
+    """Server memory is memfd-backed: nothing in /dev/shm to leak, and the
+    workers exit on their own when the frontend's end of the channel closes."""
+    before = set(os.listdir("/dev/shm"))
+    srv = ServerProcess([EXAMPLES])
+    client = httpclient.InferenceServerClient(srv.url)
+    a = np.ones(16, np.float32)
+    inputs = [httpclient.InferInput(f"INPUT{i}", [16], "FP32") for i in range(2)]
+    for i in inputs:
+        i.set_data_from_numpy(a)
+    client.infer("add_sub", inputs)
+    workers = srv.children()
+    srv.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers)
+    assert set(os.listdir("/dev/shm")) - before == set()
+    # A new server starts cleanly on the same repository.
+    again = ServerProcess([EXAMPLES])
+    assert httpclient.InferenceServerClient(again.url).is_model_ready("add_sub")
+    assert again.stop() == 0
