@@ -53,8 +53,9 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
+                # HTTP opens once every model has loaded or failed.
                 with urllib.request.urlopen(
-                    f"http://{self.url}/v2/health/ready", timeout=1
+                    f"http://{self.url}/v2/health/live", timeout=1
                 ) as r:
                     if r.status == 200:
                         return

@@ -142,7 +142,7 @@ def test_repeated_crash_at_restart_marks_model_unavailable(tmp_path):
         client = httpclient.InferenceServerClient(srv.url)
         assert client.is_model_ready("fragile")
         marker.write_text("x")
-        (pid,) = _worker_pids(srv, "fragile_0_0")
+        (pid,) = _worker_pids(srv, "fragile_0")
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while client.is_model_ready("fragile") and time.monotonic() < deadline:
@@ -152,6 +152,6 @@ def test_repeated_crash_at_restart_marks_model_unavailable(tmp_path):
         (entry,) = [e for e in index if e["name"] == "fragile"]
         assert entry["state"] == "UNAVAILABLE"
         assert "exited with code 9" in entry["reason"]
-        assert _worker_pids(srv, "fragile_0_0") == []
+        assert _worker_pids(srv, "fragile_0") == []
     finally:
         assert srv.stop() == 0, srv.log()

@@ -67,7 +67,7 @@ ADD_SUB_CONFIG = {
     ],
 }
 
-PREFIX = "Failed to process the request(s) for model instance 'm_0', message: "
+PREFIX = "Failed to process the request(s) for model 'm_0', message: "
 
 
 @pytest.fixture(autouse=True)

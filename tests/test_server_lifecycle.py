@@ -45,7 +45,7 @@ def test_statistics_count_successes_and_durations(server):
 
 
 def test_sigterm_drains_in_flight_requests_then_exits():
-    srv = ServerProcess([os.path.join(TEST_MODELS)])
+    srv = ServerProcess([os.path.join(TEST_MODELS)], "--exit-on-error", "false")
     workers = srv.children()
     assert workers
     result = {}
@@ -85,5 +85,31 @@ def test_sigkill_leaves_nothing_behind():
     assert set(os.listdir("/dev/shm")) - before == set()
     # A new server starts cleanly on the same repository.
     again = ServerProcess([EXAMPLES])
-    assert httpclient.InferenceServerClient(again.url).is_model_ready("add_sub")
+    client = httpclient.InferenceServerClient(again.url)
+    assert client.is_model_ready("add_sub")
+    assert client.is_server_ready()  # every model loaded
     assert again.stop() == 0
+
+
+def test_exit_on_error_and_strict_readiness_like_triton():
+    """By default a model that fails to load stops the server (exit 1)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tritonlite", "serve", "--model-repository", TEST_MODELS,
+         "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+         "--allow-grpc", "false"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "failed to load all models" in proc.stderr
+    assert "init_fails" in proc.stderr
+
+
+def test_strict_readiness_false_reports_ready(tmp_path):
+    srv = ServerProcess([TEST_MODELS], "--exit-on-error", "false", "--strict-readiness", "false")
+    try:
+        assert httpclient.InferenceServerClient(srv.url).is_server_ready()
+    finally:
+        assert srv.stop() == 0

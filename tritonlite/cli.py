@@ -36,11 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grpc-address", default="0.0.0.0")
     s.add_argument("--metrics-port", type=int, default=8002)
     s.add_argument("--allow-http", type=_bool, default=True)
+    s.add_argument("--http-server", choices=["lean", "hypercorn"], default="lean",
+                   help="lean: asyncio + httptools (fastest); hypercorn: starlette on hypercorn")
     s.add_argument("--allow-grpc", type=_bool, default=True)
     s.add_argument("--allow-metrics", type=_bool, default=True)
     s.add_argument("--log-verbose", type=int, default=0)
     s.add_argument("--log-info", type=_bool, default=True)
     s.add_argument("--strict-model-config", type=_bool, default=False)
+    s.add_argument("--strict-readiness", type=_bool, default=True,
+                   help="ready only while every model is available (Triton's default)")
+    s.add_argument("--exit-on-error", type=_bool, default=True,
+                   help="exit when a model fails to load at start-up (Triton's default)")
     s.add_argument("--disable-auto-complete-config", action="store_true")
     s.add_argument("--exit-timeout-secs", type=float, default=30.0)
     s.add_argument("--max-request-bytes", type=int, default=_DEFAULT_LIMITS.max_body_bytes,
@@ -71,6 +77,7 @@ async def serve(ns: argparse.Namespace) -> int:
         limits=limits,
         arena_max_bytes=ns.shm_arena_bytes,
         exit_timeout_s=ns.exit_timeout_secs,
+        strict_readiness=ns.strict_readiness,
     )
     server = InferenceServer(options)
     stop = asyncio.Event()
@@ -78,10 +85,18 @@ async def serve(ns: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    failed = server.load_failures()
+    if failed and ns.exit_on_error:
+        log.error("failed to load models %s; exiting (--exit-on-error=true)", ", ".join(failed))
+        await server.stop()
+        print("error: creating server: Internal - failed to load all models", file=sys.stderr)
+        return 1
     tasks = []
     if ns.allow_http:
-        from tritonlite.frontends.http.http_server import serve_http
-
+        if ns.http_server == "hypercorn":
+            from tritonlite.frontends.http.http_server import serve_http
+        else:
+            from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
         tasks.append(asyncio.create_task(serve_http(server, ns.http_address, ns.http_port, stop)))
     log.info("tritonlite serving: HTTP %s", ns.http_port if ns.allow_http else "off")
     await stop.wait()

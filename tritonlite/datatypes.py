@@ -66,8 +66,14 @@ def numpy_dtype(datatype: str) -> np.dtype:
     return dt
 
 
+_WIRE_OF: dict[np.dtype, str] = {dt: name for name, dt in _NUMPY_OF.items()}
+
+
 def wire_type_of(dtype: np.dtype) -> str:
     """Protocol name of a numpy dtype (object, bytes and str arrays are BYTES)."""
+    name = _WIRE_OF.get(dtype)
+    if name is not None:
+        return name
     if dtype.kind in ("O", "S", "U"):
         return "BYTES"
     for name, dt in _NUMPY_OF.items():

@@ -87,8 +87,10 @@ def normalize(config: ModelConfig, model_name: str, *, gpu_count: int = 0) -> No
         config.optimization.input_pinned_memory.enable = True
         config.optimization.output_pinned_memory.enable = True
     if len(config.instance_group) == 0:
+        # Triton names a group it adds after the model (no index suffix).
         group = config.instance_group.add()
         group.count = 1
+        group.name = config.name
     for i, group in enumerate(config.instance_group):
         if not group.name:
             group.name = f"{config.name}_{i}"
@@ -130,8 +132,10 @@ def _check_tensors(config: ModelConfig) -> None:
                     )
 
 
-def _int64_fields_to_numbers(msg: Any, d: dict) -> None:
-    """protobuf's JSON prints 64-bit ints as strings; Triton prints numbers."""
+def _triton_json(msg: Any, d: dict) -> dict:
+    """Reorder MessageToDict output into declaration order (as Triton prints it)
+    and turn 64-bit ints, which protobuf's JSON writes as strings, into numbers."""
+    out: dict = {}
     for fd in msg.DESCRIPTOR.fields:
         name = fd.name
         if name not in d:
@@ -142,20 +146,17 @@ def _int64_fields_to_numbers(msg: Any, d: dict) -> None:
                 vfd = fd.message_type.fields_by_name["value"]
                 if vfd.message_type is not None:
                     sub = getattr(msg, name)
-                    for k in value:
-                        _int64_fields_to_numbers(sub[_map_key(fd, k)], value[k])
+                    value = {k: _triton_json(sub[_map_key(fd, k)], v) for k, v in value.items()}
                 elif vfd.type in _INT64_TYPES:
-                    d[name] = {k: int(v) for k, v in value.items()}
+                    value = {k: int(v) for k, v in value.items()}
             elif _is_repeated(fd):
-                for sub, sd in zip(getattr(msg, name), value):
-                    _int64_fields_to_numbers(sub, sd)
+                value = [_triton_json(sub, sd) for sub, sd in zip(getattr(msg, name), value)]
             else:
-                _int64_fields_to_numbers(getattr(msg, name), value)
+                value = _triton_json(getattr(msg, name), value)
         elif fd.type in _INT64_TYPES:
-            if isinstance(value, list):
-                d[name] = [int(v) for v in value]
-            else:
-                d[name] = int(value)
+            value = [int(v) for v in value] if isinstance(value, list) else int(value)
+        out[name] = value
+    return out
 
 
 def _is_repeated(fd: FieldDescriptor) -> bool:
@@ -191,8 +192,7 @@ def config_to_dict(config: ModelConfig) -> dict[str, Any]:
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
     )
-    _int64_fields_to_numbers(config, d)
-    return d
+    return _triton_json(config, d)
 
 
 def config_to_json(config: ModelConfig) -> str:

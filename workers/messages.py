@@ -13,6 +13,11 @@ from typing import Any
 import msgpack
 
 
+# Error code of a batch whose execute() raised: a failure in the statistics,
+# unlike an error response the model returns.
+EXECUTE_FAILED = "EXECUTE_FAILED"
+
+
 @dataclass(slots=True)
 class TensorRef:
     """A tensor's bytes at (segment, offset, nbytes) in a mapped segment."""

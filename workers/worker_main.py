@@ -30,6 +30,7 @@ from tritonlite.datatypes import (
 from workers import channel, messages
 from workers.python_backend import triton_python_backend_utils as pb_utils
 from workers.messages import (
+    EXECUTE_FAILED,
     AttachSegment,
     BatchDone,
     DetachSegment,
@@ -42,6 +43,23 @@ from workers.messages import (
     Shutdown,
     TensorRef,
 )
+
+_tensor = pb_utils.Tensor._from_worker
+_TRITON_TYPE = {
+    "BOOL": pb_utils.TRITONSERVER_TYPE_BOOL,
+    "UINT8": pb_utils.TRITONSERVER_TYPE_UINT8,
+    "UINT16": pb_utils.TRITONSERVER_TYPE_UINT16,
+    "UINT32": pb_utils.TRITONSERVER_TYPE_UINT32,
+    "UINT64": pb_utils.TRITONSERVER_TYPE_UINT64,
+    "INT8": pb_utils.TRITONSERVER_TYPE_INT8,
+    "INT16": pb_utils.TRITONSERVER_TYPE_INT16,
+    "INT32": pb_utils.TRITONSERVER_TYPE_INT32,
+    "INT64": pb_utils.TRITONSERVER_TYPE_INT64,
+    "FP16": pb_utils.TRITONSERVER_TYPE_FP16,
+    "FP32": pb_utils.TRITONSERVER_TYPE_FP32,
+    "FP64": pb_utils.TRITONSERVER_TYPE_FP64,
+    "BYTES": pb_utils.TRITONSERVER_TYPE_BYTES,
+}
 
 # Output segment ids are negative so they never collide with the frontend's.
 _OUT_IDS = iter(range(-1, -(2**62), -1))
@@ -130,7 +148,10 @@ class Worker:
         early: dict[int, ResponseItem] = {}
         for i, item in enumerate(batch.requests):
             try:
-                tensors = [pb_utils.Tensor(r.name, self._input_array(r)) for r in item.inputs]
+                tensors = [
+                    _tensor(r.name, self._input_array(r), _TRITON_TYPE[r.datatype])
+                    for r in item.inputs
+                ]
             except Exception as exc:  # malformed data that slipped past the frontend
                 early[i] = ResponseItem([], ("INVALID_ARG", str(exc)))
                 tensors = []
@@ -140,7 +161,7 @@ class Worker:
                     item.request_id,
                     item.correlation_id,
                     [o.name for o in item.outputs] if item.outputs is not None else [],
-                    json.dumps(item.parameters),
+                    json.dumps(item.parameters) if item.parameters else "{}",
                     item.flags,
                 )
             )
@@ -163,6 +184,8 @@ class Worker:
             return ResponseItem([], ("INTERNAL", "model returned no response for the request"))
         if response.has_error():
             err = response.error()
+            if getattr(response, "_execute_failed", False):
+                return ResponseItem([], (EXECUTE_FAILED, err.message()))
             return ResponseItem([], (_error_code_name(err), err.message()))
         produced = {t.name(): t for t in response.output_tensors()}
         wanted = item.outputs

@@ -27,7 +27,11 @@ from tritonlite.core.inference_request import (
 )
 from tritonlite.core.model_runtime import ModelRuntime
 from tritonlite.core.request_limits import RequestLimits
-from tritonlite.core.request_validation import resolve_reshape, validate_request
+from tritonlite.core.request_validation import (
+    request_prefix,
+    resolve_reshape,
+    validate_request,
+)
 from tritonlite.core.worker_process import WorkerProcess, WorkerStartError
 from tritonlite.datatypes import (
     bytes_tensor_element_count,
@@ -40,7 +44,6 @@ from tritonlite.errors import (
     InvalidArgumentError,
     NotFoundError,
     TritonLiteError,
-    UnavailableError,
     error_from_code_name,
 )
 from tritonlite.model_config import (
@@ -52,10 +55,11 @@ from tritonlite.model_config import (
     read_config_file,
 )
 from tritonlite.model_repository import available_versions, scan_repositories, select_versions
-from workers.messages import OutputSpec, RequestItem, TensorRef
+from workers.messages import EXECUTE_FAILED, OutputSpec, RequestItem, TensorRef
 
 log = logging.getLogger("tritonlite")
 
+_SHAPE_MISMATCH = "Unable to parse 'data': Shape does not match true shape of 'data' field"
 SERVER_NAME = "triton"
 SERVER_VERSION = "2.51.0"
 EXTENSIONS = [
@@ -76,6 +80,7 @@ class ServerOptions:
     arena_max_bytes: int = 8 * 1024 * 1024 * 1024
     output_segment_size: int = 32 * 1024 * 1024
     exit_timeout_s: float = 30.0
+    strict_readiness: bool = True
 
 
 @dataclass
@@ -172,7 +177,22 @@ class InferenceServer:
         return True
 
     def is_ready(self) -> bool:
-        return self.ready
+        if not self.ready:
+            return False
+        if self.options.strict_readiness:
+            # Triton's default: ready only while every model is available.
+            return all(
+                e.versions and all(rt.state == "READY" for rt in e.versions.values())
+                for e in self.models.values()
+            )
+        return True
+
+    def load_failures(self) -> list[str]:
+        """Names of models that failed to load (for --exit-on-error)."""
+        return [
+            name for name, e in sorted(self.models.items())
+            if not e.versions or any(rt.state != "READY" for rt in e.versions.values())
+        ]
 
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
@@ -190,11 +210,11 @@ class InferenceServer:
                     f"Request for unknown model: '{name}' version {int(version)} is not found"
                 )
             return rt
-        if entry is None:
+        if entry is None or not entry.versions:
             raise NotFoundError(f"Request for unknown model: '{name}' is not found")
         ready = [rt for v, rt in sorted(entry.versions.items()) if rt.state == "READY"]
         if not ready:
-            raise UnavailableError(f"Request for unknown model: '{name}' has no available versions")
+            raise NotFoundError(f"Request for unknown model: '{name}' has no available versions")
         return ready[-1]
 
     def model_ready(self, name: str, version: str = "") -> bool:
@@ -260,15 +280,19 @@ class InferenceServer:
                     if rt.state == "READY":
                         stats.append(rt.stats.as_dict(model_name, str(v)))
             return stats
-        if version:
-            rt = self._resolve(name, version)
-            return [rt.stats.as_dict(name, str(rt.version))]
         entry = self.models.get(name)
-        if entry is None:
-            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
-        ready = [(v, rt) for v, rt in sorted(entry.versions.items()) if rt.state == "READY"]
+        ready = [] if entry is None else [
+            (v, rt) for v, rt in sorted(entry.versions.items()) if rt.state == "READY"
+        ]
         if not ready:
-            raise UnavailableError(f"Request for unknown model: '{name}' has no available versions")
+            raise InvalidArgumentError(f"requested model '{name}' is not available")
+        if version:
+            chosen = [(v, rt) for v, rt in ready if str(v) == version]
+            if not chosen:
+                raise InvalidArgumentError(
+                    f"requested model version is not available for model '{name}'"
+                )
+            ready = chosen
         return [rt.stats.as_dict(name, str(v)) for v, rt in ready]
 
     # -- system shared memory ------------------------------------------------
@@ -305,8 +329,9 @@ class InferenceServer:
         self._idle.clear()
         try:
             segments: list[tuple[int, int]] = []
+            prefix = request_prefix(request.request_id)
             refs = [
-                self._place_input(t, shape, spec.name, blocks, leases, segments)
+                self._place_input(t, shape, spec.name, prefix, blocks, leases, segments)
                 for t, shape in zip(request.inputs, model_shapes)
             ]
             out_specs = None
@@ -342,10 +367,19 @@ class InferenceServer:
                 )
                 raise
             if response.error is not None:
+                code, text = response.error
+                # Triton counts an error the model returns as a success and a
+                # raising execute() as a failure; copy that.
                 rt.stats.record_request(
-                    ok=False, total_ns=time.perf_counter_ns() - t_start, queue_ns=0
+                    ok=code != EXECUTE_FAILED,
+                    total_ns=time.perf_counter_ns() - t_start,
+                    queue_ns=item.started_ns - item.enqueued_ns,
+                    input_ns=done.compute_input_ns,
+                    infer_ns=done.compute_infer_ns,
+                    output_ns=done.compute_output_ns,
+                    batch_size=_batch_size(spec, model_shapes),
                 )
-                raise error_from_code_name(response.error[0], response.error[1])
+                raise error_from_code_name(code, text)
             result = self._build_result(request, rt, response.outputs, worker, out_regions)
             rt.stats.record_request(
                 ok=True,
@@ -388,6 +422,7 @@ class InferenceServer:
         tensor: InputTensor,
         model_shape: list[int],
         model_name: str,
+        prefix: str,
         blocks: list[Block],
         leases: list[RegionLease],
         segments: list[tuple[int, int]],
@@ -400,7 +435,7 @@ class InferenceServer:
             shm = tensor.shm
             if tensor.datatype != "BYTES" and shm.byte_size != expected:
                 raise InvalidArgumentError(
-                    f"input byte size mismatch for input '{tensor.name}' for model "
+                    f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model_name}'. Expected {expected}, got {shm.byte_size}"
                 )
             lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size)
@@ -418,7 +453,7 @@ class InferenceServer:
                 self._check_bytes(tensor, raw, count)
             elif len(raw) != expected:
                 raise InvalidArgumentError(
-                    f"input byte size mismatch for input '{tensor.name}' for model "
+                    f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model_name}'. Expected {expected}, got {len(raw)}"
                 )
         else:
@@ -455,10 +490,7 @@ class InferenceServer:
         if tensor.datatype == "BYTES":
             flat = _flatten(data)
             if len(flat) != count:
-                raise InvalidArgumentError(
-                    f"unexpected number of string elements for inference input "
-                    f"'{tensor.name}', expecting {count}, got {len(flat)}"
-                )
+                raise InvalidArgumentError(_SHAPE_MISMATCH)
             return serialize_bytes_tensor(np.array(flat, dtype=np.object_))
         try:
             arr = np.asarray(data, dtype=numpy_dtype(tensor.datatype)).reshape(-1)
@@ -467,10 +499,7 @@ class InferenceServer:
                 f"unable to parse 'data' of input '{tensor.name}' as {tensor.datatype}"
             ) from None
         if arr.size != count:
-            raise InvalidArgumentError(
-                f"unexpected number of elements for inference input '{tensor.name}', "
-                f"expecting {count}, got {arr.size}"
-            )
+            raise InvalidArgumentError(_SHAPE_MISMATCH)
         return arr.tobytes()
 
     def _build_result(

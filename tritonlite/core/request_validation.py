@@ -19,10 +19,16 @@ def _dims_match(dims: list[int], shape: list[int]) -> bool:
     return all(d == -1 or d == s for d, s in zip(dims, shape))
 
 
+def request_prefix(request_id: str) -> str:
+    """Triton prefixes request-level validation errors with the request id."""
+    return f"[request id: {request_id or '<id_unknown>'}] "
+
+
 def validate_request(request: InferRequest, spec: ModelSpec, limits: RequestLimits) -> list[int]:
     """Validate inputs/outputs; return each input's shape as the model sees it
     (after `reshape`), in the order of request.inputs."""
     model = spec.name
+    prefix = request_prefix(request.request_id)
     if len(request.inputs) > limits.max_inputs:
         raise InvalidArgumentError(
             f"request has {len(request.inputs)} inputs, more than the limit of {limits.max_inputs}"
@@ -32,6 +38,11 @@ def validate_request(request: InferRequest, spec: ModelSpec, limits: RequestLimi
             f"request has {len(request.outputs)} outputs, more than the limit of "
             f"{limits.max_outputs}"
         )
+    given = [t.name for t in request.inputs]
+    required = [n for n, t in spec.inputs.items() if not t.optional]
+    # Triton compares counts first, then names each input, then looks for gaps.
+    if len(given) < len(required) or len(given) > len(spec.inputs):
+        _raise_count(prefix, model, required, given)
     seen: set[str] = set()
     batch_size: int | None = None
     model_shapes: list = []
@@ -42,29 +53,20 @@ def validate_request(request: InferRequest, spec: ModelSpec, limits: RequestLimi
                 f"unexpected inference input '{tensor.name}' for model '{model}'"
             )
         if tensor.name in seen:
-            raise InvalidArgumentError(
-                f"input '{tensor.name}' already exists in request"
-            )
+            raise InvalidArgumentError(f"{prefix}input '{tensor.name}' already exists in request")
         seen.add(tensor.name)
-        model_shapes.append(_check_input(tensor, tspec, spec, limits))
+        model_shapes.append(_check_input(tensor, tspec, spec, limits, prefix))
         if spec.max_batch_size > 0:
             b = tensor.shape[0]
             if batch_size is None:
                 batch_size = b
             elif b != batch_size:
                 raise InvalidArgumentError(
-                    f"input '{tensor.name}' batch size does not match other inputs for "
-                    f"'{model}'"
+                    f"{prefix}input '{tensor.name}' batch size does not match other inputs "
+                    f"for '{model}'"
                 )
-    missing = [name for name, t in spec.inputs.items() if not t.optional and name not in seen]
-    if missing:
-        required = [n for n, t in spec.inputs.items() if not t.optional]
-        got = [t.name for t in request.inputs]
-        raise InvalidArgumentError(
-            f"expected {len(required)} inputs but got {len(got)} inputs for model "
-            f"'{model}'. Got input(s) {_name_list(got)}, but missing required input(s) "
-            f"{_name_list(missing)}. Please provide all required input(s)."
-        )
+    if any(n not in seen for n in required):
+        _raise_count(prefix, model, required, given)
     if request.outputs is not None:
         names: set[str] = set()
         for out in request.outputs:
@@ -78,21 +80,36 @@ def validate_request(request: InferRequest, spec: ModelSpec, limits: RequestLimi
     return model_shapes
 
 
+_BATCH_NOTE = (
+    "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension "
+    "to be prepended to each input shape. If you want to specify the full shape including the "
+    "batch dim in your input dims config, try setting max_batch_size to zero. See the model "
+    "configuration docs for more info on max_batch_size."
+)
+
+
+def _raise_count(prefix: str, model: str, required: list[str], given: list[str]) -> None:
+    missing = [n for n in required if n not in given]
+    raise InvalidArgumentError(
+        f"{prefix}expected {len(required)} inputs but got {len(given)} inputs for model "
+        f"'{model}'. Got input(s) {_name_list(given)}, but missing required input(s) "
+        f"{_name_list(missing)}. Please provide all required input(s)."
+    )
+
+
 def _name_list(names: list[str]) -> str:
     return "[" + ",".join(f"'{n}'" for n in names) + "]"
 
 
 def _check_input(
-    tensor: InputTensor, tspec: TensorSpec, spec: ModelSpec, limits: RequestLimits
+    tensor: InputTensor, tspec: TensorSpec, spec: ModelSpec, limits: RequestLimits, prefix: str
 ) -> list[int]:
     model = spec.name
     if tensor.datatype not in WIRE_TYPES:
-        raise InvalidArgumentError(
-            f"invalid datatype '{tensor.datatype}' for input '{tensor.name}'"
-        )
+        raise InvalidArgumentError(f"invalid datatype for input {tensor.name}")
     if tensor.datatype != tspec.datatype:
         raise InvalidArgumentError(
-            f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
+            f"{prefix}inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
             f"'{model}' expects '{tspec.datatype}'"
         )
     shape = tensor.shape
@@ -109,22 +126,19 @@ def _check_input(
     check_shape = shape
     batch: list[int] = []
     if spec.max_batch_size > 0:
-        if not shape:
+        batch = shape[:1]
+        if shape and shape[0] > spec.max_batch_size:
             raise InvalidArgumentError(
-                f"inference input '{tensor.name}' for model '{model}' must have a batch "
-                "dimension"
-            )
-        batch = [shape[0]]
-        if shape[0] > spec.max_batch_size:
-            raise InvalidArgumentError(
-                f"inference request batch-size must be <= {spec.max_batch_size} for '{model}'"
+                f"{prefix}inference request batch-size must be <= {spec.max_batch_size} "
+                f"for '{model}'"
             )
         check_shape = shape[1:]
-    if not _dims_match(expected, check_shape):
+    if not _dims_match(expected, check_shape) or (spec.max_batch_size > 0 and not shape):
         shown = ([-1] if spec.max_batch_size > 0 else []) + expected
+        note = _BATCH_NOTE if spec.max_batch_size > 0 and len(shape) == len(expected) else ""
         raise InvalidArgumentError(
-            f"unexpected shape for input '{tensor.name}' for model '{model}'. Expected "
-            f"{_shape_text(shown)}, got {_shape_text(shape)}. "
+            f"{prefix}unexpected shape for input '{tensor.name}' for model '{model}'. "
+            f"Expected {_shape_text(shown)}, got {_shape_text(shape)}. {note}"
         )
     count = element_count(shape)
     if count > limits.max_elements:

@@ -288,8 +288,8 @@ class WorkerProcess:
                 )
             )
         err = InternalError(
-            f"Failed to process the request(s) for model instance '{self.instance_name}', "
-            f"message: the worker process of model '{self.model_name}' {reason}"
+            f"Stub process '{self.instance_name}' is not healthy. The worker process of "
+            f"model '{self.model_name}' {reason}; it is restarted."
         )
         pending, self.pending = self.pending, {}
         for fut in pending.values():

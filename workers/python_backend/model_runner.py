@@ -24,9 +24,9 @@ from typing import Any
 
 from workers.python_backend import triton_python_backend_utils as pb_utils
 
-# Triton's python_be.cc RespondErrorToAllRequests wording.
+# Triton 2.51's wording (pb_stub.cc); it names the instance.
 PROCESS_ERROR_FORMAT = (
-    "Failed to process the request(s) for model instance '{instance}', message: {message}"
+    "Failed to process the request(s) for model '{instance}', message: {message}"
 )
 
 _module_ids = itertools.count()
@@ -220,12 +220,15 @@ class PythonModelRunner:
             message = error_string(exc)
         text = PROCESS_ERROR_FORMAT.format(instance=instance_name, message=message)
         pb_utils.Logger.log_error(text)
-        return [
-            pb_utils.InferenceResponse(
+        responses = []
+        for _ in requests:
+            response = pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(text, pb_utils.TritonError.INTERNAL)
             )
-            for _ in requests
-        ]
+            # Statistics count these as failures, unlike an error the model returns.
+            response._execute_failed = True
+            responses.append(response)
+        return responses
 
     def _check_responses(
         self, requests: list[pb_utils.InferenceRequest], result: Any, instance_name: str

@@ -324,6 +324,17 @@ class Tensor:
         self._device_obj: Any = None  # a framework tensor kept off the CPU
 
     @classmethod
+    def _from_worker(cls, name: str, data: np.ndarray, triton_dtype: int) -> Tensor:
+        """Wrap an input the worker already validated (hot path: no checks)."""
+        self = cls.__new__(cls)
+        self._name = name
+        self._array = data
+        self._dtype = triton_dtype
+        self._shape = list(data.shape)
+        self._device_obj = None
+        return self
+
+    @classmethod
     def from_dlpack(cls, name: str, tensor: Any) -> Tensor:
         """Wrap a DLPack capsule or an object with `__dlpack__`.
 

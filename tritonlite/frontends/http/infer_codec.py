@@ -52,10 +52,8 @@ def parse_infer_request(
     else:
         if header_length < 0 or header_length > len(body):
             raise InvalidArgumentError(
-                f"Inference-Header-Content-Length ({header_length}) is larger than the "
-                f"request body ({len(body)} bytes)"
-                if header_length >= 0
-                else "Inference-Header-Content-Length must not be negative"
+                f"inference header size should be in range (0, {len(body)}), got: "
+                f"{header_length}"
             )
         header_bytes = body[:header_length]
         binary = memoryview(body)[header_length:]
@@ -64,7 +62,9 @@ def parse_infer_request(
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgumentError(f"failed to parse the request JSON buffer: {exc}") from None
     if not isinstance(doc, dict):
-        raise InvalidArgumentError("the request JSON must be an object")
+        raise InvalidArgumentError(
+            "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
+        )
     request = InferRequest(model_name, model_version)
     rid = doc.get("id")
     if rid is not None:
@@ -78,18 +78,19 @@ def parse_infer_request(
     request.parameters = params
     inputs = doc.get("inputs")
     if inputs is None:
-        raise InvalidArgumentError("missing 'inputs' in the request JSON")
+        raise InvalidArgumentError(
+            "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
+        )
     if not isinstance(inputs, list):
-        raise InvalidArgumentError("'inputs' must be an array")
+        raise InvalidArgumentError(
+            "Unable to parse 'inputs': attempt to access JSON non-array as array"
+        )
     pos = 0
     for i, item in enumerate(inputs):
-        tensor, pos = _parse_input(item, i, binary, pos)
+        tensor, pos = _parse_input(item, i, binary, pos, model_name)
         request.inputs.append(tensor)
     if pos != len(binary):
-        raise InvalidArgumentError(
-            f"unexpected additional input data: the binary section has {len(binary)} bytes "
-            f"but the inputs' 'binary_data_size' add up to {pos}"
-        )
+        raise InvalidArgumentError(f"unexpected additional input data for model '{model_name}'")
     outputs = doc.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list):
@@ -99,7 +100,7 @@ def parse_infer_request(
 
 
 def _parse_input(
-    item: Any, index: int, binary: memoryview, pos: int
+    item: Any, index: int, binary: memoryview, pos: int, model_name: str
 ) -> tuple[InputTensor, int]:
     if not isinstance(item, dict):
         raise InvalidArgumentError(f"input {index} in 'inputs' must be an object")
@@ -127,17 +128,21 @@ def _parse_input(
             )
         if pos + size > len(binary):
             raise InvalidArgumentError(
-                f"unexpected end of binary data for input '{name}': 'binary_data_size' is "
-                f"{size} but only {len(binary) - pos} bytes remain"
+                f"unexpected size for input '{name}', expecting {pos + size - len(binary)} "
+                f"additional bytes for model '{model_name}'"
             )
         tensor.raw = binary[pos : pos + size]
         pos += size
-    elif tensor.shm is None:
-        if "data" not in item:
-            raise InvalidArgumentError(
-                f"input '{name}' must specify 'data', 'binary_data_size' or a shared memory "
-                "region"
-            )
+    fields = [f for f, present in (("data", "data" in item),
+                                   ("binary_data_size", size is not None),
+                                   ("shared_memory_region", tensor.shm is not None)) if present]
+    if len(fields) != 1:
+        raise InvalidArgumentError(
+            "Input must set only one of the following fields: 'data', 'binary_data_size' in "
+            "'parameters', 'shared_memory_region' in 'parameters'. But "
+            + (("set " + " ".join(f"'{f}'" for f in fields)) if fields else "no field is set")
+        )
+    if "data" in item:
         tensor.json_data = item["data"]
     return tensor, pos
 
@@ -153,6 +158,10 @@ def _parse_output(item: Any, binary_default: bool) -> RequestedOutput:
     binary = params.get("binary_data")
     out.binary = binary_default if binary is None else bool(binary)
     out.shm = _shm_ref(params, "output", name)
+    if out.shm is not None and params.get("binary_data"):
+        raise InvalidArgumentError(
+            "Output can't set both 'shared_memory_region' and 'binary_data'"
+        )
     cc = params.get("classification")
     if cc is not None:
         out.class_count = int(cc)
@@ -182,12 +191,7 @@ def build_infer_response(result: InferResult, binary_default: bool) -> tuple[byt
     for out in result.outputs:
         entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
         if out.shm is not None:
-            entry["parameters"] = {
-                "shared_memory_region": out.shm.region,
-                "shared_memory_byte_size": out.shm.byte_size,
-            }
-            if out.shm.offset:
-                entry["parameters"]["shared_memory_offset"] = out.shm.offset
+            pass  # Triton names nothing more: the bytes are in the client's region.
         else:
             assert out.data is not None
             binary = binary_default if out.binary is None else out.binary
@@ -197,9 +201,11 @@ def build_infer_response(result: InferResult, binary_default: bool) -> tuple[byt
             else:
                 entry["data"] = _json_data(out.datatype, out.shape, out.data)
         outputs.append(entry)
-    doc: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
+    doc: dict[str, Any] = {}
     if result.request_id:
         doc["id"] = result.request_id
+    doc["model_name"] = result.model_name
+    doc["model_version"] = result.model_version
     if result.parameters:
         doc["parameters"] = result.parameters
     doc["outputs"] = outputs

@@ -1,0 +1,253 @@
+"""The KServe v2 REST routes as plain functions over (request -> reply).
+
+Both HTTP servers (the lean httptools one and starlette on hypercorn) call
+these, so every route is written once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tritonlite.core.inference_server import InferenceServer
+from tritonlite.errors import InvalidArgumentError, NotFoundError, TritonLiteError
+from tritonlite.frontends.http.infer_codec import build_infer_response, parse_infer_request
+
+JSON = "application/json"
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class HttpReply:
+    status: int = 200
+    body: bytes = b""
+    content_type: str | None = None
+    headers: dict[str, str] | None = None
+
+
+def json_reply(doc: Any, status: int = 200) -> HttpReply:
+    return HttpReply(status, json.dumps(doc, separators=(",", ":")).encode(), JSON)
+
+
+def error_reply(exc: TritonLiteError) -> HttpReply:
+    return json_reply({"error": exc.message}, exc.http_status)
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo Content-Encoding (gzip/deflate) without growing past `limit`."""
+    encoding = encoding.lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidArgumentError(f"unsupported Content-Encoding '{encoding}'")
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidArgumentError(f"failed to decompress the request body: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise InvalidArgumentError(f"request body is larger than the limit of {limit} bytes")
+    return out
+
+
+def _compress(accept: str, body: bytes, headers: dict[str, str]) -> bytes:
+    accept = accept.lower()
+    if "gzip" in accept:
+        c = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+        headers["Content-Encoding"] = "gzip"
+        return c.compress(body) + c.flush()
+    if "deflate" in accept:
+        headers["Content-Encoding"] = "deflate"
+        return zlib.compress(body)
+    return body
+
+
+def _json_doc(body: bytes) -> dict:
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"failed to parse the request JSON buffer: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgumentError("the request JSON must be an object")
+    return doc
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpReply]]
+
+
+class Routes:
+    """Route table + handlers bound to one InferenceServer."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self.server = server
+        self.max_body = server.options.limits.max_body_bytes
+        m = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+        table: list[tuple[str, str, Handler]] = [
+            ("GET", r"/v2/health/live", self.live),
+            ("GET", r"/v2/health/ready", self.ready),
+            ("GET", r"/v2", self.server_metadata),
+            ("GET", r"/v2/models/stats", self.model_stats),
+            ("GET", m, self.model_metadata),
+            ("GET", m + "/config", self.model_config),
+            ("GET", m + "/ready", self.model_ready),
+            ("GET", m + "/stats", self.model_stats),
+            ("POST", m + "/infer", self.infer),
+            ("POST", r"/v2/repository/index", self.repository_index),
+            ("GET", r"/v2/systemsharedmemory/status", self.shm_status),
+            ("GET", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/status", self.shm_status),
+            ("POST", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/register",
+             self.shm_register),
+            ("POST", r"/v2/systemsharedmemory/unregister", self.shm_unregister),
+            ("POST", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/unregister",
+             self.shm_unregister),
+            ("GET", r"/v2/cudasharedmemory/status", self.cuda_shm),
+            ("GET", r"/v2/cudasharedmemory/region/[^/]+/status", self.cuda_shm),
+            ("POST", r"/v2/cudasharedmemory/region/[^/]+/register", self.cuda_shm),
+            ("POST", r"/v2/cudasharedmemory/unregister", self.cuda_shm),
+            ("POST", r"/v2/cudasharedmemory/region/[^/]+/unregister", self.cuda_shm),
+        ]
+        self.table = [(meth, re.compile(pat + r"/?$"), h) for meth, pat, h in table]
+        # GET and HEAD share handlers; HEAD is treated as GET by the servers.
+        self.infer_re = re.compile(m + r"/infer$")
+
+    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
+        """(handler, path params, path known) for a request line."""
+        known = False
+        if method == "HEAD":
+            method = "GET"
+        for meth, regex, handler in self.table:
+            mt = regex.match(path)
+            if mt is None:
+                continue
+            known = True
+            if meth == method:
+                return handler, {k: v for k, v in mt.groupdict().items() if v is not None}, True
+        return None, {}, known
+
+    async def dispatch(self, request: HttpRequest) -> HttpReply:
+        handler, params, known = self.match(request.method, request.path)
+        if handler is None:
+            return HttpReply(405 if known else 404, b"Not Found" if not known else b"",
+                             "text/plain")
+        request.params = params
+        try:
+            return await handler(request)
+        except TritonLiteError as exc:
+            return error_reply(exc)
+
+    # -- handlers ------------------------------------------------------------
+    async def live(self, r: HttpRequest) -> HttpReply:
+        return HttpReply(200 if self.server.is_live() else 400)
+
+    async def ready(self, r: HttpRequest) -> HttpReply:
+        return HttpReply(200 if self.server.is_ready() else 400)
+
+    async def server_metadata(self, r: HttpRequest) -> HttpReply:
+        return json_reply(self.server.server_metadata())
+
+    @staticmethod
+    def _model(r: HttpRequest) -> tuple[str, str]:
+        return r.params["model"], r.params.get("version", "")
+
+    async def model_metadata(self, r: HttpRequest) -> HttpReply:
+        return json_reply(self.server.model_metadata(*self._model(r)))
+
+    async def model_config(self, r: HttpRequest) -> HttpReply:
+        return json_reply(self.server.model_config(*self._model(r)))
+
+    async def model_ready(self, r: HttpRequest) -> HttpReply:
+        if self.server.model_ready(*self._model(r)):
+            return HttpReply(200)
+        return json_reply({"error": "Model version not ready"}, 400)
+
+    async def model_stats(self, r: HttpRequest) -> HttpReply:
+        name, version = self._model(r) if "model" in r.params else ("", "")
+        return json_reply({"model_stats": self.server.model_statistics(name, version)})
+
+    async def infer(self, r: HttpRequest) -> HttpReply:
+        name, version = self._model(r)
+        body = r.body
+        if len(body) > self.max_body:
+            raise InvalidArgumentError(
+                f"request body of {len(body)} bytes is larger than the limit of "
+                f"{self.max_body} bytes"
+            )
+        encoding = r.headers.get("content-encoding")
+        if encoding:
+            body = decode_body(body, encoding, self.max_body)
+        hl = r.headers.get("inference-header-content-length")
+        header_length = None
+        if hl is not None:
+            try:
+                header_length = int(hl)
+            except ValueError:
+                raise InvalidArgumentError(
+                    f"invalid Inference-Header-Content-Length '{hl}'"
+                ) from None
+        request = parse_infer_request(body, header_length, name, version)
+        result = await self.server.infer(request)
+        try:
+            out, out_hl = build_infer_response(result, request.binary_output_default)
+        finally:
+            result.release()
+        headers: dict[str, str] = {}
+        if out_hl is not None:
+            headers["Inference-Header-Content-Length"] = str(out_hl)
+            media = "application/octet-stream"
+        else:
+            media = JSON
+        accept = r.headers.get("accept-encoding")
+        if accept:
+            out = _compress(accept, out, headers)
+        return HttpReply(200, out, media, headers or None)
+
+    async def repository_index(self, r: HttpRequest) -> HttpReply:
+        doc = _json_doc(r.body)
+        return json_reply(self.server.repository_index(bool(doc.get("ready", False))))
+
+    async def shm_status(self, r: HttpRequest) -> HttpReply:
+        return json_reply(self.server.shm_status(r.params.get("region", "")))
+
+    async def shm_register(self, r: HttpRequest) -> HttpReply:
+        name = r.params["region"]
+        doc = _json_doc(r.body)
+        key = doc.get("key")
+        if not isinstance(key, str):
+            raise InvalidArgumentError(
+                f"Shared memory register request for region '{name}' is missing a string 'key'"
+            )
+        offset = doc.get("offset", 0)
+        byte_size = doc.get("byte_size")
+        for field_name, value in (("offset", offset), ("byte_size", byte_size)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidArgumentError(
+                    f"Shared memory register request for region '{name}' needs an integer "
+                    f"'{field_name}'"
+                )
+        self.server.shm_register(name, key, offset, byte_size)
+        return HttpReply(200)
+
+    async def shm_unregister(self, r: HttpRequest) -> HttpReply:
+        self.server.shm_unregister(r.params.get("region", ""))
+        return HttpReply(200)
+
+    async def cuda_shm(self, r: HttpRequest) -> HttpReply:
+        raise InvalidArgumentError("CUDA shared memory is not supported on this server (no GPU)")
+
+
+__all__ = ["HttpReply", "HttpRequest", "NotFoundError", "Routes"]
