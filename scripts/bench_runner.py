@@ -44,23 +44,45 @@ class Server:
         self.http = free_port()
         self.grpc = free_port()
         self.metrics = free_port()
-        ports = ["--http-port", str(self.http), "--grpc-port", str(self.grpc),
-                 "--metrics-port", str(self.metrics)]
+        ports = [
+            "--http-port",
+            str(self.http),
+            "--grpc-port",
+            str(self.grpc),
+            "--metrics-port",
+            str(self.metrics),
+        ]
         if kind == "tritonlite":
-            argv = [os.path.join(ROOT, ".venv", "bin", "tritonlite"), "serve",
-                    "--model-repository", repo, "--http-address", "127.0.0.1",
-                    "--grpc-address", "127.0.0.1", *ports]
+            argv = [
+                os.path.join(ROOT, ".venv", "bin", "tritonlite"),
+                "serve",
+                "--model-repository",
+                repo,
+                "--http-address",
+                "127.0.0.1",
+                "--grpc-address",
+                "127.0.0.1",
+                *ports,
+            ]
         else:
-            argv = [os.path.join(ROOT, "scripts", "reference_server"),
-                    "--model-repository", repo, "--log-info", "false", *ports]
+            argv = [
+                os.path.join(ROOT, "scripts", "reference_server"),
+                "--model-repository",
+                repo,
+                "--log-info",
+                "false",
+                *ports,
+            ]
         self.log = open(os.path.join(repo, f"{kind}.log"), "wb")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/health/ready",
-                                            timeout=1) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=1
+                ) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -110,8 +132,16 @@ class Server:
 
 
 # -- client processes ---------------------------------------------------------
-def _client_loop(cell: str, url: str, protocol: str, seconds: float, warmup: float,
-                 index: int, start_at: float, out: mp.Queue) -> None:
+def _client_loop(
+    cell: str,
+    url: str,
+    protocol: str,
+    seconds: float,
+    warmup: float,
+    index: int,
+    start_at: float,
+    out: mp.Queue,
+) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -126,7 +156,10 @@ def _client_loop(cell: str, url: str, protocol: str, seconds: float, warmup: flo
     try:
         if cell == "add_sub":
             a = np.random.rand(16).astype(np.float32)
-            inputs = [mod.InferInput("INPUT0", [16], "FP32"), mod.InferInput("INPUT1", [16], "FP32")]
+            inputs = [
+                mod.InferInput("INPUT0", [16], "FP32"),
+                mod.InferInput("INPUT1", [16], "FP32"),
+            ]
             for i in inputs:
                 if protocol == "http":
                     i.set_data_from_numpy(a, binary_data=True)
@@ -187,21 +220,25 @@ def _client_loop(cell: str, url: str, protocol: str, seconds: float, warmup: flo
                 shm.destroy_shared_memory_region(h)
 
 
-def run_cell(server: Server, cell: str, protocol: str, concurrency: int,
-             seconds: float, warmup: float) -> dict:
+def run_cell(
+    server: Server, cell: str, protocol: str, concurrency: int, seconds: float, warmup: float
+) -> dict:
     url = f"127.0.0.1:{server.http if protocol == 'http' else server.grpc}"
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
     start_at = time.time() + 3.0 + 0.3 * concurrency
-    procs = [ctx.Process(target=_client_loop, args=(cell, url, protocol, seconds, warmup, i,
-                                                    start_at, q)) for i in range(concurrency)]
+    procs = [
+        ctx.Process(
+            target=_client_loop, args=(cell, url, protocol, seconds, warmup, i, start_at, q)
+        )
+        for i in range(concurrency)
+    ]
     for p in procs:
         p.start()
     wait = max(0.0, start_at + warmup - time.time())
     time.sleep(wait)
     cpu0 = server.cpu_seconds()
-    results = [q.get(timeout=start_at - time.time() + warmup + seconds + 120)
-               for _ in procs]
+    results = [q.get(timeout=start_at - time.time() + warmup + seconds + 120) for _ in procs]
     cpu1 = server.cpu_seconds()
     for p in procs:
         p.join(30)
@@ -244,22 +281,29 @@ def main() -> None:
                 for label, cell, protocol, conc in cells:
                     r = run_cell(server, cell, protocol, conc, ns.seconds, ns.warmup)
                     table.setdefault(label, {})[kind] = r
-                    print(f"{kind:>10} | {label:<26} | {r['throughput']:9.1f} inf/s | "
-                          f"p50 {r['p50_ms']:8.3f} ms | p99 {r['p99_ms']:8.3f} ms | "
-                          f"server CPU {r['cpu_ms_per_inf']:7.3f} ms/inf", flush=True)
+                    print(
+                        f"{kind:>10} | {label:<26} | {r['throughput']:9.1f} inf/s | "
+                        f"p50 {r['p50_ms']:8.3f} ms | p99 {r['p99_ms']:8.3f} ms | "
+                        f"server CPU {r['cpu_ms_per_inf']:7.3f} ms/inf",
+                        flush=True,
+                    )
             finally:
                 server.stop()
     finally:
         shutil.rmtree(repo, ignore_errors=True)
     if len(kinds) == 2:
         print()
-        print(f"{'cell':<26} | {'thr ratio':>9} | {'p50 ratio':>9} | {'p99 ratio':>9} | "
-              f"{'CPU ratio':>9}   (tritonlite / reference)")
+        print(
+            f"{'cell':<26} | {'thr ratio':>9} | {'p50 ratio':>9} | {'p99 ratio':>9} | "
+            f"{'CPU ratio':>9}   (tritonlite / reference)"
+        )
         for label, rows in table.items():
             a, b = rows["tritonlite"], rows["reference"]
-            print(f"{label:<26} | {a['throughput'] / b['throughput']:9.2f} | "
-                  f"{a['p50_ms'] / b['p50_ms']:9.2f} | {a['p99_ms'] / b['p99_ms']:9.2f} | "
-                  f"{a['cpu_ms_per_inf'] / b['cpu_ms_per_inf']:9.2f}")
+            print(
+                f"{label:<26} | {a['throughput'] / b['throughput']:9.2f} | "
+                f"{a['p50_ms'] / b['p50_ms']:9.2f} | {a['p99_ms'] / b['p99_ms']:9.2f} | "
+                f"{a['cpu_ms_per_inf'] / b['cpu_ms_per_inf']:9.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ def test_missing_input(server):
     status, err = _infer(server, body)
     assert status == 400
     assert err == (
-        "[request id: <id_unknown>] expected 2 inputs but got 1 inputs for model 'add_sub'. Got input(s) ['INPUT0'], "
-        "but missing required input(s) ['INPUT1']. Please provide all required input(s)."
+        "[request id: <id_unknown>] expected 2 inputs but got 1 inputs for model 'add_sub'. "
+        "Got input(s) ['INPUT0'], but missing required input(s) ['INPUT1']. "
+        "Please provide all required input(s)."
     )
 
 
@@ -112,8 +113,11 @@ def test_wrong_shape(server, shape):
 
 def test_batching_model_needs_batch_dim(server):
     x = [1.0, 2.0, 3.0]
-    body = {"inputs": [{"name": n, "datatype": "FP32", "shape": [3], "data": x}
-                       for n in ("INPUT0", "INPUT1")]}
+    body = {
+        "inputs": [
+            {"name": n, "datatype": "FP32", "shape": [3], "data": x} for n in ("INPUT0", "INPUT1")
+        ]
+    }
     status, err = _infer(server, body, model="add_sub_batch")
     assert status == 400
     assert "Expected [-1,-1], got [3]. NOTE: Setting a non-zero max_batch_size" in err
@@ -141,8 +145,10 @@ def test_batch_too_large(server):
         (b"[1, 2]", "Unable to parse 'inputs': attempt to access non-existing object member"),
         (b"{}", "Unable to parse 'inputs': attempt to access non-existing object member"),
         (b'{"inputs": 5}', "Unable to parse 'inputs': attempt to access JSON non-array as array"),
-        (b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [16]}]}',
-         "Input must set only one of the following fields"),
+        (
+            b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [16]}]}',
+            "Input must set only one of the following fields",
+        ),
         (b'{"inputs": [{"datatype": "FP32", "shape": [1]}]}', "'name'"),
         (b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": ["a"]}]}', "'shape'"),
     ],
@@ -163,10 +169,18 @@ def test_binary_sizes_that_do_not_add_up(server):
     header = json.dumps(
         {
             "inputs": [
-                {"name": "INPUT0", "datatype": "FP32", "shape": [16],
-                 "parameters": {"binary_data_size": 64}},
-                {"name": "INPUT1", "datatype": "FP32", "shape": [16],
-                 "parameters": {"binary_data_size": 64}},
+                {
+                    "name": "INPUT0",
+                    "datatype": "FP32",
+                    "shape": [16],
+                    "parameters": {"binary_data_size": 64},
+                },
+                {
+                    "name": "INPUT1",
+                    "datatype": "FP32",
+                    "shape": [16],
+                    "parameters": {"binary_data_size": 64},
+                },
             ]
         }
     ).encode()
@@ -185,7 +199,10 @@ def test_binary_sizes_that_do_not_add_up(server):
         server, header, headers={"Inference-Header-Content-Length": str(len(header) + 5)}
     )
     assert status == 400
-    assert err == f"inference header size should be in range (0, {len(header)}), got: {len(header) + 5}"
+    assert (
+        err
+        == f"inference header size should be in range (0, {len(header)}), got: {len(header) + 5}"
+    )
     # Right total, but a tensor's binary size disagrees with its shape.
     bad = header.replace(b'"binary_data_size": 64}}, {', b'"binary_data_size": 60}}, {', 1)
     bad = bad.replace(b'"binary_data_size": 64}}]', b'"binary_data_size": 68}}]')
@@ -209,13 +226,23 @@ def test_unknown_requested_output(server):
 
 def test_bytes_input_with_broken_encoding(server):
     header = json.dumps(
-        {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [2],
-                     "parameters": {"binary_data_size": 9}}]}
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "datatype": "BYTES",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": 9},
+                }
+            ]
+        }
     ).encode()
     # Element one says 200 bytes follow; only 1 does.
     payload = (3).to_bytes(4, "little") + b"abc" + (200).to_bytes(4, "little")[:2]
     status, err = _infer(
-        server, header + payload, model="identity_bytes",
+        server,
+        header + payload,
+        model="identity_bytes",
         headers={"Inference-Header-Content-Length": str(len(header))},
     )
     assert status == 400 and "INPUT0" in err
@@ -249,13 +276,20 @@ def test_limits_are_checked_before_allocation(tmp_path):
     from tests.server_harness import ServerProcess
 
     srv = ServerProcess(
-        [EXAMPLES], "--max-request-bytes", "4096", "--max-tensor-dims", "4",
-        "--max-tensor-elements", "100000",
+        [EXAMPLES],
+        "--max-request-bytes",
+        "4096",
+        "--max-tensor-dims",
+        "4",
+        "--max-tensor-elements",
+        "100000",
     )
     try:
         status, err = _infer(srv, b"{" + b" " * 5000 + b"}")
         assert status == 400 and "limit of 4096 bytes" in err
-        body = {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1] * 5, "data": ["a"]}]}
+        body = {
+            "inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1] * 5, "data": ["a"]}]
+        }
         status, err = _infer(srv, body, model="identity_bytes")
         assert status == 400 and "5 dimensions" in err
         body = {"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [10**9], "data": []}]}

@@ -150,7 +150,8 @@ def _triton_json(msg: Any, d: dict) -> dict:
                 elif vfd.type in _INT64_TYPES:
                     value = {k: int(v) for k, v in value.items()}
             elif _is_repeated(fd):
-                value = [_triton_json(sub, sd) for sub, sd in zip(getattr(msg, name), value)]
+                subs = getattr(msg, name)
+                value = [_triton_json(sub, sd) for sub, sd in zip(subs, value, strict=True)]
             else:
                 value = _triton_json(getattr(msg, name), value)
         elif fd.type in _INT64_TYPES:

@@ -12,7 +12,6 @@ from typing import Any
 
 import msgpack
 
-
 # Error code of a batch whose execute() raised: a failure in the statistics,
 # unlike an error response the model returns.
 EXECUTE_FAILED = "EXECUTE_FAILED"

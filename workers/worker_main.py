@@ -28,7 +28,6 @@ from tritonlite.datatypes import (
     wire_type_of,
 )
 from workers import channel, messages
-from workers.python_backend import triton_python_backend_utils as pb_utils
 from workers.messages import (
     EXECUTE_FAILED,
     AttachSegment,
@@ -43,6 +42,7 @@ from workers.messages import (
     Shutdown,
     TensorRef,
 )
+from workers.python_backend import triton_python_backend_utils as pb_utils
 
 _tensor = pb_utils.Tensor._from_worker
 _TRITON_TYPE = {

@@ -332,7 +332,7 @@ class InferenceServer:
             prefix = request_prefix(request.request_id)
             refs = [
                 self._place_input(t, shape, spec.name, prefix, blocks, leases, segments)
-                for t, shape in zip(request.inputs, model_shapes)
+                for t, shape in zip(request.inputs, model_shapes, strict=True)
             ]
             out_specs = None
             out_regions: dict[int, ShmRef] = {}

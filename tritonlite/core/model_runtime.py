@@ -236,7 +236,7 @@ class ModelRuntime:
             self.stats.record_execution(
                 len(items), done.compute_input_ns, done.compute_infer_ns, done.compute_output_ns
             )
-            for item, response in zip(items, done.responses):
+            for item, response in zip(items, done.responses, strict=False):
                 if not item.future.done():
                     item.future.set_result((response, item, done, worker))
         self._pump()

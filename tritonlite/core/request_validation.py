@@ -16,7 +16,7 @@ def _shape_text(shape: list[int]) -> str:
 def _dims_match(dims: list[int], shape: list[int]) -> bool:
     if len(dims) != len(shape):
         return False
-    return all(d == -1 or d == s for d, s in zip(dims, shape))
+    return all(d == -1 or d == s for d, s in zip(dims, shape, strict=True))
 
 
 def request_prefix(request_id: str) -> str:

@@ -5,7 +5,9 @@ class TritonPythonModel:
     @staticmethod
     def auto_complete_config(auto_complete_model_config):
         auto_complete_model_config.add_input({"name": "IN", "data_type": "TYPE_INT64", "dims": [3]})
-        auto_complete_model_config.add_output({"name": "OUT", "data_type": "TYPE_INT64", "dims": [3]})
+        auto_complete_model_config.add_output(
+            {"name": "OUT", "data_type": "TYPE_INT64", "dims": [3]}
+        )
         auto_complete_model_config.set_max_batch_size(4)
         return auto_complete_model_config
 

@@ -7,5 +7,7 @@ class TritonPythonModel:
         out = []
         for r in requests:
             x = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", (x * 1).astype(np.float32))]))
+            out.append(
+                pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", (x * 1).astype(np.float32))])
+            )
         return out

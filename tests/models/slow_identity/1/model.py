@@ -1,5 +1,4 @@
 import json
-import os
 import time
 
 import triton_python_backend_utils as pb_utils
