@@ -24,6 +24,16 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got '{text}'")
 
 
+def _resources(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        parts = item.split(":")
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise SystemExit(f"--rate-limit-resource '{item}' must be NAME:COUNT[:DEVICE]")
+        out[parts[0]] = int(parts[1])
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritonlite")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-verbose", type=int, default=0)
     s.add_argument("--log-info", type=_bool, default=True)
     s.add_argument("--strict-model-config", type=_bool, default=False)
+    s.add_argument("--rate-limit", choices=["off", "execution_count"], default="off")
+    s.add_argument("--rate-limit-resource", action="append", default=[],
+                   help="NAME:COUNT[:DEVICE] units of a rate-limiter resource (repeatable)")
     s.add_argument("--strict-readiness", type=_bool, default=True,
                    help="ready only while every model is available (Triton's default)")
     s.add_argument("--exit-on-error", type=_bool, default=True,
@@ -78,6 +91,8 @@ async def serve(ns: argparse.Namespace) -> int:
         arena_max_bytes=ns.shm_arena_bytes,
         exit_timeout_s=ns.exit_timeout_secs,
         strict_readiness=ns.strict_readiness,
+        rate_limit=ns.rate_limit,
+        rate_limit_resources=_resources(ns.rate_limit_resource),
     )
     server = InferenceServer(options)
     stop = asyncio.Event()

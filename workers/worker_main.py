@@ -61,6 +61,11 @@ _TRITON_TYPE = {
     "BYTES": pb_utils.TRITONSERVER_TYPE_BYTES,
 }
 
+_FIXED = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+          "FP16", "FP32", "FP64")
+_NUMPY = {name: numpy_dtype(name) for name in _FIXED}
+_WIRE = {dtype: name for name, dtype in _NUMPY.items()}
+
 # Output segment ids are negative so they never collide with the frontend's.
 _OUT_IDS = iter(range(-1, -(2**62), -1))
 
@@ -131,11 +136,11 @@ class Worker:
 
     # -- execution -----------------------------------------------------------
     def _input_array(self, ref: TensorRef) -> np.ndarray:
-        seg = self.segments.get(ref.segment_id)
-        view = seg.view[ref.offset : ref.offset + ref.nbytes]
-        if ref.datatype == "BYTES":
+        view = self.segments.get(ref.segment_id).view[ref.offset : ref.offset + ref.nbytes]
+        dtype = _NUMPY.get(ref.datatype)
+        if dtype is None:  # BYTES
             return deserialize_bytes_tensor(view, element_count(ref.shape), ref.shape)
-        return np.frombuffer(view, dtype=numpy_dtype(ref.datatype)).reshape(ref.shape)
+        return np.frombuffer(view, dtype=dtype).reshape(ref.shape)
 
     def execute(self, batch: ExecuteBatch) -> None:
         assert self.arena is not None and self.runner is not None
@@ -216,13 +221,13 @@ class Worker:
         self, name: str, array: np.ndarray, dest: tuple[int, int, int] | None
     ) -> TensorRef:
         assert self.arena is not None
-        datatype = wire_type_of(array.dtype)
-        shape = [int(d) for d in array.shape]
+        datatype = _WIRE.get(array.dtype) or wire_type_of(array.dtype)
+        shape = list(array.shape)
         if datatype == "BYTES":
             raw: bytes | np.ndarray = serialize_bytes_tensor(array)
             nbytes = len(raw)
         else:
-            raw = np.ascontiguousarray(array)
+            raw = array if array.flags.c_contiguous else np.ascontiguousarray(array)
             nbytes = raw.nbytes
         if dest is not None:
             seg_id, offset, size = dest
@@ -248,7 +253,8 @@ class Worker:
 def _copy_into(target: memoryview, raw: bytes | np.ndarray) -> None:
     if isinstance(raw, np.ndarray):
         if raw.nbytes:
-            np.copyto(np.frombuffer(target, dtype=np.uint8), raw.reshape(-1).view(np.uint8))
+            # A flat byte view of a C-contiguous array: one memcpy, no temporaries.
+            target[:] = memoryview(raw.reshape(-1).view(np.uint8))
     else:
         target[:] = raw
 

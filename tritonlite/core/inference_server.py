@@ -26,6 +26,7 @@ from tritonlite.core.inference_request import (
     ShmRef,
 )
 from tritonlite.core.model_runtime import ModelRuntime
+from tritonlite.core.rate_limiter import ResourcePool
 from tritonlite.core.request_limits import RequestLimits
 from tritonlite.core.request_validation import (
     request_prefix,
@@ -81,6 +82,8 @@ class ServerOptions:
     output_segment_size: int = 32 * 1024 * 1024
     exit_timeout_s: float = 30.0
     strict_readiness: bool = True
+    rate_limit: str = "off"  # "execution_count" turns the rate limiter on
+    rate_limit_resources: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,6 +109,11 @@ class InferenceServer:
         self.regions = RegionRegistry(next_id=self._next_id)
         self.regions.on_region_closed = self._on_region_closed
         self.models: dict[str, ModelEntry] = {}
+        self.resource_pool = (
+            ResourcePool(options.rate_limit_resources)
+            if options.rate_limit == "execution_count"
+            else None
+        )
         self.ready = False
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -147,6 +155,7 @@ class InferenceServer:
             for v in versions
         ]
         for rt in runtimes:
+            rt.resource_pool = self.resource_pool
             entry.versions[rt.version] = rt
 
         async def load_one(rt: ModelRuntime) -> None:
@@ -349,10 +358,17 @@ class InferenceServer:
                         dest = (lease.segment_id, lease.offset, lease.nbytes)
                         out_regions[lease.segment_id * 2**40 + lease.offset] = out.shm
                     out_specs.append(OutputSpec(out.name, dest))
-            message = RequestItem(
-                request.request_id, refs, out_specs, request.parameters or {}
+            params = request.parameters or {}
+            message = RequestItem(request.request_id, refs, out_specs, params)
+            batch_size = _batch_size(spec, model_shapes)
+            fut = rt.submit(
+                message,
+                segments,
+                batch_size=batch_size,
+                shape_key=tuple(tuple(s[1:]) for s in model_shapes) if rt.batcher else None,
+                priority=_int_param(params, "priority"),
+                timeout_us=_int_param(params, "timeout"),
             )
-            fut = rt.submit(message, segments)
             try:
                 response, item, done, worker = await asyncio.shield(fut)
             except asyncio.CancelledError:
@@ -548,6 +564,13 @@ class InferenceServer:
             {},
             release,
         )
+
+
+def _int_param(params: dict, name: str) -> int:
+    value = params.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(f"parameter '{name}' must be a non-negative integer")
+    return value
 
 
 def _batch_size(spec: ModelSpec, shapes: list[list[int]]) -> int:

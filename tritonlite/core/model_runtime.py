@@ -15,7 +15,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from tritonlite.core.dynamic_batcher import BatcherConfig, DynamicBatcher, Pending, QueueFull
 from tritonlite.core.model_statistics import ModelStatistics
+from tritonlite.core.rate_limiter import RateLimiter, ResourcePool, instance_needs
 from tritonlite.core.worker_process import WorkerDied, WorkerProcess, WorkerStartError
 from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
@@ -32,6 +34,8 @@ class WorkItem:
     future: asyncio.Future
     enqueued_ns: int
     started_ns: int = 0
+    batch_size: int = 1
+    outcome: tuple | None = None  # (result, exception) held for preserve_ordering
 
 
 @dataclass
@@ -67,6 +71,15 @@ class ModelRuntime:
         self.slots: list[InstanceSlot] = []
         self.queue: deque[WorkItem] = deque()
         self.stats = ModelStatistics()
+        self.batcher: DynamicBatcher | None = None
+        self.preserve_ordering = False
+        self.rate_limiter: RateLimiter | None = None
+        self.resource_pool: ResourcePool | None = None  # set by the server with --rate-limit
+        self.in_flight = 0
+        self._in_order: deque[WorkItem] = deque()
+        self._scheduling_ready = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0
         self.state = "LOADING"
         self.reason = ""
         self._stopping = False
@@ -174,48 +187,142 @@ class ModelRuntime:
     def _mark_unavailable(self, reason: str) -> None:
         self.state = "UNAVAILABLE"
         self.reason = reason
-        err = UnavailableError(reason)
-        while self.queue:
-            item = self.queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(err)
+        self._fail_queued(UnavailableError(reason))
+
+    def _fail_queued(self, err: TritonLiteError) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        queued = [p.payload for p in self.batcher.drain()] if self.batcher is not None else []
+        queued.extend(self.queue)
+        self.queue.clear()
+        for item in queued:
+            self._finish(item, exc=err)
 
     # -- scheduling ----------------------------------------------------------
-    def submit(self, message: RequestItem, segments: list[tuple[int, int]]) -> asyncio.Future:
-        """Queue one request; the future resolves to (ResponseItem, item timings)."""
+    def _setup_scheduling(self) -> None:
+        config = json.loads(self.config_json)
+        db = config.get("dynamic_batching")
+        mbs = int(config.get("max_batch_size", 0))
+        if db is not None and mbs > 0:
+            self.batcher = DynamicBatcher(BatcherConfig.from_config(mbs, db))
+        self.preserve_ordering = bool(db and db.get("preserve_ordering", False))
+        if self.resource_pool is not None:
+            by_group: dict[str, list[str]] = {}
+            for group in config.get("instance_group", []):
+                prefix = group.get("name", "") + "_"
+                by_group[group.get("name", "")] = [
+                    s.name for s in self.slots if s.name.startswith(prefix)
+                ]
+            needs = instance_needs(config, by_group)
+            if needs:
+                self.rate_limiter = RateLimiter(self.resource_pool, needs)
+                self.resource_pool.listen(self._pump)
+        self._scheduling_ready = True
+
+    def submit(
+        self,
+        message: RequestItem,
+        segments: list[tuple[int, int]],
+        *,
+        batch_size: int = 1,
+        shape_key: object = None,
+        priority: int = 0,
+        timeout_us: int = 0,
+    ) -> asyncio.Future:
+        """Queue one request; the future resolves to (response, item, BatchDone, worker)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         if self.state != "READY":
             fut.set_exception(UnavailableError(f"model '{self.name}' is not ready"))
             return fut
-        self.queue.append(WorkItem(message, segments, fut, time.perf_counter_ns()))
+        if not self._scheduling_ready:
+            self._setup_scheduling()
+        now = time.perf_counter_ns()
+        item = WorkItem(message, segments, fut, now, batch_size=batch_size)
+        if self.preserve_ordering:
+            self._in_order.append(item)
+        if self.batcher is not None:
+            try:
+                self.batcher.enqueue(
+                    Pending(item, batch_size, shape_key, now, priority), timeout_us or None
+                )
+            except QueueFull:
+                self._finish(item, exc=UnavailableError("Exceeds maximum queue size"))
+                return fut
+        else:
+            self.queue.append(item)
         self._pump()
         return fut
 
-    def _pump(self) -> None:
-        if not self.queue:
-            return
-        for slot in self.slots:
-            if not self.queue:
-                return
-            worker = slot.worker
-            if worker is None or slot.busy or not worker.alive:
-                continue
-            item = self.queue.popleft()
-            self._dispatch(slot, worker, [item])
+    def pending_count(self) -> int:
+        queued = len(self.batcher) if self.batcher is not None else len(self.queue)
+        return queued + self.in_flight
 
-    def _dispatch(self, slot: InstanceSlot, worker: WorkerProcess, items: list[WorkItem]) -> None:
+    def _idle_slots(self) -> list[InstanceSlot]:
+        return [
+            s for s in self.slots
+            if s.worker is not None and not s.busy and s.worker.alive
+            and (self.rate_limiter is None or self.rate_limiter.can_run(s.name))
+        ]
+
+    def _pump(self) -> None:
+        if self.batcher is None:
+            while self.queue:
+                idle = self._idle_slots()
+                if not idle:
+                    return
+                self._dispatch(idle[0], [self.queue.popleft()])
+            return
+        now = time.perf_counter_ns()
+        for p in self.batcher.expire(now):
+            self._finish(p.payload, exc=UnavailableError("Request timeout expired"))
+        wake = 0
+        while len(self.batcher):
+            idle = self._idle_slots()
+            if not idle:
+                break
+            batch, wake = self.batcher.next_batch(now)
+            if not batch:
+                break
+            self._dispatch(idle[0], [p.payload for p in batch])
+        deadline = self.batcher.next_deadline()
+        when = min(t for t in (wake, deadline) if t) if (wake or deadline) else 0
+        self._arm_timer(when)
+
+    def _arm_timer(self, when_ns: int) -> None:
+        if self._timer is not None:
+            if when_ns and self._timer_at <= when_ns:
+                return  # an earlier wake-up is already set
+            self._timer.cancel()
+            self._timer = None
+        if when_ns:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, (when_ns - time.perf_counter_ns()) / 1e9)
+            self._timer_at = when_ns
+            self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _dispatch(self, slot: InstanceSlot, items: list[WorkItem]) -> None:
+        worker = slot.worker
+        assert worker is not None
         now = time.perf_counter_ns()
         try:
             for item in items:
                 item.started_ns = now
                 for seg_id, fd in item.segments:
                     worker.ensure_attached(seg_id, fd)
-        except (OSError, WorkerDied):
+        except (OSError, WorkerDied) as exc:
             for item in items:
-                self.queue.appendleft(item)
+                self._finish(item, exc=InternalError(str(exc)))
             return
         slot.busy = True
+        self.in_flight += len(items)
+        if self.rate_limiter is not None:
+            self.rate_limiter.acquire(slot.name)
         fut = worker.execute([i.message for i in items])
         fut.add_done_callback(lambda f: self._on_batch_done(slot, worker, items, f))
 
@@ -224,25 +331,51 @@ class ModelRuntime:
     ) -> None:
         if slot.worker is worker:
             slot.busy = False
+        self.in_flight -= len(items)
+        if self.rate_limiter is not None:
+            self.rate_limiter.release(slot.name)
         exc = fut.exception()
         if exc is not None:
             if not isinstance(exc, TritonLiteError):
                 exc = InternalError(str(exc))
             for item in items:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+                self._finish(item, exc=exc)
         else:
             done: BatchDone = fut.result()
             self.stats.record_execution(
-                len(items), done.compute_input_ns, done.compute_infer_ns, done.compute_output_ns
+                sum(i.batch_size for i in items),
+                done.compute_input_ns,
+                done.compute_infer_ns,
+                done.compute_output_ns,
             )
             for item, response in zip(items, done.responses, strict=False):
-                if not item.future.done():
-                    item.future.set_result((response, item, done, worker))
+                self._finish(item, result=(response, item, done, worker))
         self._pump()
+
+    def _finish(self, item: WorkItem, *, result: object = None, exc: BaseException | None = None
+                ) -> None:
+        """Resolve a request, in arrival order when preserve_ordering is set."""
+        if not self.preserve_ordering:
+            if not item.future.done():
+                if exc is not None:
+                    item.future.set_exception(exc)
+                else:
+                    item.future.set_result(result)
+            return
+        item.outcome = (result, exc)
+        while self._in_order and self._in_order[0].outcome is not None:
+            head = self._in_order.popleft()
+            res, err = head.outcome
+            if not head.future.done():
+                if err is not None:
+                    head.future.set_exception(err)
+                else:
+                    head.future.set_result(res)
 
     async def unload(self) -> None:
         self._stopping = True
+        if self.resource_pool is not None:
+            self.resource_pool.unlisten(self._pump)
         for slot in self.slots:
             if slot.restart_task is not None:
                 slot.restart_task.cancel()
@@ -253,11 +386,7 @@ class ModelRuntime:
         if self.state == "READY":
             self.state = "UNAVAILABLE"
             self.reason = "unloaded"
-        err = UnavailableError(f"model '{self.name}' is unloading")
-        while self.queue:
-            item = self.queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(err)
+        self._fail_queued(UnavailableError(f"model '{self.name}' is unloading"))
 
 
 __all__ = ["ModelRuntime", "ResponseItem", "WorkItem"]

@@ -127,6 +127,10 @@ class Routes:
 
     def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
         """(handler, path params, path known) for a request line."""
+        if method == "POST" and path.endswith("/infer"):
+            mt = self.infer_re.match(path)
+            if mt is not None:  # the hot path: skip the table walk
+                return self.infer, {k: v for k, v in mt.groupdict().items() if v}, True
         known = False
         if method == "HEAD":
             method = "GET"
