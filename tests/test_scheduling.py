@@ -163,7 +163,7 @@ def test_max_queue_size_rejects_overflow(sched):
 
 def test_rate_limiter_keeps_shared_resource_exclusive(sched):
     calls = []
-    for i in range(3):
+    for _ in range(3):
         calls.append((_infer, (sched.url, "limited_a", [150000.0]), {}, 0))
         calls.append((_infer, (sched.url, "limited_b", [150000.0]), {}, 0))
         calls.append((_infer, (sched.url, "free_c", [150000.0]), {}, 0))

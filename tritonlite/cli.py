@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lean: asyncio + httptools (fastest); hypercorn: starlette on hypercorn")
     s.add_argument("--allow-grpc", type=_bool, default=True)
     s.add_argument("--allow-metrics", type=_bool, default=True)
+    s.add_argument("--metrics-interval-ms", type=int, default=2000)
+    s.add_argument("--metrics-address", default=None,
+                   help="defaults to --http-address")
     s.add_argument("--log-verbose", type=int, default=0)
     s.add_argument("--log-info", type=_bool, default=True)
     s.add_argument("--strict-model-config", type=_bool, default=False)
@@ -113,6 +116,13 @@ async def serve(ns: argparse.Namespace) -> int:
         else:
             from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
         tasks.append(asyncio.create_task(serve_http(server, ns.http_address, ns.http_port, stop)))
+    if ns.allow_metrics:
+        from tritonlite.metrics import serve_metrics
+
+        address = ns.metrics_address or ns.http_address
+        tasks.append(asyncio.create_task(
+            serve_metrics(server, address, ns.metrics_port, ns.metrics_interval_ms, stop)
+        ))
     log.info("tritonlite serving: HTTP %s", ns.http_port if ns.allow_http else "off")
     await stop.wait()
     log.info("shutting down: draining in-flight requests")

@@ -45,6 +45,7 @@ from tritonlite.errors import (
     InvalidArgumentError,
     NotFoundError,
     TritonLiteError,
+    UnavailableError,
     error_from_code_name,
 )
 from tritonlite.model_config import (
@@ -377,9 +378,12 @@ class InferenceServer:
                 blocks, leases, out_leases = [], [], []
                 fut.add_done_callback(lambda _f: self._free(*held))
                 raise
-            except TritonLiteError:
+            except TritonLiteError as exc:
                 rt.stats.record_request(
-                    ok=False, total_ns=time.perf_counter_ns() - t_start, queue_ns=0
+                    ok=False,
+                    total_ns=time.perf_counter_ns() - t_start,
+                    queue_ns=0,
+                    reason="REJECTED" if isinstance(exc, UnavailableError) else "BACKEND",
                 )
                 raise
             if response.error is not None:

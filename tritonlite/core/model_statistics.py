@@ -40,6 +40,10 @@ class ModelStatistics:
     cache_hit: Duration = field(default_factory=Duration)
     cache_miss: Duration = field(default_factory=Duration)
     batches: dict[int, BatchStat] = field(default_factory=dict)
+    # Failures by the reason Triton's metrics name: BACKEND, REJECTED, CANCELED, OTHER.
+    fail_reasons: dict[str, int] = field(
+        default_factory=lambda: {"BACKEND": 0, "CANCELED": 0, "OTHER": 0, "REJECTED": 0}
+    )
 
     def record_execution(
         self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int
@@ -63,7 +67,7 @@ class ModelStatistics:
         infer_ns: int = 0,
         output_ns: int = 0,
         batch_size: int = 1,
-        executed: bool = True,
+        reason: str = "BACKEND",
     ) -> None:
         self.last_inference_ms = int(time.time() * 1000)
         if ok:
@@ -75,6 +79,7 @@ class ModelStatistics:
             self.inference_count += batch_size
         else:
             self.fail.add(total_ns)
+            self.fail_reasons[reason] = self.fail_reasons.get(reason, 0) + 1
 
     def as_dict(self, name: str, version: str) -> dict:
         return {

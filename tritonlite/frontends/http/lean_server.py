@@ -172,8 +172,8 @@ class _Connection(asyncio.Protocol):
 
 
 class LeanHttpServer:
-    def __init__(self, server: InferenceServer) -> None:
-        self.routes = Routes(server)
+    def __init__(self, server: InferenceServer, routes: Routes | None = None) -> None:
+        self.routes = routes if routes is not None else Routes(server)
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task] = set()
         self.closing = False

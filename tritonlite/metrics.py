@@ -1,0 +1,160 @@
+"""Prometheus metrics with Triton's family names, labels and help texts.
+
+prometheus-client's exposition appends `_total` to counter names, which
+Triton's names do not have; dashboards built on Triton query the bare names,
+so the text is written here and checked with prometheus-client's parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tritonlite.core.inference_server import InferenceServer
+from tritonlite.frontends.http.lean_server import LeanHttpServer
+from tritonlite.frontends.http.routes import HttpReply, HttpRequest
+
+CONTENT_TYPE = "text/plain; charset=utf-8"
+
+# (family, help, statistic) for the per-model counters, in Triton's order.
+_COUNTERS = [
+    ("nv_inference_count", "Number of inferences performed (does not include cached requests)",
+     lambda s: s.inference_count),
+    ("nv_inference_exec_count",
+     "Number of model executions performed (does not include cached requests)",
+     lambda s: s.execution_count),
+    ("nv_inference_request_duration_us",
+     "Cumulative inference request duration in microseconds (includes cached requests)",
+     lambda s: (s.success.ns + s.fail.ns) // 1000),
+    ("nv_inference_queue_duration_us",
+     "Cumulative inference queuing duration in microseconds (includes cached requests)",
+     lambda s: s.queue.ns // 1000),
+    ("nv_inference_compute_input_duration_us",
+     "Cumulative compute input duration in microseconds (does not include cached requests)",
+     lambda s: s.compute_input.ns // 1000),
+    ("nv_inference_compute_infer_duration_us",
+     "Cumulative compute inference duration in microseconds (does not include cached requests)",
+     lambda s: s.compute_infer.ns // 1000),
+    ("nv_inference_compute_output_duration_us",
+     "Cumulative inference compute output duration in microseconds (does not include cached "
+     "requests)",
+     lambda s: s.compute_output.ns // 1000),
+]
+
+
+class HostSampler:
+    """CPU utilization and memory from /proc, refreshed every interval."""
+
+    def __init__(self) -> None:
+        self.utilization = 0.0
+        self.mem_total = 0
+        self.mem_used = 0
+        self._last: tuple[int, int] | None = None
+
+    def sample(self) -> None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+            idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+            total = sum(fields)
+            if self._last is not None:
+                d_total = total - self._last[0]
+                d_idle = idle - self._last[1]
+                self.utilization = (d_total - d_idle) / d_total if d_total > 0 else 0.0
+            self._last = (total, idle)
+            info: dict[str, int] = {}
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    info[key] = int(rest.split()[0]) * 1024
+            self.mem_total = info.get("MemTotal", 0)
+            self.mem_used = self.mem_total - info.get("MemAvailable", 0)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+def _labels(model: str, version: str, reason: str | None = None) -> str:
+    model = model.replace("\\", "\\\\").replace('"', '\\"')
+    if reason is None:
+        return f'{{model="{model}",version="{version}"}}'
+    return f'{{model="{model}",reason="{reason}",version="{version}"}}'
+
+
+def render(server: InferenceServer, host: HostSampler) -> str:
+    runtimes = [
+        (name, str(v), rt)
+        for name, entry in sorted(server.models.items())
+        for v, rt in sorted(entry.versions.items())
+        if rt.state == "READY"
+    ]
+    out: list[str] = []
+
+    def family(name: str, help_text: str, kind: str) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+
+    family("nv_inference_request_success",
+           "Number of successful inference requests, all batch sizes", "counter")
+    for name, v, rt in runtimes:
+        out.append(f"nv_inference_request_success{_labels(name, v)} {rt.stats.success.count}")
+    family("nv_inference_request_failure",
+           "Number of failed inference requests, all batch sizes", "counter")
+    for name, v, rt in runtimes:
+        for reason, count in sorted(rt.stats.fail_reasons.items()):
+            out.append(f"nv_inference_request_failure{_labels(name, v, reason)} {count}")
+    for metric, help_text, getter in _COUNTERS:
+        family(metric, help_text, "counter")
+        for name, v, rt in runtimes:
+            out.append(f"{metric}{_labels(name, v)} {getter(rt.stats)}")
+    family("nv_inference_pending_request_count",
+           "Instantaneous number of pending requests awaiting execution per-model.", "gauge")
+    for name, v, rt in runtimes:
+        out.append(f"nv_inference_pending_request_count{_labels(name, v)} {rt.pending_count()}")
+    arena = server.arena
+    family("nv_pinned_memory_pool_total_bytes",
+           "Pinned memory pool total memory size, in bytes", "gauge")
+    out.append(f"nv_pinned_memory_pool_total_bytes {arena.total_bytes}")
+    family("nv_pinned_memory_pool_used_bytes",
+           "Pinned memory pool used memory size, in bytes", "gauge")
+    out.append(f"nv_pinned_memory_pool_used_bytes {arena.used_bytes}")
+    family("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]", "gauge")
+    out.append(f"nv_cpu_utilization {host.utilization}")
+    family("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes", "gauge")
+    out.append(f"nv_cpu_memory_total_bytes {host.mem_total}")
+    family("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes", "gauge")
+    out.append(f"nv_cpu_memory_used_bytes {host.mem_used}")
+    return "\n".join(out) + "\n"
+
+
+class MetricsRoutes:
+    """The metrics port: /metrics (and /metrics/) answer; other GETs are empty 200s."""
+
+    max_body = 1 << 16
+
+    def __init__(self, server: InferenceServer, host: HostSampler) -> None:
+        self.server = server
+        self.host = host
+
+    async def dispatch(self, request: HttpRequest) -> HttpReply:
+        if request.method not in ("GET", "HEAD"):
+            return HttpReply(405, b"", CONTENT_TYPE)
+        if request.path.rstrip("/") == "/metrics":
+            return HttpReply(200, render(self.server, self.host).encode(), CONTENT_TYPE)
+        return HttpReply(200, b"", CONTENT_TYPE)
+
+
+async def serve_metrics(
+    server: InferenceServer, host: str, port: int, interval_ms: int, stop: asyncio.Event
+) -> None:
+    sampler = HostSampler()
+    sampler.sample()
+    http = LeanHttpServer(server, routes=MetricsRoutes(server, sampler))
+    await http.start(host, port)
+    interval = max(interval_ms, 10) / 1000
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except asyncio.TimeoutError:
+            sampler.sample()
+    await http.stop(1.0)
+
+
