@@ -360,8 +360,15 @@ class InferenceServer:
                         out_regions[lease.segment_id * 2**40 + lease.offset] = out.shm
                     out_specs.append(OutputSpec(out.name, dest))
             params = request.parameters or {}
-            message = RequestItem(request.request_id, refs, out_specs, params)
             batch_size = _batch_size(spec, model_shapes)
+            rt.ensure_scheduling()
+            sequence = None
+            hidden: set[str] = set()
+            if rt.sequencer is not None:
+                sequence, hidden = self._sequence_inputs(
+                    rt, params, batch_size, refs, blocks, segments, out_specs
+                )
+            message = RequestItem(request.request_id, refs, out_specs, params)
             fut = rt.submit(
                 message,
                 segments,
@@ -369,6 +376,7 @@ class InferenceServer:
                 shape_key=tuple(tuple(s[1:]) for s in model_shapes) if rt.batcher else None,
                 priority=_int_param(params, "priority"),
                 timeout_us=_int_param(params, "timeout"),
+                sequence=sequence,
             )
             try:
                 response, item, done, worker = await asyncio.shield(fut)
@@ -379,6 +387,8 @@ class InferenceServer:
                 fut.add_done_callback(lambda _f: self._free(*held))
                 raise
             except TritonLiteError as exc:
+                if sequence is not None:
+                    rt.sequencer.finish(sequence)
                 rt.stats.record_request(
                     ok=False,
                     total_ns=time.perf_counter_ns() - t_start,
@@ -399,8 +409,13 @@ class InferenceServer:
                     output_ns=done.compute_output_ns,
                     batch_size=_batch_size(spec, model_shapes),
                 )
+                if sequence is not None:
+                    rt.sequencer.finish(sequence)
                 raise error_from_code_name(code, text)
-            result = self._build_result(request, rt, response.outputs, worker, out_regions)
+            outputs = response.outputs
+            if sequence is not None:
+                outputs = self._keep_state(rt, sequence, outputs, worker, hidden)
+            result = self._build_result(request, rt, outputs, worker, out_regions)
             rt.stats.record_request(
                 ok=True,
                 total_ns=time.perf_counter_ns() - t_start,
@@ -426,6 +441,67 @@ class InferenceServer:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+
+    def _sequence_inputs(
+        self,
+        rt: ModelRuntime,
+        params: dict,
+        batch_size: int,
+        refs: list[TensorRef],
+        blocks: list[Block],
+        segments: list[tuple[int, int]],
+        out_specs: list[OutputSpec] | None,
+    ) -> tuple[object, set[str]]:
+        """Route a sequence request and add its control and state tensors."""
+        seqr = rt.sequencer
+        assert seqr is not None
+        corr = params.get("sequence_id", 0)
+        if isinstance(corr, bool) or not isinstance(corr, (int, str)):
+            raise InvalidArgumentError("'sequence_id' must be an integer or a string")
+        start = bool(params.get("sequence_start", False))
+        end = bool(params.get("sequence_end", False))
+        sequence = seqr.begin(corr, start, end, time.perf_counter_ns())
+        try:
+            extra = seqr.extra_inputs(sequence, start, end, batch_size)
+        except InvalidArgumentError:
+            if start:
+                seqr.sequences.pop(corr, None)
+            raise
+        for name, datatype, shape, data in extra:
+            block = self.arena.allocate(len(data))
+            blocks.append(block)
+            block.view[:] = data
+            segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
+            refs.append(
+                TensorRef(name, datatype, shape, block.segment_id, block.offset, len(data))
+            )
+        hidden = seqr.state_outputs()
+        if out_specs is not None:
+            asked = {o.name for o in out_specs}
+            hidden -= asked
+            out_specs.extend(OutputSpec(name) for name in sorted(hidden))
+        return sequence, hidden
+
+    def _keep_state(
+        self, rt: ModelRuntime, sequence, refs: list[TensorRef], worker: WorkerProcess,
+        hidden: set[str],
+    ) -> list[TensorRef]:
+        """Copy state outputs aside for the next request; drop the hidden ones."""
+        seqr = rt.sequencer
+        assert seqr is not None
+        states: dict[str, tuple[list[int], bytes]] = {}
+        kept: list[TensorRef] = []
+        for ref in refs:
+            if ref.name in seqr.state_outputs() and ref.segment_id < 0:
+                view = worker.out_segments.get(ref.segment_id).view
+                states[ref.name] = (ref.shape, bytes(view[ref.offset : ref.offset + ref.nbytes]))
+            if ref.name in hidden:
+                worker.release(ref.segment_id, ref.offset)
+                continue
+            kept.append(ref)
+        seqr.keep_state(sequence, states)
+        seqr.finish(sequence)
+        return kept
 
     def _free(
         self, blocks: list[Block], leases: list[RegionLease], out_leases: list[RegionLease]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from tritonlite.core.dynamic_batcher import BatcherConfig, DynamicBatcher, Pending, QueueFull
 from tritonlite.core.model_statistics import ModelStatistics
 from tritonlite.core.rate_limiter import RateLimiter, ResourcePool, instance_needs
+from tritonlite.core.sequence_batcher import Sequence, SequenceTracker
 from tritonlite.core.worker_process import WorkerDied, WorkerProcess, WorkerStartError
 from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
@@ -36,6 +37,7 @@ class WorkItem:
     started_ns: int = 0
     batch_size: int = 1
     outcome: tuple | None = None  # (result, exception) held for preserve_ordering
+    sequence: Sequence | None = None
 
 
 @dataclass
@@ -72,6 +74,8 @@ class ModelRuntime:
         self.queue: deque[WorkItem] = deque()
         self.stats = ModelStatistics()
         self.batcher: DynamicBatcher | None = None
+        self.sequencer: SequenceTracker | None = None
+        self._busy_sequences: set = set()
         self.preserve_ordering = False
         self.rate_limiter: RateLimiter | None = None
         self.resource_pool: ResourcePool | None = None  # set by the server with --rate-limit
@@ -207,6 +211,9 @@ class ModelRuntime:
         if db is not None and mbs > 0:
             self.batcher = DynamicBatcher(BatcherConfig.from_config(mbs, db))
         self.preserve_ordering = bool(db and db.get("preserve_ordering", False))
+        sb = config.get("sequence_batching")
+        if sb is not None:
+            self.sequencer = SequenceTracker(self.name, sb, [s.name for s in self.slots], mbs)
         if self.resource_pool is not None:
             by_group: dict[str, list[str]] = {}
             for group in config.get("instance_group", []):
@@ -229,6 +236,7 @@ class ModelRuntime:
         shape_key: object = None,
         priority: int = 0,
         timeout_us: int = 0,
+        sequence: Sequence | None = None,
     ) -> asyncio.Future:
         """Queue one request; the future resolves to (response, item, BatchDone, worker)."""
         loop = asyncio.get_running_loop()
@@ -239,7 +247,7 @@ class ModelRuntime:
         if not self._scheduling_ready:
             self._setup_scheduling()
         now = time.perf_counter_ns()
-        item = WorkItem(message, segments, fut, now, batch_size=batch_size)
+        item = WorkItem(message, segments, fut, now, batch_size=batch_size, sequence=sequence)
         if self.preserve_ordering:
             self._in_order.append(item)
         if self.batcher is not None:
@@ -266,7 +274,49 @@ class ModelRuntime:
             and (self.rate_limiter is None or self.rate_limiter.can_run(s.name))
         ]
 
+    def ensure_scheduling(self) -> None:
+        if not self._scheduling_ready:
+            self._setup_scheduling()
+
+    def _pump_sequences(self) -> None:
+        """Each sequence sticks to its instance and has one request in flight;
+        an idle instance takes the oldest ready requests of distinct sequences."""
+        limit = max(1, self.spec.max_batch_size if self.spec else 1)
+        for slot in self._idle_slots():
+            picked: list[WorkItem] = []
+            seen: set = set()
+            for item in self.queue:
+                seq = item.sequence
+                assert seq is not None
+                if seq.slot != slot.name or seq.corr in seen:
+                    continue
+                seen.add(seq.corr)
+                if seq.corr in self._busy_sequences:
+                    continue
+                picked.append(item)
+                if len(picked) >= limit:
+                    break
+            if picked:
+                chosen = {id(i) for i in picked}
+                self.queue = deque(i for i in self.queue if id(i) not in chosen)
+                for item in picked:
+                    self._busy_sequences.add(item.sequence.corr)
+                self._dispatch(slot, picked)
+        self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        seqr = self.sequencer
+        if seqr is None or not seqr.sequences or self._timer is not None:
+            return
+        oldest = min(s.last_ns for s in seqr.sequences.values())
+        self._arm_timer(oldest + seqr.idle_ns + 1_000_000)
+
     def _pump(self) -> None:
+        if self.sequencer is not None:
+            for seq in self.sequencer.expire(time.perf_counter_ns()):
+                self._busy_sequences.discard(seq.corr)
+            self._pump_sequences()
+            return
         if self.batcher is None:
             while self.queue:
                 idle = self._idle_slots()
@@ -350,6 +400,9 @@ class ModelRuntime:
             )
             for item, response in zip(items, done.responses, strict=False):
                 self._finish(item, result=(response, item, done, worker))
+        for item in items:
+            if item.sequence is not None:
+                self._busy_sequences.discard(item.sequence.corr)
         self._pump()
 
     def _finish(self, item: WorkItem, *, result: object = None, exc: BaseException | None = None
