@@ -7,9 +7,13 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from tritonlite.core.inference_server import InferenceServer, ServerOptions
 from tritonlite.core.request_limits import RequestLimits
+
+if TYPE_CHECKING:
+    from tritonlite.frontends.grpc.grpc_server import GrpcFrontend
 
 log = logging.getLogger("tritonlite")
 _DEFAULT_LIMITS = RequestLimits()
@@ -44,6 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--http-address", default="0.0.0.0")
     s.add_argument("--grpc-port", type=int, default=8001)
     s.add_argument("--grpc-address", default="0.0.0.0")
+    s.add_argument("--grpc-keepalive-time", type=int, default=7_200_000,
+                   help="milliseconds between keepalive pings on a transport")
+    s.add_argument("--grpc-keepalive-timeout", type=int, default=20_000,
+                   help="milliseconds to wait for a keepalive ping's acknowledgement")
+    s.add_argument("--grpc-keepalive-permit-without-calls", type=_bool, default=False)
+    s.add_argument("--grpc-http2-max-pings-without-data", type=int, default=2)
+    s.add_argument("--grpc-http2-min-recv-ping-interval-without-data", type=int,
+                   default=300_000, help="milliseconds")
+    s.add_argument("--grpc-http2-max-ping-strikes", type=int, default=2)
+    s.add_argument("--grpc-max-connection-age", type=int, default=None, help="milliseconds")
+    s.add_argument("--grpc-max-connection-age-grace", type=int, default=None,
+                   help="milliseconds")
+    s.add_argument("--grpc-infer-allocation-pool-size", type=int, default=8,
+                   help="accepted for compatibility; responses are not pooled")
     s.add_argument("--metrics-port", type=int, default=8002)
     s.add_argument("--allow-http", type=_bool, default=True)
     s.add_argument("--http-server", choices=["lean", "hypercorn"], default="lean",
@@ -56,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-verbose", type=int, default=0)
     s.add_argument("--log-info", type=_bool, default=True)
     s.add_argument("--strict-model-config", type=_bool, default=False)
+    s.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
+    s.add_argument("--load-model", action="append", default=[],
+                   help="model to load at start in explicit mode ('*': all); repeatable")
+    s.add_argument("--repository-poll-secs", type=float, default=15.0)
     s.add_argument("--rate-limit", choices=["off", "execution_count"], default="off")
     s.add_argument("--rate-limit-resource", action="append", default=[],
                    help="NAME:COUNT[:DEVICE] units of a rate-limiter resource (repeatable)")
@@ -94,6 +116,9 @@ async def serve(ns: argparse.Namespace) -> int:
         arena_max_bytes=ns.shm_arena_bytes,
         exit_timeout_s=ns.exit_timeout_secs,
         strict_readiness=ns.strict_readiness,
+        model_control_mode=ns.model_control_mode,
+        load_models=ns.load_model,
+        repository_poll_secs=ns.repository_poll_secs,
         rate_limit=ns.rate_limit,
         rate_limit_resources=_resources(ns.rate_limit_resource),
     )
@@ -110,12 +135,26 @@ async def serve(ns: argparse.Namespace) -> int:
         print("error: creating server: Internal - failed to load all models", file=sys.stderr)
         return 1
     tasks = []
+    if ns.allow_grpc:
+        grpc_frontend = _grpc_frontend(server, ns)
+        try:
+            await grpc_frontend.start()
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            await server.stop()
+            print(f"error: creating server: Internal - {exc}", file=sys.stderr)
+            return 1
+        tasks.append(asyncio.create_task(grpc_frontend.serve_until(stop)))
     if ns.allow_http:
         if ns.http_server == "hypercorn":
             from tritonlite.frontends.http.http_server import serve_http
         else:
             from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
         tasks.append(asyncio.create_task(serve_http(server, ns.http_address, ns.http_port, stop)))
+    if ns.model_control_mode == "poll":
+        from tritonlite.core.model_control import poll_repository
+
+        tasks.append(asyncio.create_task(poll_repository(server, stop)))
     if ns.allow_metrics:
         from tritonlite.metrics import serve_metrics
 
@@ -123,13 +162,43 @@ async def serve(ns: argparse.Namespace) -> int:
         tasks.append(asyncio.create_task(
             serve_metrics(server, address, ns.metrics_port, ns.metrics_interval_ms, stop)
         ))
-    log.info("tritonlite serving: HTTP %s", ns.http_port if ns.allow_http else "off")
+    log.info(
+        "tritonlite serving: HTTP %s, gRPC %s",
+        ns.http_port if ns.allow_http else "off",
+        ns.grpc_port if ns.allow_grpc else "off",
+    )
     await stop.wait()
     log.info("shutting down: draining in-flight requests")
     drain = asyncio.create_task(server.stop())
     await asyncio.gather(*tasks, return_exceptions=True)
     await drain
     return 0
+
+
+def _grpc_frontend(server: InferenceServer, ns: argparse.Namespace) -> GrpcFrontend:
+    from tritonlite.frontends.grpc.grpc_server import GrpcFrontend, GrpcOptions
+    from tritonlite.frontends.grpc.trace_logging import LogSettings
+
+    return GrpcFrontend(
+        server,
+        GrpcOptions(
+            address=ns.grpc_address,
+            port=ns.grpc_port,
+            keepalive_time_ms=ns.grpc_keepalive_time,
+            keepalive_timeout_ms=ns.grpc_keepalive_timeout,
+            keepalive_permit_without_calls=ns.grpc_keepalive_permit_without_calls,
+            http2_max_pings_without_data=ns.grpc_http2_max_pings_without_data,
+            http2_min_recv_ping_interval_without_data_ms=(
+                ns.grpc_http2_min_recv_ping_interval_without_data
+            ),
+            http2_max_ping_strikes=ns.grpc_http2_max_ping_strikes,
+            max_connection_age_ms=ns.grpc_max_connection_age,
+            max_connection_age_grace_ms=ns.grpc_max_connection_age_grace,
+            log_settings=LogSettings(
+                log_info=ns.log_info, log_verbose_level=max(ns.log_verbose, 0)
+            ),
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

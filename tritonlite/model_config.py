@@ -62,8 +62,64 @@ def config_from_json(text: str) -> ModelConfig:
     return config
 
 
-def normalize(config: ModelConfig, model_name: str, *, gpu_count: int = 0) -> None:
-    """Fill in what Triton fills in before serving a config (in place)."""
+# Model files that name a backend when the config names none (Triton's
+# AutoCompleteBackendFields order), with the platform each backend reports.
+_FILE_BACKENDS = (
+    ("model.plan", "tensorrt"),
+    ("model.onnx", "onnxruntime"),
+    ("model.pt", "pytorch"),
+    ("model.py", "python"),
+)
+_BACKEND_PLATFORM = {v: k for k, v in _PLATFORM_BACKEND.items()}
+# Triton starts two CPU instances by default for these backends (SetDefaultInstanceCount).
+_TWO_CPU_INSTANCES = ("onnxruntime", "tensorflow")
+
+
+def first_version_dir(model_dir: str) -> str | None:
+    """The folder Triton inspects to detect a backend: the first subfolder by name."""
+    try:
+        entries = sorted(
+            e for e in os.listdir(model_dir)
+            if not e.startswith(".") and os.path.isdir(os.path.join(model_dir, e))
+        )
+    except OSError:
+        return None
+    return os.path.join(model_dir, entries[0]) if entries else None
+
+
+def complete_backend_fields(config: ModelConfig, model_dir: str) -> None:
+    """Triton's server-side autofill: backend, platform and default_model_filename
+    from the platform, the filename, or the files of the first version folder."""
+    if not config.backend:
+        by_filename = {f: b for f, b in _FILE_BACKENDS}
+        if config.platform in _PLATFORM_BACKEND:
+            config.backend = _PLATFORM_BACKEND[config.platform]
+        elif config.default_model_filename in by_filename:
+            config.backend = by_filename[config.default_model_filename]
+        elif not config.platform and not config.default_model_filename:
+            version_dir = first_version_dir(model_dir)
+            if version_dir is not None:
+                for filename, backend in _FILE_BACKENDS:
+                    path = os.path.join(version_dir, filename)
+                    if os.path.isfile(path) or (
+                        backend == "onnxruntime" and os.path.isdir(path)
+                    ):
+                        config.backend = backend
+                        break
+    if config.backend in _BACKEND_PLATFORM and not config.platform:
+        config.platform = _BACKEND_PLATFORM[config.backend]
+    if config.backend in DEFAULT_MODEL_FILENAME and not config.default_model_filename:
+        config.default_model_filename = DEFAULT_MODEL_FILENAME[config.backend]
+
+
+def normalize(
+    config: ModelConfig, model_name: str, *, gpu_count: int = 0, check_tensors: bool = True
+) -> None:
+    """Fill in what Triton fills in before serving a config (in place).
+
+    check_tensors=False leaves inputs/outputs unchecked, for a config that the
+    backend still auto-completes; normalize again with checks after it.
+    """
     if not config.name:
         config.name = model_name
     elif config.name != model_name:
@@ -89,21 +145,23 @@ def normalize(config: ModelConfig, model_name: str, *, gpu_count: int = 0) -> No
     if len(config.instance_group) == 0:
         # Triton names a group it adds after the model (no index suffix).
         group = config.instance_group.add()
-        group.count = 1
-        group.name = config.name
+        group.name = config.name  # count: the backend's default, set below
     for i, group in enumerate(config.instance_group):
         if not group.name:
             group.name = f"{config.name}_{i}"
-        if group.count < 1:
-            group.count = 1
         if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
-            if gpu_count > 0 and config.backend != "python":
+            # Triton: GPU when GPUs exist and every listed one is present, else CPU.
+            if gpu_count > 0 and all(0 <= g < gpu_count for g in group.gpus):
                 group.kind = mc.ModelInstanceGroup.KIND_GPU
-                if not group.gpus:
-                    group.gpus.extend(range(gpu_count))
             else:
                 group.kind = mc.ModelInstanceGroup.KIND_CPU
-    _check_tensors(config)
+        if group.count < 1:
+            cpu = group.kind == mc.ModelInstanceGroup.KIND_CPU
+            group.count = 2 if cpu and config.backend in _TWO_CPU_INSTANCES else 1
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU and not group.gpus:
+            group.gpus.extend(range(gpu_count))
+    if check_tensors:
+        _check_tensors(config)
 
 
 def _check_tensors(config: ModelConfig) -> None:

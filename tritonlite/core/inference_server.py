@@ -50,13 +50,16 @@ from tritonlite.errors import (
 )
 from tritonlite.model_config import (
     ConfigError,
+    ModelConfig,
     ModelSpec,
+    complete_backend_fields,
     config_to_dict,
     config_to_json,
     normalize,
     read_config_file,
 )
 from tritonlite.model_repository import available_versions, scan_repositories, select_versions
+from workers.backends import placement
 from workers.messages import EXECUTE_FAILED, OutputSpec, RequestItem, TensorRef
 
 log = logging.getLogger("tritonlite")
@@ -83,6 +86,9 @@ class ServerOptions:
     output_segment_size: int = 32 * 1024 * 1024
     exit_timeout_s: float = 30.0
     strict_readiness: bool = True
+    model_control_mode: str = "none"  # none | poll | explicit
+    load_models: list[str] = field(default_factory=list)
+    repository_poll_secs: float = 15.0
     rate_limit: str = "off"  # "execution_count" turns the rate limiter on
     rate_limit_resources: dict[str, int] = field(default_factory=dict)
 
@@ -94,6 +100,9 @@ class ModelEntry:
     versions: dict[int, ModelRuntime] = field(default_factory=dict)
     # Set when the model failed before any version could be tried.
     reason: str = ""
+    config_override: ModelConfig | None = None
+    loaded: bool = True  # False: known to the repository, never loaded (explicit mode)
+    workdir: str | None = None  # temporary folder of a load with file overrides
 
 
 class InferenceServer:
@@ -110,6 +119,7 @@ class InferenceServer:
         self.regions = RegionRegistry(next_id=self._next_id)
         self.regions.on_region_closed = self._on_region_closed
         self.models: dict[str, ModelEntry] = {}
+        self._control_locks: dict[str, asyncio.Lock] = {}
         self.resource_pool = (
             ResourcePool(options.rate_limit_resources)
             if options.rate_limit == "execution_count"
@@ -125,19 +135,41 @@ class InferenceServer:
         locations, errors = scan_repositories(self.options.model_repositories)
         for err in errors:
             log.warning(err)
+        wanted = self.options.load_models
+        explicit = self.options.model_control_mode == "explicit"
         for loc in locations:
-            self.models[loc.name] = ModelEntry(loc.name, loc.path)
-        await asyncio.gather(*(self._load_model(e) for e in self.models.values()))
+            entry = ModelEntry(loc.name, loc.path)
+            # Explicit mode loads only --load-model names ('*': all) at start.
+            entry.loaded = not explicit or "*" in wanted or loc.name in wanted
+            self.models[loc.name] = entry
+        await asyncio.gather(*(self._load_model(e) for e in self.models.values() if e.loaded))
         self.ready = True
 
+    def control_lock(self, name: str) -> asyncio.Lock:
+        """One load/unload at a time per model; other models are not blocked."""
+        lock = self._control_locks.get(name)
+        if lock is None:
+            lock = self._control_locks[name] = asyncio.Lock()
+        return lock
+
     async def _load_model(self, entry: ModelEntry) -> None:
+        auto_complete = not self.options.strict_model_config
         try:
-            config = read_config_file(entry.path)
+            config = entry.config_override or read_config_file(entry.path)
             if config is None:
-                raise ConfigError(
-                    f"failed to load '{entry.name}': no config.pbtxt in the model folder"
-                )
-            normalize(config, entry.name)
+                if not auto_complete:
+                    raise ConfigError(
+                        f"failed to load '{entry.name}': no config.pbtxt in the model folder"
+                    )
+                # As Triton without --strict-model-config: the backend comes from
+                # the model file, the rest from the backend's auto-complete.
+                config = ModelConfig()
+            complete_backend_fields(config, entry.path)
+            gpus = placement.gpu_count()
+            normalize(config, entry.name, gpu_count=gpus, check_tensors=not auto_complete)
+            problem = placement.check_instance_groups(config_to_dict(config), gpus)
+            if problem:
+                raise ConfigError(problem)
             versions = select_versions(config, available_versions(entry.path))
         except ConfigError as exc:
             entry.reason = str(exc)
@@ -150,7 +182,7 @@ class InferenceServer:
                 version=v,
                 model_dir=entry.path,
                 config_json=config_json,
-                auto_complete=not self.options.strict_model_config,
+                auto_complete=auto_complete,
                 output_segment_size=self.options.output_segment_size,
             )
             for v in versions
@@ -194,6 +226,7 @@ class InferenceServer:
             return all(
                 e.versions and all(rt.state == "READY" for rt in e.versions.values())
                 for e in self.models.values()
+                if e.loaded
             )
         return True
 
@@ -201,7 +234,8 @@ class InferenceServer:
         """Names of models that failed to load (for --exit-on-error)."""
         return [
             name for name, e in sorted(self.models.items())
-            if not e.versions or any(rt.state != "READY" for rt in e.versions.values())
+            if e.loaded
+            and (not e.versions or any(rt.state != "READY" for rt in e.versions.values()))
         ]
 
     def server_metadata(self) -> dict:
@@ -269,6 +303,10 @@ class InferenceServer:
         out: list[dict] = []
         for name in sorted(self.models):
             entry = self.models[name]
+            if not entry.loaded:
+                if not ready_only:
+                    out.append({"name": name})
+                continue
             if not entry.versions:
                 if not ready_only:
                     out.append({"name": name, "state": "UNAVAILABLE", "reason": entry.reason})
@@ -277,7 +315,7 @@ class InferenceServer:
                 if ready_only and rt.state != "READY":
                     continue
                 item = {"name": name, "version": str(v), "state": rt.state}
-                if rt.state != "READY" or rt.reason:
+                if rt.state != "READY" and rt.reason:
                     item["reason"] = rt.reason
                 out.append(item)
         return out

@@ -22,6 +22,7 @@ from tritonlite.core.sequence_batcher import Sequence, SequenceTracker
 from tritonlite.core.worker_process import WorkerDied, WorkerProcess, WorkerStartError
 from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
+from workers.backends import placement
 from workers.messages import BatchDone, Init, RequestItem, ResponseItem
 
 RESTART_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 2.0)
@@ -99,7 +100,8 @@ class ModelRuntime:
             "model_config": self.config_json,
             "model_instance_kind": slot.kind,
             "model_instance_name": slot.name,
-            "model_instance_device_id": str(slot.device_id),
+            # A GPU worker sees only its own device (CUDA_VISIBLE_DEVICES): cuda:0.
+            "model_instance_device_id": "0" if slot.kind == "GPU" else str(slot.device_id),
             "model_repository": self.model_dir,
             "model_version": str(self.version),
             "model_name": self.name,
@@ -108,10 +110,12 @@ class ModelRuntime:
 
     def _new_worker(self, slot: InstanceSlot) -> WorkerProcess:
         config = json.loads(self.config_json)
+        group = placement.group_of_instance(config, slot.name) or {}
         return WorkerProcess(
             model_name=self.name,
             instance_name=slot.name,
-            backend=config.get("backend", "python"),
+            backend=config.get("backend") or "python",
+            env=placement.instance_env(config, group.get("name", ""), slot.kind, slot.device_id),
             on_exit=lambda w, reason, s=slot: self._on_worker_exit(s, w, reason),
         )
 
@@ -138,9 +142,10 @@ class ModelRuntime:
         try:
             await self._start_slot(first, self.auto_complete)
             if self.auto_complete:
-                # Workers take the completed config from the first instance.
+                # Workers take the completed config from the first instance; the
+                # tensor checks skipped before auto-complete run now.
                 config = config_from_json(self.config_json)
-                normalize(config, self.name)
+                normalize(config, self.name, check_tensors=True)
                 self.config_json = config_to_json(config)
             self.spec = ModelSpec.from_config(config_from_json(self.config_json))
             await asyncio.gather(*(self._start_slot(s, False) for s in rest))
@@ -425,7 +430,14 @@ class ModelRuntime:
                 else:
                     head.future.set_result(res)
 
-    async def unload(self) -> None:
+    async def unload(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop the instances; with a drain timeout, queued and in-flight
+        requests finish first (new ones are refused meanwhile)."""
+        if self.state == "READY":
+            self.state = "UNLOADING"
+        deadline = time.monotonic() + drain_timeout_s
+        while self.pending_count() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         self._stopping = True
         if self.resource_pool is not None:
             self.resource_pool.unlisten(self._pump)
@@ -436,7 +448,7 @@ class ModelRuntime:
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         for s in self.slots:
             s.worker = None
-        if self.state == "READY":
+        if self.state in ("READY", "UNLOADING"):
             self.state = "UNAVAILABLE"
             self.reason = "unloaded"
         self._fail_queued(UnavailableError(f"model '{self.name}' is unloading"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritonlite.core.inference_server import InferenceServer
+from tritonlite.core.model_control import load_model, unload_model
 from tritonlite.errors import InvalidArgumentError, NotFoundError, TritonLiteError
 from tritonlite.frontends.http.infer_codec import build_infer_response, parse_infer_request
 
@@ -108,6 +109,8 @@ class Routes:
             ("GET", m + "/stats", self.model_stats),
             ("POST", m + "/infer", self.infer),
             ("POST", r"/v2/repository/index", self.repository_index),
+            ("POST", r"/v2/repository/models/(?P<model>[^/]+)/load", self.model_load),
+            ("POST", r"/v2/repository/models/(?P<model>[^/]+)/unload", self.model_unload),
             ("GET", r"/v2/systemsharedmemory/status", self.shm_status),
             ("GET", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/status", self.shm_status),
             ("POST", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/register",
@@ -223,6 +226,21 @@ class Routes:
     async def repository_index(self, r: HttpRequest) -> HttpReply:
         doc = _json_doc(r.body)
         return json_reply(self.server.repository_index(bool(doc.get("ready", False))))
+
+    async def model_load(self, r: HttpRequest) -> HttpReply:
+        params = _json_doc(r.body).get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidArgumentError("'parameters' of a load request must be an object")
+        await load_model(self.server, r.params["model"], params)
+        return HttpReply(200, b"", JSON)
+
+    async def model_unload(self, r: HttpRequest) -> HttpReply:
+        params = _json_doc(r.body).get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidArgumentError("'parameters' of an unload request must be an object")
+        dependents = bool(params.get("unload_dependents", False))
+        await unload_model(self.server, r.params["model"], dependents)
+        return HttpReply(200, b"", JSON)
 
     async def shm_status(self, r: HttpRequest) -> HttpReply:
         return json_reply(self.server.shm_status(r.params.get("region", "")))

@@ -1,0 +1,1 @@
+"""inference.GRPCInferenceService on grpc.aio: thin RPC adapters over the core."""

@@ -1,0 +1,341 @@
+"""ModelInferRequest <-> the core's InferRequest; InferResult -> ModelInferResponse bytes.
+
+Input tensors in `raw_input_contents` reach the core as views into the
+received message (no copy here); typed `contents` are packed into raw bytes
+the way Triton does it. Output tensors are copied once, straight from the
+result's memory into the serialized response.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from protos import grpc_service_pb2 as pb
+from tritonlite.core.inference_request import (
+    InferRequest,
+    InferResult,
+    InputTensor,
+    RequestedOutput,
+    ShmRef,
+)
+from tritonlite.errors import InvalidArgumentError
+from tritonlite.frontends.grpc.model_version import checked_version
+from tritonlite.frontends.grpc.protobuf_wire import (
+    EMPTY_RAW_OUTPUT,
+    RAW_INPUT_CONTENTS,
+    RAW_OUTPUT_TAG,
+    STREAM_INFER_RESPONSE_TAG,
+    encode_varint,
+    split_bytes_field,
+)
+
+# Below this size the protobuf runtime's own parse is cheaper than splitting.
+_SPLIT_THRESHOLD = 16 * 1024
+
+
+class ParsedInferRequest:
+    """A received ModelInferRequest with its raw tensor bytes kept aside."""
+
+    __slots__ = ("message", "raw")
+
+    def __init__(self, message: pb.ModelInferRequest, raw: list[memoryview] | Any) -> None:
+        self.message = message
+        self.raw = raw
+
+
+def deserialize_infer_request(data: bytes) -> ParsedInferRequest:
+    """gRPC request deserializer for ModelInfer / ModelStreamInfer."""
+    if len(data) >= _SPLIT_THRESHOLD:
+        split = split_bytes_field(data, RAW_INPUT_CONTENTS)
+        if split is not None:
+            rest, raw = split
+            return ParsedInferRequest(pb.ModelInferRequest.FromString(rest), raw)
+    message = pb.ModelInferRequest.FromString(data)
+    return ParsedInferRequest(message, message.raw_input_contents)
+
+
+# -- parameters ---------------------------------------------------------------
+def parameter_value(name: str, param: pb.InferParameter) -> Any:
+    which = param.WhichOneof("parameter_choice")
+    if which is None:
+        raise InvalidArgumentError(
+            f"invalid value type for '{name}' parameter, expected int64_param, bool_param, "
+            "or string_param."
+        )
+    return getattr(param, which)
+
+
+def _reserved_type_error(name: str, expected: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"invalid value type for '{name}' parameter, expected {expected}."
+    )
+
+
+# Request parameters Triton reads itself, with the types it accepts.
+_RESERVED_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "sequence_id": (("int64_param", "string_param"), "int64_param or string_param"),
+    "sequence_start": (("bool_param",), "bool_param"),
+    "sequence_end": (("bool_param",), "bool_param"),
+    "priority": (("int64_param", "uint64_param"), "int64_param or uint64_param"),
+    "timeout": (("int64_param",), "int64_param"),
+}
+
+
+def request_parameters(params: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, param in params.items():
+        reserved = _RESERVED_TYPES.get(name)
+        if reserved is not None:
+            which = param.WhichOneof("parameter_choice")
+            if which not in reserved[0]:
+                raise _reserved_type_error(name, reserved[1])
+            value = getattr(param, which)
+            if name == "priority" and value < 0:
+                raise InvalidArgumentError("invalid value for 'priority', expected value >= 0.")
+            out[name] = value
+        else:
+            out[name] = parameter_value(name, param)
+    return out
+
+
+def set_parameters(target: Any, values: dict[str, Any]) -> None:
+    """Fill a map<string, InferParameter> from Python values."""
+    for name, value in values.items():
+        param = target[name]
+        if isinstance(value, bool):
+            param.bool_param = value
+        elif isinstance(value, int):
+            if value >= 2**63:
+                param.uint64_param = value
+            else:
+                param.int64_param = value
+        elif isinstance(value, float):
+            param.double_param = value
+        else:
+            param.string_param = str(value)
+
+
+def _int64_param(params: Any, key: str, tensor: str) -> int:
+    param = params[key]
+    if param.WhichOneof("parameter_choice") != "int64_param":
+        raise InvalidArgumentError(
+            f"invalid value type for '{key}' parameter for tensor '{tensor}', expected "
+            "int64_param."
+        )
+    value = param.int64_param
+    if value < 0:
+        raise InvalidArgumentError(f"'{key}' of tensor '{tensor}' must be a non-negative integer")
+    return value
+
+
+def shm_ref(params: Any, tensor: str) -> ShmRef | None:
+    """The shared memory window named by a tensor's parameters (Triton's rules)."""
+    region = params.get("shared_memory_region")
+    if region is not None:
+        if region.WhichOneof("parameter_choice") != "string_param":
+            raise InvalidArgumentError(
+                f"invalid value type for 'shared_memory_region' parameter for tensor "
+                f"'{tensor}', expected string_param."
+            )
+    for key in ("shared_memory_offset", "shared_memory_byte_size"):
+        if region is None and key in params:
+            raise InvalidArgumentError(
+                f"'{key}' can not be specified without 'shared_memory_region' parameter for "
+                f"tensor '{tensor}'"
+            )
+    if region is None:
+        return None
+    offset = _int64_param(params, "shared_memory_offset", tensor) if (
+        "shared_memory_offset" in params
+    ) else 0
+    if "shared_memory_byte_size" not in params:
+        raise InvalidArgumentError(
+            f"'shared_memory_byte_size' must be specified along with 'shared_memory_region' "
+            f"parameter for tensor '{tensor}'"
+        )
+    size = _int64_param(params, "shared_memory_byte_size", tensor)
+    return ShmRef(region.string_param, offset, size)
+
+
+# -- typed contents -----------------------------------------------------------
+# contents field -> (the type it carries, numpy type of the field) by declared datatype.
+_NARROW = {"INT8": np.int8, "INT16": np.int16, "UINT8": np.uint8, "UINT16": np.uint16}
+_FIELDS: tuple[tuple[str, str, Any], ...] = (
+    ("bool_contents", "BOOL", np.bool_),
+    ("int_contents", "INT32", np.int32),
+    ("int64_contents", "INT64", np.int64),
+    ("uint_contents", "UINT32", np.uint32),
+    ("uint64_contents", "UINT64", np.uint64),
+    ("fp32_contents", "FP32", np.float32),
+    ("fp64_contents", "FP64", np.float64),
+    ("bytes_contents", "BYTES", None),
+)
+_WIRE_NAMES = frozenset(
+    ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+     "FP16", "FP32", "FP64", "BYTES", "BF16")
+)
+
+
+def typed_contents_bytes(tensor: pb.ModelInferRequest.InferInputTensor, model: str) -> bytes:
+    """Pack `contents` into raw bytes, checking the field against the datatype."""
+    contents = tensor.contents
+    datatype = tensor.datatype
+    out = b""
+    supplied = False
+    for field_name, carried, np_type in _FIELDS:
+        values = getattr(contents, field_name)
+        if not values:
+            continue
+        if field_name == "int_contents" and datatype in ("INT8", "INT16"):
+            carried, target = datatype, _NARROW[datatype]
+        elif field_name == "uint_contents" and datatype in ("UINT8", "UINT16"):
+            carried, target = datatype, _NARROW[datatype]
+        else:
+            target = np_type
+        if supplied:
+            raise InvalidArgumentError(
+                f"unexpected explicit tensor data for input tensor '{tensor.name}' for model "
+                f"'{model}', binary data was already supplied."
+            )
+        if carried != datatype:
+            shown = datatype if datatype in _WIRE_NAMES else "<invalid>"
+            raise InvalidArgumentError(
+                f"unexpected explicit tensor data for input tensor '{tensor.name}' for model "
+                f"'{model}' of type '{carried}', expected datatype '{shown}'"
+            )
+        supplied = True
+        if carried == "BYTES":
+            out = b"".join(struct.pack("<I", len(v)) + v for v in values)
+        elif target is np_type:
+            out = np.array(values, dtype=np_type).tobytes()
+        else:  # Triton keeps the low bytes of each 32-bit value.
+            out = np.array(values, dtype=np_type).astype(target).tobytes()
+    return out
+
+
+# -- request ------------------------------------------------------------------
+def to_core_request(parsed: ParsedInferRequest) -> InferRequest:
+    msg = parsed.message
+    model = msg.model_name
+    request = InferRequest(model, checked_version(msg.model_version), msg.id)
+    if msg.parameters:
+        request.parameters = request_parameters(msg.parameters)
+    raw = parsed.raw
+    n_raw = len(raw)
+    used = 0
+    inputs = request.inputs
+    for t in msg.inputs:
+        tensor = InputTensor(t.name, t.datatype, list(t.shape))
+        params = t.parameters
+        shm = None
+        if params:
+            tensor.parameters = {k: parameter_value(k, v) for k, v in params.items()}
+            shm = shm_ref(params, t.name)
+        if shm is not None:
+            if t.HasField("contents"):
+                raise InvalidArgumentError(
+                    f"unexpected 'content' provided when using shared memory for input tensor "
+                    f"'{t.name}' for model '{model}'"
+                )
+            tensor.shm = shm
+        elif t.HasField("contents"):
+            if n_raw:
+                raise InvalidArgumentError(
+                    f"contents field must not be specified when using raw_input_contents for "
+                    f"'{t.name}' for model '{model}'"
+                )
+            tensor.raw = typed_contents_bytes(t, model)
+        elif used < n_raw:
+            tensor.raw = raw[used]
+            used += 1
+        else:
+            raise InvalidArgumentError(
+                f"unable to find data for input tensor '{t.name}' for model '{model}' in "
+                "request."
+            )
+        inputs.append(tensor)
+    if used < n_raw:
+        raise InvalidArgumentError(f"unexpected additional input data for model '{model}'")
+    if msg.outputs:
+        request.outputs = [_requested_output(o) for o in msg.outputs]
+    return request
+
+
+def _requested_output(o: pb.ModelInferRequest.InferRequestedOutputTensor) -> RequestedOutput:
+    out = RequestedOutput(o.name)
+    params = o.parameters
+    if not params:
+        return out
+    out.parameters = {k: parameter_value(k, v) for k, v in params.items()}
+    out.shm = shm_ref(params, o.name)
+    cls = params.get("classification")
+    if cls is not None:
+        if cls.WhichOneof("parameter_choice") != "int64_param":
+            raise InvalidArgumentError(
+                "invalid value type for 'classification' parameter, expected int64_param"
+            )
+        if cls.int64_param <= 0:
+            raise InvalidArgumentError(
+                "invalid value for 'classification' parameter, expected >= 1"
+            )
+        if out.shm is not None:
+            raise InvalidArgumentError(
+                "output can't set both 'shared_memory_region' and 'classification'"
+            )
+        out.class_count = cls.int64_param
+    return out
+
+
+# -- response -----------------------------------------------------------------
+def _response_pieces(result: InferResult) -> tuple[list[Any], int]:
+    """Serialized ModelInferResponse as pieces to join, and its total length.
+
+    Every output gets a raw_output_contents entry, empty for an output
+    written into shared memory (as Triton does), so entries line up with
+    `outputs` by index.
+    """
+    resp = pb.ModelInferResponse(
+        model_name=result.model_name, model_version=result.model_version, id=result.request_id
+    )
+    add = resp.outputs.add
+    pieces: list[Any] = [b""]
+    size = 0
+    for out in result.outputs:
+        add(name=out.name, datatype=out.datatype, shape=out.shape)
+        data = out.data
+        if out.shm is not None or data is None:
+            pieces.append(EMPTY_RAW_OUTPUT)
+            size += 2
+        else:
+            n = len(data)
+            head = RAW_OUTPUT_TAG + encode_varint(n)
+            pieces.append(head)
+            pieces.append(data)
+            size += len(head) + n
+    if result.parameters:
+        set_parameters(resp.parameters, result.parameters)
+    header = resp.SerializeToString()
+    pieces[0] = header
+    return pieces, size + len(header)
+
+
+def infer_response_bytes(result: InferResult) -> bytes:
+    pieces, _size = _response_pieces(result)
+    return b"".join(pieces)
+
+
+def stream_response_bytes(result: InferResult) -> bytes:
+    """ModelStreamInferResponse{infer_response} with the tensors copied once."""
+    pieces, size = _response_pieces(result)
+    pieces.insert(0, STREAM_INFER_RESPONSE_TAG + encode_varint(size))
+    return b"".join(pieces)
+
+
+def stream_error_bytes(message: str, request_id: str) -> bytes:
+    """An error on a stream: the text, and the id of the request that failed."""
+    return pb.ModelStreamInferResponse(
+        error_message=message, infer_response=pb.ModelInferResponse(id=request_id)
+    ).SerializeToString()
