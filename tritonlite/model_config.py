@@ -133,6 +133,13 @@ def normalize(
         raise ConfigError(
             f"unexpected platform type '' for {model_name}"
         )
+    if config.platform == "ensemble":
+        # The frontend runs ensembles: no instances, no model file.
+        if not config.HasField("version_policy"):
+            config.version_policy.latest.num_versions = 1
+        if check_tensors:
+            _check_tensors(config)
+        return
     if config.max_batch_size < 0:
         raise ConfigError(f"'max_batch_size' must be non-negative value for {model_name}")
     if not config.HasField("version_policy"):

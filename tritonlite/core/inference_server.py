@@ -18,6 +18,7 @@ import numpy as np
 
 from shm.arena import Arena, Block
 from shm.region_registry import RegionLease, RegionRegistry
+from tritonlite.core.ensemble import EnsembleRuntime
 from tritonlite.core.inference_request import (
     InferRequest,
     InferResult,
@@ -176,7 +177,10 @@ class InferenceServer:
             log.error("model '%s' failed to load: %s", entry.name, exc)
             return
         config_json = config_to_json(config)
-        runtimes = [
+        if config.platform == "ensemble":
+            runtimes = [EnsembleRuntime(self, entry.name, v, config_json) for v in versions]
+        else:
+            runtimes = [
             ModelRuntime(
                 name=entry.name,
                 version=v,
@@ -184,9 +188,9 @@ class InferenceServer:
                 config_json=config_json,
                 auto_complete=auto_complete,
                 output_segment_size=self.options.output_segment_size,
-            )
-            for v in versions
-        ]
+                )
+                for v in versions
+            ]
         for rt in runtimes:
             rt.resource_pool = self.resource_pool
             entry.versions[rt.version] = rt
@@ -366,6 +370,8 @@ class InferenceServer:
     # -- inference -----------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResult:
         rt = self._resolve(request.model_name, request.model_version)
+        if isinstance(rt, EnsembleRuntime):
+            return await rt.infer(request)
         spec = rt.spec
         assert spec is not None
         model_shapes = validate_request(request, spec, self.options.limits)
