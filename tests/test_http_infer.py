@@ -1,5 +1,7 @@
 """Inference over HTTP with tritonclient: JSON, binary, BYTES, versions, shapes."""
 
+import json
+
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
@@ -176,3 +178,24 @@ def test_gzip_request_and_response(server):
         response_compression_algorithm="gzip",
     )
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a * 2)
+
+
+def test_generate_extension(server):
+    status, doc = call_json(
+        server.url, "POST", "/v2/models/text_echo/generate", {"text_input": "ab", "repeat": 3}
+    )
+    assert status == 200
+    assert doc == {
+        "model_name": "text_echo",
+        "model_version": "1",
+        "text_output": "ababab",
+        "length": 6,
+    }
+    status, headers, body = call(
+        server.url, "POST", "/v2/models/text_echo/generate_stream", {"text_input": "xy"}
+    )
+    assert status == 200
+    assert headers["content-type"].startswith("text/event-stream")
+    assert body.startswith(b"data: ") and body.endswith(b"\n\n")
+    event = json.loads(body[len(b"data: ") :])
+    assert event["text_output"] == "xy"

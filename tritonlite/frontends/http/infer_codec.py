@@ -168,6 +168,11 @@ def _parse_output(item: Any, binary_default: bool) -> RequestedOutput:
     return out
 
 
+def output_values(datatype: str, shape: list[int], data: memoryview) -> list:
+    """An output's elements as JSON-ready Python values (BYTES as text)."""
+    return _json_data(datatype, shape, data)
+
+
 def _json_data(datatype: str, shape: list[int], data: memoryview) -> list:
     if datatype == "BYTES":
         arr = deserialize_bytes_tensor(data, element_count(shape), [element_count(shape)])

@@ -13,10 +13,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tritonlite.core.inference_request import InferRequest, InputTensor
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.model_control import load_model, unload_model
 from tritonlite.errors import InvalidArgumentError, NotFoundError, TritonLiteError
-from tritonlite.frontends.http.infer_codec import build_infer_response, parse_infer_request
+from tritonlite.frontends.http.infer_codec import (
+    build_infer_response,
+    output_values,
+    parse_infer_request,
+)
 
 JSON = "application/json"
 
@@ -108,6 +113,8 @@ class Routes:
             ("GET", m + "/ready", self.model_ready),
             ("GET", m + "/stats", self.model_stats),
             ("POST", m + "/infer", self.infer),
+            ("POST", m + "/generate", self.generate),
+            ("POST", m + "/generate_stream", self.generate_stream),
             ("POST", r"/v2/repository/index", self.repository_index),
             ("POST", r"/v2/repository/models/(?P<model>[^/]+)/load", self.model_load),
             ("POST", r"/v2/repository/models/(?P<model>[^/]+)/unload", self.model_unload),
@@ -222,6 +229,48 @@ class Routes:
         if accept:
             out = _compress(accept, out, headers)
         return HttpReply(200, out, media, headers or None)
+
+    async def _generate(self, r: HttpRequest) -> dict:
+        """Triton's generate extension: top-level JSON fields named like model
+        inputs become tensors; outputs come back as fields (one element: a scalar)."""
+        name, version = self._model(r)
+        doc = _json_doc(r.body)
+        spec = self.server.model_spec(name, version)
+        request = InferRequest(name, version, parameters=dict(doc.get("parameters") or {}))
+        for input_name, tspec in spec.inputs.items():
+            if input_name not in doc:
+                continue
+            value = doc[input_name]
+            data = value if isinstance(value, list) else [value]
+            shape = [len(data)] if isinstance(value, list) or tspec.dims != [] else []
+            if not shape:
+                shape = [1]
+            if spec.max_batch_size > 0:
+                shape = [1, *shape]
+            request.inputs.append(InputTensor(input_name, tspec.datatype, shape, json_data=data))
+        result = await self.server.infer(request)
+        try:
+            out: dict = {"model_name": result.model_name, "model_version": result.model_version}
+            for t in result.outputs:
+                if t.data is None:
+                    continue
+                values = output_values(t.datatype, t.shape, t.data)
+                out[t.name] = values[0] if len(values) == 1 else values
+        finally:
+            result.release()
+        return out
+
+    async def generate(self, r: HttpRequest) -> HttpReply:
+        return json_reply(await self._generate(r))
+
+    async def generate_stream(self, r: HttpRequest) -> HttpReply:
+        # Without decoupled models every request has exactly one response: one event.
+        try:
+            doc = await self._generate(r)
+        except TritonLiteError as exc:
+            doc = {"error": exc.message}
+        body = b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+        return HttpReply(200, body, "text/event-stream; charset=utf-8")
 
     async def repository_index(self, r: HttpRequest) -> HttpReply:
         doc = _json_doc(r.body)
