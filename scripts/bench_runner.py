@@ -35,7 +35,32 @@ def make_repo() -> str:
     repo = tempfile.mkdtemp(prefix="tl-bench-")
     shutil.copytree(os.path.join(ROOT, "examples", "models", "add_sub"), f"{repo}/add_sub")
     shutil.copytree(os.path.join(ROOT, "tests", "models", "identity_fp32"), f"{repo}/identity_fp32")
+    # add_sub with dynamic batching: same model.py, batched config.
+    os.makedirs(f"{repo}/add_sub_dyn/1")
+    shutil.copy(
+        os.path.join(ROOT, "examples", "models", "add_sub", "1", "model.py"),
+        f"{repo}/add_sub_dyn/1/model.py",
+    )
+    with open(f"{repo}/add_sub_dyn/config.pbtxt", "w") as f:
+        f.write(DYN_CONFIG)
     return repo
+
+
+DYN_CONFIG = """
+name: "add_sub_dyn"
+backend: "python"
+max_batch_size: 16
+input [
+  { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 16 ] }
+]
+dynamic_batching { }
+instance_group [ { count: 2 kind: KIND_CPU } ]
+"""
 
 
 class Server:
@@ -154,11 +179,13 @@ def _client_loop(
     handles = []
     tag = f"{os.getpid()}_{index}"
     try:
-        if cell == "add_sub":
+        if cell in ("add_sub", "add_sub_dyn"):
             a = np.random.rand(16).astype(np.float32)
+            if cell == "add_sub_dyn":  # one sample per request; the server batches
+                a = a.reshape(1, 16)
             inputs = [
-                mod.InferInput("INPUT0", [16], "FP32"),
-                mod.InferInput("INPUT1", [16], "FP32"),
+                mod.InferInput("INPUT0", list(a.shape), "FP32"),
+                mod.InferInput("INPUT1", list(a.shape), "FP32"),
             ]
             for i in inputs:
                 if protocol == "http":
@@ -166,7 +193,7 @@ def _client_loop(
                 else:
                     i.set_data_from_numpy(a)
             outputs = [mod.InferRequestedOutput(n) for n in ("OUTPUT0", "OUTPUT1")]
-            model = "add_sub"
+            model = cell
         elif cell == "shm16":
             x = np.random.rand(MIB16).astype(np.float32)
             h_in = shm.create_shared_memory_region(f"in{tag}", f"/bench_in{tag}", x.nbytes)
@@ -191,7 +218,7 @@ def _client_loop(
             model = "identity_fp32"
         # Check the answer once before timing.
         result = client.infer(model, inputs, outputs=outputs)
-        if cell == "add_sub":
+        if cell in ("add_sub", "add_sub_dyn"):
             assert np.allclose(result.as_numpy("OUTPUT0"), a + a)
         elif cell == "shm16":
             got = shm.get_contents_as_numpy(handles[1], np.float32, [MIB16])
@@ -257,6 +284,10 @@ CELLS = [
     # (label, cell, protocol, concurrency)
     ("add_sub http sequential", "add_sub", "http", 1),
     ("add_sub http c=8", "add_sub", "http", 8),
+    ("add_sub grpc sequential", "add_sub", "grpc", 1),
+    ("add_sub grpc c=8", "add_sub", "grpc", 8),
+    ("add_sub dynbatch http c=16", "add_sub_dyn", "http", 16),
+    ("add_sub dynbatch grpc c=16", "add_sub_dyn", "grpc", 16),
     ("16MiB shm http c=1", "shm16", "http", 1),
     ("16MiB shm http c=4", "shm16", "http", 4),
     ("16MiB body http c=1", "body16", "http", 1),

@@ -28,6 +28,10 @@ from tritonlite.datatypes import (
     wire_type_of,
 )
 from workers import channel, messages
+from workers.backends import backend_class, is_framework_backend
+from workers.backends.model_warmup import python_executor, run_warmup, warmup_samples
+from workers.backends.placement import apply_cpu_set, group_of_instance
+from workers.backends.tensor_backend import CONFIG_NUMPY, InstanceInfo, TensorBackend
 from workers.messages import (
     EXECUTE_FAILED,
     AttachSegment,
@@ -78,9 +82,12 @@ class WorkerError(Exception):
 
 
 class Worker:
-    def __init__(self, sock: socket.socket, instance_name: str) -> None:
+    def __init__(self, sock: socket.socket, instance_name: str, backend: str = "python") -> None:
         self.sock = sock
         self.instance_name = instance_name
+        self.backend_name = backend
+        self.backend: TensorBackend | None = None
+        self._output_config: dict[str, dict] = {}
         self.segments = SegmentCache()
         self.arena: Arena | None = None
         self.blocks: dict[tuple[int, int], Block] = {}
@@ -97,8 +104,6 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------
     def initialize(self, init: Init) -> None:
-        from workers.python_backend.model_runner import PythonModelRunner
-
         self.arena = Arena(
             segment_size=init.output_segment_size,
             label=f"out-{self.instance_name}",
@@ -107,17 +112,61 @@ class Worker:
         self.arena.on_new_segment = self._announce_segment
         args = dict(init.args)
         config = json.loads(args["model_config"])
+        if is_framework_backend(self.backend_name):
+            config = self._initialize_framework(init, args, config)
+        else:
+            config = self._initialize_python(init, args, config)
+        self.model_config = config
+        self.output_types = {
+            o["name"]: o.get("data_type", "") for o in config.get("output", [])
+        }
+        self._warm_up(config, args)
+        self.send(Ready(args["model_config"]))
+
+    def _initialize_python(self, init: Init, args: dict[str, str], config: dict) -> dict:
+        from workers.python_backend.model_runner import PythonModelRunner
+
         runner = PythonModelRunner(init.model_file, args["model_name"])
         if init.auto_complete:
             config = runner.auto_complete(config)
             args["model_config"] = json.dumps(config)
         runner.initialize(args)
         self.runner = runner
-        self.model_config = config
-        self.output_types = {
-            o["name"]: o.get("data_type", "") for o in config.get("output", [])
-        }
-        self.send(Ready(args["model_config"]))
+        return config
+
+    def _initialize_framework(self, init: Init, args: dict[str, str], config: dict) -> dict:
+        instance = InstanceInfo(
+            name=args.get("model_instance_name", self.instance_name),
+            kind=args.get("model_instance_kind", "CPU"),
+            device_id=int(args.get("model_instance_device_id", "0") or 0),
+            group=group_of_instance(config, self.instance_name) or {},
+        )
+        if not os.path.isfile(init.model_file):
+            raise WorkerError(
+                "INVALID_ARG",
+                f"unable to find model file '{init.model_file}' for model "
+                f"'{args.get('model_name', '')}'",
+            )
+        backend = backend_class(self.backend_name)(init.model_file, config, instance)
+        backend.load()
+        if init.auto_complete:
+            config = backend.auto_complete(config)
+            args["model_config"] = json.dumps(config)
+        backend.prepare(config)
+        self.backend = backend
+        self._output_config = {o["name"]: o for o in config.get("output", [])}
+        return config
+
+    def _warm_up(self, config: dict, args: dict[str, str]) -> None:
+        samples = warmup_samples(config, args.get("model_repository", ""))
+        if not samples:
+            return
+        name = args.get("model_name", "")
+        if self.backend is not None:
+            run_warmup(samples, self._run_framework, name)
+        else:
+            outputs = [o["name"] for o in config.get("output", [])]
+            run_warmup(samples, python_executor(self.runner, self.instance_name, outputs), name)
 
     def serve(self) -> None:
         while True:
@@ -142,12 +191,19 @@ class Worker:
             return deserialize_bytes_tensor(view, element_count(ref.shape), ref.shape)
         return np.frombuffer(view, dtype=dtype).reshape(ref.shape)
 
-    def execute(self, batch: ExecuteBatch) -> None:
-        assert self.arena is not None and self.runner is not None
+    def _release(self, batch: ExecuteBatch) -> None:
+        assert self.arena is not None
         for key in batch.release:
             block = self.blocks.pop((key[0], key[1]), None)
             if block is not None:
                 self.arena.free(block)
+
+    def execute(self, batch: ExecuteBatch) -> None:
+        if self.backend is not None:
+            self._execute_framework(batch)
+            return
+        assert self.arena is not None and self.runner is not None
+        self._release(batch)
         t0 = time.perf_counter_ns()
         requests = []
         early: dict[int, ResponseItem] = {}
@@ -184,6 +240,162 @@ class Worker:
         t3 = time.perf_counter_ns()
         self.send(BatchDone(batch.batch_id, responses, t1 - t0, t2 - t1, t3 - t2))
 
+    # -- framework backends ----------------------------------------------------
+    def _execute_framework(self, batch: ExecuteBatch) -> None:
+        """Gather compatible requests into one batch, run the backend once per
+        group, split the outputs by each request's batch size."""
+        self._release(batch)
+        t0 = time.perf_counter_ns()
+        responses: list[ResponseItem | None] = [None] * len(batch.requests)
+        groups = self._group_requests(batch.requests)
+        infer_ns = 0
+        output_ns = 0
+        input_ns = time.perf_counter_ns() - t0
+        for indices in groups:
+            items = [batch.requests[i] for i in indices]
+            ts = time.perf_counter_ns()
+            try:
+                merged = self._gather(items)
+            except Exception as exc:  # malformed data that slipped past the frontend
+                for i in indices:
+                    responses[i] = ResponseItem([], ("INVALID_ARG", str(exc)))
+                continue
+            tm = time.perf_counter_ns()
+            input_ns += tm - ts
+            sizes = [self._batch_of(item) for item in items]
+            try:
+                outputs = self._run_merged(merged, sizes)
+            except Exception as exc:
+                text = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                for i in indices:
+                    responses[i] = ResponseItem([], (EXECUTE_FAILED, text))
+                infer_ns += time.perf_counter_ns() - tm
+                continue
+            tr = time.perf_counter_ns()
+            infer_ns += tr - tm
+            for i, item, produced in zip(indices, items, outputs, strict=True):
+                responses[i] = self._write_arrays(item, produced)
+            output_ns += time.perf_counter_ns() - tr
+        missing = ResponseItem([], ("INTERNAL", "no response"))
+        done = [r if r is not None else missing for r in responses]
+        self.send(BatchDone(batch.batch_id, done, input_ns, infer_ns, output_ns))
+
+    def _batch_of(self, item: RequestItem) -> int:
+        if int(self.model_config.get("max_batch_size", 0)) <= 0 or not item.inputs:
+            return 1
+        shape = item.inputs[0].shape
+        return int(shape[0]) if shape else 1
+
+    def _group_requests(self, items: list[RequestItem]) -> list[list[int]]:
+        """Requests that can share one execution: same inputs, same per-item shapes."""
+        if int(self.model_config.get("max_batch_size", 0)) <= 0:
+            return [[i] for i in range(len(items))]
+        groups: dict[tuple, list[int]] = {}
+        for i, item in enumerate(items):
+            key = tuple(sorted((r.name, r.datatype, tuple(r.shape[1:])) for r in item.inputs))
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    def _gather(self, items: list[RequestItem]) -> dict[str, np.ndarray]:
+        """One array per input: the request's own view, one view over adjacent
+        per-request views, or (last resort) a concatenated copy."""
+        if len(items) == 1:
+            return {r.name: self._input_array(r) for r in items[0].inputs}
+        merged: dict[str, np.ndarray] = {}
+        for name in [r.name for r in items[0].inputs]:
+            refs = [next(r for r in item.inputs if r.name == name) for item in items]
+            view = self._adjacent_view(refs)
+            if view is None:
+                view = np.concatenate([self._input_array(r) for r in refs], axis=0)
+            merged[name] = view
+        return merged
+
+    def _adjacent_view(self, refs: list[TensorRef]) -> np.ndarray | None:
+        first = refs[0]
+        dtype = _NUMPY.get(first.datatype)
+        if dtype is None:
+            return None
+        end = first.offset
+        for r in refs:
+            if r.segment_id != first.segment_id or r.offset != end or r.datatype != first.datatype:
+                return None
+            end += r.nbytes
+        view = self.segments.get(first.segment_id).view[first.offset : end]
+        rows = sum(int(r.shape[0]) for r in refs)
+        return np.frombuffer(view, dtype=dtype).reshape([rows, *first.shape[1:]])
+
+    def _run_framework(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Run in-memory requests (warmup) as one batch."""
+        batched = int(self.model_config.get("max_batch_size", 0)) > 0
+        if not batched:
+            return [self._run_merged(r, [1])[0] for r in requests]
+        names = list(requests[0])
+        merged = {
+            n: requests[0][n] if len(requests) == 1
+            else np.concatenate([r[n] for r in requests], axis=0)
+            for n in names
+        }
+        sizes = [int(next(iter(r.values())).shape[0]) for r in requests]
+        return self._run_merged(merged, sizes)
+
+    def _run_merged(
+        self, merged: dict[str, np.ndarray], sizes: list[int]
+    ) -> list[dict[str, np.ndarray]]:
+        assert self.backend is not None
+        outputs = self.backend.execute(merged)
+        batched = int(self.model_config.get("max_batch_size", 0)) > 0
+        total = sum(sizes)
+        for name, array in outputs.items():
+            self._check_output(name, array)
+            if batched and (array.ndim == 0 or array.shape[0] != total):
+                raise WorkerError(
+                    "INTERNAL",
+                    f"output '{name}' has shape {list(array.shape)}; a batch of {total} "
+                    "needs that many rows in its first dimension",
+                )
+        if not batched or len(sizes) == 1:
+            return [outputs]
+        split: list[dict[str, np.ndarray]] = []
+        start = 0
+        for n in sizes:
+            split.append({name: array[start : start + n] for name, array in outputs.items()})
+            start += n
+        return split
+
+    def _check_output(self, name: str, array: np.ndarray) -> None:
+        spec = self._output_config.get(name)
+        if spec is None:
+            return
+        want = CONFIG_NUMPY.get(spec.get("data_type", ""))
+        if want is None or want == np.object_:
+            return
+        if array.dtype != want:
+            got = next((k for k, v in CONFIG_NUMPY.items() if v == array.dtype), str(array.dtype))
+            raise WorkerError(
+                "INTERNAL",
+                f"unexpected datatype {got} for inference output '{name}', expecting "
+                f"{spec.get('data_type')}",
+            )
+
+    def _write_arrays(self, item: RequestItem, produced: dict[str, np.ndarray]) -> ResponseItem:
+        if item.outputs is None:
+            specs = [(name, None) for name in produced]
+        else:
+            specs = [(o.name, o.dest) for o in item.outputs]
+        batched = int(self.model_config.get("max_batch_size", 0)) > 0
+        refs: list[TensorRef] = []
+        try:
+            for name, dest in specs:
+                array = produced.get(name)
+                if array is None:
+                    continue
+                array = _config_shape(array, self._output_config.get(name), batched)
+                refs.append(self._write_output(name, array, dest))
+        except WorkerError as exc:
+            self._free_refs(refs)
+            return ResponseItem([], (exc.code, exc.message))
+        return ResponseItem(refs)
+
     def _write_response(self, item: RequestItem, response) -> ResponseItem:
         if response is None:
             return ResponseItem([], ("INTERNAL", "model returned no response for the request"))
@@ -204,7 +416,7 @@ class Worker:
                 tensor = produced.get(name)
                 if tensor is None:
                     continue
-                refs.append(self._write_output(name, tensor.as_numpy(), dest))
+                refs.append(self._write_output(name, _host_array(tensor), dest))
         except WorkerError as exc:
             self._free_refs(refs)
             return ResponseItem([], (exc.code, exc.message))
@@ -248,6 +460,34 @@ class Worker:
     def finalize(self) -> None:
         if self.runner is not None:
             self.runner.finalize()
+        if self.backend is not None:
+            self.backend.finalize()
+
+
+def _config_shape(array: np.ndarray, spec: dict | None, batched: bool) -> np.ndarray:
+    """An output with `reshape` goes to the client in its config `dims`."""
+    if not spec or "reshape" not in spec:
+        return array
+    dims = [int(d) for d in spec.get("dims", [])]
+    target = ([array.shape[0]] if batched else []) + dims
+    if sum(1 for d in target if d < 0) > 1:
+        return array
+    try:
+        return array.reshape(target)
+    except ValueError:
+        return array
+
+
+def _host_array(tensor) -> np.ndarray:
+    """A response tensor's data in host memory (GPU tensors are copied back)."""
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    device = tensor._device_obj
+    if hasattr(device, "cpu"):  # torch
+        return device.detach().cpu().numpy()
+    if hasattr(device, "get"):  # cupy
+        return device.get()
+    return np.from_dlpack(device, device="cpu", copy=True)
 
 
 def _copy_into(target: memoryview, raw: bytes | np.ndarray) -> None:
@@ -288,13 +528,14 @@ def main(argv: list[str] | None = None) -> None:
     # The frontend handles SIGINT for the process group; a worker waits for Shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=ns.channel_fd)
-    worker = Worker(sock, ns.instance)
+    worker = Worker(sock, ns.instance, ns.backend)
     data, _fds = channel.recv(sock)
     if not data:
         return
     init = messages.decode(data)
     assert isinstance(init, Init)
     try:
+        apply_cpu_set()  # KIND_CPU pinning from the instance's environment
         worker.initialize(init)
     except Exception as exc:  # report the reason; the frontend marks the model
         text = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"

@@ -9,17 +9,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
-from tritonlite.errors import InternalError, TritonLiteError
+from tritonlite.errors import InternalError, InvalidArgumentError, TritonLiteError
 from tritonlite.frontends.grpc.health_metadata import HealthMetadataRpcs, health_check
 from tritonlite.frontends.grpc.inference import InferenceRpcs
 from tritonlite.frontends.grpc.repository import RepositoryRpcs
 from tritonlite.frontends.grpc.shared_memory import SharedMemoryRpcs
 from tritonlite.frontends.grpc.statistics import StatisticsRpcs
 from tritonlite.frontends.grpc.status_codes import status_code_of
-from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request
+from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request, undecodable_text
 from tritonlite.frontends.grpc.trace_logging import LogSettings, TraceLoggingRpcs
 
 log = logging.getLogger("tritonlite.grpc")
@@ -75,11 +76,35 @@ class GrpcOptions:
         return f"{host}:{self.port}"
 
 
+class _Undecodable:
+    """What a request deserializer hands over for bytes that do not parse."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: TritonLiteError) -> None:
+        self.error = error
+
+
+def _deserializer(message_type: Any) -> Callable[[bytes], Any]:
+    """FromString that never raises: grpc would answer UNKNOWN for a raise."""
+    parse = message_type.FromString
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Undecodable(InvalidArgumentError(undecodable_text(exc)))
+
+    return deserialize
+
+
 def _unary(method: Callable[[Any], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """Run one RPC; a TritonLiteError becomes its status code and message."""
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if type(request) is _Undecodable:
+                raise request.error
             return await method(request)
         except TritonLiteError as exc:
             error = exc
@@ -123,7 +148,7 @@ class GrpcFrontend:
             owner = next(r for r in rpcs if hasattr(r, method.name))
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 _unary(getattr(owner, method.name)),
-                request_deserializer=getattr(pb, method.input_type.name).FromString,
+                request_deserializer=_deserializer(getattr(pb, method.input_type.name)),
                 response_serializer=getattr(pb, method.output_type.name).SerializeToString,
             )
         return handlers

@@ -12,6 +12,7 @@ import struct
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_request import (
@@ -37,24 +38,38 @@ _SPLIT_THRESHOLD = 16 * 1024
 
 
 class ParsedInferRequest:
-    """A received ModelInferRequest with its raw tensor bytes kept aside."""
+    """A received ModelInferRequest with its raw tensor bytes kept aside.
 
-    __slots__ = ("message", "raw")
+    `error` is set (and `message` empty) when the bytes did not parse: the
+    failure is reported as INVALID_ARGUMENT (or on the stream) by the handler.
+    """
 
-    def __init__(self, message: pb.ModelInferRequest, raw: list[memoryview] | Any) -> None:
+    __slots__ = ("message", "raw", "error")
+
+    def __init__(
+        self, message: pb.ModelInferRequest, raw: list[memoryview] | Any, error: str = ""
+    ) -> None:
         self.message = message
         self.raw = raw
+        self.error = error
 
 
 def deserialize_infer_request(data: bytes) -> ParsedInferRequest:
-    """gRPC request deserializer for ModelInfer / ModelStreamInfer."""
-    if len(data) >= _SPLIT_THRESHOLD:
-        split = split_bytes_field(data, RAW_INPUT_CONTENTS)
-        if split is not None:
-            rest, raw = split
-            return ParsedInferRequest(pb.ModelInferRequest.FromString(rest), raw)
-    message = pb.ModelInferRequest.FromString(data)
+    """gRPC request deserializer for ModelInfer / ModelStreamInfer; never raises."""
+    try:
+        if len(data) >= _SPLIT_THRESHOLD:
+            split = split_bytes_field(data, RAW_INPUT_CONTENTS)
+            if split is not None:
+                rest, raw = split
+                return ParsedInferRequest(pb.ModelInferRequest.FromString(rest), raw)
+        message = pb.ModelInferRequest.FromString(data)
+    except DecodeError as exc:
+        return ParsedInferRequest(pb.ModelInferRequest(), (), undecodable_text(exc))
     return ParsedInferRequest(message, message.raw_input_contents)
+
+
+def undecodable_text(exc: Exception) -> str:
+    return f"failed to parse the request message: {exc}"
 
 
 # -- parameters ---------------------------------------------------------------
@@ -218,6 +233,8 @@ def typed_contents_bytes(tensor: pb.ModelInferRequest.InferInputTensor, model: s
 
 # -- request ------------------------------------------------------------------
 def to_core_request(parsed: ParsedInferRequest) -> InferRequest:
+    if parsed.error:
+        raise InvalidArgumentError(parsed.error)
     msg = parsed.message
     model = msg.model_name
     request = InferRequest(model, checked_version(msg.model_version), msg.id)

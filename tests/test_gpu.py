@@ -1,0 +1,171 @@
+"""GPU placement and execution; skipped on machines without a CUDA GPU.
+
+Talks plain HTTP/JSON (tests/http_raw.py) so it needs no tritonclient on the
+GPU machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.http_raw import call_json
+from tests.server_harness import ROOT, ServerProcess
+from workers.backends import placement
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(
+    placement.gpu_count() == 0 or not torch.cuda.is_available(),
+    reason="needs an NVIDIA GPU and a CUDA build of torch",
+)
+
+
+def _gen():
+    spec = importlib.util.spec_from_file_location(
+        "gen_example_models", os.path.join(ROOT, "scripts", "gen_example_models.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DLPACK_MODEL = '''
+import json
+import os
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import to_dlpack
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.kind = args["model_instance_kind"]
+        self.device_id = args["model_instance_device_id"]
+        self.device = torch.device("cuda", int(self.device_id))
+        params = json.loads(args["model_config"]).get("parameters", {})
+        self.capsule = "use_capsule" in params
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X")
+            on_gpu = torch.from_dlpack(x.to_dlpack()).to(self.device)
+            y = pb_utils.Tensor.from_dlpack("Y", on_gpu * 2)  # a torch CUDA tensor
+            z_source = to_dlpack(on_gpu + 1) if self.capsule else on_gpu + 1  # capsule or tensor
+            z = pb_utils.Tensor.from_dlpack("Z", z_source)
+            back = torch.from_dlpack(y.to_dlpack())
+            info = {
+                "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "current_device": torch.cuda.current_device(),
+                "device_count": torch.cuda.device_count(),
+                "y_is_cpu": y.is_cpu(),
+                "z_is_cpu": z.is_cpu(),
+                "back_device": str(back.device),
+                "kind": self.kind,
+                "device_id": self.device_id,
+            }
+            info_tensor = pb_utils.Tensor("INFO", np.array([json.dumps(info).encode()], object))
+            responses.append(pb_utils.InferenceResponse([y, z, info_tensor]))
+        return responses
+'''
+
+DLPACK_CONFIG = """backend: "python"
+max_batch_size: 8
+input [{ name: "X" data_type: TYPE_FP32 dims: [4] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [4] },
+        { name: "Z" data_type: TYPE_FP32 dims: [4] },
+        { name: "INFO" data_type: TYPE_STRING dims: [1] }]
+instance_group [{ count: 1 kind: KIND_GPU gpus: [0] }]
+"""
+
+TORCH_GPU_CONFIG = """backend: "pytorch"
+max_batch_size: 8
+input [{ name: "INPUT__0" data_type: TYPE_FP32 dims: [8] }]
+output [{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [4] }]
+instance_group [{ count: 1 kind: KIND_GPU gpus: [0] }]
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("gpu_models")
+    gen = _gen()
+    gen.write_model(str(repo), "torch_mlp", seed=4, config=TORCH_GPU_CONFIG, folder="torch_gpu")
+    model = repo / "dlpack_gpu"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(DLPACK_MODEL)
+    (model / "config.pbtxt").write_text(DLPACK_CONFIG)
+    capsule = repo / "dlpack_capsule_gpu"
+    (capsule / "1").mkdir(parents=True)
+    (capsule / "1" / "model.py").write_text(DLPACK_MODEL)
+    (capsule / "config.pbtxt").write_text(
+        DLPACK_CONFIG + 'parameters { key: "use_capsule" value: { string_value: "1" } }\n'
+    )
+    srv = ServerProcess([str(repo)], "--exit-on-error", "false", ready_timeout=120)
+    srv.repo = str(repo)
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def _infer(srv: ServerProcess, model: str, name: str, x: np.ndarray) -> dict:
+    body = {
+        "inputs": [
+            {"name": name, "shape": list(x.shape), "datatype": "FP32",
+             "data": x.reshape(-1).tolist()}
+        ]
+    }
+    status, reply = call_json(srv.url, "POST", f"/v2/models/{model}/infer", body)
+    assert status == 200, (reply, srv.log()[-4000:])
+    return {o["name"]: o for o in reply["outputs"]}
+
+
+def test_torchscript_on_kind_gpu(gpu_server):
+    status, config = call_json(gpu_server.url, "GET", "/v2/models/torch_gpu/config")
+    assert status == 200, gpu_server.log()[-4000:]
+    assert [(g["kind"], g["gpus"]) for g in config["instance_group"]] == [("KIND_GPU", [0])]
+    x = np.random.default_rng(2).standard_normal((5, 8)).astype(np.float32)
+    out = _infer(gpu_server, "torch_gpu", "INPUT__0", x)["OUTPUT__0"]
+    module = torch.jit.load(os.path.join(gpu_server.repo, "torch_gpu", "1", "model.pt"))
+    with torch.inference_mode():
+        want = module(torch.from_numpy(x)).numpy()
+    assert out["shape"] == [5, 4]
+    np.testing.assert_allclose(np.array(out["data"], np.float32).reshape(5, 4), want,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_python_model_with_dlpack_gpu_tensors(gpu_server):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    outputs = _infer(gpu_server, "dlpack_gpu", "X", x)
+    np.testing.assert_array_equal(np.array(outputs["Y"]["data"]).reshape(2, 4), x * 2)
+    np.testing.assert_array_equal(np.array(outputs["Z"]["data"]).reshape(2, 4), x + 1)
+    info = json.loads(outputs["INFO"]["data"][0])
+    assert info["y_is_cpu"] is False and info["z_is_cpu"] is False
+    assert info["back_device"] == "cuda:0"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pb_utils.Tensor.from_dlpack treats a bare DLPack capsule as CPU memory "
+    "(_CapsuleSource.__dlpack_device__); Triton's documented form "
+    "from_dlpack(name, to_dlpack(cuda_tensor)) fails until pb_utils reads the capsule's device",
+)
+def test_python_model_with_cuda_dlpack_capsule(gpu_server):
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    outputs = _infer(gpu_server, "dlpack_capsule_gpu", "X", x)
+    np.testing.assert_array_equal(np.array(outputs["Z"]["data"]).reshape(1, 4), x + 1)
+
+
+def test_placement_visible_in_the_worker(gpu_server):
+    outputs = _infer(gpu_server, "dlpack_gpu", "X", np.zeros((1, 4), np.float32))
+    info = json.loads(outputs["INFO"]["data"][0])
+    print("worker placement:", info)
+    assert info["kind"] == "GPU"
+    assert info["visible"] == placement.gpu_devices()[0]
+    assert info["device_count"] == 1  # the worker sees only its own GPU
+    assert info["current_device"] == 0 and info["device_id"] == "0"
