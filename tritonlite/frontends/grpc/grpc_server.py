@@ -123,6 +123,9 @@ class GrpcFrontend:
         self.inference = InferenceRpcs(server)
         self._grpc: grpc.aio.Server | None = None
 
+    async def _stream_infer(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
+        await self.inference.ModelStreamInfer(requests, context.write)
+
     def _handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         rpcs: list[Any] = [
             HealthMetadataRpcs(self.server),
@@ -138,7 +141,7 @@ class GrpcFrontend:
                 request_deserializer=deserialize_infer_request,
             ),
             "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
-                self.inference.ModelStreamInfer,
+                self._stream_infer,
                 request_deserializer=deserialize_infer_request,
             ),
         }

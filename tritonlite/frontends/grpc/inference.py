@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-
-import grpc
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.errors import TritonLiteError
@@ -53,7 +51,9 @@ class InferenceRpcs:
             result.release()
 
     async def ModelStreamInfer(
-        self, requests: AsyncIterator[ParsedInferRequest], context: grpc.aio.ServicerContext
+        self,
+        requests: AsyncIterator[ParsedInferRequest],
+        write: Callable[[bytes], Awaitable[object]],
     ) -> None:
         """Each request runs as soon as it arrives, several at once.
 
@@ -83,7 +83,7 @@ class InferenceRpcs:
                     payload = await task
                 finally:
                     slots.release()
-                await context.write(payload)
+                await write(payload)
             (outcome,) = await asyncio.gather(reader, return_exceptions=True)
         finally:
             reader.cancel()
