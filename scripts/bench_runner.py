@@ -291,6 +291,8 @@ CELLS = [
     ("16MiB shm http c=1", "shm16", "http", 1),
     ("16MiB shm http c=4", "shm16", "http", 4),
     ("16MiB body http c=1", "body16", "http", 1),
+    ("16MiB shm grpc c=1", "shm16", "grpc", 1),
+    ("16MiB body grpc c=1", "body16", "grpc", 1),
 ]
 
 
