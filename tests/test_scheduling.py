@@ -2,6 +2,7 @@
 through a real server and tritonclient."""
 
 import os
+import shutil
 import threading
 import time
 
@@ -14,11 +15,18 @@ from tests.conftest import ROOT
 from tests.server_harness import ServerProcess
 
 REPO = os.path.join(ROOT, "tests", "models_sched")
+PROBE = os.path.join(ROOT, "tests", "probe_model.py")
 
 
 @pytest.fixture(scope="module")
-def sched():
-    srv = ServerProcess([REPO], "--rate-limit", "execution_count")
+def sched(tmp_path_factory):
+    # Each model folder holds only its config; they all run tests/probe_model.py.
+    repo = tmp_path_factory.mktemp("sched")
+    for name in os.listdir(REPO):
+        (repo / name / "1").mkdir(parents=True)
+        shutil.copy(os.path.join(REPO, name, "config.pbtxt"), repo / name / "config.pbtxt")
+        shutil.copy(PROBE, repo / name / "1" / "model.py")
+    srv = ServerProcess([str(repo)], "--rate-limit", "execution_count")
     yield srv
     assert srv.stop() == 0, srv.log()
 
