@@ -89,6 +89,9 @@ class Server:
                 "127.0.0.1",
                 *ports,
             ]
+            # TRITONLITE_BENCH_GRPC_SERVER=aio|lean picks the gRPC transport.
+            if os.environ.get("TRITONLITE_BENCH_GRPC_SERVER"):
+                argv += ["--grpc-server", os.environ["TRITONLITE_BENCH_GRPC_SERVER"]]
         else:
             argv = [
                 os.path.join(ROOT, "scripts", "reference_server"),

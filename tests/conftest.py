@@ -28,3 +28,7 @@ def server():
     yield srv
     code = srv.stop()
     assert code == 0, srv.log()
+
+
+# The gRPC tests' fixtures (each gRPC test runs against both transports).
+from tests.grpc_fixtures import grpc_server, grpc_transport  # noqa: E402, F401

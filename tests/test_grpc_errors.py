@@ -11,8 +11,8 @@ A16 = np.ones(16, dtype=np.float32).tobytes()
 
 
 @pytest.fixture
-def stub(server):
-    with grpc.insecure_channel(server.grpc_url) as channel:
+def stub(grpc_server):
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
@@ -212,8 +212,8 @@ def test_bytes_input_with_broken_encoding(stub):
     assert code == "INVALID_ARGUMENT" and "INPUT0" in text
 
 
-def test_model_exception_and_error_response(server):
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+def test_model_exception_and_error_response(grpc_server):
+    client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
     inp = grpcclient.InferInput("INPUT0", [1], "FP32")
     inp.set_data_from_numpy(np.ones(1, np.float32))
     with pytest.raises(InferenceServerException) as info:
@@ -234,24 +234,25 @@ def test_model_exception_and_error_response(server):
     assert stats.inference_stats.success.count >= 1
 
 
-def test_same_messages_as_http(server, stub):
+def test_same_messages_as_http(grpc_server, stub):
     """The texts come from the core: the two frontends cannot drift apart."""
     from tests.http_raw import call_json
 
     body = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [16], "data": [1] * 16},
                        {"name": "INPUT1", "datatype": "FP32", "shape": [16], "data": [1.0] * 16}]}
-    status, doc = call_json(server.url, "POST", "/v2/models/add_sub/infer", body)
+    status, doc = call_json(grpc_server.url, "POST", "/v2/models/add_sub/infer", body)
     assert status == 400
     assert _fails(stub, _request(datatype="INT32")) == ("INVALID_ARGUMENT", doc["error"])
 
 
-def test_limits_are_checked_before_allocation():
+def test_limits_are_checked_before_allocation(grpc_transport):
     from tests.conftest import EXAMPLES
+    from tests.grpc_fixtures import grpc_server_args
     from tests.server_harness import ServerProcess
 
     srv = ServerProcess(
         [EXAMPLES], "--max-request-bytes", "4096", "--max-tensor-dims", "4",
-        "--max-tensor-elements", "100000",
+        "--max-tensor-elements", "100000", *grpc_server_args(grpc_transport),
     )
     try:
         with grpc.insecure_channel(srv.grpc_url) as channel:
@@ -269,9 +270,9 @@ def test_limits_are_checked_before_allocation():
         assert srv.stop() == 0
 
 
-def test_undecodable_messages_are_invalid_argument(server):
+def test_undecodable_messages_are_invalid_argument(grpc_server):
     corrupt = b"\xff\xff\xff"
-    with grpc.insecure_channel(server.grpc_url) as channel:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         for method in ("ModelInfer", "ServerLive", "ModelMetadata"):
             call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
             with pytest.raises(grpc.RpcError) as info:

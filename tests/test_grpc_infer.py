@@ -9,13 +9,13 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 
 @pytest.fixture
-def client(server):
-    return grpcclient.InferenceServerClient(server.grpc_url)
+def client(grpc_server):
+    return grpcclient.InferenceServerClient(grpc_server.grpc_url)
 
 
 @pytest.fixture
-def stub(server):
-    with grpc.insecure_channel(server.grpc_url) as channel:
+def stub(grpc_server):
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
@@ -203,9 +203,9 @@ def test_large_tensor_roundtrip(client):
         ),
     ],
 )
-def test_http_and_grpc_give_identical_outputs(server, model, arrays):
-    http = httpclient.InferenceServerClient(server.url)
-    grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
+def test_http_and_grpc_give_identical_outputs(grpc_server, model, arrays):
+    http = httpclient.InferenceServerClient(grpc_server.url)
+    grpc_client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
     results = []
     for module, client in ((httpclient, http), (grpcclient, grpc_client)):
         inputs = []

@@ -8,13 +8,13 @@ from tritonclient.utils import InferenceServerException
 
 
 @pytest.fixture
-def client(server):
-    return grpcclient.InferenceServerClient(server.grpc_url)
+def client(grpc_server):
+    return grpcclient.InferenceServerClient(grpc_server.grpc_url)
 
 
 @pytest.fixture
-def stub(server):
-    with grpc.insecure_channel(server.grpc_url) as channel:
+def stub(grpc_server):
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
@@ -32,8 +32,8 @@ def test_health(client, stub):
     assert not stub.ServerReady(service_pb2.ServerReadyRequest()).ready
 
 
-def test_grpc_health_checking_service(server):
-    with grpc.insecure_channel(server.grpc_url) as channel:
+def test_grpc_health_checking_service(grpc_server):
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         check = channel.unary_unary("/grpc.health.v1.Health/Check")
         # HealthCheckResponse{status: NOT_SERVING (2)}: a test model failed to load.
         assert check(b"") == b"\x08\x02"
@@ -77,10 +77,10 @@ def test_model_config_is_completed_like_triton(client):
     assert (group.name, kind, group.count) == ("add_sub_0", "KIND_CPU", 2)
 
 
-def test_model_config_matches_http(server, client):
+def test_model_config_matches_http(grpc_server, client):
     import tritonclient.http as httpclient
 
-    http_config = httpclient.InferenceServerClient(server.url).get_model_config("add_sub")
+    http_config = httpclient.InferenceServerClient(grpc_server.url).get_model_config("add_sub")
     grpc_config = client.get_model_config("add_sub", as_json=True)["config"]
     assert grpc_config["name"] == http_config["name"]
     assert grpc_config["input"][0]["dims"] == [str(d) for d in http_config["input"][0]["dims"]]

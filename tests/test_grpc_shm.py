@@ -14,8 +14,8 @@ from tritonclient.utils import InferenceServerException
 
 
 @pytest.fixture
-def client(server):
-    c = grpcclient.InferenceServerClient(server.grpc_url)
+def client(grpc_server):
+    c = grpcclient.InferenceServerClient(grpc_server.grpc_url)
     yield c
     c.unregister_system_shared_memory()
 
@@ -123,7 +123,7 @@ def test_mixed_shm_input_and_body_output(client, regions):
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
 
 
-def test_register_errors(client, regions, server):
+def test_register_errors(client, regions, grpc_server):
     regions("r", _key("e"), 64)
     client.register_system_shared_memory("dup", _key("e"), 64)
     err = _error(lambda: client.register_system_shared_memory("dup", _key("e"), 64))
@@ -180,7 +180,7 @@ def test_infer_shm_errors(client, regions):
     assert "should be at least 64 bytes to hold the results" in err.message()
 
 
-def test_shm_and_contents_do_not_mix(server, client, regions):
+def test_shm_and_contents_do_not_mix(grpc_server, client, regions):
     regions("r", _key("both"), 64)
     client.register_system_shared_memory("both", _key("both"), 64)
     req = service_pb2.ModelInferRequest(model_name="identity_fp32")
@@ -188,7 +188,7 @@ def test_shm_and_contents_do_not_mix(server, client, regions):
     t.parameters["shared_memory_region"].string_param = "both"
     t.parameters["shared_memory_byte_size"].int64_param = 64
     t.contents.fp32_contents.extend([1.0] * 16)
-    with grpc.insecure_channel(server.grpc_url) as channel:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(req)
@@ -199,9 +199,9 @@ def test_shm_and_contents_do_not_mix(server, client, regions):
     )
 
 
-def test_unregister_while_in_flight_is_safe(server, regions):
+def test_unregister_while_in_flight_is_safe(grpc_server, regions):
     """A region unregistered mid-request stays mapped until the request ends."""
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
     x = np.arange(8, dtype=np.float32)
     h = regions("r", _key("busy"), x.nbytes)
     shm.set_shared_memory_region(h, [x])
@@ -215,7 +215,7 @@ def test_unregister_while_in_flight_is_safe(server, regions):
     results = {}
 
     def run():
-        c = grpcclient.InferenceServerClient(server.grpc_url)
+        c = grpcclient.InferenceServerClient(grpc_server.grpc_url)
         results["out"] = c.infer("slow_identity", [busy_input()]).as_numpy("OUTPUT0")
 
     t = threading.Thread(target=run)

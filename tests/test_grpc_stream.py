@@ -26,8 +26,8 @@ def _collect(answers: queue.Queue, count: int, timeout: float = 30.0) -> list:
     return got
 
 
-def test_eight_requests_in_flight_on_one_stream(server):
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+def test_eight_requests_in_flight_on_one_stream(grpc_server):
+    client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
     answers: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
     try:
@@ -63,8 +63,8 @@ def test_eight_requests_in_flight_on_one_stream(server):
     assert elapsed < 8 * 0.3
 
 
-def test_stream_reused_after_errors_and_many_requests(server):
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+def test_stream_reused_after_errors_and_many_requests(grpc_server):
+    client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
     answers: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
     try:
@@ -84,9 +84,9 @@ def test_stream_reused_after_errors_and_many_requests(server):
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), 2 * a + i)
 
 
-def test_asyncio_client_infer_and_stream(server):
+def test_asyncio_client_infer_and_stream(grpc_server):
     async def main() -> None:
-        async with aioclient.InferenceServerClient(server.grpc_url) as client:
+        async with aioclient.InferenceServerClient(grpc_server.grpc_url) as client:
             assert await client.is_server_live()
             a = np.arange(16, dtype=np.float32)
             inputs = [aioclient.InferInput("INPUT0", [16], "FP32"),
@@ -124,11 +124,13 @@ def test_asyncio_client_infer_and_stream(server):
     asyncio.run(main())
 
 
-def test_shutdown_lets_in_flight_rpcs_finish():
+def test_shutdown_lets_in_flight_rpcs_finish(grpc_transport):
     from tests.conftest import EXAMPLES, TEST_MODELS
+    from tests.grpc_fixtures import grpc_server_args
     from tests.server_harness import ServerProcess
 
-    srv = ServerProcess([EXAMPLES, TEST_MODELS], "--exit-on-error", "false")
+    srv = ServerProcess([EXAMPLES, TEST_MODELS], "--exit-on-error", "false",
+                        *grpc_server_args(grpc_transport))
     try:
         unary: dict = {}
         answers: queue.Queue = queue.Queue()
@@ -160,18 +162,20 @@ def test_shutdown_lets_in_flight_rpcs_finish():
     assert code == 0, srv.log_path
 
 
-def test_port_in_use_fails_startup(server):
+def test_port_in_use_fails_startup(grpc_server, grpc_transport):
     """A second server on a taken gRPC port exits with an error, not silently shared."""
     import subprocess
     import sys
 
     from tests.conftest import EXAMPLES
+    from tests.grpc_fixtures import grpc_server_args
     from tests.server_harness import ROOT, free_port
 
     proc = subprocess.run(
         [sys.executable, "-m", "tritonlite", "serve", "--model-repository", EXAMPLES,
          "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-         "--grpc-address", "127.0.0.1", "--grpc-port", server.grpc_url.split(":")[1]],
+         "--grpc-address", "127.0.0.1", "--grpc-port", grpc_server.grpc_url.split(":")[1],
+         *grpc_server_args(grpc_transport)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1

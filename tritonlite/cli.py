@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--http-server", choices=["lean", "hypercorn"], default="lean",
                    help="lean: asyncio + httptools (fastest); hypercorn: starlette on hypercorn")
     s.add_argument("--allow-grpc", type=_bool, default=True)
+    s.add_argument("--grpc-server", choices=["lean", "aio"], default="lean",
+                   help="lean: our asyncio HTTP/2 server (fastest); aio: grpcio's grpc.aio")
     s.add_argument("--allow-metrics", type=_bool, default=True)
     s.add_argument("--metrics-interval-ms", type=int, default=2000)
     s.add_argument("--metrics-address", default=None,
@@ -194,6 +196,7 @@ def _grpc_frontend(server: InferenceServer, ns: argparse.Namespace) -> GrpcFront
             http2_max_ping_strikes=ns.grpc_http2_max_ping_strikes,
             max_connection_age_ms=ns.grpc_max_connection_age,
             max_connection_age_grace_ms=ns.grpc_max_connection_age_grace,
+            transport=ns.grpc_server,
             log_settings=LogSettings(
                 log_info=ns.log_info, log_verbose_level=max(ns.log_verbose, 0)
             ),

@@ -59,6 +59,8 @@ class RequestItem:
     parameters: dict[str, Any] = field(default_factory=dict)
     correlation_id: int | str = 0
     flags: int = 0
+    # Frontend only, never sent: where a decoupled request's responses go.
+    stream: Any = field(default=None, repr=False, compare=False)
 
     def pack(self) -> list:
         return [
@@ -151,6 +153,75 @@ class Shutdown:
     pass
 
 
+@dataclass(slots=True)
+class StreamResponse:
+    """Worker -> frontend: one response of a request to a decoupled model,
+    sent as the model produces it. `response` None with `final` is a bare
+    final flag; `final` ends the request's responses."""
+
+    batch_id: int
+    index: int  # the request's position in its batch
+    response: ResponseItem | None
+    final: bool
+
+
+@dataclass(slots=True)
+class BLSRequest:
+    """Worker -> frontend: a BLS inference request. Input tensors sit in the
+    worker's output arena; outputs are names only (None: all outputs)."""
+
+    call_id: int
+    model_name: str
+    model_version: str  # "" for the latest
+    request: RequestItem
+    decoupled: bool = False  # the caller iterates over any number of responses
+
+
+@dataclass(slots=True)
+class BLSResponse:
+    """Frontend -> worker: one response to a BLS call. Output tensors sit in
+    the frontend's arena (segments attached like input segments) until the
+    worker sends BLSRelease for them. `final` ends the call."""
+
+    call_id: int
+    response: ResponseItem | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    final: bool = True
+
+
+@dataclass(slots=True)
+class BLSRelease:
+    """Worker -> frontend: BLS output blocks the worker has copied out."""
+
+    blocks: list[tuple[int, int]]  # (segment_id, offset)
+
+
+@dataclass(slots=True)
+class ControlRequest:
+    """Worker -> frontend: pb_utils.load_model / unload_model / is_model_ready."""
+
+    call_id: int
+    action: str  # "load" | "unload" | "ready"
+    model_name: str
+    model_version: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ControlResponse:
+    call_id: int
+    error: tuple[str, str] | None = None  # (code name, message)
+    value: bool = False
+
+
+@dataclass(slots=True)
+class ReleaseOutputs:
+    """Frontend -> worker: output blocks it is done with, sent on their own
+    while a decoupled request streams (otherwise they ride on ExecuteBatch)."""
+
+    blocks: list[tuple[int, int]]  # (segment_id, offset)
+
+
 _TAGS: dict[type, int] = {
     Init: 1,
     Ready: 2,
@@ -160,6 +231,13 @@ _TAGS: dict[type, int] = {
     ExecuteBatch: 6,
     BatchDone: 7,
     Shutdown: 8,
+    StreamResponse: 9,
+    BLSRequest: 10,
+    BLSResponse: 11,
+    BLSRelease: 12,
+    ControlRequest: 13,
+    ControlResponse: 14,
+    ReleaseOutputs: 15,
 }
 
 
@@ -185,6 +263,18 @@ def encode(msg: object) -> bytes:
         body = [msg.segment_id, msg.size]
     elif isinstance(msg, DetachSegment):
         body = [msg.segment_id]
+    elif isinstance(msg, StreamResponse):
+        body = [msg.batch_id, msg.index, _pack_opt(msg.response), msg.final]
+    elif isinstance(msg, BLSRequest):
+        body = [msg.call_id, msg.model_name, msg.model_version, msg.request.pack(), msg.decoupled]
+    elif isinstance(msg, BLSResponse):
+        body = [msg.call_id, _pack_opt(msg.response), msg.parameters, msg.final]
+    elif isinstance(msg, (BLSRelease, ReleaseOutputs)):
+        body = [msg.blocks]
+    elif isinstance(msg, ControlRequest):
+        body = [msg.call_id, msg.action, msg.model_name, msg.model_version, msg.parameters]
+    elif isinstance(msg, ControlResponse):
+        body = [msg.call_id, list(msg.error) if msg.error else None, msg.value]
     else:
         body = []
     return msgpack.packb([tag, *body], use_bin_type=True)
@@ -209,4 +299,26 @@ def decode(data: bytes) -> object:
         return DetachSegment(v[1])
     if tag == 8:
         return Shutdown()
+    if tag == 9:
+        return StreamResponse(v[1], v[2], _unpack_opt(v[3]), v[4])
+    if tag == 10:
+        return BLSRequest(v[1], v[2], v[3], RequestItem.unpack(v[4]), v[5])
+    if tag == 11:
+        return BLSResponse(v[1], _unpack_opt(v[2]), v[3], v[4])
+    if tag == 12:
+        return BLSRelease([(b[0], b[1]) for b in v[1]])
+    if tag == 13:
+        return ControlRequest(v[1], v[2], v[3], v[4], v[5])
+    if tag == 14:
+        return ControlResponse(v[1], tuple(v[2]) if v[2] else None, v[3])
+    if tag == 15:
+        return ReleaseOutputs([(b[0], b[1]) for b in v[1]])
     raise ValueError(f"unknown worker message tag {tag}")
+
+
+def _pack_opt(item: ResponseItem | None) -> list | None:
+    return None if item is None else item.pack()
+
+
+def _unpack_opt(v: list | None) -> ResponseItem | None:
+    return None if v is None else ResponseItem.unpack(v)

@@ -4,6 +4,10 @@ It maps each shared memory segment once (fds arrive over the channel), builds
 numpy views straight over the input bytes, and writes outputs either into the
 client's registered region (when the request asked for that) or into its own
 output arena, whose segments it hands to the frontend by fd.
+
+A Python model may also talk back to the server: BLS inference and model
+control (bls_client.py), and the responses of decoupled requests, sent one by
+one as the model produces them (response_sender.py).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 
@@ -23,7 +29,6 @@ from shm.arena import Arena, Block, SegmentCache
 from tritonlite.datatypes import (
     deserialize_bytes_tensor,
     element_count,
-    numpy_dtype,
     serialize_bytes_tensor,
     wire_type_of,
 )
@@ -32,43 +37,34 @@ from workers.backends import backend_class, is_framework_backend
 from workers.backends.model_warmup import python_executor, run_warmup, warmup_samples
 from workers.backends.placement import apply_cpu_set, group_of_instance
 from workers.backends.tensor_backend import CONFIG_NUMPY, InstanceInfo, TensorBackend
+from workers.bls_client import BLSClient
 from workers.messages import (
     EXECUTE_FAILED,
     AttachSegment,
     BatchDone,
+    BLSResponse,
+    ControlResponse,
     DetachSegment,
     ExecuteBatch,
     Init,
     InitFailed,
     Ready,
+    ReleaseOutputs,
     RequestItem,
     ResponseItem,
     Shutdown,
+    StreamResponse,
     TensorRef,
 )
 from workers.python_backend import triton_python_backend_utils as pb_utils
+from workers.response_sender import ResponseSender
+from workers.tensor_io import NUMPY as _NUMPY
+from workers.tensor_io import TRITON_TYPE as _TRITON_TYPE
+from workers.tensor_io import WIRE as _WIRE
+from workers.tensor_io import copy_into as _copy_into
+from workers.tensor_io import host_array as _host_array
 
 _tensor = pb_utils.Tensor._from_worker
-_TRITON_TYPE = {
-    "BOOL": pb_utils.TRITONSERVER_TYPE_BOOL,
-    "UINT8": pb_utils.TRITONSERVER_TYPE_UINT8,
-    "UINT16": pb_utils.TRITONSERVER_TYPE_UINT16,
-    "UINT32": pb_utils.TRITONSERVER_TYPE_UINT32,
-    "UINT64": pb_utils.TRITONSERVER_TYPE_UINT64,
-    "INT8": pb_utils.TRITONSERVER_TYPE_INT8,
-    "INT16": pb_utils.TRITONSERVER_TYPE_INT16,
-    "INT32": pb_utils.TRITONSERVER_TYPE_INT32,
-    "INT64": pb_utils.TRITONSERVER_TYPE_INT64,
-    "FP16": pb_utils.TRITONSERVER_TYPE_FP16,
-    "FP32": pb_utils.TRITONSERVER_TYPE_FP32,
-    "FP64": pb_utils.TRITONSERVER_TYPE_FP64,
-    "BYTES": pb_utils.TRITONSERVER_TYPE_BYTES,
-}
-
-_FIXED = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-          "FP16", "FP32", "FP64")
-_NUMPY = {name: numpy_dtype(name) for name in _FIXED}
-_WIRE = {dtype: name for name, dtype in _NUMPY.items()}
 
 # Output segment ids are negative so they never collide with the frontend's.
 _OUT_IDS = iter(range(-1, -(2**62), -1))
@@ -92,12 +88,89 @@ class Worker:
         self.arena: Arena | None = None
         self.blocks: dict[tuple[int, int], Block] = {}
         self.runner = None
+        self.decoupled = False
         self.model_config: dict = {}
         self.output_types: dict[str, str] = {}
+        # Sends come from the main thread, the model's asyncio thread (async
+        # execute, decoupled senders) and the model's own threads.
+        self._send_lock = threading.RLock()
+        # Until a model makes a BLS or model-control call, the main thread reads
+        # the channel itself (the hot path). The first call starts a reader
+        # thread that owns the receive side from then on: it answers pending
+        # calls directly and queues batches for the main thread in `_inbox`.
+        self._recv_lock = threading.Lock()
+        self._inbox: queue.SimpleQueue | None = None
+        self._reader_lock = threading.Lock()
+        self.bls = BLSClient(self)
 
     # -- channel -------------------------------------------------------------
     def send(self, msg: object, fds: list[int] | None = None) -> None:
-        channel.send(self.sock, messages.encode(msg), fds)
+        payload = messages.encode(msg)
+        with self._send_lock:
+            channel.send(self.sock, payload, fds)
+
+    def ensure_reader(self) -> None:
+        """Hand the receive side to a reader thread (idempotent)."""
+        if self._inbox is not None:
+            return
+        with self._reader_lock:
+            if self._inbox is not None:
+                return
+            self._inbox = queue.SimpleQueue()
+            threading.Thread(target=self._read_loop, name="channel-reader", daemon=True).start()
+
+    def _read_loop(self) -> None:
+        inbox = self._inbox
+        assert inbox is not None
+        while True:
+            with self._recv_lock:
+                try:
+                    data, fds = channel.recv(self.sock)
+                except OSError:
+                    data, fds = b"", []
+                if not data:
+                    break
+                work = self._route(messages.decode(data), fds)
+            if work is not None:
+                inbox.put(work)
+        inbox.put(None)
+        self.bls.fail_all("the server closed the channel to this model instance")
+
+    def _next_message(self) -> ExecuteBatch | Shutdown | None:
+        """The next batch (or Shutdown; None when the frontend went away)."""
+        while True:
+            inbox = self._inbox
+            if inbox is not None:
+                return inbox.get()
+            with self._recv_lock:
+                if self._inbox is not None:
+                    continue  # a reader thread took over while we waited
+                data, fds = channel.recv(self.sock)
+                if not data:
+                    return None  # frontend went away
+                work = self._route(messages.decode(data), fds)
+            if work is not None:
+                return work
+
+    def _route(self, msg: object, fds: list[int]) -> ExecuteBatch | Shutdown | None:
+        """Apply a received message; return it if the main thread must run it.
+
+        Runs with the receive lock held, so segment attaches are applied in
+        channel order before any later message that refers to them.
+        """
+        if isinstance(msg, ExecuteBatch):
+            return msg
+        if isinstance(msg, AttachSegment):
+            self.segments.attach(msg.segment_id, fds[0], msg.size)
+        elif isinstance(msg, DetachSegment):
+            self.segments.detach(msg.segment_id)
+        elif isinstance(msg, (BLSResponse, ControlResponse)):
+            self.bls.deliver(msg)
+        elif isinstance(msg, ReleaseOutputs):
+            self._free_blocks(msg.blocks)
+        elif isinstance(msg, Shutdown):
+            return msg
+        return None
 
     def _announce_segment(self, segment_id: int, segment) -> None:
         self.send(AttachSegment(segment_id, segment.size), [segment.fd])
@@ -126,12 +199,17 @@ class Worker:
     def _initialize_python(self, init: Init, args: dict[str, str], config: dict) -> dict:
         from workers.python_backend.model_runner import PythonModelRunner
 
+        # BLS and model control reach the server through this worker's channel.
+        pb_utils._bls_executor = self.bls
+        pb_utils._model_control = self.bls
+        self.bls.model_name = args.get("model_name", "")
         runner = PythonModelRunner(init.model_file, args["model_name"])
         if init.auto_complete:
             config = runner.auto_complete(config)
             args["model_config"] = json.dumps(config)
         runner.initialize(args)
         self.runner = runner
+        self.decoupled = runner.decoupled
         return config
 
     def _initialize_framework(self, init: Init, args: dict[str, str], config: dict) -> dict:
@@ -170,18 +248,10 @@ class Worker:
 
     def serve(self) -> None:
         while True:
-            data, fds = channel.recv(self.sock)
-            if not data:
-                return  # frontend went away
-            msg = messages.decode(data)
-            if isinstance(msg, ExecuteBatch):
-                self.execute(msg)
-            elif isinstance(msg, AttachSegment):
-                self.segments.attach(msg.segment_id, fds[0], msg.size)
-            elif isinstance(msg, DetachSegment):
-                self.segments.detach(msg.segment_id)
-            elif isinstance(msg, Shutdown):
+            msg = self._next_message()
+            if msg is None or isinstance(msg, Shutdown):
                 return
+            self.execute(msg)
 
     # -- execution -----------------------------------------------------------
     def _input_array(self, ref: TensorRef) -> np.ndarray:
@@ -192,8 +262,11 @@ class Worker:
         return np.frombuffer(view, dtype=dtype).reshape(ref.shape)
 
     def _release(self, batch: ExecuteBatch) -> None:
+        self._free_blocks(batch.release)
+
+    def _free_blocks(self, keys: list[tuple[int, int]]) -> None:
         assert self.arena is not None
-        for key in batch.release:
+        for key in keys:
             block = self.blocks.pop((key[0], key[1]), None)
             if block is not None:
                 self.arena.free(block)
@@ -206,6 +279,7 @@ class Worker:
         self._release(batch)
         t0 = time.perf_counter_ns()
         requests = []
+        senders: list[ResponseSender] = []
         early: dict[int, ResponseItem] = {}
         for i, item in enumerate(batch.requests):
             try:
@@ -216,6 +290,8 @@ class Worker:
             except Exception as exc:  # malformed data that slipped past the frontend
                 early[i] = ResponseItem([], ("INVALID_ARG", str(exc)))
                 tensors = []
+            sender = ResponseSender(self, batch.batch_id, i, item, self.decoupled)
+            senders.append(sender)
             requests.append(
                 pb_utils.InferenceRequest._from_worker(
                     tensors,
@@ -224,6 +300,7 @@ class Worker:
                     [o.name for o in item.outputs] if item.outputs is not None else [],
                     json.dumps(item.parameters) if item.parameters else "{}",
                     item.flags,
+                    sender,
                 )
             )
         t1 = time.perf_counter_ns()
@@ -236,7 +313,20 @@ class Worker:
             if i in early:
                 responses.append(early[i])
                 continue
-            responses.append(self._write_response(item, next(it, None)))
+            response = next(it, None)
+            sender = senders[i]
+            if self.decoupled:
+                # Responses went (or will go) out through the sender; an error
+                # here is execute() failing, which ends the request.
+                if response is not None and response.has_error():
+                    sender.close()
+                    responses.append(self._write_response(item, response))
+                else:
+                    responses.append(ResponseItem([]))
+                continue
+            if response is None:
+                response = sender.kept
+            responses.append(self._write_response(item, response))
         t3 = time.perf_counter_ns()
         self.send(BatchDone(batch.batch_id, responses, t1 - t0, t2 - t1, t3 - t2))
 
@@ -422,6 +512,13 @@ class Worker:
             return ResponseItem([], (exc.code, exc.message))
         return ResponseItem(refs)
 
+    def send_stream_response(
+        self, batch_id: int, index: int, item: RequestItem, response, final: bool
+    ) -> None:
+        """One response of a decoupled request, sent as soon as it exists."""
+        written = None if response is None else self._write_response(item, response)
+        self.send(StreamResponse(batch_id, index, written, final))
+
     def _free_refs(self, refs: list[TensorRef]) -> None:
         assert self.arena is not None
         for r in refs:
@@ -476,27 +573,6 @@ def _config_shape(array: np.ndarray, spec: dict | None, batched: bool) -> np.nda
         return array.reshape(target)
     except ValueError:
         return array
-
-
-def _host_array(tensor) -> np.ndarray:
-    """A response tensor's data in host memory (GPU tensors are copied back)."""
-    if tensor.is_cpu():
-        return tensor.as_numpy()
-    device = tensor._device_obj
-    if hasattr(device, "cpu"):  # torch
-        return device.detach().cpu().numpy()
-    if hasattr(device, "get"):  # cupy
-        return device.get()
-    return np.from_dlpack(device, device="cpu", copy=True)
-
-
-def _copy_into(target: memoryview, raw: bytes | np.ndarray) -> None:
-    if isinstance(raw, np.ndarray):
-        if raw.nbytes:
-            # A flat byte view of a C-contiguous array: one memcpy, no temporaries.
-            target[:] = memoryview(raw.reshape(-1).view(np.uint8))
-    else:
-        target[:] = raw
 
 
 _CODE_NAMES = {

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,14 @@ from tritonlite.core.request_validation import (
     resolve_reshape,
     validate_request,
 )
-from tritonlite.core.worker_process import WorkerProcess, WorkerStartError
+from tritonlite.core.response_stream import (
+    DECOUPLED_HTTP,
+    DecoupledModelError,
+    ResponseStream,
+    StreamItem,
+)
+from tritonlite.core.worker_process import WORKER_SERVICES, WorkerProcess, WorkerStartError
+from tritonlite.core.worker_services import ServerWorkerServices
 from tritonlite.datatypes import (
     bytes_tensor_element_count,
     element_count,
@@ -43,6 +51,7 @@ from tritonlite.datatypes import (
     serialize_bytes_tensor,
 )
 from tritonlite.errors import (
+    InternalError,
     InvalidArgumentError,
     NotFoundError,
     TritonLiteError,
@@ -130,6 +139,8 @@ class InferenceServer:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # BLS and model control asked for by models, served for their workers.
+        self.worker_services = ServerWorkerServices(self)
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -154,6 +165,8 @@ class InferenceServer:
         return lock
 
     async def _load_model(self, entry: ModelEntry) -> None:
+        # Workers started from here (and their restarts) serve BLS through us.
+        WORKER_SERVICES.set(self.worker_services)
         auto_complete = not self.options.strict_model_config
         try:
             config = entry.config_override or read_config_file(entry.path)
@@ -368,12 +381,67 @@ class InferenceServer:
                         slot.worker.detach(segment_id)
 
     # -- inference -----------------------------------------------------------
-    async def infer(self, request: InferRequest) -> InferResult:
+    def is_decoupled(self, name: str, version: str = "") -> bool:
+        """Whether the model answers with a stream (False if it is not ready)."""
+        try:
+            spec = self._resolve(name, version).spec
+        except TritonLiteError:
+            return False
+        return spec is not None and spec.config.model_transaction_policy.decoupled
+
+    async def infer_stream(self, request: InferRequest) -> AsyncGenerator[StreamItem, None]:
+        """Every response to a request, as the model produces it.
+
+        A decoupled model gives any number of items (zero included), each a
+        result or an error the model sent, the last with final=True (possibly
+        a bare final flag); any other model gives exactly one final item.
+        Failures before the model answers (unknown model, invalid request)
+        are raised. The consumer releases each item after using it.
+        """
+        rt = self._resolve(request.model_name, request.model_version)
+        spec = rt.spec
+        if (
+            isinstance(rt, EnsembleRuntime)
+            or spec is None
+            or not spec.config.model_transaction_policy.decoupled
+        ):
+            yield StreamItem(await self.infer(request), final=True)
+            return
+        stream = ResponseStream()
+        task = asyncio.ensure_future(self.infer(request, stream=stream))
+        task.add_done_callback(lambda t: _end_stream(t, stream))
+        yielded = False
+        try:
+            while True:
+                item = await stream.get()
+                if item is stream.refusal and not yielded:
+                    assert item.error is not None
+                    raise item.error
+                yielded = True
+                yield item
+                if item.final:
+                    break
+            try:
+                result = await task
+            except Exception:  # noqa: BLE001 - already reported on the stream
+                pass
+            else:
+                result.release()
+        finally:
+            stream.close()
+            if not task.done():
+                task.cancel()  # the consumer left early; inputs are freed at final
+
+    async def infer(
+        self, request: InferRequest, *, stream: ResponseStream | None = None
+    ) -> InferResult:
         rt = self._resolve(request.model_name, request.model_version)
         if isinstance(rt, EnsembleRuntime):
             return await rt.infer(request)
         spec = rt.spec
         assert spec is not None
+        if stream is None and spec.config.model_transaction_policy.decoupled:
+            raise DecoupledModelError(DECOUPLED_HTTP)
         model_shapes = validate_request(request, spec, self.options.limits)
         t_start = time.perf_counter_ns()
         blocks: list[Block] = []
@@ -413,6 +481,11 @@ class InferenceServer:
                     rt, params, batch_size, refs, blocks, segments, out_specs
                 )
             message = RequestItem(request.request_id, refs, out_specs, params)
+            if stream is not None:
+                message.stream = stream
+                stream.convert = lambda refs, worker: self._build_result(
+                    request, rt, refs, worker, out_regions
+                )
             fut = rt.submit(
                 message,
                 segments,
@@ -428,7 +501,12 @@ class InferenceServer:
                 # The worker may still read these bytes: free them when it is done.
                 held = (blocks, leases, out_leases)
                 blocks, leases, out_leases = [], [], []
-                fut.add_done_callback(lambda _f: self._free(*held))
+                if stream is not None:
+                    fut.add_done_callback(
+                        lambda _f: stream.on_finish(lambda: self._free(*held))
+                    )
+                else:
+                    fut.add_done_callback(lambda _f: self._free(*held))
                 raise
             except TritonLiteError as exc:
                 if sequence is not None:
@@ -456,6 +534,15 @@ class InferenceServer:
                 if sequence is not None:
                     rt.sequencer.finish(sequence)
                 raise error_from_code_name(code, text)
+            if stream is not None:
+                # A decoupled model may read its inputs until its final response.
+                try:
+                    await stream.wait_finished()
+                except asyncio.CancelledError:
+                    held = (blocks, leases, out_leases)
+                    blocks, leases, out_leases = [], [], []
+                    stream.on_finish(lambda: self._free(*held))
+                    raise
             outputs = response.outputs
             if sequence is not None:
                 outputs = self._keep_state(rt, sequence, outputs, worker, hidden)
@@ -688,6 +775,19 @@ class InferenceServer:
             {},
             release,
         )
+
+
+def _end_stream(task: asyncio.Task, stream: ResponseStream) -> None:
+    """A decoupled request's infer() ended: report a failure the model did not."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is None:
+        return
+    if not isinstance(exc, TritonLiteError):
+        log.error("decoupled request failed: %r", exc)
+        exc = InternalError(f"internal error: {exc}")
+    stream.refuse(exc)
 
 
 def _int_param(params: dict, name: str) -> int:

@@ -3,6 +3,12 @@
 The socket is read from the event loop (add_reader); every message the
 worker sends resolves a future here. A worker that dies fails only the
 batches it had in flight.
+
+Besides answering batches, a worker streams the responses of decoupled
+requests (StreamResponse, routed to the request's response stream) and asks
+the server for things on its model's behalf (BLS inference, model control),
+which go to the WorkerServices the server set in WORKER_SERVICES while it
+loaded the model.
 """
 
 from __future__ import annotations
@@ -14,21 +20,54 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 from shm.arena import SegmentCache
-from tritonlite.errors import InternalError
+from tritonlite.errors import InternalError, error_from_code_name
 from workers import channel, messages
 from workers.messages import (
     AttachSegment,
     BatchDone,
+    BLSRelease,
+    BLSRequest,
+    ControlRequest,
     DetachSegment,
     ExecuteBatch,
     Init,
     InitFailed,
     Ready,
+    ReleaseOutputs,
     RequestItem,
+    ResponseItem,
     Shutdown,
+    StreamResponse,
+)
+
+
+class WorkerServices(Protocol):
+    """What the server does for a worker's model: BLS calls, model control."""
+
+    def handle(self, worker: WorkerProcess, msg: BLSRequest | BLSRelease | ControlRequest
+               ) -> None: ...
+
+    def worker_exited(self, worker: WorkerProcess) -> None: ...
+
+
+class ResponseSink(Protocol):
+    """Where the responses of one decoupled request go (a ResponseStream)."""
+
+    def push(self, response: ResponseItem | None, final: bool, worker: WorkerProcess
+             ) -> None: ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
+
+# Set by the server while it loads models; a WorkerProcess created in that
+# context (restarts included: their tasks inherit it) serves its model's
+# requests to the server through it.
+WORKER_SERVICES: ContextVar[WorkerServices | None] = ContextVar(
+    "tritonlite_worker_services", default=None
 )
 
 
@@ -84,6 +123,10 @@ class WorkerProcess:
         self._outbox: list[tuple[bytes, list[int], int | None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.exit_reason = ""
+        self.services = WORKER_SERVICES.get()
+        # Decoupled requests still answering: (batch id, index in batch) -> sink.
+        self.streams: dict[tuple[int, int], ResponseSink] = {}
+        self._release_soon = False
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self, init: Init, timeout: float = 120.0) -> str:
@@ -207,16 +250,34 @@ class WorkerProcess:
         fut = self._loop.create_future()
         release, self.release_keys = self.release_keys, []
         self.pending[batch_id] = fut
+        for index, request in enumerate(requests):
+            if request.stream is not None:
+                self.streams[(batch_id, index)] = request.stream
         try:
             self.send(ExecuteBatch(batch_id, requests, release))
         except (OSError, WorkerDied) as exc:
             self.pending.pop(batch_id, None)
+            for index in range(len(requests)):
+                self.streams.pop((batch_id, index), None)
             fut.set_exception(WorkerDied(str(exc)))
         return fut
 
     def release(self, segment_id: int, offset: int) -> None:
         if self.alive:
             self.release_keys.append((segment_id, offset))
+            if self.streams and not self._release_soon and self._loop is not None:
+                # A long stream may send no batch for a while: hand memory back now.
+                self._release_soon = True
+                self._loop.call_soon(self._send_releases)
+
+    def _send_releases(self) -> None:
+        self._release_soon = False
+        if self.release_keys and self.alive:
+            keys, self.release_keys = self.release_keys, []
+            try:
+                self.send(ReleaseOutputs(keys))
+            except (OSError, WorkerDied):
+                pass
 
     # -- receiving -----------------------------------------------------------
     def _on_readable(self) -> None:
@@ -240,6 +301,13 @@ class WorkerProcess:
             fut = self.pending.pop(msg.batch_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
+            if self.streams:
+                self._end_failed_streams(msg)
+        elif isinstance(msg, StreamResponse):
+            self._on_stream_response(msg)
+        elif isinstance(msg, (BLSRequest, BLSRelease, ControlRequest)):
+            if self.services is not None:
+                self.services.handle(self, msg)
         elif isinstance(msg, AttachSegment):
             self.out_segments.attach(msg.segment_id, fds[0], msg.size)
         elif isinstance(msg, Ready):
@@ -248,6 +316,24 @@ class WorkerProcess:
         elif isinstance(msg, InitFailed):
             if self._ready is not None and not self._ready.done():
                 self._ready.set_exception(WorkerStartError(msg.message))
+
+    def _on_stream_response(self, msg: StreamResponse) -> None:
+        key = (msg.batch_id, msg.index)
+        sink = self.streams.pop(key, None) if msg.final else self.streams.get(key)
+        if sink is not None:
+            sink.push(msg.response, msg.final, self)
+        elif msg.response is not None:  # nobody listens any more: hand the memory back
+            for ref in msg.response.outputs:
+                if ref.segment_id < 0:
+                    self.release(ref.segment_id, ref.offset)
+
+    def _end_failed_streams(self, done: BatchDone) -> None:
+        """A decoupled request whose execute() failed ends with that error."""
+        for index, response in enumerate(done.responses):
+            if response.error is not None:
+                sink = self.streams.pop((done.batch_id, index), None)
+                if sink is not None:
+                    sink.fail(error_from_code_name(*response.error))
 
     def _close_channel(self) -> None:
         if self.sock is not None:
@@ -295,6 +381,11 @@ class WorkerProcess:
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(err)
+        streams, self.streams = self.streams, {}
+        for sink in streams.values():
+            sink.fail(err)
+        if self.services is not None:
+            self.services.worker_exited(self)
         self.release_keys.clear()
         self.attached.clear()
         self.out_segments.close_all()

@@ -1,32 +1,32 @@
-"""Start and stop the grpc.aio server that carries inference.GRPCInferenceService."""
+"""Start and stop the gRPC frontend that carries inference.GRPCInferenceService.
+
+Two transports serve the same method table (rpc_table.py): `lean`, our own
+asyncio HTTP/2 server (lean_h2_server.py), and `aio`, grpcio's grpc.aio.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
-from tritonlite.errors import InternalError, InvalidArgumentError, TritonLiteError
-from tritonlite.frontends.grpc.health_metadata import HealthMetadataRpcs, health_check
 from tritonlite.frontends.grpc.inference import InferenceRpcs
-from tritonlite.frontends.grpc.repository import RepositoryRpcs
-from tritonlite.frontends.grpc.shared_memory import SharedMemoryRpcs
-from tritonlite.frontends.grpc.statistics import StatisticsRpcs
-from tritonlite.frontends.grpc.status_codes import status_code_of
-from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request, undecodable_text
-from tritonlite.frontends.grpc.trace_logging import LogSettings, TraceLoggingRpcs
+from tritonlite.frontends.grpc.rpc_table import (
+    HEALTH_SERVICE,
+    SERVICE,
+    RpcAbort,
+    RpcMethod,
+    build_rpc_methods,
+)
+from tritonlite.frontends.grpc.trace_logging import LogSettings
 
 log = logging.getLogger("tritonlite.grpc")
 
-SERVICE = "inference.GRPCInferenceService"
-HEALTH_SERVICE = "grpc.health.v1.Health"
+TRANSPORTS = ("lean", "aio")
 MAX_MESSAGE_BYTES = 2**31 - 1  # as Triton: requests and responses up to 2 GiB - 1
 
 
@@ -45,6 +45,7 @@ class GrpcOptions:
     max_connection_age_ms: int | None = None
     max_connection_age_grace_ms: int | None = None
     log_settings: LogSettings = field(default_factory=LogSettings)
+    transport: str = "lean"  # "lean" (lean_h2_server) or "aio" (grpc.aio)
 
     def channel_options(self, max_receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = [
@@ -55,8 +56,8 @@ class GrpcOptions:
             ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
             ("grpc.keepalive_permit_without_calls", int(self.keepalive_permit_without_calls)),
             ("grpc.http2.max_pings_without_data", self.http2_max_pings_without_data),
-            (
-                "grpc.http2.min_recv_ping_interval_without_data_ms",
+            (  # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS's real name
+                "grpc.http2.min_ping_interval_without_data_ms",
                 self.http2_min_recv_ping_interval_without_data_ms,
             ),
             ("grpc.http2.max_ping_strikes", self.http2_max_ping_strikes),
@@ -76,101 +77,72 @@ class GrpcOptions:
         return f"{host}:{self.port}"
 
 
-class _Undecodable:
-    """What a request deserializer hands over for bytes that do not parse."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: TritonLiteError) -> None:
-        self.error = error
-
-
-def _deserializer(message_type: Any) -> Callable[[bytes], Any]:
-    """FromString that never raises: grpc would answer UNKNOWN for a raise."""
-    parse = message_type.FromString
-
-    def deserialize(data: bytes) -> Any:
-        try:
-            return parse(data)
-        except DecodeError as exc:
-            return _Undecodable(InvalidArgumentError(undecodable_text(exc)))
-
-    return deserialize
-
-
-def _unary(method: Callable[[Any], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Run one RPC; a TritonLiteError becomes its status code and message."""
+def _aio_unary(method: RpcMethod) -> grpc.RpcMethodHandler:
+    call = method.call
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            if type(request) is _Undecodable:
-                raise request.error
-            return await method(request)
-        except TritonLiteError as exc:
-            error = exc
-        except Exception as exc:
-            log.exception("gRPC %s failed", getattr(method, "__name__", "call"))
-            error = InternalError(f"internal error: {exc}")
-        await context.abort(status_code_of(error), error.message)
+            return await call(request)
+        except RpcAbort as exc:
+            await context.abort(exc.code, exc.message)
 
-    return handler
+    return grpc.unary_unary_rpc_method_handler(
+        handler, request_deserializer=method.deserialize,
+        response_serializer=method.serialize,
+    )
+
+
+def _aio_stream(method: RpcMethod) -> grpc.RpcMethodHandler:
+    call = method.call
+
+    async def handler(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        await call(requests, context.write)
+
+    return grpc.stream_stream_rpc_method_handler(
+        handler, request_deserializer=method.deserialize
+    )
 
 
 class GrpcFrontend:
     def __init__(self, server: InferenceServer, options: GrpcOptions) -> None:
+        if options.transport not in TRANSPORTS:
+            raise ValueError(f"unknown gRPC transport '{options.transport}'")
         self.server = server
         self.options = options
         self.inference = InferenceRpcs(server)
+        self.methods = build_rpc_methods(server, self.inference, options.log_settings)
         self._grpc: grpc.aio.Server | None = None
+        self._lean: Any = None
 
-    async def _stream_infer(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
-        await self.inference.ModelStreamInfer(requests, context.write)
-
-    def _handlers(self) -> dict[str, grpc.RpcMethodHandler]:
-        rpcs: list[Any] = [
-            HealthMetadataRpcs(self.server),
-            StatisticsRpcs(self.server),
-            RepositoryRpcs(self.server),
-            SharedMemoryRpcs(self.server),
-            TraceLoggingRpcs(self.server, self.options.log_settings),
-        ]
-        service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-        handlers: dict[str, grpc.RpcMethodHandler] = {
-            "ModelInfer": grpc.unary_unary_rpc_method_handler(
-                _unary(self.inference.ModelInfer),
-                request_deserializer=deserialize_infer_request,
-            ),
-            "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
-                self._stream_infer,
-                request_deserializer=deserialize_infer_request,
-            ),
-        }
-        for method in service.methods:
-            if method.name in handlers:
-                continue
-            owner = next(r for r in rpcs if hasattr(r, method.name))
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(getattr(owner, method.name)),
-                request_deserializer=_deserializer(getattr(pb, method.input_type.name)),
-                response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+    def _aio_server(self) -> grpc.aio.Server:
+        limit = self.server.options.limits.max_body_bytes
+        server = grpc.aio.server(options=self.options.channel_options(limit))
+        for name in (SERVICE, HEALTH_SERVICE):
+            handlers = {
+                m.name: _aio_stream(m) if m.streaming else _aio_unary(m)
+                for m in self.methods
+                if m.service == name
+            }
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(name, handlers),)
             )
-        return handlers
+            if name == SERVICE and hasattr(server, "add_registered_method_handlers"):
+                server.add_registered_method_handlers(name, handlers)
+        return server
 
     async def start(self) -> None:
         """Bind and start serving; raises RuntimeError when the address is taken."""
-        limit = self.server.options.limits.max_body_bytes
-        server = grpc.aio.server(options=self.options.channel_options(limit))
-        handlers = self._handlers()
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
-        )
-        if hasattr(server, "add_registered_method_handlers"):
-            server.add_registered_method_handlers(SERVICE, handlers)
-        health = {"Check": grpc.unary_unary_rpc_method_handler(health_check(self.server))}
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(HEALTH_SERVICE, health),)
-        )
         address = self.options.bind_address()
+        if self.options.transport == "lean":
+            from tritonlite.frontends.grpc.lean_h2_server import LeanGrpcServer
+
+            limit = min(self.server.options.limits.max_body_bytes, MAX_MESSAGE_BYTES)
+            lean = LeanGrpcServer(self.methods, self.options, limit)
+            await lean.start()
+            self._lean = lean
+            log.info("started GRPCInferenceService at %s (lean HTTP/2)", address)
+            return
+        server = self._aio_server()
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -179,11 +151,13 @@ class GrpcFrontend:
             raise RuntimeError(f"failed to bind gRPC to {address}")
         await server.start()
         self._grpc = server
-        log.info("started GRPCInferenceService at %s", address)
+        log.info("started GRPCInferenceService at %s (grpc.aio)", address)
 
     async def stop(self, grace_s: float) -> None:
         """Take no new RPCs; let in-flight ones finish (up to `grace_s`)."""
         self.inference.stop_reading_streams()
+        if self._lean is not None:
+            await self._lean.stop(grace_s)
         if self._grpc is not None:
             await self._grpc.stop(grace_s)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tritonlite.core.inference_server import InferenceServer
@@ -42,6 +42,9 @@ def build_app(server: InferenceServer) -> Starlette:
                 b"".join(chunks),
             )
             reply = await routes.dispatch(req)
+        if reply.stream is not None:
+            return StreamingResponse(reply.stream, reply.status, headers=reply.headers,
+                                     media_type=reply.content_type)
         return Response(reply.body, reply.status, headers=reply.headers,
                         media_type=reply.content_type)
 

@@ -24,9 +24,10 @@ log = logging.getLogger("tritonlite.http")
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
-def _head(reply: HttpReply, keep_alive: bool, length: int) -> bytes:
-    lines = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Unknown')}",
-             f"content-length: {length}"]
+def _head(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
+    """The status line and headers; length None: a chunked body follows."""
+    size = "transfer-encoding: chunked" if length is None else f"content-length: {length}"
+    lines = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Unknown')}", size]
     if reply.content_type:
         lines.append(f"content-type: {reply.content_type}")
     if reply.headers:
@@ -50,6 +51,7 @@ class _Connection(asyncio.Protocol):
         self.too_large = False
         self.pending: deque[tuple[HttpRequest, bool, HttpReply | None]] = deque()
         self.busy = False
+        self._writable: asyncio.Event | None = None  # made by the first streamed reply
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,6 +61,16 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.owner.connections.discard(self)
+        if self._writable is not None:
+            self._writable.set()  # a streaming writer notices the loss and stops
+
+    def pause_writing(self) -> None:
+        if self._writable is not None:
+            self._writable.clear()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None:
+            self._writable.set()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -135,7 +147,41 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a bug, not a client error: answer 500 and keep serving
             log.exception("unhandled error serving %s %s", request.method, request.path)
             reply = HttpReply(500, b'{"error":"internal server error"}', "application/json")
+        if reply.stream is not None:
+            await self._write_stream(request, reply, keep_alive)
+            return
         self._write(request, reply, keep_alive)
+
+    async def _write_stream(self, request: HttpRequest, reply: HttpReply, keep_alive: bool
+                            ) -> None:
+        """A chunked reply, each piece written as the route produces it."""
+        stream = reply.stream
+        assert stream is not None
+        if self._writable is None:
+            self._writable = asyncio.Event()
+            self._writable.set()
+        try:
+            if self.transport is None:
+                return
+            self.transport.write(_head(reply, keep_alive and not self.owner.closing, None))
+            async for piece in stream:
+                if not piece:
+                    continue
+                await self._writable.wait()
+                transport = self.transport
+                if transport is None:
+                    return  # the client went away: stop producing
+                transport.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            if self.transport is not None:
+                self.transport.write(b"0\r\n\r\n")
+        except Exception:
+            log.exception("streamed reply to %s %s failed", request.method, request.path)
+            keep_alive = False  # the body is cut short: the client must not reuse it
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        self._finish(keep_alive)
 
     def _write(self, request: HttpRequest, reply: HttpReply, keep_alive: bool) -> None:
         transport = self.transport
@@ -151,8 +197,15 @@ class _Connection(asyncio.Protocol):
         else:
             transport.write(head)
             transport.write(body)
+        self._finish(keep_alive)
+
+    def _finish(self, keep_alive: bool) -> None:
+        """After a reply: close the connection, or go on with the next request."""
+        if self.owner.closing:
+            keep_alive = False
         if not keep_alive:
-            transport.close()
+            if self.transport is not None:
+                self.transport.close()
             self.transport = None
             self.busy = False
             return

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tritonlite.core.inference_request import InferRequest, InputTensor
+from tritonlite.core.inference_request import InferRequest, InferResult, InputTensor
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.model_control import load_model, unload_model
+from tritonlite.core.response_stream import StreamItem
 from tritonlite.errors import InvalidArgumentError, NotFoundError, TritonLiteError
 from tritonlite.frontends.http.infer_codec import (
     build_infer_response,
@@ -41,6 +42,9 @@ class HttpReply:
     body: bytes = b""
     content_type: str | None = None
     headers: dict[str, str] | None = None
+    # A streamed body (chunked transfer encoding), written piece by piece as
+    # it is produced; `body` is ignored then.
+    stream: AsyncIterator[bytes] | None = None
 
 
 def json_reply(doc: Any, status: int = 200) -> HttpReply:
@@ -230,7 +234,7 @@ class Routes:
             out = _compress(accept, out, headers)
         return HttpReply(200, out, media, headers or None)
 
-    async def _generate(self, r: HttpRequest) -> dict:
+    def _generate_request(self, r: HttpRequest) -> InferRequest:
         """Triton's generate extension: top-level JSON fields named like model
         inputs become tensors; outputs come back as fields (one element: a scalar)."""
         name, version = self._model(r)
@@ -248,29 +252,71 @@ class Routes:
             if spec.max_batch_size > 0:
                 shape = [1, *shape]
             request.inputs.append(InputTensor(input_name, tspec.datatype, shape, json_data=data))
-        result = await self.server.infer(request)
-        try:
-            out: dict = {"model_name": result.model_name, "model_version": result.model_version}
-            for t in result.outputs:
-                if t.data is None:
-                    continue
-                values = output_values(t.datatype, t.shape, t.data)
-                out[t.name] = values[0] if len(values) == 1 else values
-        finally:
-            result.release()
+        return request
+
+    @staticmethod
+    def _generate_doc(result: InferResult) -> dict:
+        out: dict = {"model_name": result.model_name, "model_version": result.model_version}
+        for t in result.outputs:
+            if t.data is None:
+                continue
+            values = output_values(t.datatype, t.shape, t.data)
+            out[t.name] = values[0] if len(values) == 1 else values
         return out
 
     async def generate(self, r: HttpRequest) -> HttpReply:
-        return json_reply(await self._generate(r))
+        request = self._generate_request(r)
+        docs: list[dict] = []
+        events = self.server.infer_stream(request)
+        try:
+            async for item in events:
+                try:
+                    if item.error is not None:
+                        raise item.error
+                    if item.result is not None:
+                        docs.append(self._generate_doc(item.result))
+                finally:
+                    item.release()
+        finally:
+            await events.aclose()
+        if len(docs) != 1:
+            raise InvalidArgumentError(
+                f"model '{request.model_name}' sent {len(docs)} responses to a generate "
+                "request, which returns exactly one: use generate_stream"
+            )
+        return json_reply(docs[0])
 
     async def generate_stream(self, r: HttpRequest) -> HttpReply:
-        # Without decoupled models every request has exactly one response: one event.
+        """Server-sent events, one `data:` event per response as the model sends
+        it. A failure before the first response is a plain JSON error."""
+        events = self.server.infer_stream(self._generate_request(r))
         try:
-            doc = await self._generate(r)
-        except TritonLiteError as exc:
-            doc = {"error": exc.message}
-        body = b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
-        return HttpReply(200, body, "text/event-stream; charset=utf-8")
+            first: StreamItem | None = await anext(events)
+        except StopAsyncIteration:
+            first = None
+        return HttpReply(200, b"", "text/event-stream; charset=utf-8",
+                         stream=self._sse(first, events))
+
+    async def _sse(
+        self, first: StreamItem | None, events: AsyncGenerator[StreamItem, None]
+    ) -> AsyncGenerator[bytes, None]:
+        try:
+            item = first
+            while item is not None:
+                try:
+                    if item.error is not None:
+                        doc: dict | None = {"error": item.error.message}
+                    elif item.result is not None:
+                        doc = self._generate_doc(item.result)
+                    else:
+                        doc = None  # a bare final flag ends the stream silently
+                finally:
+                    item.release()
+                if doc is not None:
+                    yield b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+                item = await anext(events, None)
+        finally:
+            await events.aclose()
 
     async def repository_index(self, r: HttpRequest) -> HttpReply:
         doc = _json_doc(r.body)

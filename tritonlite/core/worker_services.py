@@ -1,0 +1,252 @@
+"""The server's side of BLS and model control asked for by Python models.
+
+A model's worker sends BLSRequest / ControlRequest over its channel; each is
+served here as its own task, so the worker's other calls and every other
+model go on meanwhile. A BLS request becomes an ordinary InferRequest whose
+input bytes are read in place from the calling worker's output arena; the
+results are copied once into the server's arena, whose segments the worker
+maps like input segments, and the blocks are freed when the worker sends
+BLSRelease (or dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from shm.arena import Block
+from tritonlite.core.inference_request import (
+    InferRequest,
+    InferResult,
+    InputTensor,
+    RequestedOutput,
+)
+from tritonlite.core.model_control import load_model, unload_model
+from tritonlite.core.worker_process import WorkerDied, WorkerProcess
+from tritonlite.errors import (
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    TritonLiteError,
+    UnavailableError,
+    UnsupportedError,
+)
+from workers.messages import (
+    BLSRelease,
+    BLSRequest,
+    BLSResponse,
+    ControlRequest,
+    ControlResponse,
+    ResponseItem,
+    TensorRef,
+)
+
+if TYPE_CHECKING:
+    from tritonlite.core.inference_server import InferenceServer
+
+log = logging.getLogger("tritonlite")
+
+# Triton 2.51's texts (python_backend request_executor.cc).
+NOT_READY = "Failed for execute the inference request. Model '{model}' is not ready."
+DECOUPLED_NEEDS_FLAG = (
+    "Model {model} is using the decoupled. The current BLS request call doesn't support "
+    "models using the decoupled transaction policy. Please use 'decoupled=True' argument "
+    "to the 'exec' or 'async_exec' calls for decoupled models.'"
+)
+SELF_CALL = "model '{model}' cannot send a BLS request to itself"
+
+# TritonLiteError class -> the code name pb_utils.TritonError knows.
+_CODE_NAMES: list[tuple[type[TritonLiteError], str]] = [
+    (InvalidArgumentError, "INVALID_ARG"),
+    (NotFoundError, "NOT_FOUND"),
+    (UnavailableError, "UNAVAILABLE"),
+    (UnsupportedError, "UNSUPPORTED"),
+]
+
+
+def code_name(exc: TritonLiteError) -> str:
+    for cls, name in _CODE_NAMES:
+        if isinstance(exc, cls):
+            return name
+    return "INTERNAL"
+
+
+class ServerWorkerServices:
+    def __init__(self, server: InferenceServer) -> None:
+        self.server = server
+        self._tasks: set[asyncio.Task] = set()
+        # BLS output blocks each worker still reads: (segment, offset) -> block.
+        self._held: dict[WorkerProcess, dict[tuple[int, int], Block]] = {}
+
+    # -- WorkerServices ------------------------------------------------------
+    def handle(self, worker: WorkerProcess, msg: BLSRequest | BLSRelease | ControlRequest
+               ) -> None:
+        if isinstance(msg, BLSRelease):
+            self._release(worker, msg.blocks)
+            return
+        if isinstance(msg, BLSRequest):
+            coro: Any = self._serve_bls(worker, msg)
+        else:
+            coro = self._serve_control(worker, msg)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def worker_exited(self, worker: WorkerProcess) -> None:
+        held = self._held.pop(worker, {})
+        for block in held.values():
+            self.server.arena.free(block)
+
+    # -- BLS -----------------------------------------------------------------
+    async def _serve_bls(self, worker: WorkerProcess, msg: BLSRequest) -> None:
+        try:
+            request = self._request(worker, msg)
+            if msg.decoupled:
+                final_sent = False
+                async for item in self.server.infer_stream(request):
+                    if item.error is not None:
+                        response = ResponseItem([], (code_name(item.error), item.error.message))
+                        self._reply(worker, msg.call_id, response, {}, item.final)
+                    elif item.result is not None:
+                        self._reply_result(worker, msg.call_id, item.result, item.final)
+                    else:
+                        self._reply(worker, msg.call_id, None, {}, item.final)
+                    final_sent = item.final
+                if not final_sent:
+                    self._reply(worker, msg.call_id, None, {}, True)
+            else:
+                result = await self.server.infer(request)
+                self._reply_result(worker, msg.call_id, result, True)
+        except TritonLiteError as exc:
+            self._reply_error(worker, msg.call_id, exc)
+        except WorkerDied:
+            pass  # the caller is gone
+        except Exception as exc:  # a bug: answer, so the model does not wait forever
+            log.exception("BLS request from '%s' failed", worker.instance_name)
+            self._reply_error(worker, msg.call_id, InternalError(f"internal error: {exc}"))
+
+    def _request(self, worker: WorkerProcess, msg: BLSRequest) -> InferRequest:
+        name, version = msg.model_name, msg.model_version
+        if name == worker.model_name:
+            raise UnsupportedError(SELF_CALL.format(model=name))
+        if not self.server.model_ready(name, version):
+            raise InternalError(NOT_READY.format(model=name))
+        if not msg.decoupled and self.server.is_decoupled(name, version):
+            raise InternalError(DECOUPLED_NEEDS_FLAG.format(model=name))
+        item = msg.request
+        inputs = []
+        for ref in item.inputs:
+            if ref.nbytes:
+                view = worker.out_segments.get(ref.segment_id).view
+                raw: memoryview | bytes = view[ref.offset : ref.offset + ref.nbytes]
+            else:
+                raw = b""
+            inputs.append(InputTensor(ref.name, ref.datatype, list(ref.shape), raw=raw))
+        outputs = None
+        if item.outputs is not None:
+            outputs = [RequestedOutput(o.name) for o in item.outputs]
+        return InferRequest(
+            name, version, item.request_id, inputs, outputs, dict(item.parameters)
+        )
+
+    def _reply_result(self, worker: WorkerProcess, call_id: int, result: InferResult,
+                      final: bool) -> None:
+        """Copy a result's tensors into the server's arena and send their places."""
+        arena = self.server.arena
+        held = self._held.setdefault(worker, {})
+        refs: list[TensorRef] = []
+        blocks: list[Block] = []
+        try:
+            for out in result.outputs:
+                data = out.data if out.data is not None else b""
+                nbytes = len(data)
+                if not nbytes:
+                    refs.append(TensorRef(out.name, out.datatype, list(out.shape), 0, 0, 0))
+                    continue
+                block = arena.allocate(nbytes)
+                blocks.append(block)
+                block.view[:] = data
+                worker.ensure_attached(block.segment_id, arena.segment(block.segment_id).fd)
+                refs.append(TensorRef(out.name, out.datatype, list(out.shape),
+                                      block.segment_id, block.offset, nbytes))
+            params = {k: v for k, v in result.parameters.items()
+                      if isinstance(v, (bool, int, str))}
+            for block in blocks:
+                held[(block.segment_id, block.offset)] = block
+            self._reply(worker, call_id, ResponseItem(refs), params, final)
+        except BaseException:
+            for block in blocks:
+                held.pop((block.segment_id, block.offset), None)
+                if not block.freed:
+                    arena.free(block)
+            raise
+        finally:
+            result.release()
+
+    def _reply_error(self, worker: WorkerProcess, call_id: int, exc: TritonLiteError) -> None:
+        try:
+            self._reply(worker, call_id, ResponseItem([], (code_name(exc), exc.message)), {},
+                        True)
+        except WorkerDied:
+            pass
+
+    def _reply(self, worker: WorkerProcess, call_id: int, response: ResponseItem | None,
+               params: dict[str, Any], final: bool) -> None:
+        if not worker.alive:
+            raise WorkerDied(worker.instance_name)
+        worker.send(BLSResponse(call_id, response, params, final))
+
+    def _release(self, worker: WorkerProcess, keys: list[tuple[int, int]]) -> None:
+        held = self._held.get(worker)
+        if held is None:
+            return
+        for key in keys:
+            block = held.pop((key[0], key[1]), None)
+            if block is not None:
+                self.server.arena.free(block)
+
+    # -- model control -----------------------------------------------------------
+    async def _serve_control(self, worker: WorkerProcess, msg: ControlRequest) -> None:
+        value = False
+        error: tuple[str, str] | None = None
+        try:
+            if msg.action == "ready":
+                value = self.server.model_ready(msg.model_name, msg.model_version)
+            elif msg.action == "load":
+                await load_model(self.server, msg.model_name, dict(msg.parameters))
+            elif msg.action == "unload":
+                await self._unload(worker, msg)
+            else:
+                raise InvalidArgumentError(f"unknown model control action '{msg.action}'")
+        except TritonLiteError as exc:
+            error = (code_name(exc), exc.message)
+        except Exception as exc:  # a bug: answer, so the model does not wait forever
+            log.exception("model control from '%s' failed", worker.instance_name)
+            error = ("INTERNAL", f"internal error: {exc}")
+        if worker.alive:
+            try:
+                worker.send(ControlResponse(msg.call_id, error, value))
+            except WorkerDied:
+                pass
+
+    async def _unload(self, worker: WorkerProcess, msg: ControlRequest) -> None:
+        dependents = bool(msg.parameters.get("unload_dependents", False))
+        if msg.model_name != worker.model_name:
+            await unload_model(self.server, msg.model_name, dependents)
+            return
+        # A model unloading itself: its own request is in flight, and the unload
+        # waits for that to finish, so answer once the unload has begun.
+        task = asyncio.ensure_future(unload_model(self.server, msg.model_name, dependents))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.sleep(0)
+        if task.done():
+            task.result()  # e.g. not allowed in this model control mode
+        else:
+            task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("unloading a model at its own request failed: %s", task.exception())

@@ -1,0 +1,74 @@
+"""The lean gRPC transport: our own asyncio HTTP/2 server (h2c) for rpc_table's methods.
+
+grpc.aio spends hundreds of microseconds of CPU per small call and copies
+large messages several times; this server parses frames in Python with
+hpack for header blocks (lean_h2_connection.py) and runs each call as one
+task (lean_h2_calls.py). Selected with `--grpc-server lean`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from tritonlite.frontends.grpc.lean_h2_connection import READ_SIZE, UNAVAILABLE, H2Connection
+from tritonlite.frontends.grpc.rpc_table import RpcMethod
+
+if TYPE_CHECKING:
+    from tritonlite.frontends.grpc.grpc_server import GrpcOptions
+
+log = logging.getLogger("tritonlite.grpc")
+
+
+class LeanGrpcServer:
+    def __init__(self, methods: list[RpcMethod], options: GrpcOptions, max_receive: int) -> None:
+        self.methods = {m.path.encode(): m for m in methods}
+        self.options = options
+        self.max_receive = max_receive
+        self.connections: set[H2Connection] = set()
+        self.tasks: set[asyncio.Task] = set()
+        # Every connection reads into this buffer and copies the bytes out at once
+        # (get_buffer and buffer_updated run back to back), except for large
+        # messages, which are read straight into their own buffers.
+        self.read_view = memoryview(bytearray(READ_SIZE))
+        self._server: asyncio.base_events.Server | None = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def start(self) -> None:
+        """Bind and listen; RuntimeError when the address cannot be bound."""
+        host = self.options.address
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: H2Connection(self), host, self.options.port,
+                reuse_address=True, backlog=1024,
+            )
+        except OSError as exc:
+            raise RuntimeError(
+                f"failed to bind gRPC to {self.options.bind_address()}: {exc}"
+            ) from None
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting; GOAWAY; let calls in flight finish (up to `grace_s`); close."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        pending: list[Any] = [*self.tasks, *(c.closed for c in self.connections)]
+        if pending:
+            await asyncio.wait(pending, timeout=grace_s)
+        for conn in list(self.connections):
+            conn.abort(UNAVAILABLE, "the server is shutting down")
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=1.0)

@@ -1,0 +1,141 @@
+"""The gRPC methods, independent of the transport that carries them.
+
+Both transports (grpc.aio in grpc_server.py, the lean HTTP/2 server in
+lean_h2_server.py) serve this one table: each entry parses the request
+bytes, runs the RPC and serializes the answer; a unary RPC that fails raises
+`RpcAbort` with its gRPC status code and message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from protos import grpc_service_pb2 as pb
+from tritonlite.core.inference_server import InferenceServer
+from tritonlite.errors import InternalError, InvalidArgumentError, TritonLiteError
+from tritonlite.frontends.grpc.health_metadata import HealthMetadataRpcs, health_check
+from tritonlite.frontends.grpc.inference import InferenceRpcs
+from tritonlite.frontends.grpc.repository import RepositoryRpcs
+from tritonlite.frontends.grpc.shared_memory import SharedMemoryRpcs
+from tritonlite.frontends.grpc.statistics import StatisticsRpcs
+from tritonlite.frontends.grpc.status_codes import status_code_of
+from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request, undecodable_text
+from tritonlite.frontends.grpc.trace_logging import LogSettings, TraceLoggingRpcs
+
+log = logging.getLogger("tritonlite.grpc")
+
+SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+class RpcAbort(Exception):
+    """A unary RPC's failure: the status code and message to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RpcMethod:
+    """One method. Unary: `call(request) -> response`, raising RpcAbort.
+
+    Streaming (ModelStreamInfer): `call(requests, write)` where `requests` is
+    an async iterator of parsed messages and `await write(bytes)` sends one.
+    `serialize` is None where `call` already answers with bytes.
+    """
+
+    service: str
+    name: str
+    streaming: bool
+    deserialize: Callable[[bytes], Any] | None
+    call: Callable[..., Awaitable[Any]]
+    serialize: Callable[[Any], bytes] | None
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+
+class _Undecodable:
+    """What a request deserializer hands over for bytes that do not parse."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: TritonLiteError) -> None:
+        self.error = error
+
+
+def _deserializer(message_type: Any) -> Callable[[bytes], Any]:
+    """FromString that never raises: the RPC reports INVALID_ARGUMENT instead."""
+    parse = message_type.FromString
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Undecodable(InvalidArgumentError(undecodable_text(exc)))
+
+    return deserialize
+
+
+def unary(method: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+    """Run one RPC; a TritonLiteError becomes RpcAbort with its status code."""
+
+    async def call(request: Any) -> Any:
+        try:
+            if type(request) is _Undecodable:
+                raise request.error
+            return await method(request)
+        except TritonLiteError as exc:
+            error = exc
+        except Exception as exc:
+            log.exception("gRPC %s failed", getattr(method, "__name__", "call"))
+            error = InternalError(f"internal error: {exc}")
+        raise RpcAbort(status_code_of(error), error.message)
+
+    return call
+
+
+def build_rpc_methods(
+    server: InferenceServer, inference: InferenceRpcs, log_settings: LogSettings
+) -> list[RpcMethod]:
+    """Every method of GRPCInferenceService plus grpc.health.v1.Health/Check."""
+    rpcs: list[Any] = [
+        HealthMetadataRpcs(server),
+        StatisticsRpcs(server),
+        RepositoryRpcs(server),
+        SharedMemoryRpcs(server),
+        TraceLoggingRpcs(server, log_settings),
+    ]
+    methods = [
+        RpcMethod(SERVICE, "ModelInfer", False, deserialize_infer_request,
+                  unary(inference.ModelInfer), None),
+        RpcMethod(SERVICE, "ModelStreamInfer", True, deserialize_infer_request,
+                  inference.ModelStreamInfer, None),
+    ]
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    for method in service.methods:
+        if method.name in ("ModelInfer", "ModelStreamInfer"):
+            continue
+        owner = next(r for r in rpcs if hasattr(r, method.name))
+        methods.append(RpcMethod(
+            SERVICE, method.name, False,
+            _deserializer(getattr(pb, method.input_type.name)),
+            unary(getattr(owner, method.name)),
+            getattr(pb, method.output_type.name).SerializeToString,
+        ))
+    check = health_check(server)
+
+    async def health(request: bytes) -> bytes:
+        return await check(request, None)
+
+    methods.append(RpcMethod(HEALTH_SERVICE, "Check", False, None, health, None))
+    return methods

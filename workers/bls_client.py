@@ -1,0 +1,327 @@
+"""BLS and model control from inside a model: the worker's side of the calls.
+
+`pb_utils.InferenceRequest.exec()` / `async_exec()` and `pb_utils.load_model`
+/ `unload_model` / `is_model_ready` land here (the worker installs one
+BLSClient as pb_utils._bls_executor and _model_control). Each call sends one
+message to the frontend and waits for the answer, which the worker's channel
+reader hands to `deliver`.
+
+Tensors go through shared memory: a call's inputs are written into the
+worker's output arena (the frontend reads them in place); outputs arrive in
+the frontend's arena, are copied into arrays the model owns, and the blocks
+are handed back at once with BLSRelease. As in Triton, exec() does not raise
+for a failed inference: the response carries the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import queue
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shm.arena import Block
+from tritonlite.datatypes import serialize_bytes_tensor
+from workers.messages import (
+    BLSRelease,
+    BLSRequest,
+    BLSResponse,
+    ControlRequest,
+    ControlResponse,
+    OutputSpec,
+    RequestItem,
+    TensorRef,
+)
+from workers.python_backend import triton_python_backend_utils as pb_utils
+from workers.tensor_io import TRITON_TYPE, WIRE_OF_TRITON, copy_into, host_array, read_array
+
+if TYPE_CHECKING:
+    from workers.worker_main import Worker
+
+_SEQUENCE_START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
+_SEQUENCE_END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
+
+
+class _Closed:
+    """Put in a call's queue when no answer can come any more."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class PendingCall:
+    """Answers to one call, in arrival order; `first` resolves on the first."""
+
+    __slots__ = ("answers", "first")
+
+    def __init__(self) -> None:
+        self.answers: queue.SimpleQueue[BLSResponse | ControlResponse | _Closed] = (
+            queue.SimpleQueue()
+        )
+        self.first: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def put(self, answer: BLSResponse | ControlResponse | _Closed) -> None:
+        self.answers.put(answer)
+        if not self.first.done():
+            try:
+                self.first.set_result(None)
+            except concurrent.futures.InvalidStateError:
+                pass
+
+
+class BLSClient:
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._calls: dict[int, PendingCall] = {}
+        self._ids = itertools.count(1)
+        self._closed_reason: str | None = None
+        self.model_name = ""
+
+    # -- plumbing (reader side) ------------------------------------------------
+    def deliver(self, msg: BLSResponse | ControlResponse) -> None:
+        final = msg.final if isinstance(msg, BLSResponse) else True
+        call = self._calls.pop(msg.call_id, None) if final else self._calls.get(msg.call_id)
+        if call is None:  # nobody waits (cannot happen unless a call was failed)
+            if isinstance(msg, BLSResponse) and msg.response is not None:
+                self._release(msg.response.outputs)
+            return
+        call.put(msg)
+
+    def fail_all(self, reason: str) -> None:
+        """The channel is gone: every waiting call gets an error, as will new ones."""
+        self._closed_reason = reason
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            call.put(_Closed(reason))
+
+    def _start(self, make: Any) -> PendingCall:
+        """Register a call, then send the message `make(call_id)` builds."""
+        call = PendingCall()
+        if self._closed_reason is not None:
+            call.put(_Closed(self._closed_reason))
+            return call
+        self._worker.ensure_reader()
+        call_id = next(self._ids)
+        self._calls[call_id] = call
+        if self._closed_reason is not None:  # closed while registering
+            self._calls.pop(call_id, None)
+            call.put(_Closed(self._closed_reason))
+            return call
+        try:
+            self._worker.send(make(call_id))
+        except OSError as exc:
+            self._calls.pop(call_id, None)
+            call.put(_Closed(f"unable to reach the server: {exc}"))
+        return call
+
+    def _release(self, refs: list[TensorRef]) -> None:
+        blocks = [(r.segment_id, r.offset) for r in refs if r.nbytes]
+        if blocks:
+            try:
+                self._worker.send(BLSRelease(blocks))
+            except OSError:
+                pass  # the frontend is gone and with it the blocks
+
+    # -- BLS inference -----------------------------------------------------------
+    def exec(self, request: pb_utils.InferenceRequest, decoupled: bool = False) -> Any:
+        started = self._send_infer(request, decoupled)
+        if isinstance(started, pb_utils.InferenceResponse):
+            return _single_iterator(started) if decoupled else started
+        call, blocks = started
+        if decoupled:
+            return ResponseIterator(self, call, blocks)
+        return self._single(call.answers.get(), blocks)
+
+    def async_exec(self, request: pb_utils.InferenceRequest, decoupled: bool = False) -> Any:
+        """Send now; the returned task resolves to the response (or iterator)."""
+        loop = asyncio.get_running_loop()
+        started = self._send_infer(request, decoupled)
+        if isinstance(started, pb_utils.InferenceResponse):
+            done = loop.create_future()
+            done.set_result(_single_iterator(started) if decoupled else started)
+            return done
+        call, blocks = started
+
+        async def wait() -> Any:
+            await asyncio.wrap_future(call.first)
+            if decoupled:
+                return ResponseIterator(self, call, blocks)
+            return self._single(call.answers.get_nowait(), blocks)
+
+        return loop.create_task(wait())
+
+    def _send_infer(
+        self, request: pb_utils.InferenceRequest, decoupled: bool
+    ) -> tuple[PendingCall, list[Block]] | pb_utils.InferenceResponse:
+        """Write the inputs and send the request; an error response if impossible."""
+        blocks: list[Block] = []
+        try:
+            item = self._request_item(request, blocks)
+        except Exception as exc:
+            self._free(blocks)
+            return _error_response(str(exc), pb_utils.TritonError.INVALID_ARG)
+        version = request.model_version()
+        call = self._start(
+            lambda call_id: BLSRequest(
+                call_id, request.model_name(), "" if version < 0 else str(version), item,
+                decoupled,
+            )
+        )
+        return call, blocks
+
+    def _request_item(self, request: pb_utils.InferenceRequest, blocks: list[Block]) -> RequestItem:
+        params: dict[str, Any] = json.loads(request.parameters() or "{}")
+        correlation_id = request.correlation_id()
+        flags = request.flags()
+        if correlation_id:
+            params["sequence_id"] = correlation_id
+        if flags & _SEQUENCE_START:
+            params["sequence_start"] = True
+        if flags & _SEQUENCE_END:
+            params["sequence_end"] = True
+        if request.timeout() > 0:
+            params["timeout"] = request.timeout()
+        names = request.requested_output_names()
+        return RequestItem(
+            request.request_id(),
+            [self._write_input(t, blocks) for t in request.inputs()],
+            [OutputSpec(n) for n in names] if names else None,
+            params,
+        )
+
+    def _write_input(self, tensor: pb_utils.Tensor, blocks: list[Block]) -> TensorRef:
+        arena = self._worker.arena
+        assert arena is not None
+        datatype = WIRE_OF_TRITON.get(tensor.triton_dtype())
+        if datatype is None:
+            raise pb_utils.TritonModelException(
+                f"input '{tensor.name()}' has a data type BLS cannot send"
+            )
+        array = host_array(tensor)
+        if datatype == "BYTES":
+            raw: bytes | np.ndarray = serialize_bytes_tensor(array)
+            nbytes = len(raw)
+        else:
+            raw = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+            nbytes = raw.nbytes
+        block = arena.allocate(nbytes)
+        blocks.append(block)
+        copy_into(block.view, raw)
+        return TensorRef(
+            tensor.name(), datatype, list(array.shape), block.segment_id, block.offset, nbytes
+        )
+
+    def _free(self, blocks: list[Block]) -> None:
+        arena = self._worker.arena
+        if arena is None:
+            return
+        for block in blocks:
+            if not block.freed:
+                arena.free(block)
+        blocks.clear()
+
+    def _single(self, answer: BLSResponse | ControlResponse | _Closed, blocks: list[Block]
+                ) -> pb_utils.InferenceResponse:
+        self._free(blocks)  # the frontend is done with the inputs once it answers
+        return self.to_response(answer)
+
+    def to_response(self, answer: BLSResponse | ControlResponse | _Closed
+                    ) -> pb_utils.InferenceResponse:
+        if isinstance(answer, _Closed):
+            return _error_response(answer.reason, pb_utils.TritonError.UNAVAILABLE)
+        assert isinstance(answer, BLSResponse)
+        item = answer.response
+        if item is None:  # a bare final flag
+            return pb_utils.InferenceResponse()
+        if item.error is not None:
+            code_name, message = item.error
+            code = getattr(pb_utils.TritonError, code_name, pb_utils.TritonError.INTERNAL)
+            return _error_response(message, code)
+        segments = self._worker.segments
+        tensors = []
+        try:
+            for ref in item.outputs:
+                if ref.nbytes:
+                    view = segments.get(ref.segment_id).view[ref.offset : ref.offset + ref.nbytes]
+                else:
+                    view = memoryview(b"")
+                array = read_array(view, ref.datatype, ref.shape, copy=True)
+                dtype = TRITON_TYPE[ref.datatype]
+                tensors.append(pb_utils.Tensor._from_worker(ref.name, array, dtype))
+        finally:
+            self._release(item.outputs)
+        return pb_utils.InferenceResponse(tensors, parameters=answer.parameters or None)
+
+    # -- model control ------------------------------------------------------------
+    def _control(self, action: str, model_name: str, version: str = "",
+                 parameters: dict[str, Any] | None = None) -> bool:
+        if not isinstance(model_name, str):
+            raise TypeError("model_name must be a str")
+        call = self._start(
+            lambda call_id: ControlRequest(call_id, action, model_name, version, parameters or {})
+        )
+        answer = call.answers.get()
+        if isinstance(answer, _Closed):
+            raise pb_utils.TritonModelException(answer.reason)
+        assert isinstance(answer, ControlResponse)
+        if answer.error is not None:
+            raise pb_utils.TritonModelException(answer.error[1])
+        return answer.value
+
+    def load_model(self, model_name: str, config: str, files: dict | None) -> None:
+        params: dict[str, Any] = {}
+        if config:
+            params["config"] = config
+        for key, content in (files or {}).items():
+            params[str(key)] = bytes(content) if not isinstance(content, str) else content
+        self._control("load", model_name, "", params)
+
+    def unload_model(self, model_name: str, unload_dependents: bool) -> None:
+        self._control("unload", model_name, "", {"unload_dependents": bool(unload_dependents)})
+
+    def is_model_ready(self, model_name: str, model_version: str) -> bool:
+        return self._control("ready", model_name, str(model_version or ""))
+
+
+class ResponseIterator:
+    """The responses of a decoupled BLS call (exec(decoupled=True)), as they come.
+
+    Like Triton's, it ends after the final flag; a final flag sent without a
+    response shows up as a last, empty response.
+    """
+
+    def __init__(self, client: BLSClient, call: PendingCall, blocks: list[Block]) -> None:
+        self._client = client
+        self._call = call
+        self._blocks = blocks
+        self._done = False
+
+    def __iter__(self) -> Iterator[pb_utils.InferenceResponse]:
+        return self
+
+    def __next__(self) -> pb_utils.InferenceResponse:
+        if self._done:
+            raise StopIteration
+        answer = self._call.answers.get()
+        if isinstance(answer, _Closed) or getattr(answer, "final", True):
+            self._done = True
+            self._client._free(self._blocks)
+        return self._client.to_response(answer)
+
+    def cancel(self) -> None:
+        """Accepted for Triton compatibility; the called model is not interrupted."""
+
+
+def _single_iterator(response: pb_utils.InferenceResponse) -> Iterator[pb_utils.InferenceResponse]:
+    return iter([response])
+
+
+def _error_response(message: str, code: int) -> pb_utils.InferenceResponse:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))

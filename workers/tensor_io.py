@@ -1,0 +1,65 @@
+"""Tensor bytes <-> numpy inside a worker: dtype tables, reads and writes.
+
+Shared by the batch executor (worker_main), BLS calls (bls_client) and
+decoupled response senders, so every path lays tensors out the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_dtype
+from workers.python_backend import triton_python_backend_utils as pb_utils
+
+# Wire datatype name -> TRITONSERVER_TYPE_* (what pb_utils.Tensor carries).
+TRITON_TYPE: dict[str, int] = {
+    "BOOL": pb_utils.TRITONSERVER_TYPE_BOOL,
+    "UINT8": pb_utils.TRITONSERVER_TYPE_UINT8,
+    "UINT16": pb_utils.TRITONSERVER_TYPE_UINT16,
+    "UINT32": pb_utils.TRITONSERVER_TYPE_UINT32,
+    "UINT64": pb_utils.TRITONSERVER_TYPE_UINT64,
+    "INT8": pb_utils.TRITONSERVER_TYPE_INT8,
+    "INT16": pb_utils.TRITONSERVER_TYPE_INT16,
+    "INT32": pb_utils.TRITONSERVER_TYPE_INT32,
+    "INT64": pb_utils.TRITONSERVER_TYPE_INT64,
+    "FP16": pb_utils.TRITONSERVER_TYPE_FP16,
+    "FP32": pb_utils.TRITONSERVER_TYPE_FP32,
+    "FP64": pb_utils.TRITONSERVER_TYPE_FP64,
+    "BYTES": pb_utils.TRITONSERVER_TYPE_BYTES,
+}
+WIRE_OF_TRITON: dict[int, str] = {code: name for name, code in TRITON_TYPE.items()}
+
+FIXED = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+         "FP16", "FP32", "FP64")
+NUMPY: dict[str, np.dtype] = {name: numpy_dtype(name) for name in FIXED}
+WIRE: dict[np.dtype, str] = {dtype: name for name, dtype in NUMPY.items()}
+
+
+def host_array(tensor: pb_utils.Tensor) -> np.ndarray:
+    """A tensor's data in host memory (GPU tensors are copied back)."""
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    device = tensor._device_obj
+    if hasattr(device, "cpu"):  # torch
+        return device.detach().cpu().numpy()
+    if hasattr(device, "get"):  # cupy
+        return device.get()
+    return np.from_dlpack(device, device="cpu", copy=True)
+
+
+def copy_into(target: memoryview, raw: bytes | np.ndarray) -> None:
+    if isinstance(raw, np.ndarray):
+        if raw.nbytes:
+            # A flat byte view of a C-contiguous array: one memcpy, no temporaries.
+            target[:] = memoryview(raw.reshape(-1).view(np.uint8))
+    else:
+        target[:] = raw
+
+
+def read_array(view: memoryview, datatype: str, shape: list[int], *, copy: bool) -> np.ndarray:
+    """An array over (or, with copy, out of) a tensor's bytes in shared memory."""
+    dtype = NUMPY.get(datatype)
+    if dtype is None:  # BYTES: the elements become new bytes objects anyway
+        return deserialize_bytes_tensor(view, element_count(shape), shape)
+    array = np.frombuffer(view, dtype=dtype).reshape(shape)
+    return array.copy() if copy else array
