@@ -238,6 +238,41 @@ def test_client_keepalive_pings(grpc_transport):
         assert srv.stop() == 0
 
 
+def test_server_keepalive_pings(grpc_transport):
+    """--grpc-keepalive-time/-timeout: the server pings; an unanswered ping closes (lean)."""
+    from tests.conftest import EXAMPLES
+    from tests.grpc_fixtures import grpc_server_args
+    from tests.h2_raw import SETTINGS
+    from tests.server_harness import ServerProcess
+
+    class Silent(RawH2):  # acknowledges SETTINGS only
+        def _acknowledge(self, ftype: int, payload: bytes) -> None:
+            if ftype == SETTINGS:
+                super()._acknowledge(ftype, payload)
+
+    srv = ServerProcess(
+        [EXAMPLES], "--grpc-keepalive-time", "200", "--grpc-keepalive-timeout", "300",
+        "--grpc-keepalive-permit-without-calls", "true", *grpc_server_args(grpc_transport),
+    )
+    try:
+        for cls in (RawH2, Silent):
+            raw = cls(srv.grpc_url)
+            try:
+                start = time.monotonic()
+                pings = 0
+                while (f := raw.read_frame(max(0.0, start + 1.2 - time.monotonic()))):
+                    pings += f[0] == PING and not f[1] & ACK
+                closed_after = time.monotonic() - start
+            finally:
+                raw.close()
+            if cls is RawH2:
+                assert pings >= 3 and closed_after >= 1.1  # pinged, and kept open
+            elif grpc_transport == "lean":  # grpc C-core keeps it longer here
+                assert pings == 1 and closed_after < 1.1
+    finally:
+        assert srv.stop() == 0
+
+
 # -- methods, compression, limits ----------------------------------------------
 def test_unknown_method_and_service(grpc_server):
     with grpc.insecure_channel(grpc_server.grpc_url) as channel:

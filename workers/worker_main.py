@@ -396,7 +396,13 @@ class Worker:
             refs = [next(r for r in item.inputs if r.name == name) for item in items]
             view = self._adjacent_view(refs)
             if view is None:
-                view = np.concatenate([self._input_array(r) for r in refs], axis=0)
+                parts = [self._input_array(r) for r in refs]
+                dest = None
+                staging = getattr(self.backend, "gather_buffer", None)
+                if staging is not None:
+                    shape = [sum(int(p.shape[0]) for p in parts), *parts[0].shape[1:]]
+                    dest = staging(name, parts[0].dtype, shape)
+                view = np.concatenate(parts, axis=0, out=dest)
             merged[name] = view
         return merged
 

@@ -89,6 +89,9 @@ class PyTorchBackend(TensorBackend):
         super().__init__(model_file, config, instance)
         self.module: Any = None
         self.device = torch.device("cpu")
+        # Page-locked staging buffers (CUDA instances): batches are gathered
+        # straight into them and copied to and from the GPU asynchronously.
+        self._pinned: dict[str, torch.Tensor] = {}
         self._input_slots: list[tuple[str, int]] = []
         self._output_slots: list[tuple[str, int]] = []
         self._inference_mode = True
@@ -156,6 +159,21 @@ class PyTorchBackend(TensorBackend):
                         f"{len(args)} arguments"
                     )
 
+    def _staging(self, key: str, nbytes: int) -> torch.Tensor:
+        buf = self._pinned.get(key)
+        if buf is None or buf.numel() < nbytes:
+            buf = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=True)
+            self._pinned[key] = buf
+        return buf
+
+    def gather_buffer(self, name: str, dtype: np.dtype, shape: list[int]) -> np.ndarray | None:
+        """Where the worker should gather a batched input: pinned memory on CUDA."""
+        if self.device.type != "cuda" or dtype.kind == "O":
+            return None
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        buf = self._staging("in:" + name, nbytes)
+        return buf.numpy()[:nbytes].view(dtype).reshape(shape)
+
     def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = max((i for _, i in self._input_slots), default=-1) + 1
         args: list[Any] = [None] * count
@@ -183,7 +201,21 @@ class PyTorchBackend(TensorBackend):
                 value = result[index]
                 if not isinstance(value, torch.Tensor):
                     raise BackendError(f"output '{name}' is not a tensor ({type(value).__name__})")
-                outputs[name] = value.detach().cpu().numpy()
+                if self.device.type == "cuda" and value.is_cuda:
+                    nbytes = value.numel() * value.element_size()
+                    host = self._staging("out:" + name, nbytes)[:nbytes]
+                    host = host.view(value.dtype).view(value.shape)
+                    host.copy_(value.detach(), non_blocking=True)
+                    outputs[name] = host  # converted after the stream sync below
+                else:
+                    outputs[name] = value.detach().cpu().numpy()
+            if self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
+                # The views stay valid until the next execute; the worker copies
+                # them into shared memory before that.
+                outputs = {
+                    n: v.numpy() if isinstance(v, torch.Tensor) else v for n, v in outputs.items()
+                }
         except BackendError:
             raise
         except Exception as exc:

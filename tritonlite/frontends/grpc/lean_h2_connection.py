@@ -9,15 +9,14 @@ on arrival, bounded by the message size limit; streams: once the handler
 has taken the queued messages, which pushes back on a client that sends
 faster than the stream is served), and we send DATA only within the
 peer's connection and stream windows, resuming on WINDOW_UPDATE.
-The calls themselves run in lean_h2_calls.py.
+Frames out: lean_h2_output.py; pings, keepalive, GOAWAY: lean_h2_lifecycle.py;
+the calls run in lean_h2_calls.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from hpack import Decoder
@@ -25,38 +24,29 @@ from hpack.exceptions import HPACKError
 
 from tritonlite.frontends.grpc import h2_frames as h2
 from tritonlite.frontends.grpc.grpc_messages import MessageError, MessageReader
-from tritonlite.frontends.grpc.lean_h2_calls import WRITE_HIGH_WATER, run_stream, run_unary
-from tritonlite.frontends.grpc.rpc_table import RpcMethod
+from tritonlite.frontends.grpc.lean_h2_calls import run_stream, run_unary
+from tritonlite.frontends.grpc.lean_h2_lifecycle import H2Lifecycle
+from tritonlite.frontends.grpc.lean_h2_output import H2Output
+from tritonlite.frontends.grpc.lean_h2_stream import (
+    CONNECTION_CREDIT_AT,
+    CONNECTION_WINDOW,
+    DIRECT_READ_MIN,
+    INTERNAL,
+    JOIN_BELOW,
+    MAX_FRAME,
+    MAX_HEADER_BLOCK,
+    MAX_HEADER_LIST,
+    STREAM_CREDIT_AT,
+    STREAM_WINDOW,
+    UNIMPLEMENTED,
+    H2ProtocolError,
+    Stream,
+)
 
 if TYPE_CHECKING:
     from tritonlite.frontends.grpc.lean_h2_server import LeanGrpcServer
 
 log = logging.getLogger("tritonlite.grpc")
-
-# What we grant and accept (grpc C-core's starting values).
-STREAM_WINDOW = 4 * 1024 * 1024
-CONNECTION_WINDOW = 16 * 1024 * 1024
-MAX_FRAME = 4 * 1024 * 1024
-MAX_HEADER_LIST = 16 * 1024
-MAX_HEADER_BLOCK = 64 * 1024
-# Window credit is batched: sent once this much has been consumed.
-STREAM_CREDIT_AT = STREAM_WINDOW // 4
-CONNECTION_CREDIT_AT = CONNECTION_WINDOW // 4
-# Larger writes go to the transport as separate buffers (no joining copy).
-JOIN_BELOW = 64 * 1024
-READ_SIZE = 256 * 1024  # the server's one read buffer (LeanGrpcServer.read_view)
-# Reads of a large message's remaining bytes go straight into its buffer.
-DIRECT_READ_MIN = 64 * 1024
-MAX_MESSAGE = h2.MAX_WINDOW  # 2 GiB - 1, as Triton
-
-# gRPC status codes.
-DEADLINE_EXCEEDED = 4
-UNIMPLEMENTED = 12
-INTERNAL = 13
-UNAVAILABLE = 14
-
-_KEEPALIVE_PING = b"tl-keep"
-_IDLE_PING_INTERVAL_S = 7200.0  # C-core: pings without calls, unless permitted
 
 _SERVER_SETTINGS = h2.settings_frame({
     h2.SETTINGS_INITIAL_WINDOW_SIZE: STREAM_WINDOW,
@@ -65,52 +55,7 @@ _SERVER_SETTINGS = h2.settings_frame({
 }) + h2.window_update(0, CONNECTION_WINDOW - h2.DEFAULT_WINDOW)
 
 
-class H2ProtocolError(Exception):
-    """A connection error (RFC 9113 5.4.1): GOAWAY with `code`, then close."""
-
-    def __init__(self, code: int, debug: str) -> None:
-        super().__init__(debug)
-        self.code = code
-        self.debug = debug
-
-
-class Stream:
-    """One call: what was received, what is waiting to be sent."""
-
-    __slots__ = (
-        "sid", "method", "reader", "messages", "recv_open", "closed", "held", "recv_window",
-        "send_window", "out", "out_len", "trailers", "headers_sent", "task", "timer",
-        "waiter", "drained",
-    )
-
-    def __init__(self, sid: int, method: RpcMethod | None, send_window: int) -> None:
-        self.sid = sid
-        self.method = method
-        self.reader: MessageReader | None = None
-        self.messages: deque[Any] = deque()
-        self.recv_open = True
-        self.closed = False
-        self.held = 0  # received bytes not yet credited back to the client
-        self.recv_window = STREAM_WINDOW  # what the client may still send
-        self.send_window = send_window
-        self.out: deque[Any] = deque()
-        self.out_len = 0
-        self.trailers: bytes | None = None
-        self.headers_sent = False
-        self.task: asyncio.Task | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.waiter: asyncio.Future | None = None  # a request iterator waiting for data
-        self.drained: asyncio.Future | None = None  # a writer waiting for the window
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-class H2Connection(asyncio.BufferedProtocol):
+class H2Connection(H2Lifecycle, H2Output, asyncio.BufferedProtocol):
     def __init__(self, owner: LeanGrpcServer) -> None:
         self.owner = owner
         self.methods = owner.methods
@@ -599,268 +544,3 @@ class H2Connection(asyncio.BufferedProtocol):
             self.cancel_stream(stream)
         elif sid in self._blocked:
             self.pump(stream)
-
-    def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid != 0 or len(payload) != 8:
-            raise H2ProtocolError(h2.PROTOCOL_ERROR, "bad PING")
-        if flags & h2.ACK:
-            if payload.startswith(_KEEPALIVE_PING) and self._keepalive_timeout is not None:
-                self._keepalive_timeout.cancel()
-                self._keepalive_timeout = None
-                self._schedule_keepalive()
-            return
-        # grpc C-core's ping abuse policy, with the same flags and defaults.
-        now = time.monotonic()
-        idle = not self.streams and not self._permit_idle_pings
-        allowed_at = self._last_ping + (
-            _IDLE_PING_INTERVAL_S if idle else self._min_ping_interval
-        )
-        self._last_ping = now
-        if now < allowed_at:
-            self._strikes += 1
-            if self._max_strikes and self._strikes > self._max_strikes:
-                raise H2ProtocolError(h2.ENHANCE_YOUR_CALM, "too_many_pings")
-        self._send(h2.frame(h2.PING, h2.ACK, 0, payload))
-
-    # -- frames out ----------------------------------------------------------
-    def _send(self, data: bytes) -> None:
-        if self._batch is not None:
-            self._batch.append(data)
-        elif self.transport is not None:
-            self.transport.write(data)
-
-    def _send_many(self, pieces: list[Any]) -> None:
-        if self._batch is not None:
-            self._batch.extend(pieces)
-        elif self.transport is None or not pieces:
-            return
-        elif len(pieces) == 1:
-            self.transport.write(pieces[0])
-        elif sum(map(len, pieces)) < JOIN_BELOW:
-            self.transport.write(b"".join(pieces))
-        else:
-            self.transport.writelines(pieces)
-
-    def _header_block(self, block: bytes) -> bytes:
-        if self._table_update:
-            block = self._table_update + block
-            self._table_update = b""
-        return block
-
-    def respond(self, stream: Stream, payload: bytes) -> None:
-        """A unary call's answer: headers, the message, OK trailers."""
-        if stream.closed:
-            return
-        size = len(payload)
-        if size > MAX_MESSAGE:
-            self.finish(stream, 8, f"Sent message larger than max ({size} vs. {MAX_MESSAGE})")
-            return
-        n = size + 5
-        sid = stream.sid
-        if (
-            n <= stream.send_window and n <= self._send_window and n <= self._peer_max_frame
-            and not self._table_update
-        ):
-            stream.send_window -= n
-            self._send_window -= n
-            stream.headers_sent = True
-            self._strikes = 0
-            head = (
-                h2.frame_head(h2.HEADERS, h2.END_HEADERS, sid, len(h2.RESPONSE_HEADERS))
-                + h2.RESPONSE_HEADERS
-                + h2.frame_head(h2.DATA, 0, sid, n)
-                + b"\x00" + size.to_bytes(4, "big")
-            )
-            tail = (
-                h2.frame_head(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, sid,
-                              len(h2.OK_TRAILERS))
-                + h2.OK_TRAILERS
-            )
-            if n < JOIN_BELOW:
-                self._send(head + payload + tail)
-            else:
-                self._send_many([head, payload, tail])
-            self._close_stream(stream)
-            return
-        self._queue_message(stream, payload)
-        stream.trailers = h2.OK_TRAILERS
-        self.pump(stream)
-
-    def send_message(self, stream: Stream, payload: bytes) -> None:
-        """Queue one message of a stream and send what the windows allow."""
-        self._queue_message(stream, payload)
-        self.pump(stream)
-
-    def _queue_message(self, stream: Stream, payload: bytes) -> None:
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            block = self._header_block(h2.RESPONSE_HEADERS)
-            self._send(h2.frame(h2.HEADERS, h2.END_HEADERS, stream.sid, block))
-        stream.out.append(b"\x00" + len(payload).to_bytes(4, "big"))
-        stream.out.append(payload)
-        stream.out_len += len(payload) + 5
-
-    def pump(self, stream: Stream) -> None:
-        """Send queued DATA within the windows; the trailers once all is out."""
-        out = stream.out
-        pieces: list[Any] = []
-        sid = stream.sid
-        while stream.out_len:
-            n = min(stream.out_len, stream.send_window, self._send_window, self._peer_max_frame)
-            if n <= 0:
-                break
-            pieces.append(h2.frame_head(h2.DATA, 0, sid, n))
-            stream.out_len -= n
-            stream.send_window -= n
-            self._send_window -= n
-            while n:
-                first = out[0]
-                if len(first) <= n:
-                    out.popleft()
-                    pieces.append(first)
-                    n -= len(first)
-                else:
-                    view = first if isinstance(first, memoryview) else memoryview(first)
-                    pieces.append(view[:n])
-                    out[0] = view[n:]
-                    n = 0
-        done = False
-        if stream.out_len:
-            self._blocked[sid] = stream
-        else:
-            self._blocked.pop(sid, None)
-            if stream.trailers is not None:
-                block = self._header_block(stream.trailers)
-                pieces.append(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, sid, block))
-                done = True
-        if pieces:
-            self._strikes = 0
-            self._send_many(pieces)
-        drained = stream.drained
-        if drained is not None and stream.out_len <= WRITE_HIGH_WATER:
-            stream.drained = None
-            if not drained.done():
-                drained.set_result(None)
-        if done:
-            self._close_stream(stream)
-
-    def _resume_blocked(self) -> None:
-        for stream in list(self._blocked.values()):
-            if self._send_window <= 0:
-                break
-            if stream.send_window > 0:
-                self.pump(stream)
-
-    def finish(self, stream: Stream, code: int, message: str = "") -> None:
-        """End the call with a status (trailers-only when nothing was sent)."""
-        if stream.closed or stream.trailers is not None:
-            return
-        block = h2.OK_TRAILERS if not code and not message else h2.status_block(
-            code, message[:4096]
-        )
-        if stream.headers_sent:
-            stream.trailers = block
-            self.pump(stream)
-            return
-        stream.headers_sent = True
-        block = self._header_block(h2.RESPONSE_HEADERS + block)
-        self._send(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.sid, block))
-        self._close_stream(stream)
-
-    def fail_stream(self, stream: Stream, code: int, message: str) -> None:
-        """Stop a call now: its handler is cancelled, the client gets `code`."""
-        task = stream.task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-        stream.out.clear()
-        stream.out_len = 0
-        stream.trailers = None
-        self.finish(stream, code, message)
-
-    def _close_stream(self, stream: Stream) -> None:
-        """Our side is done: forget the stream (RST_STREAM if the client still sends)."""
-        stream.closed = True
-        self.streams.pop(stream.sid, None)
-        self._blocked.pop(stream.sid, None)
-        if stream.timer is not None:
-            stream.timer.cancel()
-            stream.timer = None
-        if stream.recv_open:
-            stream.recv_open = False
-            self._send(h2.rst_stream(stream.sid, h2.NO_ERROR))
-        stream.messages.clear()
-        stream.wake()
-        if stream.drained is not None and not stream.drained.done():
-            stream.drained.set_result(None)
-        if self._goaway_sid is not None and not self.streams:
-            self.close()
-
-    def cancel_stream(self, stream: Stream) -> None:
-        """The client reset the stream or went away: stop its handler, send nothing."""
-        if stream.task is not None:
-            stream.task.cancel()
-        stream.trailers = None
-        stream.out.clear()
-        stream.out_len = 0
-        stream.recv_open = False
-        self._close_stream(stream)
-
-    def _deadline(self, stream: Stream) -> None:
-        stream.timer = None
-        self.fail_stream(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
-
-    # -- connection lifecycle ------------------------------------------------
-    def connection_error(self, code: int, debug: str) -> None:
-        log.debug("gRPC connection error %d: %s", code, debug)
-        if self._goaway_sid is None:
-            self._goaway_sid = self._last_sid
-        self._send(h2.goaway(self._last_sid, code, debug.encode("latin-1", "replace")))
-        self.close()
-
-    def shutdown(self) -> None:
-        """Graceful: GOAWAY (no new streams); close once the calls in flight end."""
-        if self._goaway_sid is None:
-            self._goaway_sid = self._last_sid
-            self._send(h2.goaway(self._last_sid, h2.NO_ERROR))
-        if not self.streams:
-            self.close()
-
-    def abort(self, code: int, message: str) -> None:
-        """Fail every call still open and close."""
-        for stream in list(self.streams.values()):
-            self.fail_stream(stream, code, message)
-        self.close()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()  # writes what is buffered first
-
-    def _too_old(self) -> None:
-        """--grpc-max-connection-age: GOAWAY, then close after the grace period."""
-        self.shutdown()
-        grace = self.owner.options.max_connection_age_grace_ms
-        if grace is not None:
-            self._age_timers.append(self.loop.call_later(
-                grace / 1000, self.abort, UNAVAILABLE, "max connection age reached"
-            ))
-
-    def _schedule_keepalive(self) -> None:
-        interval = self.owner.options.keepalive_time_ms / 1000
-        if interval > 0 and self.transport is not None:
-            self._keepalive_timer = self.loop.call_later(interval, self._keepalive)
-
-    def _keepalive(self) -> None:
-        if self.transport is None:
-            return
-        if not self.streams and not self._permit_idle_pings:
-            self._schedule_keepalive()
-            return
-        self._send(h2.frame(h2.PING, 0, 0, _KEEPALIVE_PING + b"\x00"))
-        timeout = self.owner.options.keepalive_timeout_ms / 1000
-        self._keepalive_timeout = self.loop.call_later(timeout, self._keepalive_expired)
-
-    def _keepalive_expired(self) -> None:
-        log.info("gRPC keepalive ping not acknowledged; closing the connection")
-        self._keepalive_timeout = None
-        if self.transport is not None:
-            self.transport.abort()

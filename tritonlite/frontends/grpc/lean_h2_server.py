@@ -13,7 +13,8 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from tritonlite.frontends.grpc.lean_h2_connection import READ_SIZE, UNAVAILABLE, H2Connection
+from tritonlite.frontends.grpc.lean_h2_connection import H2Connection
+from tritonlite.frontends.grpc.lean_h2_stream import READ_SIZE, UNAVAILABLE
 from tritonlite.frontends.grpc.rpc_table import RpcMethod
 
 if TYPE_CHECKING:
