@@ -33,7 +33,7 @@ class UnavailableError(TritonLiteError):
 
 
 class UnsupportedError(TritonLiteError):
-    http_status = 400
+    http_status = 501  # Triton maps UNSUPPORTED to 501 Not Implemented
     grpc_code_name = "UNIMPLEMENTED"
 
 

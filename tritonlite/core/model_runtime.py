@@ -270,7 +270,9 @@ class ModelRuntime:
 
     def pending_count(self) -> int:
         queued = len(self.batcher) if self.batcher is not None else len(self.queue)
-        return queued + self.in_flight
+        # Open decoupled streams count too: unloading waits for their final flag.
+        streams = sum(len(s.worker.streams) for s in self.slots if s.worker is not None)
+        return queued + self.in_flight + streams
 
     def _idle_slots(self) -> list[InstanceSlot]:
         return [
