@@ -15,7 +15,7 @@ import pytest
 
 from tests.server_harness import ServerProcess
 
-DEFAULT_TRANSPORT = "lean"
+DEFAULT_TRANSPORT = "lean"  # `tritonlite serve --grpc-server` default (cli.py)
 TRANSPORTS = [
     t for t in os.environ.get("TRITONLITE_TEST_GRPC_SERVERS", "lean,aio").split(",") if t
 ]

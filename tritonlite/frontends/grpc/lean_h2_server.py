@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from tritonlite.frontends.grpc.grpc_server import GrpcOptions
 
 log = logging.getLogger("tritonlite.grpc")
+
+_WILDCARDS = ("0.0.0.0", "::", "")
 
 
 class LeanGrpcServer:
@@ -49,10 +52,18 @@ class LeanGrpcServer:
             host = host[1:-1]
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                lambda: H2Connection(self), host, self.options.port,
-                reuse_address=True, backlog=1024,
-            )
+            if host in _WILDCARDS and socket.has_dualstack_ipv6():
+                # As grpc C-core: a wildcard address takes IPv4 and IPv6 clients.
+                sock = socket.create_server(
+                    ("::", self.options.port), family=socket.AF_INET6,
+                    backlog=1024, dualstack_ipv6=True,
+                )
+                self._server = await loop.create_server(lambda: H2Connection(self), sock=sock)
+            else:
+                self._server = await loop.create_server(
+                    lambda: H2Connection(self), host, self.options.port,
+                    reuse_address=True, backlog=1024,
+                )
         except OSError as exc:
             raise RuntimeError(
                 f"failed to bind gRPC to {self.options.bind_address()}: {exc}"
