@@ -244,10 +244,12 @@ def _client_loop(
         out.put((index, lat))
     finally:
         if handles:
-            client.unregister_system_shared_memory(f"in{tag}")
-            client.unregister_system_shared_memory(f"out{tag}")
-            for h in handles:
-                shm.destroy_shared_memory_region(h)
+            try:
+                client.unregister_system_shared_memory(f"in{tag}")
+                client.unregister_system_shared_memory(f"out{tag}")
+            finally:  # never leave a segment in /dev/shm, whatever the server said
+                for h in handles:
+                    shm.destroy_shared_memory_region(h)
 
 
 def run_cell(
