@@ -46,3 +46,33 @@ def test_step_error_fails_the_request_with_its_message(server):
     with pytest.raises(InferenceServerException) as info:
         client.infer("ensemble_fails", [inp])
     assert "ValueError: model says no" in info.value.message()
+
+
+def test_ensemble_over_grpc_matches_http(server):
+    import tritonclient.grpc as grpcclient
+
+    a = np.linspace(-1, 1, 16, dtype=np.float32)
+    b = np.full(16, 0.25, dtype=np.float32)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = [
+        grpcclient.InferInput("IN0", [16], "FP32"),
+        grpcclient.InferInput("IN1", [16], "FP32"),
+    ]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(b)
+    result = client.infer("ensemble_add_sub", inputs)
+    s, d = a + b, a - b  # the same float32 steps the models take
+    np.testing.assert_array_equal(result.as_numpy("OUT_SUM"), s + d)
+    np.testing.assert_array_equal(result.as_numpy("OUT_DIFF"), s - d)
+    np.testing.assert_array_equal(result.as_numpy("COPY"), a)
+    http = httpclient.InferenceServerClient(server.url)
+    h_inputs = [
+        httpclient.InferInput("IN0", [16], "FP32"),
+        httpclient.InferInput("IN1", [16], "FP32"),
+    ]
+    h_inputs[0].set_data_from_numpy(a)
+    h_inputs[1].set_data_from_numpy(b)
+    h_result = http.infer("ensemble_add_sub", h_inputs)
+    for name in ("OUT_SUM", "OUT_DIFF", "COPY"):
+        np.testing.assert_array_equal(result.as_numpy(name), h_result.as_numpy(name))
+    client.close()
