@@ -518,19 +518,22 @@ class InferenceServer:
                     reason="REJECTED" if isinstance(exc, UnavailableError) else "BACKEND",
                 )
                 raise
-            if response.error is not None:
-                code, text = response.error
-                # Triton counts an error the model returns as a success and a
-                # raising execute() as a failure; copy that.
+            def record(ok: bool) -> None:
                 rt.stats.record_request(
-                    ok=code != EXECUTE_FAILED,
+                    ok=ok,
                     total_ns=time.perf_counter_ns() - t_start,
                     queue_ns=item.started_ns - item.enqueued_ns,
                     input_ns=done.compute_input_ns,
                     infer_ns=done.compute_infer_ns,
                     output_ns=done.compute_output_ns,
-                    batch_size=_batch_size(spec, model_shapes),
+                    batch_size=batch_size,
                 )
+
+            if response.error is not None:
+                code, text = response.error
+                # Triton counts an error the model returns as a success and a
+                # raising execute() as a failure; copy that.
+                record(code != EXECUTE_FAILED)
                 if sequence is not None:
                     rt.sequencer.finish(sequence)
                 raise error_from_code_name(code, text)
@@ -547,15 +550,7 @@ class InferenceServer:
             if sequence is not None:
                 outputs = self._keep_state(rt, sequence, outputs, worker, hidden)
             result = self._build_result(request, rt, outputs, worker, out_regions)
-            rt.stats.record_request(
-                ok=True,
-                total_ns=time.perf_counter_ns() - t_start,
-                queue_ns=item.started_ns - item.enqueued_ns,
-                input_ns=done.compute_input_ns,
-                infer_ns=done.compute_infer_ns,
-                output_ns=done.compute_output_ns,
-                batch_size=_batch_size(spec, model_shapes),
-            )
+            record(True)
             result_leases, out_leases = out_leases, []
             release_outputs = result._release
 
