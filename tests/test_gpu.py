@@ -149,13 +149,8 @@ def test_python_model_with_dlpack_gpu_tensors(gpu_server):
     assert info["back_device"] == "cuda:0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pb_utils.Tensor.from_dlpack treats a bare DLPack capsule as CPU memory "
-    "(_CapsuleSource.__dlpack_device__); Triton's documented form "
-    "from_dlpack(name, to_dlpack(cuda_tensor)) fails until pb_utils reads the capsule's device",
-)
 def test_python_model_with_cuda_dlpack_capsule(gpu_server):
+    """Triton's documented form: from_dlpack(name, to_dlpack(cuda_tensor))."""
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
     outputs = _infer(gpu_server, "dlpack_capsule_gpu", "X", x)
     np.testing.assert_array_equal(np.array(outputs["Z"]["data"]).reshape(1, 4), x + 1)

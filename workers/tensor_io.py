@@ -44,7 +44,12 @@ def host_array(tensor: pb_utils.Tensor) -> np.ndarray:
         return device.detach().cpu().numpy()
     if hasattr(device, "get"):  # cupy
         return device.get()
-    return np.from_dlpack(device, device="cpu", copy=True)
+    try:  # a bare DLPack capsule on a GPU: torch can import and copy it back
+        import torch
+
+        return torch.from_dlpack(device).cpu().numpy()
+    except ImportError:
+        return np.from_dlpack(device, device="cpu", copy=True)
 
 
 def copy_into(target: memoryview, raw: bytes | np.ndarray) -> None:

@@ -512,7 +512,13 @@ class Worker:
                 tensor = produced.get(name)
                 if tensor is None:
                     continue
-                refs.append(self._write_output(name, _host_array(tensor), dest))
+                try:
+                    array = _host_array(tensor)
+                except Exception as exc:  # a model's odd tensor must not kill the worker
+                    raise WorkerError(
+                        "INTERNAL", f"failed to read output '{name}' of the model: {exc}"
+                    ) from exc
+                refs.append(self._write_output(name, array, dest))
         except WorkerError as exc:
             self._free_refs(refs)
             return ResponseItem([], (exc.code, exc.message))
