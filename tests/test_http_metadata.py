@@ -99,3 +99,21 @@ def test_repository_index_reports_failures_with_reason(server):
     status, ready_only = call_json(server.url, "POST", "/v2/repository/index", {"ready": True})
     assert all(i["state"] == "READY" for i in ready_only)
     assert "init_fails" not in {i["name"] for i in ready_only}
+
+
+def test_logging_and_trace_settings_over_http(server):
+    client = httpclient.InferenceServerClient(server.url)
+    settings = client.get_log_settings()
+    assert settings["log_file"] == "" and settings["log_info"] is True
+    updated = client.update_log_settings({"log_verbose_level": 1})
+    assert updated["log_verbose_level"] == 1
+    client.update_log_settings({"log_verbose_level": 0})
+    # No API may set a file path (Triton CVE-2024-0087/0100).
+    status, doc = call_json(server.url, "POST", "/v2/logging", {"log_file": "/tmp/x.log"})
+    assert status == 400 and "cannot be set through the API" in doc["error"]
+    status, doc = call_json(server.url, "POST", "/v2/logging", {"log_info": "yes"})
+    assert (status, doc["error"]) == (400, "expect boolean for 'log_info'")
+    trace = client.get_trace_settings()
+    assert trace["trace_level"] == ["OFF"] and trace["trace_file"] == ""
+    status, doc = call_json(server.url, "POST", "/v2/trace/setting", {"trace_file": "/etc/x"})
+    assert status == 400 and "cannot be set through the API" in doc["error"]

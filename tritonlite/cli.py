@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tritonlite.core.inference_server import InferenceServer, ServerOptions
+from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.request_limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ async def serve(ns: argparse.Namespace) -> int:
         rate_limit_resources=_resources(ns.rate_limit_resource),
     )
     server = InferenceServer(options)
+    server.log_settings = LogSettings(
+        log_info=ns.log_info, log_verbose_level=max(ns.log_verbose, 0)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -179,7 +183,6 @@ async def serve(ns: argparse.Namespace) -> int:
 
 def _grpc_frontend(server: InferenceServer, ns: argparse.Namespace) -> GrpcFrontend:
     from tritonlite.frontends.grpc.grpc_server import GrpcFrontend, GrpcOptions
-    from tritonlite.frontends.grpc.trace_logging import LogSettings
 
     return GrpcFrontend(
         server,
@@ -197,9 +200,7 @@ def _grpc_frontend(server: InferenceServer, ns: argparse.Namespace) -> GrpcFront
             max_connection_age_ms=ns.grpc_max_connection_age,
             max_connection_age_grace_ms=ns.grpc_max_connection_age_grace,
             transport=ns.grpc_server,
-            log_settings=LogSettings(
-                log_info=ns.log_info, log_verbose_level=max(ns.log_verbose, 0)
-            ),
+            log_settings=server.log_settings,
         ),
     )
 

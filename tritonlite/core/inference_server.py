@@ -27,6 +27,7 @@ from tritonlite.core.inference_request import (
     OutputTensor,
     ShmRef,
 )
+from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.model_runtime import ModelRuntime
 from tritonlite.core.rate_limiter import ResourcePool
 from tritonlite.core.request_limits import RequestLimits
@@ -78,11 +79,15 @@ _SHAPE_MISMATCH = "Unable to parse 'data': Shape does not match true shape of 'd
 SERVER_NAME = "triton"
 SERVER_VERSION = "2.51.0"
 EXTENSIONS = [
+    "sequence",
+    "model_repository",
+    "schedule_policy",
     "model_configuration",
     "system_shared_memory",
     "binary_tensor_data",
     "parameters",
     "statistics",
+    "logging",
 ]
 
 
@@ -129,6 +134,7 @@ class InferenceServer:
         self.regions = RegionRegistry(next_id=self._next_id)
         self.regions.on_region_closed = self._on_region_closed
         self.models: dict[str, ModelEntry] = {}
+        self.log_settings = LogSettings()  # shared by the HTTP and gRPC logging APIs
         self._control_locks: dict[str, asyncio.Lock] = {}
         self.resource_pool = (
             ResourcePool(options.rate_limit_resources)

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from tritonlite.core.inference_server import InferenceServer
+from tritonlite.core.log_settings import LogSettings
 from tritonlite.frontends.grpc.inference import InferenceRpcs
 from tritonlite.frontends.grpc.rpc_table import (
     HEALTH_SERVICE,
@@ -22,7 +23,6 @@ from tritonlite.frontends.grpc.rpc_table import (
     RpcMethod,
     build_rpc_methods,
 )
-from tritonlite.frontends.grpc.trace_logging import LogSettings
 
 log = logging.getLogger("tritonlite.grpc")
 

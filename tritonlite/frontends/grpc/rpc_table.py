@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
+from tritonlite.core.log_settings import LogSettings
 from tritonlite.errors import InternalError, InvalidArgumentError, TritonLiteError
 from tritonlite.frontends.grpc.health_metadata import HealthMetadataRpcs, health_check
 from tritonlite.frontends.grpc.inference import InferenceRpcs
@@ -26,7 +27,7 @@ from tritonlite.frontends.grpc.shared_memory import SharedMemoryRpcs
 from tritonlite.frontends.grpc.statistics import StatisticsRpcs
 from tritonlite.frontends.grpc.status_codes import status_code_of
 from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request, undecodable_text
-from tritonlite.frontends.grpc.trace_logging import LogSettings, TraceLoggingRpcs
+from tritonlite.frontends.grpc.trace_logging import TraceLoggingRpcs
 
 log = logging.getLogger("tritonlite.grpc")
 

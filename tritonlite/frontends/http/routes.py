@@ -15,9 +15,15 @@ from typing import Any
 
 from tritonlite.core.inference_request import InferRequest, InferResult, InputTensor
 from tritonlite.core.inference_server import InferenceServer
+from tritonlite.core.log_settings import NO_FILE_OVER_THE_WIRE, TRACE_DEFAULTS
 from tritonlite.core.model_control import load_model, unload_model
 from tritonlite.core.response_stream import StreamItem
-from tritonlite.errors import InvalidArgumentError, NotFoundError, TritonLiteError
+from tritonlite.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    TritonLiteError,
+    UnavailableError,
+)
 from tritonlite.frontends.http.infer_codec import (
     build_infer_response,
     output_values,
@@ -119,6 +125,12 @@ class Routes:
             ("POST", m + "/infer", self.infer),
             ("POST", m + "/generate", self.generate),
             ("POST", m + "/generate_stream", self.generate_stream),
+            ("GET", r"/v2/logging", self.logging),
+            ("POST", r"/v2/logging", self.logging),
+            ("GET", r"/v2/trace/setting", self.trace_setting),
+            ("POST", r"/v2/trace/setting", self.trace_setting),
+            ("GET", m + "/trace/setting", self.trace_setting),
+            ("POST", m + "/trace/setting", self.trace_setting),
             ("POST", r"/v2/repository/index", self.repository_index),
             ("POST", r"/v2/repository/models/(?P<model>[^/]+)/load", self.model_load),
             ("POST", r"/v2/repository/models/(?P<model>[^/]+)/unload", self.model_unload),
@@ -317,6 +329,26 @@ class Routes:
                 item = await anext(events, None)
         finally:
             await events.aclose()
+
+    async def logging(self, r: HttpRequest) -> HttpReply:
+        settings = self.server.log_settings
+        if r.method == "POST":
+            settings.update(_json_doc(r.body))
+        return json_reply(settings.as_dict())
+
+    async def trace_setting(self, r: HttpRequest) -> HttpReply:
+        if "model" in r.params and not self.server.model_ready(r.params["model"]):
+            raise InvalidArgumentError(f"Request for unknown model : {r.params['model']}")
+        if r.method == "POST":
+            doc = _json_doc(r.body)
+            if doc.get("trace_file"):
+                raise InvalidArgumentError(NO_FILE_OVER_THE_WIRE.format(name="trace_file"))
+            if doc:
+                raise UnavailableError("the server does not support trace")
+        out: dict = {}
+        for name, values in TRACE_DEFAULTS.items():
+            out[name] = values if name == "trace_level" else values[0]
+        return json_reply(out)
 
     async def repository_index(self, r: HttpRequest) -> HttpReply:
         doc = _json_doc(r.body)
