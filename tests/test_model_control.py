@@ -186,3 +186,22 @@ def test_poll_mode_picks_up_a_new_version(tmp_path):
         assert not client.is_model_ready("two_versions", "1")  # latest-1 policy
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_unload_dependents_takes_the_ensemble_down(tmp_path):
+    repo = _repo(tmp_path, "add_sub", "identity_fp32", "ensemble_add_sub")
+    srv = ServerProcess([str(repo)], "--model-control-mode", "explicit", "--load-model", "*")
+    try:
+        client = httpclient.InferenceServerClient(srv.url)
+        assert client.is_model_ready("ensemble_add_sub")
+        client.unload_model("identity_fp32", unload_dependents=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+            client.is_model_ready("identity_fp32") or client.is_model_ready("ensemble_add_sub")
+        ):
+            time.sleep(0.05)
+        assert not client.is_model_ready("identity_fp32")
+        assert not client.is_model_ready("ensemble_add_sub")
+        assert client.is_model_ready("add_sub")
+    finally:
+        assert srv.stop() == 0, srv.log()

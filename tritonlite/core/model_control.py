@@ -153,6 +153,21 @@ async def unload_model(server: InferenceServer, name: str, unload_dependents: bo
     if server.options.model_control_mode != "explicit":
         raise UnavailableError(NOT_ALLOWED)
     await _unload(server, name)
+    if unload_dependents:
+        for dependent in _dependents(server, name):
+            await _unload(server, dependent)
+
+
+def _dependents(server: InferenceServer, name: str) -> list[str]:
+    """Ensembles with a step that runs `name`."""
+    out = []
+    for other, entry in server.models.items():
+        for rt in entry.versions.values():
+            steps = getattr(rt, "steps", None)
+            if steps and any(step.model_name == name for step in steps):
+                out.append(other)
+                break
+    return out
 
 
 async def _unload(server: InferenceServer, name: str) -> None:
