@@ -81,6 +81,7 @@ SERVER_VERSION = "2.51.0"
 EXTENSIONS = [
     "sequence",
     "model_repository",
+    "model_repository(unload_dependents)",
     "schedule_policy",
     "model_configuration",
     "system_shared_memory",
