@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import tritonclient.utils.shared_memory as shm
 
 from tests.server_harness import ROOT, ServerProcess
 
@@ -32,3 +33,18 @@ def server():
 
 # The gRPC tests' fixtures (each gRPC test runs against both transports).
 from tests.grpc_fixtures import grpc_server, grpc_transport  # noqa: E402, F401
+
+
+@pytest.fixture
+def regions():
+    """Create client shm regions with tritonclient's helper; destroyed after the test."""
+    made = []
+
+    def make(name, key, size):
+        handle = shm.create_shared_memory_region(name, key, size)
+        made.append(handle)
+        return handle
+
+    yield make
+    for handle in made:
+        shm.destroy_shared_memory_region(handle)

@@ -18,20 +18,6 @@ def client(server):
     c.unregister_system_shared_memory()
 
 
-@pytest.fixture
-def regions():
-    made = []
-
-    def make(name, key, size):
-        handle = shm.create_shared_memory_region(name, key, size)
-        made.append(handle)
-        return handle
-
-    yield make
-    for handle in made:
-        shm.destroy_shared_memory_region(handle)
-
-
 def _key(tag: str) -> str:
     return f"/tltest_{os.getpid()}_{tag}"
 

@@ -1,6 +1,7 @@
 """Sequence batching: per-correlation-id state, control tensors, END and idle release."""
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -13,8 +14,16 @@ from tests.server_harness import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def seq_server():
-    srv = ServerProcess([os.path.join(ROOT, "tests", "models_seq")])
+def seq_server(tmp_path_factory):
+    # Both models run the same model.py; only their configs differ.
+    src = os.path.join(ROOT, "tests", "models_seq")
+    repo = tmp_path_factory.mktemp("seq")
+    model_py = os.path.join(src, "accumulate", "1", "model.py")
+    for name in os.listdir(src):
+        (repo / name / "1").mkdir(parents=True)
+        shutil.copy(os.path.join(src, name, "config.pbtxt"), repo / name / "config.pbtxt")
+        shutil.copy(model_py, repo / name / "1" / "model.py")
+    srv = ServerProcess([str(repo)])
     yield srv
     assert srv.stop() == 0, srv.log()
 
