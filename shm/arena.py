@@ -9,8 +9,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shm.arena_allocator import ArenaAllocator
-from shm.segments import Segment
+from tritonlite.shm.arena_allocator import ArenaAllocator
+from tritonlite.shm.segments import Segment
+
 from tritonlite.errors import UnavailableError
 
 MiB = 1 << 20

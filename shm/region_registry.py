@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shm.segments import Segment, is_reserved_key, open_client_region
+from tritonlite.shm.segments import Segment, is_reserved_key, open_client_region
+
 from tritonlite.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 
 # Larger offsets or sizes cannot come from a real client (Triton keeps them in

@@ -19,13 +19,13 @@ pytest.importorskip("onnx")
 
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
-
-from tests.server_harness import ROOT, ServerProcess  # noqa: E402
-from workers.backends.onnxruntime_backend import (  # noqa: E402
+from tritonlite.workers.backends.onnxruntime_backend import (  # noqa: E402
     auto_complete_config,
     session_options,
 )
-from workers.backends.tensor_backend import BackendError  # noqa: E402
+from tritonlite.workers.backends.tensor_backend import BackendError  # noqa: E402
+
+from tests.server_harness import ROOT, ServerProcess  # noqa: E402
 
 
 def _gen():
@@ -258,10 +258,17 @@ def test_strict_model_config_needs_config_pbtxt(tmp_path):
 
 
 def test_worker_gathers_adjacent_and_scattered_requests(tmp_path):
-    from shm.arena import Arena
-    from workers import channel, messages
-    from workers.messages import BatchDone, ExecuteBatch, Init, Ready, RequestItem, TensorRef
-    from workers.worker_main import Worker
+    from tritonlite.shm.arena import Arena
+    from tritonlite.workers import channel, messages
+    from tritonlite.workers.messages import (
+        BatchDone,
+        ExecuteBatch,
+        Init,
+        Ready,
+        RequestItem,
+        TensorRef,
+    )
+    from tritonlite.workers.worker_main import Worker
 
     model_file = gen.write_model(str(tmp_path), "onnx_dense", seed=5)
     with open(os.path.join(tmp_path, "onnx_dense", "config.pbtxt")) as f:

@@ -15,14 +15,14 @@ torch = pytest.importorskip("torch")
 
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
-
-from tests.server_harness import ROOT, ServerProcess  # noqa: E402
-from workers.backends.pytorch_backend import (  # noqa: E402
+from tritonlite.workers.backends.pytorch_backend import (  # noqa: E402
     PyTorchBackend,
     apply_thread_settings,
     binding_indices,
 )
-from workers.backends.tensor_backend import BackendError, InstanceInfo  # noqa: E402
+from tritonlite.workers.backends.tensor_backend import BackendError, InstanceInfo  # noqa: E402
+
+from tests.server_harness import ROOT, ServerProcess  # noqa: E402
 
 
 def _gen():

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from workers.backends.tensor_backend import BackendError
-from workers.backends.tensorrt_backend import (
+from tritonlite.workers.backends.tensor_backend import BackendError
+from tritonlite.workers.backends.tensorrt_backend import (
     EngineTensor,
     auto_complete_from_engine,
     build_tensor_plan,
@@ -95,12 +94,12 @@ def test_request_shape_checked_against_profile():
 def test_module_imports_without_tensorrt():
     import importlib.util
 
-    from workers.backends import backend_class
+    from tritonlite.workers.backends import backend_class
 
     cls = backend_class("tensorrt")
     assert cls.name == "tensorrt"
     if importlib.util.find_spec("tensorrt") is None:
-        from workers.backends.tensor_backend import InstanceInfo
+        from tritonlite.workers.backends.tensor_backend import InstanceInfo
 
         backend = cls("/nonexistent.plan", CONFIG, InstanceInfo("r_0", "GPU", 0))
         with pytest.raises(BackendError, match="tensorrt and pycuda"):

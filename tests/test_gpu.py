@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 import pytest
+from tritonlite.workers.backends import placement
 
 from tests.http_raw import call_json
 from tests.server_harness import ROOT, ServerProcess
-from workers.backends import placement
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(

@@ -15,8 +15,8 @@ from tests.server_harness import ROOT
 
 def _codec_checks() -> None:
     import numpy as np
+    from tritonlite.protos import grpc_service_pb2 as pb
 
-    from protos import grpc_service_pb2 as pb
     from tritonlite.core.inference_request import InferResult, OutputTensor, ShmRef
     from tritonlite.errors import InvalidArgumentError
     from tritonlite.frontends.grpc import tensor_codec as codec

@@ -10,9 +10,9 @@ import struct
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from tritonlite.workers.backends.model_warmup import WarmupError, run_warmup, warmup_samples
 
 from tests.server_harness import ROOT, ServerProcess
-from workers.backends.model_warmup import WarmupError, run_warmup, warmup_samples
 
 
 def _entry(name: str, inputs: dict, batch_size: int = 1, count: int = 0) -> dict:

@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 import pytest
-
-from workers.python_backend import triton_python_backend_utils as pb_utils
+from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 
 ALL_TYPES = [
     # (TRITONSERVER_TYPE_*, numpy type, config type name)

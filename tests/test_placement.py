@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from tritonlite.workers.backends import placement
 
 from tests.server_harness import ServerProcess
-from workers.backends import placement
 
 
 def test_detect_gpu_count_from_proc_and_dev(tmp_path):

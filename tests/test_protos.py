@@ -657,8 +657,7 @@ def our_side(request):
     import struct
 
     from google.protobuf import json_format, text_format
-
-    from protos import grpc_service_pb2, model_config_pb2
+    from tritonlite.protos import grpc_service_pb2, model_config_pb2
 
     def b64(data):
         return base64.b64encode(data).decode()
@@ -992,9 +991,10 @@ def test_generated_code_has_no_strict_version_pins():
     for name in ("model_config_pb2.py", "grpc_service_pb2.py"):
         assert "ValidateProtobufRuntimeVersion" not in (PROTOS / name).read_text()
     grpc_text = (PROTOS / "grpc_service_pb2_grpc.py").read_text()
-    assert "from protos import grpc_service_pb2" in grpc_text
+    assert "from tritonlite.protos import grpc_service_pb2" in grpc_text
     assert "GRPC_GENERATED_VERSION = '1.64.0'" in grpc_text
-    assert "from protos import model_config_pb2" in (PROTOS / "grpc_service_pb2.py").read_text()
+    pb2_text = (PROTOS / "grpc_service_pb2.py").read_text()
+    assert "from tritonlite.protos import model_config_pb2" in pb2_text
 
 
 # --------------------------------------------------------------------------

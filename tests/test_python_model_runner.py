@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from workers.python_backend import triton_python_backend_utils as pb_utils
-from workers.python_backend.model_runner import ModelLoadError, PythonModelRunner
+from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
+from tritonlite.workers.python_backend.model_runner import ModelLoadError, PythonModelRunner
 
 ADD_SUB = '''
 import json

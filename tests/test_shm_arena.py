@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tritonlite.shm.arena import Arena, Block, SegmentCache
+from tritonlite.shm.arena_allocator import ArenaAllocator
+from tritonlite.shm.segments import Segment, deferred_close_count
 
-from shm.arena import Arena, Block, SegmentCache
-from shm.arena_allocator import ArenaAllocator
-from shm.segments import Segment, deferred_close_count
 from tritonlite.errors import UnavailableError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def test_socketpair_fd_passing() -> None:
 _CHILD = textwrap.dedent(
     """
     import socket, sys
-    from shm.arena import SegmentCache
+    from tritonlite.shm.arena import SegmentCache
     mode, size, offset, nbytes, arg = sys.argv[1], *map(int, sys.argv[2:6])
     cache = SegmentCache()
     if mode == "sock":

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 
 import posix_ipc
 import pytest
+from tritonlite.shm.arena import Arena, SegmentCache
+from tritonlite.shm.region_registry import RegionRegistry
+from tritonlite.shm.segments import deferred_close_count, is_reserved_key, open_client_region
 
-from shm.arena import Arena, SegmentCache
-from shm.region_registry import RegionRegistry
-from shm.segments import deferred_close_count, is_reserved_key, open_client_region
 from tritonlite.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 
 PREFIX = f"tltest_{os.getpid()}_"

@@ -14,9 +14,9 @@ from typing import Any
 from google.protobuf import json_format, text_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from protos import model_config_pb2 as mc
 from tritonlite.datatypes import CONFIG_TO_WIRE
 from tritonlite.errors import InvalidArgumentError
+from tritonlite.protos import model_config_pb2 as mc
 
 ModelConfig = mc.ModelConfig
 

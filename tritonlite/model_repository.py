@@ -6,8 +6,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from protos import model_config_pb2 as mc
 from tritonlite.model_config import ConfigError
+from tritonlite.protos import model_config_pb2 as mc
 
 # Model names become folder lookups and worker argv entries: keep them plain.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")

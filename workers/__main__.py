@@ -1,6 +1,6 @@
-"""Entry point: `python -m workers --channel-fd N --backend python --instance NAME`."""
+"""Entry point: `python -m tritonlite.workers --channel-fd N --backend python --instance NAME`."""
 
-from workers.worker_main import main
+from tritonlite.workers.worker_main import main
 
 if __name__ == "__main__":
     main()

@@ -24,10 +24,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from shm.arena import Block
-from tritonlite.datatypes import serialize_bytes_tensor
-from workers.messages import (
+from tritonlite.shm.arena import Block
+from tritonlite.workers.messages import (
     BLSRelease,
     BLSRequest,
     BLSResponse,
@@ -37,11 +35,19 @@ from workers.messages import (
     RequestItem,
     TensorRef,
 )
-from workers.python_backend import triton_python_backend_utils as pb_utils
-from workers.tensor_io import TRITON_TYPE, WIRE_OF_TRITON, copy_into, host_array, read_array
+from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
+from tritonlite.workers.tensor_io import (
+    TRITON_TYPE,
+    WIRE_OF_TRITON,
+    copy_into,
+    host_array,
+    read_array,
+)
+
+from tritonlite.datatypes import serialize_bytes_tensor
 
 if TYPE_CHECKING:
-    from workers.worker_main import Worker
+    from tritonlite.workers.worker_main import Worker
 
 _SEQUENCE_START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
 _SEQUENCE_END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END

@@ -14,11 +14,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from workers.python_backend import triton_python_backend_utils as pb_utils
+from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 
 if TYPE_CHECKING:
-    from workers.messages import RequestItem
-    from workers.worker_main import Worker
+    from tritonlite.workers.messages import RequestItem
+    from tritonlite.workers.worker_main import Worker
 
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 

@@ -7,9 +7,9 @@ decoupled response senders, so every path lays tensors out the same way.
 from __future__ import annotations
 
 import numpy as np
+from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 
 from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_dtype
-from workers.python_backend import triton_python_backend_utils as pb_utils
 
 # Wire datatype name -> TRITONSERVER_TYPE_* (what pb_utils.Tensor carries).
 TRITON_TYPE: dict[str, int] = {

@@ -24,21 +24,14 @@ import time
 import traceback
 
 import numpy as np
-
-from shm.arena import Arena, Block, SegmentCache
-from tritonlite.datatypes import (
-    deserialize_bytes_tensor,
-    element_count,
-    serialize_bytes_tensor,
-    wire_type_of,
-)
-from workers import channel, messages
-from workers.backends import backend_class, is_framework_backend
-from workers.backends.model_warmup import python_executor, run_warmup, warmup_samples
-from workers.backends.placement import apply_cpu_set, group_of_instance
-from workers.backends.tensor_backend import CONFIG_NUMPY, InstanceInfo, TensorBackend
-from workers.bls_client import BLSClient
-from workers.messages import (
+from tritonlite.shm.arena import Arena, Block, SegmentCache
+from tritonlite.workers import channel, messages
+from tritonlite.workers.backends import backend_class, is_framework_backend
+from tritonlite.workers.backends.model_warmup import python_executor, run_warmup, warmup_samples
+from tritonlite.workers.backends.placement import apply_cpu_set, group_of_instance
+from tritonlite.workers.backends.tensor_backend import CONFIG_NUMPY, InstanceInfo, TensorBackend
+from tritonlite.workers.bls_client import BLSClient
+from tritonlite.workers.messages import (
     EXECUTE_FAILED,
     AttachSegment,
     BatchDone,
@@ -56,13 +49,20 @@ from workers.messages import (
     StreamResponse,
     TensorRef,
 )
-from workers.python_backend import triton_python_backend_utils as pb_utils
-from workers.response_sender import ResponseSender
-from workers.tensor_io import NUMPY as _NUMPY
-from workers.tensor_io import TRITON_TYPE as _TRITON_TYPE
-from workers.tensor_io import WIRE as _WIRE
-from workers.tensor_io import copy_into as _copy_into
-from workers.tensor_io import host_array as _host_array
+from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
+from tritonlite.workers.response_sender import ResponseSender
+from tritonlite.workers.tensor_io import NUMPY as _NUMPY
+from tritonlite.workers.tensor_io import TRITON_TYPE as _TRITON_TYPE
+from tritonlite.workers.tensor_io import WIRE as _WIRE
+from tritonlite.workers.tensor_io import copy_into as _copy_into
+from tritonlite.workers.tensor_io import host_array as _host_array
+
+from tritonlite.datatypes import (
+    deserialize_bytes_tensor,
+    element_count,
+    serialize_bytes_tensor,
+    wire_type_of,
+)
 
 _tensor = pb_utils.Tensor._from_worker
 
@@ -197,7 +197,7 @@ class Worker:
         self.send(Ready(args["model_config"]))
 
     def _initialize_python(self, init: Init, args: dict[str, str], config: dict) -> dict:
-        from workers.python_backend.model_runner import PythonModelRunner
+        from tritonlite.workers.python_backend.model_runner import PythonModelRunner
 
         # BLS and model control reach the server through this worker's channel.
         pb_utils._bls_executor = self.bls
@@ -608,7 +608,7 @@ def _error_code_name(err) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m workers")
+    parser = argparse.ArgumentParser(prog="python -m tritonlite.workers")
     parser.add_argument("--channel-fd", type=int, required=True)
     parser.add_argument("--instance", required=True)
     parser.add_argument("--backend", default="python")

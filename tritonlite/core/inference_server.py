@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shm.arena import Arena, Block
-from shm.region_registry import RegionLease, RegionRegistry
 from tritonlite.core.ensemble import EnsembleRuntime
 from tritonlite.core.inference_request import (
     InferRequest,
@@ -70,8 +68,10 @@ from tritonlite.model_config import (
     read_config_file,
 )
 from tritonlite.model_repository import available_versions, scan_repositories, select_versions
-from workers.backends import placement
-from workers.messages import EXECUTE_FAILED, OutputSpec, RequestItem, TensorRef
+from tritonlite.shm.arena import Arena, Block
+from tritonlite.shm.region_registry import RegionLease, RegionRegistry
+from tritonlite.workers.backends import placement
+from tritonlite.workers.messages import EXECUTE_FAILED, OutputSpec, RequestItem, TensorRef
 
 log = logging.getLogger("tritonlite")
 

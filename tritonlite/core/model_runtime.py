@@ -22,8 +22,8 @@ from tritonlite.core.sequence_batcher import Sequence, SequenceTracker
 from tritonlite.core.worker_process import WorkerDied, WorkerProcess, WorkerStartError
 from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
-from workers.backends import placement
-from workers.messages import BatchDone, Init, RequestItem, ResponseItem
+from tritonlite.workers.backends import placement
+from tritonlite.workers.messages import BatchDone, Init, RequestItem, ResponseItem
 
 RESTART_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 MAX_START_FAILURES = 3

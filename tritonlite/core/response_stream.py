@@ -18,7 +18,7 @@ from tritonlite.errors import InternalError, TritonLiteError, UnsupportedError, 
 
 if TYPE_CHECKING:
     from tritonlite.core.worker_process import WorkerProcess
-    from workers.messages import ResponseItem, TensorRef
+    from tritonlite.workers.messages import ResponseItem, TensorRef
 
 
 DECOUPLED_HTTP = "HTTP end point doesn't support models with decoupled transaction policy"

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-from shm.arena import SegmentCache
 from tritonlite.errors import InternalError, error_from_code_name
-from workers import channel, messages
-from workers.messages import (
+from tritonlite.shm.arena import SegmentCache
+from tritonlite.workers import channel, messages
+from tritonlite.workers.messages import (
     AttachSegment,
     BatchDone,
     BLSRelease,
@@ -142,7 +142,7 @@ class WorkerProcess:
         argv = [
             sys.executable,
             "-m",
-            "workers",
+            "tritonlite.workers",
             "--channel-fd",
             str(child.fileno()),
             "--instance",

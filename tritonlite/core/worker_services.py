@@ -15,7 +15,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from shm.arena import Block
 from tritonlite.core.inference_request import (
     InferRequest,
     InferResult,
@@ -32,7 +31,8 @@ from tritonlite.errors import (
     UnavailableError,
     UnsupportedError,
 )
-from workers.messages import (
+from tritonlite.shm.arena import Block
+from tritonlite.workers.messages import (
     BLSRelease,
     BLSRequest,
     BLSResponse,

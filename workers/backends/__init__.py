@@ -8,13 +8,13 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from workers.backends.tensor_backend import TensorBackend
+    from tritonlite.workers.backends.tensor_backend import TensorBackend
 
 # backend name -> module that defines `BACKEND` (a TensorBackend subclass).
 FRAMEWORK_BACKENDS: dict[str, str] = {
-    "onnxruntime": "workers.backends.onnxruntime_backend",
-    "pytorch": "workers.backends.pytorch_backend",
-    "tensorrt": "workers.backends.tensorrt_backend",
+    "onnxruntime": "tritonlite.workers.backends.onnxruntime_backend",
+    "pytorch": "tritonlite.workers.backends.pytorch_backend",
+    "tensorrt": "tritonlite.workers.backends.tensorrt_backend",
 }
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tritonlite.workers.backends.tensor_backend import CONFIG_NUMPY
 
 from tritonlite.datatypes import deserialize_bytes_tensor
-from workers.backends.tensor_backend import CONFIG_NUMPY
 
 WARMUP_FOLDER = "warmup"
 
@@ -159,7 +159,7 @@ def python_executor(
     runner: Any, instance_name: str, output_names: list[str]
 ) -> Callable[[Batch], None]:
     """An `execute` for run_warmup that drives a PythonModelRunner."""
-    from workers.python_backend import triton_python_backend_utils as pb_utils
+    from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 
     def execute(batch: Batch) -> None:
         requests = [

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
-from workers.backends.tensor_backend import (
+from tritonlite.workers.backends.tensor_backend import (
     BackendError,
     InstanceInfo,
     TensorBackend,

@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from workers.backends.tensor_backend import (
+from tritonlite.workers.backends.tensor_backend import (
     BackendError,
     InstanceInfo,
     TensorBackend,

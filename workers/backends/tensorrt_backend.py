@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from workers.backends.placement import dla_core_of
-from workers.backends.tensor_backend import BackendError, InstanceInfo, TensorBackend
+from tritonlite.workers.backends.placement import dla_core_of
+from tritonlite.workers.backends.tensor_backend import BackendError, InstanceInfo, TensorBackend
 
 # -- pure: types, the tensor plan, profile and DLA selection --------------------
 
@@ -225,7 +224,7 @@ class TensorRTBackend(TensorBackend):
             raise BackendError(
                 f"the tensorrt backend needs the tensorrt and pycuda packages: {exc}"
             ) from exc
-        from workers.backends.placement import detect_dla_count
+        from tritonlite.workers.backends.placement import detect_dla_count
 
         self._trt, self._cuda = trt, cuda
         cuda.init()

@@ -22,7 +22,7 @@ import types
 from collections.abc import Coroutine
 from typing import Any
 
-from workers.python_backend import triton_python_backend_utils as pb_utils
+from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 
 # Triton 2.51's wording (pb_stub.cc); it names the instance.
 PROCESS_ERROR_FORMAT = (

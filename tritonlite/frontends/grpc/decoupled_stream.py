@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.response_stream import StreamItem
 from tritonlite.errors import TritonLiteError
@@ -22,6 +21,7 @@ from tritonlite.frontends.grpc.tensor_codec import (
     stream_response_bytes,
     to_core_request,
 )
+from tritonlite.protos import grpc_service_pb2 as pb
 
 log = logging.getLogger("tritonlite.grpc")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.frontends.grpc.model_version import checked_version
+from tritonlite.protos import grpc_service_pb2 as pb
 
 
 class HealthMetadataRpcs:

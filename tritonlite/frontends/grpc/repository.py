@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.errors import UnavailableError, UnsupportedError
+from tritonlite.protos import grpc_service_pb2 as pb
 
 # What Triton answers in --model-control-mode=none (the only mode so far).
 _NO_EXPLICIT_CONTROL = "explicit model load / unload is not allowed if polling is enabled"

@@ -16,7 +16,6 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import LogSettings
 from tritonlite.errors import InternalError, InvalidArgumentError, TritonLiteError
@@ -28,6 +27,7 @@ from tritonlite.frontends.grpc.statistics import StatisticsRpcs
 from tritonlite.frontends.grpc.status_codes import status_code_of
 from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request, undecodable_text
 from tritonlite.frontends.grpc.trace_logging import TraceLoggingRpcs
+from tritonlite.protos import grpc_service_pb2 as pb
 
 log = logging.getLogger("tritonlite.grpc")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.errors import InvalidArgumentError, NotFoundError
+from tritonlite.protos import grpc_service_pb2 as pb
 
 
 class SharedMemoryRpcs:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.frontends.grpc.model_version import checked_version
+from tritonlite.protos import grpc_service_pb2 as pb
 
 _INFER_DURATIONS = (
     "success", "fail", "queue", "compute_input", "compute_infer", "compute_output",

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_request import (
     InferRequest,
     InferResult,
@@ -32,6 +31,7 @@ from tritonlite.frontends.grpc.protobuf_wire import (
     encode_varint,
     split_bytes_field,
 )
+from tritonlite.protos import grpc_service_pb2 as pb
 
 # Below this size the protobuf runtime's own parse is cheaper than splitting.
 _SPLIT_THRESHOLD = 16 * 1024

@@ -7,7 +7,6 @@ chosen on the command line only.
 
 from __future__ import annotations
 
-from protos import grpc_service_pb2 as pb
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import (
     BOOL_SETTINGS,
@@ -16,6 +15,7 @@ from tritonlite.core.log_settings import (
     LogSettings,
 )
 from tritonlite.errors import InvalidArgumentError, UnavailableError
+from tritonlite.protos import grpc_service_pb2 as pb
 
 
 class TraceLoggingRpcs:
