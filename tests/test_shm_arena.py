@@ -182,7 +182,8 @@ def test_segment_create_is_anonymous_and_zeroed() -> None:
         assert bytes(seg.view[:16]) == b"\0" * 16
         assert os.get_inheritable(seg.fd) is False
         assert "tritonlite-test" in os.readlink(f"/proc/self/fd/{seg.fd}")
-        assert set(os.listdir("/dev/shm")) - before == set()
+        # Other test runs may share this box: look only at names a segment could take.
+        assert [n for n in set(os.listdir("/dev/shm")) - before if "tritonlite" in n] == []
     assert seg.closed
 
 
