@@ -26,12 +26,7 @@ DECOUPLED_GRPC = "ModelInfer RPC doesn't support models with decoupled transacti
 
 
 class DecoupledModelError(UnsupportedError):
-    """A decoupled model called through an API that returns one response.
-
-    Triton answers UNSUPPORTED with 501 over HTTP (UNIMPLEMENTED over gRPC).
-    """
-
-    http_status = 501
+    """A decoupled model called through an API that returns one response."""
 
 
 @dataclass(slots=True)

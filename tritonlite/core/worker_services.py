@@ -24,12 +24,12 @@ from tritonlite.core.inference_request import (
 from tritonlite.core.model_control import load_model, unload_model
 from tritonlite.core.worker_process import WorkerDied, WorkerProcess
 from tritonlite.errors import (
+    ErrorCode,
     InternalError,
     InvalidArgumentError,
-    NotFoundError,
     TritonLiteError,
-    UnavailableError,
     UnsupportedError,
+    code_name_of,
 )
 from tritonlite.shm.arena import Block
 from tritonlite.workers.messages import (
@@ -55,22 +55,6 @@ DECOUPLED_NEEDS_FLAG = (
     "to the 'exec' or 'async_exec' calls for decoupled models.'"
 )
 SELF_CALL = "model '{model}' cannot send a BLS request to itself"
-
-# TritonLiteError class -> the code name pb_utils.TritonError knows.
-_CODE_NAMES: list[tuple[type[TritonLiteError], str]] = [
-    (InvalidArgumentError, "INVALID_ARG"),
-    (NotFoundError, "NOT_FOUND"),
-    (UnavailableError, "UNAVAILABLE"),
-    (UnsupportedError, "UNSUPPORTED"),
-]
-
-
-def code_name(exc: TritonLiteError) -> str:
-    for cls, name in _CODE_NAMES:
-        if isinstance(exc, cls):
-            return name
-    return "INTERNAL"
-
 
 class ServerWorkerServices:
     def __init__(self, server: InferenceServer) -> None:
@@ -106,7 +90,7 @@ class ServerWorkerServices:
                 final_sent = False
                 async for item in self.server.infer_stream(request):
                     if item.error is not None:
-                        response = ResponseItem([], (code_name(item.error), item.error.message))
+                        response = ResponseItem([], (code_name_of(item.error), item.error.message))
                         self._reply(worker, msg.call_id, response, {}, item.final)
                     elif item.result is not None:
                         self._reply_result(worker, msg.call_id, item.result, item.final)
@@ -186,7 +170,7 @@ class ServerWorkerServices:
 
     def _reply_error(self, worker: WorkerProcess, call_id: int, exc: TritonLiteError) -> None:
         try:
-            self._reply(worker, call_id, ResponseItem([], (code_name(exc), exc.message)), {},
+            self._reply(worker, call_id, ResponseItem([], (code_name_of(exc), exc.message)), {},
                         True)
         except WorkerDied:
             pass
@@ -220,10 +204,10 @@ class ServerWorkerServices:
             else:
                 raise InvalidArgumentError(f"unknown model control action '{msg.action}'")
         except TritonLiteError as exc:
-            error = (code_name(exc), exc.message)
+            error = (code_name_of(exc), exc.message)
         except Exception as exc:  # a bug: answer, so the model does not wait forever
             log.exception("model control from '%s' failed", worker.instance_name)
-            error = ("INTERNAL", f"internal error: {exc}")
+            error = (ErrorCode.INTERNAL.value, f"internal error: {exc}")
         if worker.alive:
             try:
                 worker.send(ControlResponse(msg.call_id, error, value))

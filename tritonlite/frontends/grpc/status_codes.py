@@ -1,13 +1,15 @@
-"""TritonLiteError -> grpc.StatusCode: the one table for the gRPC frontend."""
+"""TritonLiteError -> grpc.StatusCode, by the one table in tritonlite.errors."""
 
 from __future__ import annotations
 
 import grpc
 
-from tritonlite.errors import TritonLiteError
+from tritonlite.errors import GRPC_STATUS, ErrorCode, TritonLiteError
 
-_BY_NAME: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+_STATUS_OF: dict[ErrorCode, grpc.StatusCode] = {
+    code: grpc.StatusCode[name] for code, name in GRPC_STATUS.items()
+}
 
 
 def status_code_of(error: TritonLiteError) -> grpc.StatusCode:
-    return _BY_NAME.get(error.grpc_code_name, grpc.StatusCode.INTERNAL)
+    return _STATUS_OF[error.code]

@@ -11,6 +11,7 @@ import re
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from tritonlite.core.inference_request import InferRequest, InferResult, InputTensor
@@ -172,8 +173,9 @@ class Routes:
     async def dispatch(self, request: HttpRequest) -> HttpReply:
         handler, params, known = self.match(request.method, request.path)
         if handler is None:
-            return HttpReply(405 if known else 404, b"Not Found" if not known else b"",
-                             "text/plain")
+            if known:
+                return HttpReply(HTTPStatus.METHOD_NOT_ALLOWED, b"", "text/plain")
+            return HttpReply(HTTPStatus.NOT_FOUND, b"Not Found", "text/plain")
         request.params = params
         try:
             return await handler(request)
@@ -181,11 +183,12 @@ class Routes:
             return error_reply(exc)
 
     # -- handlers ------------------------------------------------------------
+    # Triton answers a health check that fails with 400 and no body.
     async def live(self, r: HttpRequest) -> HttpReply:
-        return HttpReply(200 if self.server.is_live() else 400)
+        return HttpReply(HTTPStatus.OK if self.server.is_live() else HTTPStatus.BAD_REQUEST)
 
     async def ready(self, r: HttpRequest) -> HttpReply:
-        return HttpReply(200 if self.server.is_ready() else 400)
+        return HttpReply(HTTPStatus.OK if self.server.is_ready() else HTTPStatus.BAD_REQUEST)
 
     async def server_metadata(self, r: HttpRequest) -> HttpReply:
         return json_reply(self.server.server_metadata())
@@ -202,8 +205,8 @@ class Routes:
 
     async def model_ready(self, r: HttpRequest) -> HttpReply:
         if self.server.model_ready(*self._model(r)):
-            return HttpReply(200)
-        return json_reply({"error": "Model version not ready"}, 400)
+            return HttpReply()
+        raise InvalidArgumentError("Model version not ready")
 
     async def model_stats(self, r: HttpRequest) -> HttpReply:
         name, version = self._model(r) if "model" in r.params else ("", "")
