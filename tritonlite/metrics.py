@@ -3,15 +3,12 @@
 prometheus-client's exposition appends `_total` to counter names, which
 Triton's names do not have; dashboards built on Triton query the bare names,
 so the text is written here and checked with prometheus-client's parser.
+The metrics port that serves it is a frontend (frontends/http/metrics_port.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from tritonlite.core.inference_server import InferenceServer
-from tritonlite.frontends.http.lean_server import LeanHttpServer
-from tritonlite.frontends.http.routes import HttpReply, HttpRequest
 
 CONTENT_TYPE = "text/plain; charset=utf-8"
 
@@ -80,12 +77,7 @@ def _labels(model: str, version: str, reason: str | None = None) -> str:
 
 
 def render(server: InferenceServer, host: HostSampler) -> str:
-    runtimes = [
-        (name, str(v), rt)
-        for name, entry in sorted(server.models.items())
-        for v, rt in sorted(entry.versions.items())
-        if rt.state == "READY"
-    ]
+    runtimes = [(rt.name, str(rt.version), rt) for rt in server.registry.ready_runtimes()]
     out: list[str] = []
 
     def family(name: str, help_text: str, kind: str) -> None:
@@ -123,38 +115,3 @@ def render(server: InferenceServer, host: HostSampler) -> str:
     family("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes", "gauge")
     out.append(f"nv_cpu_memory_used_bytes {host.mem_used}")
     return "\n".join(out) + "\n"
-
-
-class MetricsRoutes:
-    """The metrics port: /metrics (and /metrics/) answer; other GETs are empty 200s."""
-
-    max_body = 1 << 16
-
-    def __init__(self, server: InferenceServer, host: HostSampler) -> None:
-        self.server = server
-        self.host = host
-
-    async def dispatch(self, request: HttpRequest) -> HttpReply:
-        if request.method not in ("GET", "HEAD"):
-            return HttpReply(405, b"", CONTENT_TYPE)
-        if request.path.rstrip("/") == "/metrics":
-            return HttpReply(200, render(self.server, self.host).encode(), CONTENT_TYPE)
-        return HttpReply(200, b"", CONTENT_TYPE)
-
-
-async def serve_metrics(
-    server: InferenceServer, host: str, port: int, interval_ms: int, stop: asyncio.Event
-) -> None:
-    sampler = HostSampler()
-    sampler.sample()
-    http = LeanHttpServer(server, routes=MetricsRoutes(server, sampler))
-    await http.start(host, port)
-    interval = max(interval_ms, 10) / 1000
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except asyncio.TimeoutError:
-            sampler.sample()
-    await http.stop(1.0)
-
-

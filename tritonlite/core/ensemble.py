@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tritonlite.core.inference_request import (
     InferRequest,
@@ -22,14 +23,26 @@ from tritonlite.core.inference_request import (
     RequestedOutput,
 )
 from tritonlite.core.model_statistics import ModelStatistics
+from tritonlite.core.request_limits import RequestLimits
 from tritonlite.core.request_validation import validate_request
 from tritonlite.errors import InvalidArgumentError, TritonLiteError
 from tritonlite.model_config import ModelSpec, config_from_json
-
-if TYPE_CHECKING:
-    from tritonlite.core.inference_server import InferenceServer
+from tritonlite.shm.region_registry import RegionRegistry
 
 DEPENDENCY_WAIT_S = 120.0
+
+# Runs one request through the data plane (a step, or anything else).
+InferFn = Callable[[InferRequest], Awaitable[InferResult]]
+
+
+class StepModels(Protocol):
+    """What an ensemble asks about the models its steps run (the model registry)."""
+
+    def settling(self, name: str) -> bool:
+        """Whether `name` is still loading (or about to)."""
+        ...
+
+    def model_ready(self, name: str, version: str = "") -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +69,25 @@ def parse_steps(config: dict) -> list[Step]:
 
 
 class EnsembleRuntime:
-    """Quacks like a ModelRuntime for the server's bookkeeping; has no workers."""
+    """Quacks like a ModelRuntime for the registry's bookkeeping; has no workers."""
 
     is_ensemble = True
 
-    def __init__(self, server: InferenceServer, name: str, version: int, config_json: str) -> None:
-        self.server = server
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config_json: str,
+        *,
+        infer: InferFn,
+        models: StepModels,
+        regions: RegionRegistry,
+        limits: RequestLimits,
+    ) -> None:
+        self._infer = infer
+        self._models = models
+        self._regions = regions
+        self._limits = limits
         self.name = name
         self.version = version
         self.config_json = config_json
@@ -84,16 +110,9 @@ class EnsembleRuntime:
         deadline = time.monotonic() + DEPENDENCY_WAIT_S
         for step in self.steps:
             # Composing models load concurrently at start-up: wait for them to settle.
-            while True:
-                entry = self.server.models.get(step.model_name)
-                settling = entry is not None and entry.loaded and (
-                    not entry.versions and not entry.reason
-                    or any(rt.state == "LOADING" for rt in entry.versions.values())
-                )
-                if not settling or time.monotonic() > deadline:
-                    break
+            while self._models.settling(step.model_name) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            if not self.server.model_ready(step.model_name, step.model_version):
+            if not self._models.model_ready(step.model_name, step.model_version):
                 raise InvalidArgumentError(
                     f"ensemble '{self.name}' depends on '{step.model_name}' which has no "
                     "loaded version"
@@ -120,7 +139,7 @@ class EnsembleRuntime:
     async def infer(self, request: InferRequest) -> InferResult:
         spec = self.spec
         assert spec is not None
-        validate_request(request, spec, self.server.options.limits)
+        validate_request(request, spec, self._limits)
         start = time.perf_counter_ns()
         tensors: dict[str, InputTensor] = {t.name: t for t in request.inputs}
         held: list[InferResult] = []
@@ -139,7 +158,7 @@ class EnsembleRuntime:
                         [RequestedOutput(out) for out in step.output_map],
                         dict(request.parameters),
                     )
-                    pending[asyncio.ensure_future(self.server.infer(sub))] = step
+                    pending[asyncio.ensure_future(self._infer(sub))] = step
                 if not pending:
                     missing = sorted({v for s in todo for v in s.input_map.values()} - set(tensors))
                     raise InvalidArgumentError(
@@ -189,7 +208,7 @@ class EnsembleRuntime:
                         f"in ensemble '{self.name}', output '{want.name}' was not produced"
                     )
                 if want.shm is not None:
-                    lease = self.server.regions.acquire(
+                    lease = self._regions.acquire(
                         want.shm.region, want.shm.offset, want.shm.byte_size
                     )
                     leases.append(lease)
@@ -203,8 +222,8 @@ class EnsembleRuntime:
                     outputs.append(OutputTensor(want.name, t.datatype, t.shape,
                                                 shm=replace(want.shm, byte_size=len(t.raw))))
                 else:
-                    outputs.append(OutputTensor(want.name, t.datatype, t.shape, data=t.raw,
-                                                binary=want.binary))
+                    outputs.append(OutputTensor(want.name, t.datatype, t.shape,
+                                                data=memoryview(t.raw), binary=want.binary))
         finally:
             for lease in leases:
                 lease.release()

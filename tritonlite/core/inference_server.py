@@ -1,9 +1,9 @@
-"""The data plane: every frontend calls these methods and nothing below them.
+"""The core every door calls (HTTP, gRPC, the in-process API, BLS): nothing below it.
 
-Owns the model repository state, the server's tensor arena and the client
-shared memory registry. Request bytes are copied once into the arena (or
-referenced in place from a client's region) and travel to workers as
-descriptors.
+Owns the server's tensor arena, the client shared memory registry and the
+model registry (the model table and its lifecycle). Request bytes are copied
+once into the arena (or referenced in place from a client's region) and
+travel to workers as descriptors.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +26,9 @@ from tritonlite.core.inference_request import (
     ShmRef,
 )
 from tritonlite.core.log_settings import LogSettings
+from tritonlite.core.model_registry import ModelRegistry
 from tritonlite.core.model_runtime import ModelRuntime
 from tritonlite.core.rate_limiter import ResourcePool
-from tritonlite.core.request_limits import RequestLimits
 from tritonlite.core.request_validation import (
     request_prefix,
     resolve_reshape,
@@ -40,7 +40,8 @@ from tritonlite.core.response_stream import (
     ResponseStream,
     StreamItem,
 )
-from tritonlite.core.worker_process import WORKER_SERVICES, WorkerProcess, WorkerStartError
+from tritonlite.core.server_options import ServerOptions
+from tritonlite.core.worker_process import WorkerProcess
 from tritonlite.core.worker_services import ServerWorkerServices
 from tritonlite.datatypes import (
     bytes_tensor_element_count,
@@ -52,25 +53,13 @@ from tritonlite.datatypes import (
 from tritonlite.errors import (
     InternalError,
     InvalidArgumentError,
-    NotFoundError,
     TritonLiteError,
     UnavailableError,
     error_from_code_name,
 )
-from tritonlite.model_config import (
-    ConfigError,
-    ModelConfig,
-    ModelSpec,
-    complete_backend_fields,
-    config_to_dict,
-    config_to_json,
-    normalize,
-    read_config_file,
-)
-from tritonlite.model_repository import available_versions, scan_repositories, select_versions
+from tritonlite.model_config import ModelSpec, config_to_dict
 from tritonlite.shm.arena import Arena, Block
 from tritonlite.shm.region_registry import RegionLease, RegionRegistry
-from tritonlite.workers.backends import placement
 from tritonlite.workers.messages import EXECUTE_FAILED, OutputSpec, RequestItem, TensorRef
 
 log = logging.getLogger("tritonlite")
@@ -92,35 +81,6 @@ EXTENSIONS = [
 ]
 
 
-@dataclass
-class ServerOptions:
-    model_repositories: list[str]
-    strict_model_config: bool = False
-    limits: RequestLimits = field(default_factory=RequestLimits)
-    arena_segment_size: int = 64 * 1024 * 1024
-    arena_max_bytes: int = 8 * 1024 * 1024 * 1024
-    output_segment_size: int = 32 * 1024 * 1024
-    exit_timeout_s: float = 30.0
-    strict_readiness: bool = True
-    model_control_mode: str = "none"  # none | poll | explicit
-    load_models: list[str] = field(default_factory=list)
-    repository_poll_secs: float = 15.0
-    rate_limit: str = "off"  # "execution_count" turns the rate limiter on
-    rate_limit_resources: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    path: str
-    versions: dict[int, ModelRuntime] = field(default_factory=dict)
-    # Set when the model failed before any version could be tried.
-    reason: str = ""
-    config_override: ModelConfig | None = None
-    loaded: bool = True  # False: known to the repository, never loaded (explicit mode)
-    workdir: str | None = None  # temporary folder of a load with file overrides
-
-
 class InferenceServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
@@ -134,10 +94,8 @@ class InferenceServer:
         )
         self.regions = RegionRegistry(next_id=self._next_id)
         self.regions.on_region_closed = self._on_region_closed
-        self.models: dict[str, ModelEntry] = {}
         self.log_settings = LogSettings()  # shared by the HTTP and gRPC logging APIs
-        self._control_locks: dict[str, asyncio.Lock] = {}
-        self.resource_pool = (
+        resource_pool = (
             ResourcePool(options.rate_limit_resources)
             if options.rate_limit == "execution_count"
             else None
@@ -147,84 +105,19 @@ class InferenceServer:
         self._idle = asyncio.Event()
         self._idle.set()
         # BLS and model control asked for by models, served for their workers.
-        self.worker_services = ServerWorkerServices(self)
+        self.worker_services = ServerWorkerServices(self, self.arena)
+        self.registry = ModelRegistry(
+            options,
+            infer=self.infer,
+            regions=self.regions,
+            worker_services=self.worker_services,
+            resource_pool=resource_pool,
+        )
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
-        locations, errors = scan_repositories(self.options.model_repositories)
-        for err in errors:
-            log.warning(err)
-        wanted = self.options.load_models
-        explicit = self.options.model_control_mode == "explicit"
-        for loc in locations:
-            entry = ModelEntry(loc.name, loc.path)
-            # Explicit mode loads only --load-model names ('*': all) at start.
-            entry.loaded = not explicit or "*" in wanted or loc.name in wanted
-            self.models[loc.name] = entry
-        await asyncio.gather(*(self._load_model(e) for e in self.models.values() if e.loaded))
+        await self.registry.start()
         self.ready = True
-
-    def control_lock(self, name: str) -> asyncio.Lock:
-        """One load/unload at a time per model; other models are not blocked."""
-        lock = self._control_locks.get(name)
-        if lock is None:
-            lock = self._control_locks[name] = asyncio.Lock()
-        return lock
-
-    async def _load_model(self, entry: ModelEntry) -> None:
-        # Workers started from here (and their restarts) serve BLS through us.
-        WORKER_SERVICES.set(self.worker_services)
-        auto_complete = not self.options.strict_model_config
-        try:
-            config = entry.config_override or read_config_file(entry.path)
-            if config is None:
-                if not auto_complete:
-                    raise ConfigError(
-                        f"failed to load '{entry.name}': no config.pbtxt in the model folder"
-                    )
-                # As Triton without --strict-model-config: the backend comes from
-                # the model file, the rest from the backend's auto-complete.
-                config = ModelConfig()
-            complete_backend_fields(config, entry.path)
-            gpus = placement.gpu_count()
-            normalize(config, entry.name, gpu_count=gpus, check_tensors=not auto_complete)
-            problem = placement.check_instance_groups(config_to_dict(config), gpus)
-            if problem:
-                raise ConfigError(problem)
-            versions = select_versions(config, available_versions(entry.path))
-        except ConfigError as exc:
-            entry.reason = str(exc)
-            log.error("model '%s' failed to load: %s", entry.name, exc)
-            return
-        config_json = config_to_json(config)
-        if config.platform == "ensemble":
-            runtimes = [EnsembleRuntime(self, entry.name, v, config_json) for v in versions]
-        else:
-            runtimes = [
-            ModelRuntime(
-                name=entry.name,
-                version=v,
-                model_dir=entry.path,
-                config_json=config_json,
-                auto_complete=auto_complete,
-                output_segment_size=self.options.output_segment_size,
-                )
-                for v in versions
-            ]
-        for rt in runtimes:
-            rt.resource_pool = self.resource_pool
-            entry.versions[rt.version] = rt
-
-        async def load_one(rt: ModelRuntime) -> None:
-            try:
-                await rt.load()
-                log.info("successfully loaded '%s' version %d", rt.name, rt.version)
-            except (WorkerStartError, ConfigError, TritonLiteError) as exc:
-                rt.state = "UNAVAILABLE"
-                rt.reason = getattr(exc, "message", str(exc))
-                log.error("failed to load '%s' version %d: %s", rt.name, rt.version, rt.reason)
-
-        await asyncio.gather(*(load_one(rt) for rt in runtimes))
 
     async def stop(self) -> None:
         """Drain in-flight requests (up to the exit timeout), then stop workers."""
@@ -233,8 +126,7 @@ class InferenceServer:
             await asyncio.wait_for(self._idle.wait(), self.options.exit_timeout_s)
         except asyncio.TimeoutError:
             log.warning("exit timeout reached with %d requests in flight", self.in_flight)
-        runtimes = [rt for e in self.models.values() for rt in e.versions.values()]
-        await asyncio.gather(*(rt.unload() for rt in runtimes), return_exceptions=True)
+        await self.registry.stop()
         self.regions.close()
         self.arena.close()
 
@@ -243,65 +135,27 @@ class InferenceServer:
         return True
 
     def is_ready(self) -> bool:
-        if not self.ready:
-            return False
-        if self.options.strict_readiness:
-            # Triton's default: ready only while every model is available.
-            return all(
-                e.versions and all(rt.state == "READY" for rt in e.versions.values())
-                for e in self.models.values()
-                if e.loaded
-            )
-        return True
+        return self.ready and self.registry.is_ready(self.options.strict_readiness)
 
     def load_failures(self) -> list[str]:
         """Names of models that failed to load (for --exit-on-error)."""
-        return [
-            name for name, e in sorted(self.models.items())
-            if e.loaded
-            and (not e.versions or any(rt.state != "READY" for rt in e.versions.values()))
-        ]
+        return self.registry.load_failures()
 
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
 
-    def _resolve(self, name: str, version: str) -> ModelRuntime:
-        entry = self.models.get(name)
-        if version:
-            if not version.isdigit():
-                raise InvalidArgumentError(
-                    f"failed to parse model version '{version}' for model '{name}'"
-                )
-            rt = entry.versions.get(int(version)) if entry else None
-            if rt is None or rt.state != "READY":
-                raise NotFoundError(
-                    f"Request for unknown model: '{name}' version {int(version)} is not found"
-                )
-            return rt
-        if entry is None or not entry.versions:
-            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
-        ready = [rt for v, rt in sorted(entry.versions.items()) if rt.state == "READY"]
-        if not ready:
-            raise NotFoundError(f"Request for unknown model: '{name}' has no available versions")
-        return ready[-1]
-
     def model_ready(self, name: str, version: str = "") -> bool:
-        try:
-            self._resolve(name, version)
-        except TritonLiteError:
-            return False
-        return True
+        return self.registry.model_ready(name, version)
 
     def model_metadata(self, name: str, version: str = "") -> dict:
-        rt = self._resolve(name, version)
+        rt = self.registry.resolve(name, version)
         spec = rt.spec
         assert spec is not None
-        entry = self.models[name]
         prefix = [-1] if spec.max_batch_size > 0 else []
         config = spec.config
         return {
             "name": name,
-            "versions": [str(v) for v, r in sorted(entry.versions.items()) if r.state == "READY"],
+            "versions": [str(r.version) for r in self.registry.ready_versions(name)],
             "platform": config.platform or config.backend,
             "inputs": [
                 {"name": t.name, "datatype": t.datatype, "shape": prefix + list(t.dims)}
@@ -314,58 +168,40 @@ class InferenceServer:
         }
 
     def model_config(self, name: str, version: str = "") -> dict:
-        rt = self._resolve(name, version)
+        rt = self.registry.resolve(name, version)
         assert rt.spec is not None
         return config_to_dict(rt.spec.config)
 
     def model_spec(self, name: str, version: str = "") -> ModelSpec:
-        spec = self._resolve(name, version).spec
+        spec = self.registry.resolve(name, version).spec
         assert spec is not None
         return spec
 
     def repository_index(self, ready_only: bool = False) -> list[dict]:
-        out: list[dict] = []
-        for name in sorted(self.models):
-            entry = self.models[name]
-            if not entry.loaded:
-                if not ready_only:
-                    out.append({"name": name})
-                continue
-            if not entry.versions:
-                if not ready_only:
-                    out.append({"name": name, "state": "UNAVAILABLE", "reason": entry.reason})
-                continue
-            for v, rt in sorted(entry.versions.items()):
-                if ready_only and rt.state != "READY":
-                    continue
-                item = {"name": name, "version": str(v), "state": rt.state}
-                if rt.state != "READY" and rt.reason:
-                    item["reason"] = rt.reason
-                out.append(item)
-        return out
+        return self.registry.repository_index(ready_only)
 
     def model_statistics(self, name: str = "", version: str = "") -> list[dict]:
-        stats: list[dict] = []
         if not name:
-            for model_name in sorted(self.models):
-                for v, rt in sorted(self.models[model_name].versions.items()):
-                    if rt.state == "READY":
-                        stats.append(rt.stats.as_dict(model_name, str(v)))
-            return stats
-        entry = self.models.get(name)
-        ready = [] if entry is None else [
-            (v, rt) for v, rt in sorted(entry.versions.items()) if rt.state == "READY"
-        ]
+            return [rt.stats.as_dict(rt.name, str(rt.version))
+                    for rt in self.registry.ready_runtimes()]
+        ready = self.registry.ready_versions(name)
         if not ready:
             raise InvalidArgumentError(f"requested model '{name}' is not available")
         if version:
-            chosen = [(v, rt) for v, rt in ready if str(v) == version]
-            if not chosen:
+            ready = [rt for rt in ready if str(rt.version) == version]
+            if not ready:
                 raise InvalidArgumentError(
                     f"requested model version is not available for model '{name}'"
                 )
-            ready = chosen
-        return [rt.stats.as_dict(name, str(v)) for v, rt in ready]
+        return [rt.stats.as_dict(name, str(rt.version)) for rt in ready]
+
+    # -- model control (explicit mode) ------------------------------------------
+    async def load_model(self, name: str, parameters: dict[str, Any] | None = None) -> None:
+        """Load or reload `name`; parameters as in the load API (`config`, `file:<path>`)."""
+        await self.registry.load(name, parameters)
+
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        await self.registry.unload(name, unload_dependents)
 
     # -- system shared memory ------------------------------------------------
     def shm_register(self, name: str, key: str, offset: int, byte_size: int) -> None:
@@ -381,17 +217,16 @@ class InferenceServer:
             self.regions.unregister_all()
 
     def _on_region_closed(self, segment_id: int) -> None:
-        for entry in self.models.values():
-            for rt in entry.versions.values():
-                for slot in rt.slots:
-                    if slot.worker is not None:
-                        slot.worker.detach(segment_id)
+        for rt in self.registry.runtimes():
+            for slot in rt.slots:
+                if slot.worker is not None:
+                    slot.worker.detach(segment_id)
 
     # -- inference -----------------------------------------------------------
     def is_decoupled(self, name: str, version: str = "") -> bool:
         """Whether the model answers with a stream (False if it is not ready)."""
         try:
-            spec = self._resolve(name, version).spec
+            spec = self.registry.resolve(name, version).spec
         except TritonLiteError:
             return False
         return spec is not None and spec.config.model_transaction_policy.decoupled
@@ -405,7 +240,7 @@ class InferenceServer:
         Failures before the model answers (unknown model, invalid request)
         are raised. The consumer releases each item after using it.
         """
-        rt = self._resolve(request.model_name, request.model_version)
+        rt = self.registry.resolve(request.model_name, request.model_version)
         spec = rt.spec
         if (
             isinstance(rt, EnsembleRuntime)
@@ -442,7 +277,7 @@ class InferenceServer:
     async def infer(
         self, request: InferRequest, *, stream: ResponseStream | None = None
     ) -> InferResult:
-        rt = self._resolve(request.model_name, request.model_version)
+        rt = self.registry.resolve(request.model_name, request.model_version)
         if isinstance(rt, EnsembleRuntime):
             return await rt.infer(request)
         spec = rt.spec

@@ -19,7 +19,12 @@ from tritonlite.core.dynamic_batcher import BatcherConfig, DynamicBatcher, Pendi
 from tritonlite.core.model_statistics import ModelStatistics
 from tritonlite.core.rate_limiter import RateLimiter, ResourcePool, instance_needs
 from tritonlite.core.sequence_batcher import Sequence, SequenceTracker
-from tritonlite.core.worker_process import WorkerDied, WorkerProcess, WorkerStartError
+from tritonlite.core.worker_process import (
+    WorkerDied,
+    WorkerProcess,
+    WorkerServices,
+    WorkerStartError,
+)
 from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
 from tritonlite.workers.backends import placement
@@ -39,6 +44,12 @@ class WorkItem:
     batch_size: int = 1
     outcome: tuple | None = None  # (result, exception) held for preserve_ordering
     sequence: Sequence | None = None
+
+
+def seq_of(item: WorkItem) -> Sequence:
+    """The sequence of an item queued for a sequence batcher (always set there)."""
+    assert item.sequence is not None
+    return item.sequence
 
 
 @dataclass
@@ -63,6 +74,8 @@ class ModelRuntime:
         config_json: str,
         auto_complete: bool,
         output_segment_size: int,
+        services: WorkerServices | None = None,
+        resource_pool: ResourcePool | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -79,7 +92,8 @@ class ModelRuntime:
         self._busy_sequences: set = set()
         self.preserve_ordering = False
         self.rate_limiter: RateLimiter | None = None
-        self.resource_pool: ResourcePool | None = None  # set by the server with --rate-limit
+        self.resource_pool = resource_pool  # --rate-limit execution_count
+        self.services = services  # serves the workers' BLS and model control requests
         self.in_flight = 0
         self._in_order: deque[WorkItem] = deque()
         self._scheduling_ready = False
@@ -111,12 +125,17 @@ class ModelRuntime:
     def _new_worker(self, slot: InstanceSlot) -> WorkerProcess:
         config = json.loads(self.config_json)
         group = placement.group_of_instance(config, slot.name) or {}
+
+        def on_exit(worker: WorkerProcess, reason: str) -> None:
+            self._on_worker_exit(slot, worker, reason)
+
         return WorkerProcess(
             model_name=self.name,
             instance_name=slot.name,
             backend=config.get("backend") or "python",
             env=placement.instance_env(config, group.get("name", ""), slot.kind, slot.device_id),
-            on_exit=lambda w, reason, s=slot: self._on_worker_exit(s, w, reason),
+            on_exit=on_exit,
+            services=self.services,
         )
 
     def _plan_slots(self) -> None:
@@ -306,8 +325,7 @@ class ModelRuntime:
             if picked:
                 chosen = {id(i) for i in picked}
                 self.queue = deque(i for i in self.queue if id(i) not in chosen)
-                for item in picked:
-                    self._busy_sequences.add(item.sequence.corr)
+                self._busy_sequences.update(seq_of(item).corr for item in picked)
                 self._dispatch(slot, picked)
         self._arm_idle_timer()
 
@@ -425,6 +443,7 @@ class ModelRuntime:
         item.outcome = (result, exc)
         while self._in_order and self._in_order[0].outcome is not None:
             head = self._in_order.popleft()
+            assert head.outcome is not None
             res, err = head.outcome
             if not head.future.done():
                 if err is not None:

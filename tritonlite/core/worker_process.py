@@ -7,8 +7,7 @@ batches it had in flight.
 Besides answering batches, a worker streams the responses of decoupled
 requests (StreamResponse, routed to the request's response stream) and asks
 the server for things on its model's behalf (BLS inference, model control),
-which go to the WorkerServices the server set in WORKER_SERVICES while it
-loaded the model.
+which go to the WorkerServices given to its constructor.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any, Protocol
 
 from tritonlite.errors import InternalError, error_from_code_name
@@ -63,14 +61,6 @@ class ResponseSink(Protocol):
     def fail(self, exc: BaseException) -> None: ...
 
 
-# Set by the server while it loads models; a WorkerProcess created in that
-# context (restarts included: their tasks inherit it) serves its model's
-# requests to the server through it.
-WORKER_SERVICES: ContextVar[WorkerServices | None] = ContextVar(
-    "tritonlite_worker_services", default=None
-)
-
-
 class WorkerStartError(Exception):
     """The worker could not initialize; `message` is the model's reason."""
 
@@ -105,6 +95,7 @@ class WorkerProcess:
         backend: str,
         env: dict[str, str] | None = None,
         on_exit: Callable[[WorkerProcess, str], None] | None = None,
+        services: WorkerServices | None = None,
     ) -> None:
         self.model_name = model_name
         self.instance_name = instance_name
@@ -123,7 +114,7 @@ class WorkerProcess:
         self._outbox: list[tuple[bytes, list[int], int | None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.exit_reason = ""
-        self.services = WORKER_SERVICES.get()
+        self.services = services  # None: nothing serves BLS / model control (unit tests)
         # Decoupled requests still answering: (batch id, index in batch) -> sink.
         self.streams: dict[tuple[int, int], ResponseSink] = {}
         self._release_soon = False

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator
+from typing import Any, Protocol
 
 from tritonlite.core.inference_request import (
     InferRequest,
@@ -21,7 +22,7 @@ from tritonlite.core.inference_request import (
     InputTensor,
     RequestedOutput,
 )
-from tritonlite.core.model_control import load_model, unload_model
+from tritonlite.core.response_stream import StreamItem
 from tritonlite.core.worker_process import WorkerDied, WorkerProcess
 from tritonlite.errors import (
     ErrorCode,
@@ -31,7 +32,7 @@ from tritonlite.errors import (
     UnsupportedError,
     code_name_of,
 )
-from tritonlite.shm.arena import Block
+from tritonlite.shm.arena import Arena, Block
 from tritonlite.workers.messages import (
     BLSRelease,
     BLSRequest,
@@ -41,9 +42,6 @@ from tritonlite.workers.messages import (
     ResponseItem,
     TensorRef,
 )
-
-if TYPE_CHECKING:
-    from tritonlite.core.inference_server import InferenceServer
 
 log = logging.getLogger("tritonlite")
 
@@ -56,9 +54,29 @@ DECOUPLED_NEEDS_FLAG = (
 )
 SELF_CALL = "model '{model}' cannot send a BLS request to itself"
 
+class WorkerHost(Protocol):
+    """What a model may ask of the server from its worker (InferenceServer)."""
+
+    async def infer(self, request: InferRequest) -> InferResult: ...
+
+    def infer_stream(self, request: InferRequest) -> AsyncGenerator[StreamItem, None]: ...
+
+    def model_ready(self, name: str, version: str = "") -> bool: ...
+
+    def is_decoupled(self, name: str, version: str = "") -> bool: ...
+
+    async def load_model(self, name: str, parameters: dict[str, Any] | None = None) -> None: ...
+
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None: ...
+
+
 class ServerWorkerServices:
-    def __init__(self, server: InferenceServer) -> None:
-        self.server = server
+    """Serves BLS and model control for every worker; BLS results are copied
+    into `arena`."""
+
+    def __init__(self, host: WorkerHost, arena: Arena) -> None:
+        self.host = host
+        self.arena = arena
         self._tasks: set[asyncio.Task] = set()
         # BLS output blocks each worker still reads: (segment, offset) -> block.
         self._held: dict[WorkerProcess, dict[tuple[int, int], Block]] = {}
@@ -80,7 +98,7 @@ class ServerWorkerServices:
     def worker_exited(self, worker: WorkerProcess) -> None:
         held = self._held.pop(worker, {})
         for block in held.values():
-            self.server.arena.free(block)
+            self.arena.free(block)
 
     # -- BLS -----------------------------------------------------------------
     async def _serve_bls(self, worker: WorkerProcess, msg: BLSRequest) -> None:
@@ -88,7 +106,7 @@ class ServerWorkerServices:
             request = self._request(worker, msg)
             if msg.decoupled:
                 final_sent = False
-                async for item in self.server.infer_stream(request):
+                async for item in self.host.infer_stream(request):
                     if item.error is not None:
                         response = ResponseItem([], (code_name_of(item.error), item.error.message))
                         self._reply(worker, msg.call_id, response, {}, item.final)
@@ -100,7 +118,7 @@ class ServerWorkerServices:
                 if not final_sent:
                     self._reply(worker, msg.call_id, None, {}, True)
             else:
-                result = await self.server.infer(request)
+                result = await self.host.infer(request)
                 self._reply_result(worker, msg.call_id, result, True)
         except TritonLiteError as exc:
             self._reply_error(worker, msg.call_id, exc)
@@ -114,9 +132,9 @@ class ServerWorkerServices:
         name, version = msg.model_name, msg.model_version
         if name == worker.model_name:
             raise UnsupportedError(SELF_CALL.format(model=name))
-        if not self.server.model_ready(name, version):
+        if not self.host.model_ready(name, version):
             raise InternalError(NOT_READY.format(model=name))
-        if not msg.decoupled and self.server.is_decoupled(name, version):
+        if not msg.decoupled and self.host.is_decoupled(name, version):
             raise InternalError(DECOUPLED_NEEDS_FLAG.format(model=name))
         item = msg.request
         inputs = []
@@ -137,7 +155,7 @@ class ServerWorkerServices:
     def _reply_result(self, worker: WorkerProcess, call_id: int, result: InferResult,
                       final: bool) -> None:
         """Copy a result's tensors into the server's arena and send their places."""
-        arena = self.server.arena
+        arena = self.arena
         held = self._held.setdefault(worker, {})
         refs: list[TensorRef] = []
         blocks: list[Block] = []
@@ -188,7 +206,7 @@ class ServerWorkerServices:
         for key in keys:
             block = held.pop((key[0], key[1]), None)
             if block is not None:
-                self.server.arena.free(block)
+                self.arena.free(block)
 
     # -- model control -----------------------------------------------------------
     async def _serve_control(self, worker: WorkerProcess, msg: ControlRequest) -> None:
@@ -196,9 +214,9 @@ class ServerWorkerServices:
         error: tuple[str, str] | None = None
         try:
             if msg.action == "ready":
-                value = self.server.model_ready(msg.model_name, msg.model_version)
+                value = self.host.model_ready(msg.model_name, msg.model_version)
             elif msg.action == "load":
-                await load_model(self.server, msg.model_name, dict(msg.parameters))
+                await self.host.load_model(msg.model_name, dict(msg.parameters))
             elif msg.action == "unload":
                 await self._unload(worker, msg)
             else:
@@ -217,11 +235,11 @@ class ServerWorkerServices:
     async def _unload(self, worker: WorkerProcess, msg: ControlRequest) -> None:
         dependents = bool(msg.parameters.get("unload_dependents", False))
         if msg.model_name != worker.model_name:
-            await unload_model(self.server, msg.model_name, dependents)
+            await self.host.unload_model(msg.model_name, dependents)
             return
         # A model unloading itself: its own request is in flight, and the unload
         # waits for that to finish, so answer once the unload has begun.
-        task = asyncio.ensure_future(unload_model(self.server, msg.model_name, dependents))
+        task = asyncio.ensure_future(self.host.unload_model(msg.model_name, dependents))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.sleep(0)

@@ -1,18 +1,53 @@
-"""RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload."""
+"""RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload.
+
+Load and unload go to the same model registry as HTTP's; this module only
+turns the proto parameters into Python values, checking their types with
+the texts of Triton's gRPC frontend.
+"""
 
 from __future__ import annotations
 
-from tritonlite.core.inference_server import InferenceServer
-from tritonlite.errors import UnavailableError, UnsupportedError
-from tritonlite.protos import grpc_service_pb2 as pb
+from typing import Any
 
-# What Triton answers in --model-control-mode=none (the only mode so far).
-_NO_EXPLICIT_CONTROL = "explicit model load / unload is not allowed if polling is enabled"
+from tritonlite.core.inference_server import InferenceServer
+from tritonlite.core.load_overrides import FILE_PREFIX
+from tritonlite.errors import InvalidArgumentError, UnsupportedError
+from tritonlite.protos import grpc_service_pb2 as pb
 
 
 def _no_repository_name(repository_name: str) -> None:
     if repository_name:
         raise UnsupportedError("'repository_name' specification is not supported")
+
+
+def load_parameters(request: pb.RepositoryModelLoadRequest) -> dict[str, Any]:
+    """`config` must be a string_param, `file:<path>` a bytes_param; nothing else."""
+    params: dict[str, Any] = {}
+    for key, value in request.parameters.items():
+        which = value.WhichOneof("parameter_choice")
+        if key == "config":
+            expected = "string_param"
+        elif key.startswith(FILE_PREFIX):
+            expected = "bytes_param"
+        else:
+            raise InvalidArgumentError(f"unrecognized load parameter '{key}'.")
+        if which != expected:
+            raise InvalidArgumentError(
+                f"invalid value type for load parameter '{key}', expected {expected}."
+            )
+        params[key] = getattr(value, expected)
+    return params
+
+
+def unload_dependents(request: pb.RepositoryModelUnloadRequest) -> bool:
+    value = request.parameters.get("unload_dependents")
+    if value is None:
+        return False
+    if value.WhichOneof("parameter_choice") != "bool_param":
+        raise InvalidArgumentError(
+            "invalid value type for 'unload_dependents' parameter, expected bool_param."
+        )
+    return bool(value.bool_param)
 
 
 class RepositoryRpcs:
@@ -32,10 +67,12 @@ class RepositoryRpcs:
         self, request: pb.RepositoryModelLoadRequest
     ) -> pb.RepositoryModelLoadResponse:
         _no_repository_name(request.repository_name)
-        raise UnavailableError(_NO_EXPLICIT_CONTROL)
+        await self.server.load_model(request.model_name, load_parameters(request))
+        return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest
     ) -> pb.RepositoryModelUnloadResponse:
         _no_repository_name(request.repository_name)
-        raise UnavailableError(_NO_EXPLICIT_CONTROL)
+        await self.server.unload_model(request.model_name, unload_dependents(request))
+        return pb.RepositoryModelUnloadResponse()

@@ -17,7 +17,6 @@ from typing import Any
 from tritonlite.core.inference_request import InferRequest, InferResult, InputTensor
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import NO_FILE_OVER_THE_WIRE, TRACE_DEFAULTS
-from tritonlite.core.model_control import load_model, unload_model
 from tritonlite.core.response_stream import StreamItem
 from tritonlite.errors import (
     InvalidArgumentError,
@@ -361,7 +360,7 @@ class Routes:
         params = _json_doc(r.body).get("parameters") or {}
         if not isinstance(params, dict):
             raise InvalidArgumentError("'parameters' of a load request must be an object")
-        await load_model(self.server, r.params["model"], params)
+        await self.server.load_model(r.params["model"], params)
         return HttpReply(200, b"", JSON)
 
     async def model_unload(self, r: HttpRequest) -> HttpReply:
@@ -369,7 +368,7 @@ class Routes:
         if not isinstance(params, dict):
             raise InvalidArgumentError("'parameters' of an unload request must be an object")
         dependents = bool(params.get("unload_dependents", False))
-        await unload_model(self.server, r.params["model"], dependents)
+        await self.server.unload_model(r.params["model"], dependents)
         return HttpReply(200, b"", JSON)
 
     async def shm_status(self, r: HttpRequest) -> HttpReply:

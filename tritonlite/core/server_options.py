@@ -1,0 +1,24 @@
+"""What `tritonlite serve` (or an in-process caller) configures the core with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tritonlite.core.request_limits import RequestLimits
+
+
+@dataclass
+class ServerOptions:
+    model_repositories: list[str]
+    strict_model_config: bool = False
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    arena_segment_size: int = 64 * 1024 * 1024
+    arena_max_bytes: int = 8 * 1024 * 1024 * 1024
+    output_segment_size: int = 32 * 1024 * 1024
+    exit_timeout_s: float = 30.0
+    strict_readiness: bool = True
+    model_control_mode: str = "none"  # none | poll | explicit
+    load_models: list[str] = field(default_factory=list)
+    repository_poll_secs: float = 15.0
+    rate_limit: str = "off"  # "execution_count" turns the rate limiter on
+    rate_limit_resources: dict[str, int] = field(default_factory=dict)
