@@ -157,12 +157,8 @@ async def serve(ns: argparse.Namespace) -> int:
         else:
             from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
         tasks.append(asyncio.create_task(serve_http(server, ns.http_address, ns.http_port, stop)))
-    if ns.model_control_mode == "poll":
-        from tritonlite.core.model_control import poll_repository
-
-        tasks.append(asyncio.create_task(poll_repository(server, stop)))
     if ns.allow_metrics:
-        from tritonlite.metrics import serve_metrics
+        from tritonlite.frontends.http.metrics_port import serve_metrics
 
         address = ns.metrics_address or ns.http_address
         tasks.append(asyncio.create_task(
