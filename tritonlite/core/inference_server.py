@@ -15,41 +15,27 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import numpy as np
-
 from tritonlite.core.ensemble import EnsembleRuntime
 from tritonlite.core.inference_request import (
     InferRequest,
     InferResult,
-    InputTensor,
-    OutputTensor,
     ShmRef,
 )
 from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.model_registry import ModelRegistry
-from tritonlite.core.model_runtime import ModelRuntime
 from tritonlite.core.rate_limiter import ResourcePool
-from tritonlite.core.request_validation import (
-    request_prefix,
-    resolve_reshape,
-    validate_request,
-)
+from tritonlite.core.request_validation import request_prefix, validate_request
 from tritonlite.core.response_stream import (
     DECOUPLED_HTTP,
     DecoupledModelError,
     ResponseStream,
     StreamItem,
 )
+from tritonlite.core.result_builder import build_result
+from tritonlite.core.sequence_requests import begin_sequence_request, keep_sequence_state
 from tritonlite.core.server_options import ServerOptions
-from tritonlite.core.worker_process import WorkerProcess
+from tritonlite.core.tensor_placement import RequestMemory, TensorPlacer
 from tritonlite.core.worker_services import ServerWorkerServices
-from tritonlite.datatypes import (
-    bytes_tensor_element_count,
-    element_count,
-    element_size,
-    numpy_dtype,
-    serialize_bytes_tensor,
-)
 from tritonlite.errors import (
     InternalError,
     InvalidArgumentError,
@@ -58,13 +44,12 @@ from tritonlite.errors import (
     error_from_code_name,
 )
 from tritonlite.model_config import ModelSpec, config_to_dict
-from tritonlite.shm.arena import Arena, Block
-from tritonlite.shm.region_registry import RegionLease, RegionRegistry
-from tritonlite.workers.messages import EXECUTE_FAILED, OutputSpec, RequestItem, TensorRef
+from tritonlite.shm.arena import Arena
+from tritonlite.shm.region_registry import RegionRegistry
+from tritonlite.workers.messages import EXECUTE_FAILED, RequestItem
 
 log = logging.getLogger("tritonlite")
 
-_SHAPE_MISMATCH = "Unable to parse 'data': Shape does not match true shape of 'data' field"
 SERVER_NAME = "triton"
 SERVER_VERSION = "2.51.0"
 EXTENSIONS = [
@@ -94,6 +79,7 @@ class InferenceServer:
         )
         self.regions = RegionRegistry(next_id=self._next_id)
         self.regions.on_region_closed = self._on_region_closed
+        self.placer = TensorPlacer(self.arena, self.regions)
         self.log_settings = LogSettings()  # shared by the HTTP and gRPC logging APIs
         resource_pool = (
             ResourcePool(options.rate_limit_resources)
@@ -286,51 +272,38 @@ class InferenceServer:
             raise DecoupledModelError(DECOUPLED_HTTP)
         model_shapes = validate_request(request, spec, self.options.limits)
         t_start = time.perf_counter_ns()
-        blocks: list[Block] = []
-        leases: list[RegionLease] = []
-        out_leases: list[RegionLease] = []
+        memory = RequestMemory()
         self.in_flight += 1
         self._idle.clear()
         try:
-            segments: list[tuple[int, int]] = []
             prefix = request_prefix(request.request_id)
             refs = [
-                self._place_input(t, shape, spec.name, prefix, blocks, leases, segments)
+                self.placer.place_input(t, shape, spec.name, prefix, memory)
                 for t, shape in zip(request.inputs, model_shapes, strict=True)
             ]
             out_specs = None
             out_regions: dict[int, ShmRef] = {}
             if request.outputs is not None:
-                out_specs = []
-                for out in request.outputs:
-                    dest = None
-                    if out.shm is not None:
-                        lease = self.regions.acquire(
-                            out.shm.region, out.shm.offset, out.shm.byte_size
-                        )
-                        out_leases.append(lease)
-                        segments.append((lease.segment_id, lease.fd))
-                        dest = (lease.segment_id, lease.offset, lease.nbytes)
-                        out_regions[lease.segment_id * 2**40 + lease.offset] = out.shm
-                    out_specs.append(OutputSpec(out.name, dest))
+                out_specs, out_regions = self.placer.place_outputs(request.outputs, memory)
             params = request.parameters or {}
             batch_size = _batch_size(spec, model_shapes)
             rt.ensure_scheduling()
+            seqr = rt.sequencer
             sequence = None
             hidden: set[str] = set()
-            if rt.sequencer is not None:
-                sequence, hidden = self._sequence_inputs(
-                    rt, params, batch_size, refs, blocks, segments, out_specs
+            if seqr is not None:
+                sequence, hidden = begin_sequence_request(
+                    seqr, params, batch_size, refs, self.placer, memory, out_specs
                 )
             message = RequestItem(request.request_id, refs, out_specs, params)
             if stream is not None:
                 message.stream = stream
-                stream.convert = lambda refs, worker: self._build_result(
-                    request, rt, refs, worker, out_regions
+                stream.convert = lambda refs, worker: build_result(
+                    request, rt.version, refs, worker, out_regions
                 )
             fut = rt.submit(
                 message,
-                segments,
+                memory.segments,
                 batch_size=batch_size,
                 shape_key=tuple(tuple(s[1:]) for s in model_shapes) if rt.batcher else None,
                 priority=_int_param(params, "priority"),
@@ -341,18 +314,17 @@ class InferenceServer:
                 response, item, done, worker = await asyncio.shield(fut)
             except asyncio.CancelledError:
                 # The worker may still read these bytes: free them when it is done.
-                held = (blocks, leases, out_leases)
-                blocks, leases, out_leases = [], [], []
+                held = memory.hand_over()
                 if stream is not None:
                     fut.add_done_callback(
-                        lambda _f: stream.on_finish(lambda: self._free(*held))
+                        lambda _f: stream.on_finish(lambda: held.free(self.arena))
                     )
                 else:
-                    fut.add_done_callback(lambda _f: self._free(*held))
+                    fut.add_done_callback(lambda _f: held.free(self.arena))
                 raise
             except TritonLiteError as exc:
-                if sequence is not None:
-                    rt.sequencer.finish(sequence)
+                if seqr is not None and sequence is not None:
+                    seqr.finish(sequence)
                 rt.stats.record_request(
                     ok=False,
                     total_ns=time.perf_counter_ns() - t_start,
@@ -360,6 +332,7 @@ class InferenceServer:
                     reason="REJECTED" if isinstance(exc, UnavailableError) else "BACKEND",
                 )
                 raise
+
             def record(ok: bool) -> None:
                 rt.stats.record_request(
                     ok=ok,
@@ -376,24 +349,23 @@ class InferenceServer:
                 # Triton counts an error the model returns as a success and a
                 # raising execute() as a failure; copy that.
                 record(code != EXECUTE_FAILED)
-                if sequence is not None:
-                    rt.sequencer.finish(sequence)
+                if seqr is not None and sequence is not None:
+                    seqr.finish(sequence)
                 raise error_from_code_name(code, text)
             if stream is not None:
                 # A decoupled model may read its inputs until its final response.
                 try:
                     await stream.wait_finished()
                 except asyncio.CancelledError:
-                    held = (blocks, leases, out_leases)
-                    blocks, leases, out_leases = [], [], []
-                    stream.on_finish(lambda: self._free(*held))
+                    held = memory.hand_over()
+                    stream.on_finish(lambda: held.free(self.arena))
                     raise
             outputs = response.outputs
-            if sequence is not None:
-                outputs = self._keep_state(rt, sequence, outputs, worker, hidden)
-            result = self._build_result(request, rt, outputs, worker, out_regions)
+            if seqr is not None and sequence is not None:
+                outputs = keep_sequence_state(seqr, sequence, outputs, worker, hidden)
+            result = build_result(request, rt.version, outputs, worker, out_regions)
             record(True)
-            result_leases, out_leases = out_leases, []
+            result_leases = memory.take_out_leases()
             release_outputs = result._release
 
             def release() -> None:
@@ -405,213 +377,10 @@ class InferenceServer:
             result._release = release
             return result
         finally:
-            self._free(blocks, leases, out_leases)
+            memory.free(self.arena)
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
-
-    def _sequence_inputs(
-        self,
-        rt: ModelRuntime,
-        params: dict,
-        batch_size: int,
-        refs: list[TensorRef],
-        blocks: list[Block],
-        segments: list[tuple[int, int]],
-        out_specs: list[OutputSpec] | None,
-    ) -> tuple[object, set[str]]:
-        """Route a sequence request and add its control and state tensors."""
-        seqr = rt.sequencer
-        assert seqr is not None
-        corr = params.get("sequence_id", 0)
-        if isinstance(corr, bool) or not isinstance(corr, (int, str)):
-            raise InvalidArgumentError("'sequence_id' must be an integer or a string")
-        start = bool(params.get("sequence_start", False))
-        end = bool(params.get("sequence_end", False))
-        sequence = seqr.begin(corr, start, end, time.perf_counter_ns())
-        try:
-            extra = seqr.extra_inputs(sequence, start, end, batch_size)
-        except InvalidArgumentError:
-            if start:
-                seqr.sequences.pop(corr, None)
-            raise
-        for name, datatype, shape, data in extra:
-            block = self.arena.allocate(len(data))
-            blocks.append(block)
-            block.view[:] = data
-            segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
-            refs.append(
-                TensorRef(name, datatype, shape, block.segment_id, block.offset, len(data))
-            )
-        hidden = seqr.state_outputs()
-        if out_specs is not None:
-            asked = {o.name for o in out_specs}
-            hidden -= asked
-            out_specs.extend(OutputSpec(name) for name in sorted(hidden))
-        return sequence, hidden
-
-    def _keep_state(
-        self, rt: ModelRuntime, sequence, refs: list[TensorRef], worker: WorkerProcess,
-        hidden: set[str],
-    ) -> list[TensorRef]:
-        """Copy state outputs aside for the next request; drop the hidden ones."""
-        seqr = rt.sequencer
-        assert seqr is not None
-        states: dict[str, tuple[list[int], bytes]] = {}
-        kept: list[TensorRef] = []
-        for ref in refs:
-            if ref.name in seqr.state_outputs() and ref.segment_id < 0:
-                view = worker.out_segments.get(ref.segment_id).view
-                states[ref.name] = (ref.shape, bytes(view[ref.offset : ref.offset + ref.nbytes]))
-            if ref.name in hidden:
-                worker.release(ref.segment_id, ref.offset)
-                continue
-            kept.append(ref)
-        seqr.keep_state(sequence, states)
-        seqr.finish(sequence)
-        return kept
-
-    def _free(
-        self, blocks: list[Block], leases: list[RegionLease], out_leases: list[RegionLease]
-    ) -> None:
-        for block in blocks:
-            self.arena.free(block)
-        for lease in leases:
-            lease.release()
-        for lease in out_leases:
-            lease.release()
-
-    def _place_input(
-        self,
-        tensor: InputTensor,
-        model_shape: list[int],
-        model_name: str,
-        prefix: str,
-        blocks: list[Block],
-        leases: list[RegionLease],
-        segments: list[tuple[int, int]],
-    ) -> TensorRef:
-        count = element_count(tensor.shape)
-        model_shape = resolve_reshape(model_shape, count)
-        esize = element_size(tensor.datatype)
-        expected = count * esize
-        if tensor.shm is not None:
-            shm = tensor.shm
-            if tensor.datatype != "BYTES" and shm.byte_size != expected:
-                raise InvalidArgumentError(
-                    f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
-                    f"'{model_name}'. Expected {expected}, got {shm.byte_size}"
-                )
-            lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size)
-            leases.append(lease)
-            if tensor.datatype == "BYTES":
-                self._check_bytes(tensor, lease.view, count)
-            segments.append((lease.segment_id, lease.fd))
-            return TensorRef(
-                tensor.name, tensor.datatype, model_shape, lease.segment_id, lease.offset,
-                lease.nbytes,
-            )
-        if tensor.raw is not None:
-            raw = tensor.raw
-            if tensor.datatype == "BYTES":
-                self._check_bytes(tensor, raw, count)
-            elif len(raw) != expected:
-                raise InvalidArgumentError(
-                    f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
-                    f"'{model_name}'. Expected {expected}, got {len(raw)}"
-                )
-        else:
-            raw = self._json_to_bytes(tensor, count)
-        block = self.arena.allocate(len(raw))
-        blocks.append(block)
-        block.view[:] = raw
-        segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
-        return TensorRef(
-            tensor.name, tensor.datatype, model_shape, block.segment_id, block.offset, len(raw)
-        )
-
-    @staticmethod
-    def _check_bytes(tensor: InputTensor, raw: bytes | memoryview, count: int) -> None:
-        try:
-            got = bytes_tensor_element_count(raw)
-        except InvalidArgumentError:
-            raise InvalidArgumentError(
-                f"unexpected end of BYTES data for input '{tensor.name}'"
-            ) from None
-        if got != count:
-            raise InvalidArgumentError(
-                f"expected {count} string elements for inference input '{tensor.name}', "
-                f"got {got}"
-            )
-
-    @staticmethod
-    def _json_to_bytes(tensor: InputTensor, count: int) -> bytes:
-        data = tensor.json_data
-        if data is None:
-            raise InvalidArgumentError(
-                f"input '{tensor.name}' must have 'data', binary data or a shared memory region"
-            )
-        if tensor.datatype == "BYTES":
-            flat = _flatten(data)
-            if len(flat) != count:
-                raise InvalidArgumentError(_SHAPE_MISMATCH)
-            return serialize_bytes_tensor(np.array(flat, dtype=np.object_))
-        try:
-            arr = np.asarray(data, dtype=numpy_dtype(tensor.datatype)).reshape(-1)
-        except (ValueError, TypeError, OverflowError):
-            raise InvalidArgumentError(
-                f"unable to parse 'data' of input '{tensor.name}' as {tensor.datatype}"
-            ) from None
-        if arr.size != count:
-            raise InvalidArgumentError(_SHAPE_MISMATCH)
-        return arr.tobytes()
-
-    def _build_result(
-        self,
-        request: InferRequest,
-        rt: ModelRuntime,
-        refs: list[TensorRef],
-        worker: WorkerProcess,
-        out_regions: dict[int, ShmRef],
-    ) -> InferResult:
-        binary_of: dict[str, bool | None] = {}
-        if request.outputs is not None:
-            binary_of = {o.name: o.binary for o in request.outputs}
-        outputs: list[OutputTensor] = []
-        to_release: list[tuple[int, int]] = []
-        for ref in refs:
-            binary = binary_of.get(ref.name)
-            if ref.segment_id < 0:
-                view = worker.out_segments.get(ref.segment_id).view
-                outputs.append(
-                    OutputTensor(
-                        ref.name, ref.datatype, ref.shape,
-                        data=view[ref.offset : ref.offset + ref.nbytes], binary=binary,
-                    )
-                )
-                to_release.append((ref.segment_id, ref.offset))
-            else:
-                shm = out_regions.get(ref.segment_id * 2**40 + ref.offset)
-                assert shm is not None
-                outputs.append(
-                    OutputTensor(
-                        ref.name, ref.datatype, ref.shape,
-                        shm=ShmRef(shm.region, shm.offset, ref.nbytes), binary=binary,
-                    )
-                )
-
-        def release() -> None:
-            for seg, off in to_release:
-                worker.release(seg, off)
-
-        return InferResult(
-            request.model_name,
-            str(rt.version),
-            request.request_id,
-            outputs,
-            {},
-            release,
-        )
 
 
 def _end_stream(task: asyncio.Task, stream: ResponseStream) -> None:
@@ -638,21 +407,3 @@ def _batch_size(spec: ModelSpec, shapes: list[list[int]]) -> int:
     if spec.max_batch_size > 0 and shapes and shapes[0]:
         return int(shapes[0][0])
     return 1
-
-
-def _flatten(data: object) -> list:
-    if isinstance(data, list):
-        out: list = []
-        stack = [iter(data)]
-        while stack:
-            for item in stack[-1]:
-                if isinstance(item, list):
-                    stack.append(iter(item))
-                    break
-                out.append(item)
-            else:
-                stack.pop()
-        return out
-    return [data]
-
-

@@ -24,7 +24,9 @@ def request_prefix(request_id: str) -> str:
     return f"[request id: {request_id or '<id_unknown>'}] "
 
 
-def validate_request(request: InferRequest, spec: ModelSpec, limits: RequestLimits) -> list[int]:
+def validate_request(
+    request: InferRequest, spec: ModelSpec, limits: RequestLimits
+) -> list[list[int]]:
     """Validate inputs/outputs; return each input's shape as the model sees it
     (after `reshape`), in the order of request.inputs."""
     model = spec.name

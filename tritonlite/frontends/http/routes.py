@@ -103,6 +103,16 @@ def _json_doc(body: bytes) -> dict:
     return doc
 
 
+def _int_field(doc: dict, field_name: str, default: int | None, region: str) -> int:
+    value = doc.get(field_name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgumentError(
+            f"Shared memory register request for region '{region}' needs an integer "
+            f"'{field_name}'"
+        )
+    return value
+
+
 Handler = Callable[[HttpRequest], Awaitable[HttpReply]]
 
 
@@ -382,20 +392,14 @@ class Routes:
             raise InvalidArgumentError(
                 f"Shared memory register request for region '{name}' is missing a string 'key'"
             )
-        offset = doc.get("offset", 0)
-        byte_size = doc.get("byte_size")
-        for field_name, value in (("offset", offset), ("byte_size", byte_size)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise InvalidArgumentError(
-                    f"Shared memory register request for region '{name}' needs an integer "
-                    f"'{field_name}'"
-                )
+        offset = _int_field(doc, "offset", 0, name)
+        byte_size = _int_field(doc, "byte_size", None, name)
         self.server.shm_register(name, key, offset, byte_size)
-        return HttpReply(200)
+        return HttpReply()
 
     async def shm_unregister(self, r: HttpRequest) -> HttpReply:
         self.server.shm_unregister(r.params.get("region", ""))
-        return HttpReply(200)
+        return HttpReply()
 
     async def cuda_shm(self, r: HttpRequest) -> HttpReply:
         raise InvalidArgumentError("CUDA shared memory is not supported on this server (no GPU)")

@@ -1,0 +1,196 @@
+"""Where a request's tensors live while a worker reads them.
+
+An input's bytes are copied once into the server's arena (from the request
+body or JSON values), or referenced in place in a client's registered shared
+memory region; an output asked into a client region gets its lease here. The
+request then travels to the worker as descriptors (segment, offset, size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tritonlite.core.inference_request import InputTensor, RequestedOutput, ShmRef
+from tritonlite.core.request_validation import resolve_reshape
+from tritonlite.datatypes import (
+    bytes_tensor_element_count,
+    element_count,
+    element_size,
+    numpy_dtype,
+    serialize_bytes_tensor,
+)
+from tritonlite.errors import InvalidArgumentError
+from tritonlite.shm.arena import Arena, Block
+from tritonlite.shm.region_registry import RegionLease, RegionRegistry
+from tritonlite.workers.messages import OutputSpec, TensorRef
+
+SHAPE_MISMATCH = "Unable to parse 'data': Shape does not match true shape of 'data' field"
+
+
+def region_key(segment_id: int, offset: int) -> int:
+    """One number for a place in a client region (output refs are matched by it)."""
+    return segment_id * 2**40 + offset
+
+
+@dataclass(slots=True)
+class RequestMemory:
+    """The shared memory one request holds until its worker is done with it."""
+
+    blocks: list[Block] = field(default_factory=list)  # arena copies of inputs
+    leases: list[RegionLease] = field(default_factory=list)  # client input regions
+    out_leases: list[RegionLease] = field(default_factory=list)  # client output regions
+    segments: list[tuple[int, int]] = field(default_factory=list)  # (segment id, fd) to map
+
+    def hand_over(self) -> RequestMemory:
+        """Move what is held into a new object (freed later by its new owner)."""
+        moved = RequestMemory(self.blocks, self.leases, self.out_leases)
+        self.blocks, self.leases, self.out_leases = [], [], []
+        return moved
+
+    def take_out_leases(self) -> list[RegionLease]:
+        """Output leases stay with the result until the response is written."""
+        leases, self.out_leases = self.out_leases, []
+        return leases
+
+    def free(self, arena: Arena) -> None:
+        for block in self.blocks:
+            arena.free(block)
+        for lease in self.leases:
+            lease.release()
+        for lease in self.out_leases:
+            lease.release()
+        self.blocks, self.leases, self.out_leases = [], [], []
+
+
+class TensorPlacer:
+    def __init__(self, arena: Arena, regions: RegionRegistry) -> None:
+        self.arena = arena
+        self.regions = regions
+
+    def place_input(
+        self,
+        tensor: InputTensor,
+        model_shape: list[int],
+        model_name: str,
+        prefix: str,
+        memory: RequestMemory,
+    ) -> TensorRef:
+        count = element_count(tensor.shape)
+        model_shape = resolve_reshape(model_shape, count)
+        esize = element_size(tensor.datatype)
+        expected = count * esize
+        if tensor.shm is not None:
+            shm = tensor.shm
+            if tensor.datatype != "BYTES" and shm.byte_size != expected:
+                raise InvalidArgumentError(
+                    f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
+                    f"'{model_name}'. Expected {expected}, got {shm.byte_size}"
+                )
+            lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size)
+            memory.leases.append(lease)
+            if tensor.datatype == "BYTES":
+                _check_bytes(tensor, lease.view, count)
+            memory.segments.append((lease.segment_id, lease.fd))
+            return TensorRef(
+                tensor.name, tensor.datatype, model_shape, lease.segment_id, lease.offset,
+                lease.nbytes,
+            )
+        if tensor.raw is not None:
+            raw: bytes | memoryview = tensor.raw
+            if tensor.datatype == "BYTES":
+                _check_bytes(tensor, raw, count)
+            elif len(raw) != expected:
+                raise InvalidArgumentError(
+                    f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
+                    f"'{model_name}'. Expected {expected}, got {len(raw)}"
+                )
+        else:
+            raw = _json_to_bytes(tensor, count)
+        return self.place_bytes(tensor.name, tensor.datatype, model_shape, raw, memory)
+
+    def place_bytes(
+        self,
+        name: str,
+        datatype: str,
+        shape: list[int],
+        data: bytes | memoryview,
+        memory: RequestMemory,
+    ) -> TensorRef:
+        """Copy a tensor's bytes into the arena."""
+        block = self.arena.allocate(len(data))
+        memory.blocks.append(block)
+        block.view[:] = data
+        memory.segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
+        return TensorRef(name, datatype, shape, block.segment_id, block.offset, len(data))
+
+    def place_outputs(
+        self, outputs: list[RequestedOutput], memory: RequestMemory
+    ) -> tuple[list[OutputSpec], dict[int, ShmRef]]:
+        """The worker's output specs; an output asked into a client region gets
+        its destination, and the region the client named (by region_key)."""
+        specs: list[OutputSpec] = []
+        regions: dict[int, ShmRef] = {}
+        for out in outputs:
+            dest = None
+            if out.shm is not None:
+                lease = self.regions.acquire(out.shm.region, out.shm.offset, out.shm.byte_size)
+                memory.out_leases.append(lease)
+                memory.segments.append((lease.segment_id, lease.fd))
+                dest = (lease.segment_id, lease.offset, lease.nbytes)
+                regions[region_key(lease.segment_id, lease.offset)] = out.shm
+            specs.append(OutputSpec(out.name, dest))
+        return specs, regions
+
+
+def _check_bytes(tensor: InputTensor, raw: bytes | memoryview, count: int) -> None:
+    try:
+        got = bytes_tensor_element_count(raw)
+    except InvalidArgumentError:
+        raise InvalidArgumentError(
+            f"unexpected end of BYTES data for input '{tensor.name}'"
+        ) from None
+    if got != count:
+        raise InvalidArgumentError(
+            f"expected {count} string elements for inference input '{tensor.name}', "
+            f"got {got}"
+        )
+
+
+def _json_to_bytes(tensor: InputTensor, count: int) -> bytes:
+    data = tensor.json_data
+    if data is None:
+        raise InvalidArgumentError(
+            f"input '{tensor.name}' must have 'data', binary data or a shared memory region"
+        )
+    if tensor.datatype == "BYTES":
+        flat = _flatten(data)
+        if len(flat) != count:
+            raise InvalidArgumentError(SHAPE_MISMATCH)
+        return serialize_bytes_tensor(np.array(flat, dtype=np.object_))
+    try:
+        arr = np.asarray(data, dtype=numpy_dtype(tensor.datatype)).reshape(-1)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidArgumentError(
+            f"unable to parse 'data' of input '{tensor.name}' as {tensor.datatype}"
+        ) from None
+    if arr.size != count:
+        raise InvalidArgumentError(SHAPE_MISMATCH)
+    return arr.tobytes()
+
+
+def _flatten(data: object) -> list:
+    if isinstance(data, list):
+        out: list = []
+        stack = [iter(data)]
+        while stack:
+            for item in stack[-1]:
+                if isinstance(item, list):
+                    stack.append(iter(item))
+                    break
+                out.append(item)
+            else:
+                stack.pop()
+        return out
+    return [data]
