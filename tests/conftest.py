@@ -3,10 +3,12 @@ import os
 import pytest
 import tritonclient.utils.shared_memory as shm
 
-from tests.server_harness import ROOT, ServerProcess
+from tests.server_harness import ROOT, ServerPool, ServerProcess, ServerSetup
 
 EXAMPLES = os.path.join(ROOT, "examples", "models")
 TEST_MODELS = os.path.join(ROOT, "tests", "models")
+# The examples plus the tests' own models (some fail to load on purpose).
+SHARED = ServerSetup((EXAMPLES, TEST_MODELS), ("--exit-on-error", "false"))
 
 
 def _tritonlite_shm() -> set[str]:
@@ -23,12 +25,21 @@ def no_leaked_shm():
 
 @pytest.fixture(scope="session")
 def server():
-    """The examples plus the tests' own models, shared by read-only tests."""
-    # The test repository holds models that fail to load on purpose.
-    srv = ServerProcess([EXAMPLES, TEST_MODELS], "--exit-on-error", "false")
+    """The SHARED setup on the default transports, shared by read-only tests."""
+    srv = ServerProcess(list(SHARED.repositories), *SHARED.args)
     yield srv
     code = srv.stop()
     assert code == 0, srv.log()
+
+
+@pytest.fixture(scope="session")
+def server_pool(server):
+    """Shared server processes by setup (other transports, other flags)."""
+    pool = ServerPool()
+    pool.add(SHARED, server)
+    yield pool
+    for srv, code in pool.close(keep=server):
+        assert code == 0, srv.log()
 
 
 # The gRPC tests' fixtures (each gRPC test runs against both transports).

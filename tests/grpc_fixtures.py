@@ -2,7 +2,8 @@
 
 `grpc_server` is a session-scoped server per transport: for the default
 transport it is the shared `server` fixture itself, for the other one a
-second process started with `--grpc-server`. Tests that start their own
+second process started with `--grpc-server` (from the server pool, so the
+door tables use the same one). Tests that start their own
 server pass `grpc_server_args(grpc_transport)`.
 TRITONLITE_TEST_GRPC_SERVERS=lean (or aio) narrows the run to one transport.
 """
@@ -13,7 +14,7 @@ import os
 
 import pytest
 
-from tests.server_harness import ServerProcess
+from tests.server_harness import ServerSetup
 
 DEFAULT_TRANSPORT = "lean"  # `tritonlite serve --grpc-server` default (cli.py)
 TRANSPORTS = [
@@ -34,13 +35,8 @@ def grpc_transport(request) -> str:
 def grpc_server(request, grpc_transport):
     """The examples plus the tests' own models, gRPC served by `grpc_transport`."""
     if grpc_transport == DEFAULT_TRANSPORT:
-        yield request.getfixturevalue("server")
-        return
-    from tests.conftest import EXAMPLES, TEST_MODELS
+        return request.getfixturevalue("server")
+    from tests.conftest import SHARED
 
-    srv = ServerProcess(
-        [EXAMPLES, TEST_MODELS], "--exit-on-error", "false", *grpc_server_args(grpc_transport)
-    )
-    yield srv
-    code = srv.stop()
-    assert code == 0, srv.log()
+    setup = ServerSetup(SHARED.repositories, (*SHARED.args, *grpc_server_args(grpc_transport)))
+    return request.getfixturevalue("server_pool").process(setup)

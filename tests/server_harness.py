@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,3 +88,37 @@ class ServerProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    """What a door's server serves: repositories and `tritonlite serve` flags.
+    `shared` setups are started once per session and reused."""
+
+    repositories: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    shared: bool = True
+
+
+class ServerPool:
+    """Server processes shared by doors (and other tests) with the same setup."""
+
+    def __init__(self) -> None:
+        self._servers: dict[tuple, ServerProcess] = {}
+
+    def add(self, setup: ServerSetup, server: ServerProcess) -> None:
+        self._servers[(setup.repositories, setup.args)] = server
+
+    def process(self, setup: ServerSetup) -> ServerProcess:
+        key = (setup.repositories, setup.args)
+        if not setup.shared:
+            return ServerProcess(list(setup.repositories), *setup.args)
+        if key not in self._servers:
+            self._servers[key] = ServerProcess(list(setup.repositories), *setup.args)
+        return self._servers[key]
+
+    def close(self, keep: ServerProcess | None = None) -> list[tuple[ServerProcess, int]]:
+        """Stop every pooled server but `keep`; return (server, exit code) pairs."""
+        codes = [(s, s.stop()) for s in self._servers.values() if s is not keep]
+        self._servers.clear()
+        return codes

@@ -3,24 +3,18 @@
 import grpc
 import pytest
 
+from tests.doors import TRITON_GRPC_STATUS, TRITON_HTTP_STATUS
 from tritonlite import errors
 from tritonlite.errors import ErrorCode
 from tritonlite.frontends.grpc.status_codes import status_code_of
 
-# Triton 2.51: http_server.cc HttpCodeFromError and grpc/grpc_utils.cc
-# CodeToStatus, written out here as the oracle for the server's one table.
+# The oracle the door tables use (Triton 2.51's mapping), plus the restricted
+# API: 403 over HTTP, UNAVAILABLE over gRPC (grpc_server.cc).
 TRITON = {
-    "UNKNOWN": (400, grpc.StatusCode.UNKNOWN),
-    "INTERNAL": (500, grpc.StatusCode.INTERNAL),
-    "NOT_FOUND": (404, grpc.StatusCode.NOT_FOUND),
-    "INVALID_ARG": (400, grpc.StatusCode.INVALID_ARGUMENT),
-    "UNAVAILABLE": (503, grpc.StatusCode.UNAVAILABLE),
-    "UNSUPPORTED": (501, grpc.StatusCode.UNIMPLEMENTED),
-    "ALREADY_EXISTS": (400, grpc.StatusCode.ALREADY_EXISTS),
-    "CANCELLED": (400, grpc.StatusCode.CANCELLED),
-    # A restricted API: 403 over HTTP, UNAVAILABLE over gRPC (grpc_server.cc).
-    "FORBIDDEN": (403, grpc.StatusCode.UNAVAILABLE),
+    name: (int(TRITON_HTTP_STATUS[name]), grpc.StatusCode[TRITON_GRPC_STATUS[name]])
+    for name in TRITON_HTTP_STATUS
 }
+TRITON["FORBIDDEN"] = (403, grpc.StatusCode.UNAVAILABLE)
 
 
 @pytest.mark.parametrize("name", sorted(TRITON))

@@ -1,9 +1,13 @@
-"""gRPC: health, server/model metadata, config, readiness, repository, settings."""
+"""gRPC health, server metadata, settings, and what only gRPC expresses.
+
+Model metadata, config, readiness, index, statistics and model control are
+rows of tests/test_door_tables.py.
+"""
 
 import grpc
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 
@@ -52,130 +56,36 @@ def _tensors(items):
     return [(t.name, t.datatype, list(t.shape)) for t in items]
 
 
-def test_model_metadata(client):
-    meta = client.get_model_metadata("add_sub")
-    assert (meta.name, list(meta.versions), meta.platform) == ("add_sub", ["1"], "python")
-    assert _tensors(meta.inputs) == [("INPUT0", "FP32", [16]), ("INPUT1", "FP32", [16])]
-    assert _tensors(meta.outputs) == [("OUTPUT0", "FP32", [16]), ("OUTPUT1", "FP32", [16])]
-    batched = client.get_model_metadata("add_sub_batch", "1")
-    assert list(batched.inputs[0].shape) == [-1, -1]
+def test_metadata_shapes_are_int64(client):
+    # The proto carries shapes as int64 (its JSON form shows them as strings).
     as_json = client.get_model_metadata("add_sub", as_json=True)
     assert as_json["inputs"][0] == {"name": "INPUT0", "datatype": "FP32", "shape": ["16"]}
 
 
-def test_model_config_is_completed_like_triton(client):
-    config = client.get_model_config("add_sub").config
-    assert config.name == "add_sub"
-    assert config.backend == "python"
-    assert config.max_batch_size == 0
-    assert config.default_model_filename == "model.py"
-    assert config.version_policy.latest.num_versions == 1
-    assert list(config.input[0].dims) == [16]
-    assert model_config_pb2.DataType.Name(config.input[0].data_type) == "TYPE_FP32"
-    group = config.instance_group[0]
-    kind = model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind)
-    assert (group.name, kind, group.count) == ("add_sub_0", "KIND_CPU", 2)
-
-
-def test_model_config_matches_http(grpc_server, client):
-    import tritonclient.http as httpclient
-
-    http_config = httpclient.InferenceServerClient(grpc_server.url).get_model_config("add_sub")
-    grpc_config = client.get_model_config("add_sub", as_json=True)["config"]
-    assert grpc_config["name"] == http_config["name"]
-    assert grpc_config["input"][0]["dims"] == [str(d) for d in http_config["input"][0]["dims"]]
-    assert grpc_config["instance_group"][0]["name"] == http_config["instance_group"][0]["name"]
-
-
-def test_auto_complete_config_from_model_py(client):
-    config = client.get_model_config("auto_complete").config
-    assert config.max_batch_size == 4
-    assert [i.name for i in config.input] == ["IN"]
-    assert model_config_pb2.DataType.Name(config.output[0].data_type) == "TYPE_INT64"
-
-
-def test_model_ready_and_versions(client):
-    assert client.is_model_ready("add_sub")
-    assert client.is_model_ready("two_versions", "1")
-    assert client.is_model_ready("two_versions", "2")
-    assert client.is_model_ready("latest_only", "3")
-    assert not client.is_model_ready("latest_only", "1")
-    assert client.is_model_ready("specific_version", "1")
-    assert not client.is_model_ready("specific_version", "2")
-    # Triton answers OK with ready=false for unknown and failed models.
-    assert not client.is_model_ready("no_such_model")
-    assert not client.is_model_ready("init_fails")
-
-
-def test_metadata_errors(client, stub):
-    with pytest.raises(InferenceServerException) as info:
-        client.get_model_metadata("nope")
-    assert info.value.status() == "StatusCode.NOT_FOUND"
-    assert info.value.message() == "Request for unknown model: 'nope' is not found"
-    err = _rpc_error(lambda: stub.ModelMetadata(service_pb2.ModelMetadataRequest(
-        name="add_sub", version="9")))
-    assert err.code() == grpc.StatusCode.NOT_FOUND
-    assert err.details() == "Request for unknown model: 'add_sub' version 9 is not found"
-    err = _rpc_error(lambda: stub.ModelMetadata(service_pb2.ModelMetadataRequest(
-        name="add_sub", version="abc")))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details() == (
-        "failed to get model version from specified version string 'abc' (details: stol), "
-        "version should be an integral value > 0"
-    )
-    err = _rpc_error(lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name="nope")))
-    assert err.code() == grpc.StatusCode.NOT_FOUND
-    err = _rpc_error(lambda: stub.ModelMetadata(service_pb2.ModelMetadataRequest(
-        name="init_fails")))
-    assert err.code() == grpc.StatusCode.NOT_FOUND
-    assert err.details() == "Request for unknown model: 'init_fails' has no available versions"
-
-
-def test_repository_index_reports_failures_with_reason(client, stub):
-    index = client.get_model_repository_index()
-    by_name = {}
-    for item in index.models:
-        by_name.setdefault(item.name, []).append(item)
-    (add_sub,) = by_name["add_sub"]
-    assert (add_sub.version, add_sub.state, add_sub.reason) == ("1", "READY", "")
-    assert [i.version for i in by_name["two_versions"]] == ["1", "2"]
-    (init_fails,) = by_name["init_fails"]
-    assert init_fails.state == "UNAVAILABLE"
-    assert "cannot open the weights" in init_fails.reason
-    (bad,) = by_name["bad_config"]
-    assert bad.state == "UNAVAILABLE" and "config.pbtxt" in bad.reason
-    ready_only = stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(ready=True))
-    assert all(i.state == "READY" for i in ready_only.models)
-    assert "init_fails" not in {i.name for i in ready_only.models}
-    err = _rpc_error(lambda: stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(
-        repository_name="elsewhere")))
-    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
-def test_load_unload_answer_like_model_control_mode_none(client):
-    for call in (client.load_model, client.unload_model):
-        with pytest.raises(InferenceServerException) as info:
-            call("add_sub")
-        assert info.value.status() == "StatusCode.UNAVAILABLE"
-        assert info.value.message() == (
-            "explicit model load / unload is not allowed if polling is enabled"
+def test_version_that_is_not_a_number(stub):
+    # Triton's gRPC frontend parses the version itself (HTTP's router answers 404).
+    for call, request in ((stub.ModelMetadata, service_pb2.ModelMetadataRequest),
+                          (stub.ModelConfig, service_pb2.ModelConfigRequest),
+                          (stub.ModelStatistics, service_pb2.ModelStatisticsRequest)):
+        err = _rpc_error(lambda call=call, request=request: call(
+            request(name="add_sub", version="abc")))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details() == (
+            "failed to get model version from specified version string 'abc' (details: stol), "
+            "version should be an integral value > 0"
         )
 
 
-def test_statistics(client, stub):
-    stats = client.get_inference_statistics("add_sub")
-    (entry,) = stats.model_stats
-    assert (entry.name, entry.version) == ("add_sub", "1")
-    everything = client.get_inference_statistics()
-    assert {"add_sub", "identity_bytes"} <= {s.name for s in everything.model_stats}
-    err = _rpc_error(lambda: stub.ModelStatistics(service_pb2.ModelStatisticsRequest(
-        name="nope")))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details() == "requested model 'nope' is not available"
-    err = _rpc_error(lambda: stub.ModelStatistics(service_pb2.ModelStatisticsRequest(
-        name="add_sub", version="4")))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details() == "requested model version is not available for model 'add_sub'"
+def test_repository_name_is_unsupported(stub):
+    for call, request in ((stub.RepositoryIndex, service_pb2.RepositoryIndexRequest()),
+                          (stub.RepositoryModelLoad, service_pb2.RepositoryModelLoadRequest(
+                              model_name="add_sub")),
+                          (stub.RepositoryModelUnload, service_pb2.RepositoryModelUnloadRequest(
+                              model_name="add_sub"))):
+        request.repository_name = "elsewhere"
+        err = _rpc_error(lambda call=call, request=request: call(request))
+        assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert err.details() == "'repository_name' specification is not supported"
 
 
 def test_cuda_shared_memory_without_a_gpu(client, stub):

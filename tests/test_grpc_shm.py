@@ -1,4 +1,8 @@
-"""System shared memory over gRPC: register, status, infer, errors."""
+"""System shared memory through tritonclient's gRPC client: infer, gRPC-only errors.
+
+Register / status / unregister and their errors, and shm inference errors,
+are rows of tests/test_door_tables.py.
+"""
 
 import os
 import threading
@@ -28,28 +32,6 @@ def _error(fn) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as info:
         fn()
     return info.value
-
-
-def _status(client, name=""):
-    return {
-        n: (r.key, r.offset, r.byte_size)
-        for n, r in client.get_system_shared_memory_status(name).regions.items()
-    }
-
-
-def test_register_status_unregister(client, regions):
-    regions("r1", _key("a"), 256)
-    regions("r2", _key("b"), 128)
-    client.register_system_shared_memory("in", _key("a"), 256)
-    client.register_system_shared_memory("out", _key("b"), 64, offset=32)
-    status = _status(client)
-    assert status["in"] == (_key("a"), 0, 256)
-    assert status["out"] == (_key("b"), 32, 64)
-    assert list(_status(client, "out")) == ["out"]
-    client.unregister_system_shared_memory("in")
-    assert list(_status(client)) == ["out"]
-    client.unregister_system_shared_memory()
-    assert _status(client) == {}
 
 
 def test_infer_in_and_out_of_shared_memory(client, regions):
@@ -82,22 +64,6 @@ def test_infer_in_and_out_of_shared_memory(client, regions):
     )
 
 
-def test_shm_output_beside_a_body_output(client, regions):
-    a = np.arange(16, dtype=np.float32)
-    h_out = regions("out", _key("half"), 64)
-    client.register_system_shared_memory("half", _key("half"), 64)
-    inputs = [grpcclient.InferInput("INPUT0", [16], "FP32"),
-              grpcclient.InferInput("INPUT1", [16], "FP32")]
-    inputs[0].set_data_from_numpy(a)
-    inputs[1].set_data_from_numpy(a)
-    out0 = grpcclient.InferRequestedOutput("OUTPUT0")
-    out0.set_shared_memory("half", 64)
-    result = client.infer("add_sub", inputs, outputs=[out0, grpcclient.InferRequestedOutput(
-        "OUTPUT1")])
-    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), np.zeros(16, np.float32))
-    np.testing.assert_array_equal(shm.get_contents_as_numpy(h_out, np.float32, [16]), a * 2)
-
-
 def test_mixed_shm_input_and_body_output(client, regions):
     x = np.linspace(0, 1, 1000, dtype=np.float32)
     h = regions("in", _key("mix"), x.nbytes)
@@ -107,63 +73,6 @@ def test_mixed_shm_input_and_body_output(client, regions):
     inp.set_shared_memory("mix", x.nbytes)
     result = client.infer("identity_fp32", [inp])
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
-
-
-def test_register_errors(client, regions, grpc_server):
-    regions("r", _key("e"), 64)
-    client.register_system_shared_memory("dup", _key("e"), 64)
-    err = _error(lambda: client.register_system_shared_memory("dup", _key("e"), 64))
-    assert err.status() == "StatusCode.ALREADY_EXISTS"
-    assert "shared memory region 'dup' already in manager" in err.message()
-    err = _error(lambda: client.register_system_shared_memory("x", _key("missing"), 64))
-    assert f"Unable to open shared memory region: '{_key('missing')}'" in err.message()
-    err = _error(lambda: client.register_system_shared_memory("big", _key("e"), 128))
-    assert "big" in err.message()
-    err = _error(lambda: client.register_system_shared_memory("off", _key("e"), 32, offset=48))
-    assert "off" in err.message()
-    # The server's own segments are never registrable by their prefix.
-    err = _error(lambda: client.register_system_shared_memory("evil", "/tritonlite_arena", 16))
-    assert err.status() == "StatusCode.INVALID_ARGUMENT" and "reserved" in err.message()
-    err = _error(lambda: client.get_system_shared_memory_status("nope"))
-    assert err.status() == "StatusCode.NOT_FOUND"
-    assert err.message() == "Unable to find system shared memory region: 'nope'"
-    # Unregistering an unknown name is not an error (as in Triton).
-    client.unregister_system_shared_memory("nope")
-
-
-def test_infer_shm_errors(client, regions):
-    regions("r", _key("small"), 64)
-    client.register_system_shared_memory("small", _key("small"), 64)
-
-    def inputs(region="small", size=64, offset=0):
-        # tritonclient keeps a stale offset once set: fresh inputs each time.
-        a = grpcclient.InferInput("INPUT0", [16], "FP32")
-        a.set_shared_memory(region, size, offset=offset)
-        b = grpcclient.InferInput("INPUT1", [16], "FP32")
-        b.set_data_from_numpy(np.zeros(16, np.float32))
-        return [a, b]
-
-    err = _error(lambda: client.infer("add_sub", inputs("unknown_region")))
-    assert err.status() == "StatusCode.NOT_FOUND"
-    assert err.message() == "Unable to find shared memory region: 'unknown_region'"
-
-    err = _error(lambda: client.infer("add_sub", inputs(offset=16)))
-    assert err.status() == "StatusCode.INVALID_ARGUMENT"
-    assert err.message() == "Invalid offset + byte size for shared memory region: 'small'"
-
-    err = _error(lambda: client.infer("add_sub", inputs(size=32)))
-    assert err.message() == (
-        "[request id: <id_unknown>] input byte size mismatch for input 'INPUT0' for model "
-        "'add_sub'. Expected 64, got 32"
-    )
-
-    out = grpcclient.InferRequestedOutput("OUTPUT0")
-    out.set_shared_memory("small", 16)
-    err = _error(lambda: client.infer("add_sub", inputs(), outputs=[out]))
-    # Triton says INTERNAL; the core treats the client's too-small region as a
-    # client mistake (HTTP 400), and gRPC follows the core.
-    assert err.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "should be at least 64 bytes to hold the results" in err.message()
 
 
 def test_shm_and_contents_do_not_mix(grpc_server, client, regions):

@@ -1,4 +1,8 @@
-"""System shared memory through tritonclient: register, status, infer, errors."""
+"""System shared memory through tritonclient's HTTP client: infer in and out of regions.
+
+Register / status / unregister and their errors, and shm inference errors,
+are rows of tests/test_door_tables.py.
+"""
 
 import os
 
@@ -7,8 +11,6 @@ import pytest
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
-
-from tests.http_raw import call_json
 
 
 @pytest.fixture
@@ -20,21 +22,6 @@ def client(server):
 
 def _key(tag: str) -> str:
     return f"/tltest_{os.getpid()}_{tag}"
-
-
-def test_register_status_unregister(client, regions):
-    regions("r1", _key("a"), 256)
-    regions("r2", _key("b"), 128)
-    client.register_system_shared_memory("in", _key("a"), 256)
-    client.register_system_shared_memory("out", _key("b"), 64, offset=32)
-    status = {r["name"]: r for r in client.get_system_shared_memory_status()}
-    assert status["in"] == {"name": "in", "key": _key("a"), "offset": 0, "byte_size": 256}
-    assert status["out"]["offset"] == 32 and status["out"]["byte_size"] == 64
-    assert [r["name"] for r in client.get_system_shared_memory_status("out")] == ["out"]
-    client.unregister_system_shared_memory("in")
-    assert [r["name"] for r in client.get_system_shared_memory_status()] == ["out"]
-    client.unregister_system_shared_memory()
-    assert client.get_system_shared_memory_status() == []
 
 
 def test_infer_in_and_out_of_shared_memory(client, regions):
@@ -84,61 +71,6 @@ def _error(fn) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as info:
         fn()
     return info.value
-
-
-def test_register_errors(client, regions, server):
-    regions("r", _key("e"), 64)
-    client.register_system_shared_memory("dup", _key("e"), 64)
-    err = _error(lambda: client.register_system_shared_memory("dup", _key("e"), 64))
-    assert "shared memory region 'dup' already in manager" in err.message()
-    err = _error(lambda: client.register_system_shared_memory("x", _key("missing"), 64))
-    assert f"Unable to open shared memory region: '{_key('missing')}'" in err.message()
-    err = _error(lambda: client.register_system_shared_memory("big", _key("e"), 128))
-    assert "big" in err.message()
-    err = _error(lambda: client.register_system_shared_memory("off", _key("e"), 32, offset=48))
-    assert "off" in err.message()
-    # The server's own segments are never registrable by their prefix.
-    status, doc = call_json(
-        server.url,
-        "POST",
-        "/v2/systemsharedmemory/region/evil/register",
-        {"key": "/tritonlite_arena", "offset": 0, "byte_size": 16},
-    )
-    assert status == 400 and "reserved" in doc["error"]
-    err = _error(lambda: client.get_system_shared_memory_status("nope"))
-    assert "Unable to find system shared memory region: 'nope'" in err.message()
-    # Unregistering an unknown name is not an error (as in Triton).
-    client.unregister_system_shared_memory("nope")
-
-
-def test_infer_shm_errors(client, regions):
-    regions("r", _key("small"), 64)
-    client.register_system_shared_memory("small", _key("small"), 64)
-    a = httpclient.InferInput("INPUT0", [16], "FP32")
-    b = httpclient.InferInput("INPUT1", [16], "FP32")
-    b.set_data_from_numpy(np.zeros(16, np.float32))
-
-    a.set_shared_memory("unknown_region", 64)
-    err = _error(lambda: client.infer("add_sub", [a, b]))
-    assert "Unable to find shared memory region: 'unknown_region'" in err.message()
-
-    a.set_shared_memory("small", 64, offset=16)
-    err = _error(lambda: client.infer("add_sub", [a, b]))
-    assert "Invalid offset + byte size for shared memory region: 'small'" in err.message()
-
-    # tritonclient keeps a non-zero offset once set: start from a fresh input.
-    a = httpclient.InferInput("INPUT0", [16], "FP32")
-    a.set_shared_memory("small", 32)
-    err = _error(lambda: client.infer("add_sub", [a, b]))
-    assert "input byte size mismatch for input 'INPUT0'" in err.message()
-    assert err.message().startswith("[request id: <id_unknown>] ")
-
-    a = httpclient.InferInput("INPUT0", [16], "FP32")
-    a.set_shared_memory("small", 64)
-    out = httpclient.InferRequestedOutput("OUTPUT0")
-    out.set_shared_memory("small", 16)
-    err = _error(lambda: client.infer("add_sub", [a, b], outputs=[out]))
-    assert "should be at least 64 bytes to hold the results" in err.message()
 
 
 def test_unregister_while_in_flight_is_safe(server, regions):

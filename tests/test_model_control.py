@@ -1,4 +1,6 @@
-"""Model control: explicit load/unload, reload with overrides, poll mode."""
+"""Model control: load/unload while other models serve, overrides, poll mode,
+gRPC parameter types. The load / reload / unload scenario every door runs
+is in tests/test_door_tables.py."""
 
 import base64
 import json
@@ -31,16 +33,6 @@ def _scalar(client, model, value=5.0, version=""):
     inp = httpclient.InferInput("INPUT0", [1], "FP32")
     inp.set_data_from_numpy(np.array([value], np.float32))
     return client.infer(model, [inp], model_version=version).as_numpy("OUTPUT0")[0]
-
-
-def test_none_mode_refuses_load_and_unload(server):
-    status, doc = call_json(server.url, "POST", "/v2/repository/models/add_sub/load", {})
-    assert (status, doc["error"]) == (
-        503,
-        "explicit model load / unload is not allowed if polling is enabled",
-    )
-    status, doc = call_json(server.url, "POST", "/v2/repository/models/add_sub/unload", {})
-    assert status == 503
 
 
 def test_explicit_load_unload_while_another_model_serves(tmp_path):
@@ -189,124 +181,13 @@ def test_poll_mode_picks_up_a_new_version(tmp_path):
         assert srv.stop() == 0, srv.log()
 
 
-def test_unload_dependents_takes_the_ensemble_down(tmp_path):
-    repo = _repo(tmp_path, "add_sub", "identity_fp32", "ensemble_add_sub")
-    srv = ServerProcess([str(repo)], "--model-control-mode", "explicit", "--load-model", "*")
-    try:
-        client = httpclient.InferenceServerClient(srv.url)
-        assert client.is_model_ready("ensemble_add_sub")
-        client.unload_model("identity_fp32", unload_dependents=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (
-            client.is_model_ready("identity_fp32") or client.is_model_ready("ensemble_add_sub")
-        ):
-            time.sleep(0.05)
-        assert not client.is_model_ready("identity_fp32")
-        assert not client.is_model_ready("ensemble_add_sub")
-        assert client.is_model_ready("add_sub")
-    finally:
-        assert srv.stop() == 0, srv.log()
-
-
 # -- gRPC: the same registry behind RepositoryModelLoad / RepositoryModelUnload ----------
-
-
-def _grpc_scalar(client, model, value=5.0, version=""):
-    import tritonclient.grpc as grpcclient
-
-    inp = grpcclient.InferInput("INPUT0", [1], "FP32")
-    inp.set_data_from_numpy(np.array([value], np.float32))
-    return client.infer(model, [inp], model_version=version).as_numpy("OUTPUT0")[0]
 
 
 def _grpc_error(fn) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as info:
         fn()
     return info.value
-
-
-def test_grpc_explicit_load_unload_reload_with_config_override(tmp_path, grpc_transport):
-    """What the HTTP test above does, over RepositoryModelLoad/Unload on each transport."""
-    import tritonclient.grpc as grpcclient
-
-    from tests.grpc_fixtures import grpc_server_args
-
-    repo = _repo(tmp_path, "add_sub", "two_versions", "slow_identity", "init_fails")
-    cfg = repo / "two_versions" / "config.pbtxt"
-    cfg.write_text(cfg.read_text().replace("version_policy: { all { } }", ""))
-    srv = ServerProcess(
-        [str(repo)], "--model-control-mode", "explicit", "--load-model", "add_sub",
-        *grpc_server_args(grpc_transport),
-    )
-    try:
-        client = grpcclient.InferenceServerClient(srv.grpc_url)
-        index = {m.name: m for m in client.get_model_repository_index().models}
-        assert index["two_versions"].state == ""  # known, not loaded
-        assert index["add_sub"].state == "READY"
-        assert not client.is_model_ready("two_versions")
-
-        client.load_model("two_versions")
-        assert client.is_model_ready("two_versions")
-        assert _grpc_scalar(client, "two_versions") == 10.0  # default policy: latest only
-        assert not client.is_model_ready("two_versions", "1")
-        # Reload with a config override: version policy "all" brings version 1 in.
-        config = client.get_model_config("two_versions", as_json=True)["config"]
-        config["version_policy"] = {"all": {}}
-        client.load_model("two_versions", config=json.dumps(config))
-        assert _grpc_scalar(client, "two_versions", version="2") == 10.0
-        assert _grpc_scalar(client, "two_versions", version="1") == 5.0
-        versions = {
-            (m.version, m.state)
-            for m in client.get_model_repository_index().models
-            if m.name == "two_versions"
-        }
-        assert versions == {("1", "READY"), ("2", "READY")}
-
-        # The same failures as over HTTP, with the gRPC code of their error.
-        err = _grpc_error(lambda: client.load_model("init_fails"))
-        assert err.status() == "StatusCode.INVALID_ARGUMENT"
-        assert err.message().startswith(
-            "load failed for model 'init_fails': version 1 is at UNAVAILABLE state:"
-        )
-        err = _grpc_error(lambda: client.load_model("nosuch"))
-        assert err.status() == "StatusCode.INTERNAL"
-        assert err.message() == "failed to load 'nosuch', failed to poll from model repository"
-
-        # Unload: in-flight requests finish first, then the model is gone.
-        client.load_model("slow_identity")
-        result = {}
-
-        def slow():
-            c = grpcclient.InferenceServerClient(srv.grpc_url)
-            inp = grpcclient.InferInput("INPUT0", [2], "FP32")
-            inp.set_data_from_numpy(np.array([1.0, 2.0], np.float32))
-            result["out"] = c.infer("slow_identity", [inp]).as_numpy("OUTPUT0")
-            c.close()
-
-        s = threading.Thread(target=slow)
-        s.start()
-        time.sleep(0.1)
-        client.unload_model("slow_identity")
-        s.join(30)
-        np.testing.assert_array_equal(result["out"], [1.0, 2.0])
-        deadline = time.monotonic() + 20
-        while client.is_model_ready("slow_identity") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not client.is_model_ready("slow_identity")
-        client.unload_model("nosuch")  # unknown: not an error
-
-        # Unload, then load again from the repository.
-        client.unload_model("two_versions")
-        deadline = time.monotonic() + 20
-        while client.is_model_ready("two_versions") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not client.is_model_ready("two_versions")
-        client.load_model("two_versions")
-        assert _grpc_scalar(client, "two_versions") == 10.0
-        assert client.is_model_ready("add_sub")
-        client.close()
-    finally:
-        assert srv.stop() == 0, srv.log()
 
 
 def test_grpc_file_overrides_and_parameter_types(tmp_path, grpc_transport):
@@ -372,43 +253,6 @@ def test_grpc_file_overrides_and_parameter_types(tmp_path, grpc_transport):
             grpc.StatusCode.INVALID_ARGUMENT,
             "invalid value type for 'unload_dependents' parameter, expected bool_param.",
         )
-        assert client.is_model_ready("add_sub")
-        client.close()
-    finally:
-        assert srv.stop() == 0, srv.log()
-
-
-def test_grpc_unload_dependents_and_none_mode(tmp_path, grpc_transport, grpc_server):
-    import tritonclient.grpc as grpcclient
-
-    from tests.grpc_fixtures import grpc_server_args
-
-    # --model-control-mode none (the shared server): Triton's refusal.
-    client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
-    for call in (lambda: client.load_model("add_sub"), lambda: client.unload_model("add_sub")):
-        err = _grpc_error(call)
-        assert err.status() == "StatusCode.UNAVAILABLE"
-        assert err.message() == (
-            "explicit model load / unload is not allowed if polling is enabled"
-        )
-    client.close()
-
-    repo = _repo(tmp_path, "add_sub", "identity_fp32", "ensemble_add_sub")
-    srv = ServerProcess(
-        [str(repo)], "--model-control-mode", "explicit", "--load-model", "*",
-        *grpc_server_args(grpc_transport),
-    )
-    try:
-        client = grpcclient.InferenceServerClient(srv.grpc_url)
-        assert client.is_model_ready("ensemble_add_sub")
-        client.unload_model("identity_fp32", unload_dependents=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (
-            client.is_model_ready("identity_fp32") or client.is_model_ready("ensemble_add_sub")
-        ):
-            time.sleep(0.05)
-        assert not client.is_model_ready("identity_fp32")
-        assert not client.is_model_ready("ensemble_add_sub")
         assert client.is_model_ready("add_sub")
         client.close()
     finally:
