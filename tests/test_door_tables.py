@@ -296,6 +296,17 @@ INFER_ROWS = {
         lambda d: d.infer("error_response", [T("INPUT0", "FP32", [1], np.ones(1, np.float32))]),
         Err("INTERNAL", "input rejected by the model"),
     ),
+    # A Python model's TritonError code reaches every client through the one
+    # table (checked against the reference: docs/reference_behaviour.md).
+    **{
+        f"the model answers an error coded {code}": (
+            lambda d, i=i: d.infer("error_code", [T("INPUT0", "INT32", [1],
+                                                    np.array([i], np.int32))]),
+            Err(code, f"code {code}"),
+        )
+        for i, code in enumerate(["UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG",
+                                  "UNAVAILABLE", "UNSUPPORTED", "ALREADY_EXISTS", "CANCELLED"])
+    },
 }
 
 
