@@ -38,9 +38,14 @@ class ConfigError(Exception):
     """A model's configuration is unusable; the text becomes its UNAVAILABLE reason."""
 
 
-def read_config_file(model_dir: str) -> ModelConfig | None:
-    """Parse <model_dir>/config.pbtxt, or None when the file is absent."""
+def read_config_file(model_dir: str, config_name: str = "") -> ModelConfig | None:
+    """Parse <model_dir>/configs/<config_name>.pbtxt where --model-config-name names
+    one that exists, else <model_dir>/config.pbtxt; None when neither exists."""
     path = os.path.join(model_dir, "config.pbtxt")
+    if config_name:
+        custom = os.path.join(model_dir, "configs", f"{config_name}.pbtxt")
+        if os.path.isfile(custom):
+            path = custom
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:

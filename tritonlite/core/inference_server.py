@@ -50,7 +50,6 @@ from tritonlite.workers.messages import EXECUTE_FAILED, RequestItem
 
 log = logging.getLogger("tritonlite")
 
-SERVER_NAME = "triton"
 SERVER_VERSION = "2.51.0"
 EXTENSIONS = [
     "sequence",
@@ -128,7 +127,11 @@ class InferenceServer:
         return self.registry.load_failures()
 
     def server_metadata(self) -> dict:
-        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
+        return {
+            "name": self.options.server_id,
+            "version": SERVER_VERSION,
+            "extensions": list(EXTENSIONS),
+        }
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.registry.model_ready(name, version)

@@ -327,7 +327,9 @@ class ModelRegistry:
         recorded in the entry (the index reports them), never raised."""
         auto_complete = not self._options.strict_model_config
         try:
-            config = entry.config_override or read_config_file(entry.path)
+            config = entry.config_override or read_config_file(
+                entry.path, self._options.model_config_name
+            )
             if config is None:
                 if not auto_complete:
                     raise ConfigError(

@@ -22,3 +22,5 @@ class ServerOptions:
     repository_poll_secs: float = 15.0
     rate_limit: str = "off"  # "execution_count" turns the rate limiter on
     rate_limit_resources: dict[str, int] = field(default_factory=dict)
+    server_id: str = "triton"  # --id: the name in the server metadata
+    model_config_name: str = ""  # --model-config-name: <model>/configs/<name>.pbtxt
