@@ -203,7 +203,11 @@ class Worker:
         pb_utils._bls_executor = self.bls
         pb_utils._model_control = self.bls
         self.bls.model_name = args.get("model_name", "")
-        runner = PythonModelRunner(init.model_file, args["model_name"])
+        version_dir = None
+        if config.get("runtime") == "model.py":
+            # A Python-based backend: the code is the backend's, the model folder is ours.
+            version_dir = os.path.join(args["model_repository"], args["model_version"])
+        runner = PythonModelRunner(init.model_file, args["model_name"], version_dir)
         if init.auto_complete:
             config = runner.auto_complete(config)
             args["model_config"] = json.dumps(config)

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tritonlite.backend_directory import python_based_backend_file
 from tritonlite.core.ensemble import EnsembleRuntime, InferFn
 from tritonlite.core.load_overrides import LoadOverrides, write_model_folder
 from tritonlite.core.model_runtime import ModelRuntime
@@ -341,6 +342,7 @@ class ModelRegistry:
             complete_backend_fields(config, entry.path)
             gpus = placement.gpu_count()
             normalize(config, entry.name, gpu_count=gpus, check_tensors=not auto_complete)
+            backend_file = python_based_backend_file(config, self._options.backend_directory)
             problem = placement.check_instance_groups(config_to_dict(config), gpus)
             if problem:
                 raise ConfigError(problem)
@@ -370,6 +372,7 @@ class ModelRegistry:
                     output_segment_size=self._options.output_segment_size,
                     services=self._services,
                     resource_pool=self._resource_pool,
+                    model_file=backend_file,
                 )
                 for v in versions
             ]

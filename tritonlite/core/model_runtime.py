@@ -76,10 +76,12 @@ class ModelRuntime:
         output_segment_size: int,
         services: WorkerServices | None = None,
         resource_pool: ResourcePool | None = None,
+        model_file: str = "",
     ) -> None:
         self.name = name
         self.version = version
         self.model_dir = model_dir
+        self.model_file = model_file  # a Python-based backend's model.py, else ""
         self.config_json = config_json
         self.auto_complete = auto_complete
         self.output_segment_size = output_segment_size
@@ -105,6 +107,8 @@ class ModelRuntime:
 
     # -- loading -------------------------------------------------------------
     def _model_file(self, config: dict) -> str:
+        if self.model_file:
+            return self.model_file
         filename = config.get("default_model_filename") or "model.py"
         return os.path.join(self.model_dir, str(self.version), filename)
 

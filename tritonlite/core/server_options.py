@@ -24,3 +24,4 @@ class ServerOptions:
     rate_limit_resources: dict[str, int] = field(default_factory=dict)
     server_id: str = "triton"  # --id: the name in the server metadata
     model_config_name: str = ""  # --model-config-name: <model>/configs/<name>.pbtxt
+    backend_directory: str = ""  # --backend-directory: Python-based backends live here

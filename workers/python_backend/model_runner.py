@@ -85,8 +85,10 @@ def error_string(exc: BaseException) -> str:
 class PythonModelRunner:
     """One model instance: the imported model.py and its TritonPythonModel object."""
 
-    def __init__(self, model_file: str, model_name: str) -> None:
+    def __init__(self, model_file: str, model_name: str, version_dir: str | None = None) -> None:
         self.model_file = os.path.abspath(model_file)
+        # Set for a Python-based backend, whose model.py is not in the version folder.
+        self.version_dir = version_dir
         self.model_name = model_name
         self.decoupled = False
         self._instance: Any = None
@@ -117,10 +119,12 @@ class PythonModelRunner:
 
         # The model's `import triton_python_backend_utils` must get this module.
         sys.modules["triton_python_backend_utils"] = pb_utils
-        pb_utils._model_dir = version_dir
+        pb_utils._model_dir = self.version_dir or version_dir
         # Like Triton's stub: version folder and model folder appended to sys.path,
-        # so `import helper` finds files next to model.py.
-        for path in (version_dir, model_dir):
+        # so `import helper` finds files next to model.py (for a Python-based
+        # backend, only the backend's folder).
+        search = (version_dir,) if self.version_dir else (version_dir, model_dir)
+        for path in search:
             if path not in sys.path:
                 sys.path.append(path)
 
