@@ -1,134 +1,84 @@
-"""`tritonlite serve`: tritonserver's flag names, one asyncio process."""
+"""`tritonserver` / `tritonlite serve`: tritonserver's command line, one asyncio process.
+
+The flags and their grammar are in `command_line.py`; this module turns them
+into server options, sets up the server log and runs the endpoints.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
-from tritonlite.core.inference_server import InferenceServer, ServerOptions
+from tritonlite import command_line
+from tritonlite.core import log_settings
+from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.request_limits import RequestLimits
+from tritonlite.core.server_options import ServerOptions
 
 if TYPE_CHECKING:
     from tritonlite.frontends.grpc.grpc_server import GrpcFrontend
 
 log = logging.getLogger("tritonlite")
-_DEFAULT_LIMITS = RequestLimits()
+
+NO_REPOSITORY = "error: creating server: Invalid argument - --model-repository must be specified"
 
 
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got '{text}'")
+def _resources(items: list[tuple[str, int, int]]) -> dict[str, int]:
+    # Resources are per box here: the device part is accepted and ignored.
+    return {name: count for name, count, _device in items}
 
 
-def _resources(items: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        parts = item.split(":")
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise SystemExit(f"--rate-limit-resource '{item}' must be NAME:COUNT[:DEVICE]")
-        out[parts[0]] = int(parts[1])
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tritonlite")
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="serve a model repository over HTTP/gRPC")
-    s.add_argument("--model-repository", "--model-store", action="append", required=True,
-                   dest="model_repository", help="model repository path (repeatable)")
-    s.add_argument("--http-port", type=int, default=8000)
-    s.add_argument("--http-address", default="0.0.0.0")
-    s.add_argument("--grpc-port", type=int, default=8001)
-    s.add_argument("--grpc-address", default="0.0.0.0")
-    s.add_argument("--grpc-keepalive-time", type=int, default=7_200_000,
-                   help="milliseconds between keepalive pings on a transport")
-    s.add_argument("--grpc-keepalive-timeout", type=int, default=20_000,
-                   help="milliseconds to wait for a keepalive ping's acknowledgement")
-    s.add_argument("--grpc-keepalive-permit-without-calls", type=_bool, default=False)
-    s.add_argument("--grpc-http2-max-pings-without-data", type=int, default=2)
-    s.add_argument("--grpc-http2-min-recv-ping-interval-without-data", type=int,
-                   default=300_000, help="milliseconds")
-    s.add_argument("--grpc-http2-max-ping-strikes", type=int, default=2)
-    s.add_argument("--grpc-max-connection-age", type=int, default=None, help="milliseconds")
-    s.add_argument("--grpc-max-connection-age-grace", type=int, default=None,
-                   help="milliseconds")
-    s.add_argument("--grpc-infer-allocation-pool-size", type=int, default=8,
-                   help="accepted for compatibility; responses are not pooled")
-    s.add_argument("--metrics-port", type=int, default=8002)
-    s.add_argument("--allow-http", type=_bool, default=True)
-    s.add_argument("--http-server", choices=["lean", "hypercorn"], default="lean",
-                   help="lean: asyncio + httptools (fastest); hypercorn: starlette on hypercorn")
-    s.add_argument("--allow-grpc", type=_bool, default=True)
-    s.add_argument("--grpc-server", choices=["lean", "aio"], default="lean",
-                   help="lean: our asyncio HTTP/2 server (fastest); aio: grpcio's grpc.aio")
-    s.add_argument("--allow-metrics", type=_bool, default=True)
-    s.add_argument("--metrics-interval-ms", type=int, default=2000)
-    s.add_argument("--metrics-address", default=None,
-                   help="defaults to --http-address")
-    s.add_argument("--log-verbose", type=int, default=0)
-    s.add_argument("--log-info", type=_bool, default=True)
-    s.add_argument("--strict-model-config", type=_bool, default=False)
-    s.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
-    s.add_argument("--load-model", action="append", default=[],
-                   help="model to load at start in explicit mode ('*': all); repeatable")
-    s.add_argument("--repository-poll-secs", type=float, default=15.0)
-    s.add_argument("--rate-limit", choices=["off", "execution_count"], default="off")
-    s.add_argument("--rate-limit-resource", action="append", default=[],
-                   help="NAME:COUNT[:DEVICE] units of a rate-limiter resource (repeatable)")
-    s.add_argument("--strict-readiness", type=_bool, default=True,
-                   help="ready only while every model is available (Triton's default)")
-    s.add_argument("--exit-on-error", type=_bool, default=True,
-                   help="exit when a model fails to load at start-up (Triton's default)")
-    s.add_argument("--disable-auto-complete-config", action="store_true")
-    s.add_argument("--exit-timeout-secs", type=float, default=30.0)
-    s.add_argument("--max-request-bytes", type=int, default=_DEFAULT_LIMITS.max_body_bytes,
-                   help="largest request body accepted (bytes)")
-    s.add_argument("--max-request-inputs", type=int, default=_DEFAULT_LIMITS.max_inputs)
-    s.add_argument("--max-tensor-dims", type=int, default=_DEFAULT_LIMITS.max_dims)
-    s.add_argument("--max-tensor-elements", type=int, default=_DEFAULT_LIMITS.max_elements)
-    s.add_argument("--shm-arena-bytes", type=int, default=8 * 1024**3,
-                   help="most memory the server's own tensor arena may take")
-    return parser
-
-
-async def serve(ns: argparse.Namespace) -> int:
-    try:
-        import uvloop  # noqa: F401  (chosen by asyncio.run's caller when present)
-    except ImportError:
-        pass
+def server_options(ns: argparse.Namespace) -> ServerOptions:
+    """What the parsed flags mean for the core."""
+    body_limit = ns.max_request_bytes
+    if ns.http_max_input_size is not None:
+        body_limit = ns.http_max_input_size
     limits = RequestLimits(
-        max_body_bytes=ns.max_request_bytes,
+        max_body_bytes=body_limit,
         max_inputs=ns.max_request_inputs,
         max_outputs=ns.max_request_inputs,
         max_dims=ns.max_tensor_dims,
         max_elements=ns.max_tensor_elements,
     )
-    options = ServerOptions(
+    return ServerOptions(
         model_repositories=ns.model_repository,
         strict_model_config=ns.strict_model_config or ns.disable_auto_complete_config,
         limits=limits,
         arena_max_bytes=ns.shm_arena_bytes,
-        exit_timeout_s=ns.exit_timeout_secs,
+        exit_timeout_s=max(0, ns.exit_timeout_secs),
         strict_readiness=ns.strict_readiness,
         model_control_mode=ns.model_control_mode,
         load_models=ns.load_model,
         repository_poll_secs=ns.repository_poll_secs,
         rate_limit=ns.rate_limit,
         rate_limit_resources=_resources(ns.rate_limit_resource),
+        server_id=ns.id,
+        backend_directory=ns.backend_directory,
+        model_config_name=ns.model_config_name,
     )
-    server = InferenceServer(options)
-    server.log_settings = LogSettings(
-        log_info=ns.log_info, log_verbose_level=max(ns.log_verbose, 0)
+
+
+def log_settings_of(ns: argparse.Namespace) -> LogSettings:
+    return LogSettings(
+        log_info=ns.log_info,
+        log_warning=ns.log_warning,
+        log_error=ns.log_error,
+        log_verbose_level=max(ns.log_verbose, 0),
+        log_format=ns.log_format,
+        log_file=ns.log_file,
     )
+
+
+async def serve(ns: argparse.Namespace, settings: LogSettings) -> int:
+    server = InferenceServer(server_options(ns))
+    server.log_settings = settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -160,7 +110,7 @@ async def serve(ns: argparse.Namespace) -> int:
     if ns.allow_metrics:
         from tritonlite.frontends.http.metrics_port import serve_metrics
 
-        address = ns.metrics_address or ns.http_address
+        address = ns.metrics_address
         tasks.append(asyncio.create_task(
             serve_metrics(server, address, ns.metrics_port, ns.metrics_interval_ms, stop)
         ))
@@ -201,14 +151,75 @@ def _grpc_frontend(server: InferenceServer, ns: argparse.Namespace) -> GrpcFront
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    ns = build_parser().parse_args(argv)
-    level = logging.DEBUG if ns.log_verbose > 0 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _export_to_workers(settings: LogSettings) -> None:
+    # Workers inherit the environment: each one started from now on (restarts
+    # included) begins with the current settings.
+    os.environ.update(settings.worker_environment())
+
+
+def _open_log_file(settings: LogSettings) -> str:
+    """Send fd 2 (ours and, inherited, the workers') to --log-file, appending
+    as tritonserver does. Returns an error text, or "" on success."""
+    try:
+        fd = os.open(settings.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        settings.log_file = ""
+        return f"failed to open log file: {exc.strerror}"
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
+    return ""
+
+
+def run(argv: Sequence[str], prog: str) -> int:
+    """Parse tritonserver flags, set up the log, serve until SIGINT/SIGTERM."""
+    try:
+        ns = command_line.parse_command_line(argv, prog)
+    except command_line.FlagError as exc:
+        print(f"Usage: {prog} [options]   ('{prog} --help' lists them)", file=sys.stderr)
+        print(exc, file=sys.stderr)
+        return 1
+    if ns.help:
+        print(command_line.usage(prog))
+        return 0
+    if not ns.model_repository:
+        print(NO_REPOSITORY, file=sys.stderr)
+        return 1
+    settings = log_settings_of(ns)
+    problem = _open_log_file(settings) if settings.log_file else ""
+    log_settings.install(settings, sys.stderr)
+    settings.listeners.append(_export_to_workers)
+    _export_to_workers(settings)
+    if problem:
+        log.error("%s; logging to the console", problem)
+    for loud, line in command_line.ignored_flag_lines(ns):
+        (log.warning if loud else log.info)("%s", line)
+    for backend, setting, value in ns.backend_config:
+        named = f"{backend}," if backend else ""
+        log.info(
+            "--backend-config=%s%s=%s has no effect in tritonlite: backends take no "
+            "command-line settings", named, setting, value,
+        )
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:
-        runner = asyncio.run
-    sys.exit(runner(serve(ns)))
+        pass
+    return runner(serve(ns, settings))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`tritonlite serve FLAGS...` (the flags are tritonserver's)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "serve":
+        print("usage: tritonlite serve [tritonserver flags...]   (tritonlite serve --help)",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(args[1:], "tritonlite serve"))
+
+
+def tritonserver_main(argv: Sequence[str] | None = None) -> None:
+    """The `tritonserver` command: a drop-in for tritonserver's launch line."""
+    sys.exit(run(list(sys.argv[1:] if argv is None else argv), "tritonserver"))

@@ -1,5 +1,15 @@
 """The server's logging switches and trace defaults, shared by HTTP and gRPC.
 
+The settings come from the `--log-*` flags, `/v2/logging` reports and changes
+them, and they drive the server log: Triton's line layout (`default` or
+`ISO8601`, UTC, message JSON-quoted as tritonserver quotes it) and its
+filters (info, warning and error each on or off; verbose lines from level 1
+up, independent of the info switch, as in Triton).
+
+Worker processes get the settings through the environment they start with
+(`worker_environment`); listeners hear every change so running workers can be
+told too.
+
 Security rule: no API sets a file path. `log_file` and `trace_file` are
 refused over the wire (Triton CVE-2024-0087 / CVE-2024-0100); files are
 chosen on the command line only.
@@ -7,8 +17,13 @@ chosen on the command line only.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO
 
 from tritonlite.errors import InvalidArgumentError
 
@@ -16,6 +31,15 @@ NO_FILE_OVER_THE_WIRE = (
     "'{name}' cannot be set through the API; choose the file on the server's command line"
 )
 BOOL_SETTINGS = ("log_info", "log_warning", "log_error")
+SETTING_NAMES = ("log_file", *BOOL_SETTINGS, "log_verbose_level", "log_format")
+LOG_FORMATS = ("default", "ISO8601")
+
+# tritonserver quotes each message as a JSON string unless this is "0".
+ESCAPE_ENV = "TRITON_SERVER_ESCAPE_LOG_MESSAGES"
+
+# The loggers whose debug records are tritonlite's verbose lines; other
+# libraries' debug chatter (hpack, asyncio, ...) stays out of verbose logs.
+SERVER_LOGGER = "tritonlite"
 
 # What the reference reports with tracing off (its defaults).
 TRACE_DEFAULTS: dict[str, list[str]] = {
@@ -28,6 +52,15 @@ TRACE_DEFAULTS: dict[str, list[str]] = {
 }
 
 
+def verbose_level_of(levelno: int) -> int:
+    """Verbose level of a record below INFO: DEBUG is 1, each step lower adds one."""
+    return 1 + max(0, logging.DEBUG - levelno)
+
+
+def logging_level_for_verbose(level: int) -> int:
+    return max(1, logging.DEBUG - (level - 1))
+
+
 @dataclass
 class LogSettings:
     """The server's logging switches, applied to Python logging."""
@@ -38,33 +71,54 @@ class LogSettings:
     log_verbose_level: int = 0
     log_format: str = "default"
     log_file: str = ""
+    listeners: list[Callable[[LogSettings], None]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+
+    def allows(self, levelno: int) -> bool:
+        """Whether a record of this Python level is written (Triton's filters)."""
+        if levelno >= logging.ERROR:
+            return self.log_error
+        if levelno >= logging.WARNING:
+            return self.log_warning
+        if levelno >= logging.INFO:
+            return self.log_info
+        return self.log_verbose_level >= verbose_level_of(levelno)
 
     def apply(self) -> None:
-        if self.log_verbose_level > 0:
-            level = logging.DEBUG
-        elif self.log_info:
-            level = logging.INFO
+        """Set logger levels so disabled lines cost no record, then tell listeners."""
+        if self.log_info:
+            plain = logging.INFO
         elif self.log_warning:
-            level = logging.WARNING
+            plain = logging.WARNING
         elif self.log_error:
-            level = logging.ERROR
+            plain = logging.ERROR
         else:
-            level = logging.CRITICAL + 1
-        logging.getLogger().setLevel(level)
+            plain = logging.CRITICAL + 1
+        logging.getLogger().setLevel(plain)
+        server = plain
+        if self.log_verbose_level > 0:
+            server = min(plain, logging_level_for_verbose(self.log_verbose_level))
+        logging.getLogger(SERVER_LOGGER).setLevel(server)
+        for listener in list(self.listeners):
+            listener(self)
 
     def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in SETTING_NAMES}
+
+    def worker_environment(self) -> dict[str, str]:
+        """The settings as the environment a model worker starts with."""
         return {
-            "log_file": self.log_file,
-            "log_info": self.log_info,
-            "log_warning": self.log_warning,
-            "log_error": self.log_error,
-            "log_verbose_level": self.log_verbose_level,
-            "log_format": self.log_format,
+            "TRITONLITE_LOG_VERBOSE": str(self.log_verbose_level),
+            "TRITONLITE_LOG_INFO": "1" if self.log_info else "0",
+            "TRITONLITE_LOG_WARNING": "1" if self.log_warning else "0",
+            "TRITONLITE_LOG_ERROR": "1" if self.log_error else "0",
+            "TRITONLITE_LOG_FORMAT": self.log_format,
         }
 
     def update(self, settings: dict[str, object]) -> None:
         """Validate every setting first, then apply them together."""
-        new = LogSettings(**vars(self))
+        new = {name: getattr(self, name) for name in SETTING_NAMES}
         for name, value in settings.items():
             if name == "log_file":
                 if not isinstance(value, str):
@@ -74,17 +128,86 @@ class LogSettings:
             elif name in BOOL_SETTINGS:
                 if not isinstance(value, bool):
                     raise InvalidArgumentError(f"expect boolean for '{name}'")
-                setattr(new, name, value)
+                new[name] = value
             elif name == "log_verbose_level":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise InvalidArgumentError(f"expect int32 for '{name}'")
-                new.log_verbose_level = value
+                new[name] = value
             elif name == "log_format":
                 if not isinstance(value, str):
                     raise InvalidArgumentError(f"expect string for '{name}'")
-                if value not in ("default", "ISO8601"):
+                if value not in LOG_FORMATS:
                     raise InvalidArgumentError(f"invalid argument for log_format, got: {value}")
-                new.log_format = value
-        for name in vars(new):
-            setattr(self, name, getattr(new, name))
+                new[name] = value
+        for name, value in new.items():
+            setattr(self, name, value)
         self.apply()
+
+
+def _level_letter(levelno: int) -> str:
+    if levelno >= logging.ERROR:
+        return "E"
+    if levelno >= logging.WARNING:
+        return "W"
+    return "I"  # Triton writes verbose lines with the info letter
+
+
+def triton_line_prefix(
+    log_format: str, letter: str, created: float, pid: int, where: str
+) -> str:
+    """`I1207 09:29:29.542214 21231 file.py:12] ` or, for ISO8601,
+    `2026-12-07T09:29:29Z I 21231 file.py:12] ` (UTC, as tritonserver)."""
+    seconds, micros = divmod(round(created * 1_000_000), 1_000_000)
+    tm = time.gmtime(seconds)
+    if log_format == "ISO8601":
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", tm)
+        return f"{stamp} {letter} {pid} {where}] "
+    stamp = time.strftime("%m%d %H:%M:%S", tm) + f".{micros:06d}"
+    return f"{letter}{stamp} {pid} {where}] "
+
+
+class TritonLogFormatter(logging.Formatter):
+    """Formats records as tritonserver's log lines, in the live format."""
+
+    def __init__(self, settings: LogSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.escape = os.environ.get(ESCAPE_ENV) != "0"
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{self.formatException(record.exc_info)}"
+        if self.escape:
+            message = json.dumps(message, ensure_ascii=False)
+        where = f"{record.filename}:{record.lineno}"
+        prefix = triton_line_prefix(
+            self.settings.log_format,
+            _level_letter(record.levelno),
+            record.created,
+            record.process or os.getpid(),
+            where,
+        )
+        return prefix + message
+
+
+class _SettingsFilter(logging.Filter):
+    def __init__(self, settings: LogSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.settings.allows(record.levelno)
+
+
+def install(settings: LogSettings, stream: IO[str]) -> logging.Handler:
+    """Route every log record through Triton's layout and filters onto `stream`."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TritonLogFormatter(settings))
+    handler.addFilter(_SettingsFilter(settings))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    settings.apply()
+    return handler
