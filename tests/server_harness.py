@@ -23,11 +23,18 @@ def free_port() -> int:
 class ServerProcess:
     """One server process; `url` is host:port for tritonclient.http."""
 
-    def __init__(self, repositories: list[str], *extra: str, ready_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        repositories: list[str],
+        *extra: str,
+        ready_timeout: float = 60.0,
+        command: list[str] | None = None,
+    ) -> None:
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.metrics_port = free_port()
-        argv = [sys.executable, "-m", "tritonlite", "serve"]
+        # `command` replaces `python -m tritonlite serve` (e.g. the tritonserver script).
+        argv = list(command or [sys.executable, "-m", "tritonlite", "serve"])
         for repo in repositories:
             argv += ["--model-repository", repo]
         argv += [
@@ -67,7 +74,8 @@ class ServerProcess:
         raise RuntimeError(f"server not ready in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
