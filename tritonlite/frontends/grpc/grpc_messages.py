@@ -13,10 +13,12 @@ import zlib
 
 import numpy as np
 
-# gRPC status codes used here.
-INTERNAL = 13
+# gRPC status codes used by the lean transport.
+DEADLINE_EXCEEDED = 4
 RESOURCE_EXHAUSTED = 8
 UNIMPLEMENTED = 12
+INTERNAL = 13
+UNAVAILABLE = 14
 
 _WBITS = {b"gzip": 31, b"deflate": 15}
 # Messages at least this large are assembled in an uninitialized buffer that
@@ -141,7 +143,7 @@ class MessageReader:
                     out.append(_inflate(message, self.encoding, self.limit) if flag else message)
                     continue
                 if size >= LARGE_MESSAGE:  # no zero-filling: every byte is written below
-                    body = memoryview(np.empty(size, np.uint8))
+                    body = np.empty(size, np.uint8).data
                 else:
                     body = bytearray(size)
                 self._body = body

@@ -32,15 +32,20 @@ PRIORITY_FLAG = 0x20
 
 # SETTINGS parameters.
 SETTINGS_HEADER_TABLE_SIZE = 0x1
+SETTINGS_ENABLE_PUSH = 0x2
+SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 SETTINGS_MAX_FRAME_SIZE = 0x5
 SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
+SETTINGS_ENABLE_CONNECT_PROTOCOL = 0x8  # RFC 8441
+SETTINGS_NO_RFC7540_PRIORITIES = 0x9  # RFC 9218
 
 # Error codes.
 NO_ERROR = 0x0
 PROTOCOL_ERROR = 0x1
 INTERNAL_ERROR = 0x2
 FLOW_CONTROL_ERROR = 0x3
+SETTINGS_TIMEOUT = 0x4
 STREAM_CLOSED = 0x5
 FRAME_SIZE_ERROR = 0x6
 REFUSED_STREAM = 0x7
@@ -51,6 +56,8 @@ ENHANCE_YOUR_CALM = 0xB
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65_535
 DEFAULT_MAX_FRAME = 16_384
+MAX_FRAME_LIMIT = 2**24 - 1
+DEFAULT_HEADER_TABLE = 4_096
 
 _HEAD = struct.Struct(">IBI")  # (length << 8 | type), flags, stream id
 _U32 = struct.Struct(">I")
@@ -70,7 +77,7 @@ def settings_frame(values: dict[int, int]) -> bytes:
 
 
 def parse_settings(payload: bytes) -> list[tuple[int, int]]:
-    return [_SETTING.unpack_from(payload, i) for i in range(0, len(payload), 6)]
+    return list(_SETTING.iter_unpack(payload))
 
 
 def window_update(sid: int, increment: int) -> bytes:

@@ -4,6 +4,9 @@ grpc.aio spends hundreds of microseconds of CPU per small call and copies
 large messages several times; this server parses frames in Python with
 hpack for header blocks (lean_h2_connection.py) and runs each call as one
 task (lean_h2_calls.py). Selected with `--grpc-server lean`.
+The HTTP/2 rules and limits live in the sans-IO protocol object
+(h2_protocol.py); here: the listening socket, the tasks, and one periodic
+timer that lets every connection check its timeouts.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from tritonlite.frontends.grpc.grpc_messages import UNAVAILABLE
+from tritonlite.frontends.grpc.h2_limits import H2Limits
+from tritonlite.frontends.grpc.h2_protocol import READ_SIZE
 from tritonlite.frontends.grpc.lean_h2_connection import H2Connection
-from tritonlite.frontends.grpc.lean_h2_stream import READ_SIZE, UNAVAILABLE
 from tritonlite.frontends.grpc.rpc_table import RpcMethod
 
 if TYPE_CHECKING:
@@ -31,6 +37,7 @@ class LeanGrpcServer:
         self.methods = {m.path.encode(): m for m in methods}
         self.options = options
         self.max_receive = max_receive
+        self.limits = limits_of(options)
         self.connections: set[H2Connection] = set()
         self.tasks: set[asyncio.Task] = set()
         # Every connection reads into this buffer and copies the bytes out at once
@@ -38,6 +45,10 @@ class LeanGrpcServer:
         # messages, which are read straight into their own buffers.
         self.read_view = memoryview(bytearray(READ_SIZE))
         self._server: asyncio.base_events.Server | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        limits = self.limits
+        # Timeouts are checked this often (a quarter of the shortest, at most 1 s).
+        self._tick_s = min(1.0, limits.settings_timeout_s / 4, limits.send_timeout_s / 4)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -68,6 +79,13 @@ class LeanGrpcServer:
             raise RuntimeError(
                 f"failed to bind gRPC to {self.options.bind_address()}: {exc}"
             ) from None
+        self._ticker = loop.call_later(self._tick_s, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.tick(now)
+        self._ticker = asyncio.get_running_loop().call_later(self._tick_s, self._tick)
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting; GOAWAY; let calls in flight finish (up to `grace_s`); close."""
@@ -84,3 +102,16 @@ class LeanGrpcServer:
             task.cancel()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=1.0)
+        if self._ticker is not None:
+            self._ticker.cancel()
+
+
+def limits_of(options: GrpcOptions) -> H2Limits:
+    """The HTTP/2 limits the --grpc-* flags ask for."""
+    return H2Limits(
+        min_ping_interval_s=options.http2_min_recv_ping_interval_without_data_ms / 1000,
+        max_ping_strikes=options.http2_max_ping_strikes,
+        permit_idle_pings=options.keepalive_permit_without_calls,
+        # As grpc C-core: the SETTINGS ACK may take twice the keepalive timeout, or 1 min.
+        settings_timeout_s=max(2 * options.keepalive_timeout_ms / 1000, 60.0),
+    )
