@@ -44,6 +44,12 @@ class GrpcOptions:
     http2_max_ping_strikes: int = 2
     max_connection_age_ms: int | None = None
     max_connection_age_grace_ms: int | None = None
+    # HTTP/2 limits (docs/security.md); the lean transport enforces all four,
+    # grpc.aio the first two (as grpc.max_concurrent_streams / http2.settings_timeout).
+    http2_max_concurrent_streams: int = 100
+    http2_settings_timeout_ms: int | None = None  # None: max(2 x keepalive timeout, 60 s)
+    http2_send_timeout_ms: int = 60_000
+    http2_max_unsent_bytes: int = 256 * 1024 * 1024
     log_settings: LogSettings = field(default_factory=LogSettings)
     transport: str = "lean"  # "lean" (lean_h2_server) or "aio" (grpc.aio)
 
@@ -61,14 +67,22 @@ class GrpcOptions:
                 self.http2_min_recv_ping_interval_without_data_ms,
             ),
             ("grpc.http2.max_ping_strikes", self.http2_max_ping_strikes),
+            ("grpc.max_concurrent_streams", self.http2_max_concurrent_streams),
             # A second server on the same port must fail to bind, not share it.
             ("grpc.so_reuseport", 0),
         ]
+        if self.http2_settings_timeout_ms is not None:
+            options.append(("grpc.http2.settings_timeout", self.http2_settings_timeout_ms))
         if self.max_connection_age_ms is not None:
             options.append(("grpc.max_connection_age_ms", self.max_connection_age_ms))
         if self.max_connection_age_grace_ms is not None:
             options.append(("grpc.max_connection_age_grace_ms", self.max_connection_age_grace_ms))
         return options
+
+    def settings_timeout_s(self) -> float:
+        if self.http2_settings_timeout_ms is not None:
+            return self.http2_settings_timeout_ms / 1000
+        return max(2 * self.keepalive_timeout_ms / 1000, 60.0)
 
     def bind_address(self) -> str:
         host = self.address

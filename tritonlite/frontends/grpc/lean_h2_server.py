@@ -112,6 +112,8 @@ def limits_of(options: GrpcOptions) -> H2Limits:
         min_ping_interval_s=options.http2_min_recv_ping_interval_without_data_ms / 1000,
         max_ping_strikes=options.http2_max_ping_strikes,
         permit_idle_pings=options.keepalive_permit_without_calls,
-        # As grpc C-core: the SETTINGS ACK may take twice the keepalive timeout, or 1 min.
-        settings_timeout_s=max(2 * options.keepalive_timeout_ms / 1000, 60.0),
+        max_concurrent_streams=options.http2_max_concurrent_streams,
+        settings_timeout_s=options.settings_timeout_s(),
+        send_timeout_s=options.http2_send_timeout_ms / 1000,
+        max_unsent_bytes=options.http2_max_unsent_bytes,
     )
