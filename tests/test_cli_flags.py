@@ -96,7 +96,9 @@ def test_every_flag_is_accepted_in_both_forms(name):
 
 def test_flag_table_has_no_names_beyond_the_lists_and_tritonlites_own():
     ours = {"http-server", "grpc-server", "max-request-bytes", "max-request-inputs",
-            "max-tensor-dims", "max-tensor-elements", "shm-arena-bytes"}
+            "max-tensor-dims", "max-tensor-elements", "shm-arena-bytes",
+            "grpc-http2-max-concurrent-streams", "grpc-http2-settings-timeout",
+            "grpc-http2-send-timeout", "grpc-http2-max-unsent-bytes"}
     assert {f.name for f in FLAGS} == set(TRITON_251_FLAGS) | set(LATER_FLAGS) | ours
 
 
