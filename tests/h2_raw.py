@@ -30,12 +30,14 @@ def grpc_message(data: bytes, compressed: bool = False, size: int | None = None)
 class RawH2:
     """One connection: send frames, read frames (SETTINGS and PINGs are acknowledged)."""
 
-    def __init__(self, address: str, settings: dict[int, int] | None = None) -> None:
+    def __init__(self, address: str, settings: dict[int, int] | None = None,
+                 ack_settings: bool = True) -> None:
         host, port = address.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=10)
         self.encoder = Encoder()
         self.decoder = Decoder()
         self.buf = b""
+        self.ack_settings = ack_settings
         payload = b"".join(struct.pack(">HI", k, v) for k, v in (settings or {}).items())
         self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0, payload))
         # Both servers open with SETTINGS and a connection WINDOW_UPDATE: wait for
@@ -48,18 +50,24 @@ class RawH2:
     def request(self, sid: int, path: str, body: bytes | None = None,
                 extra: tuple[tuple[str, str], ...] = ()) -> None:
         """HEADERS for a gRPC call, then `body` (already framed) in DATA frames."""
+        self.sock.sendall(self.request_bytes(sid, path, body, extra))
+
+    def request_bytes(self, sid: int, path: str, body: bytes | None = None,
+                      extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+        """The frames request() sends (HPACK state moves on as if they were sent)."""
         block = self.encoder.encode([
             (":method", "POST"), (":scheme", "http"), (":path", path),
             (":authority", "test"), ("content-type", "application/grpc"), ("te", "trailers"),
             *extra,
         ])
-        self.send(HEADERS, END_HEADERS | (END_STREAM if body is None else 0), sid, block)
+        wire = frame(HEADERS, END_HEADERS | (END_STREAM if body is None else 0), sid, block)
         if body is not None:  # frames of 16 KiB, the size every peer accepts
             chunks = [body[i:i + 16384] for i in range(0, len(body), 16384)] or [b""]
-            self.sock.sendall(b"".join(
+            wire += b"".join(
                 frame(DATA, END_STREAM if i == len(chunks) - 1 else 0, sid, c)
                 for i, c in enumerate(chunks)
-            ))
+            )
+        return wire
 
     def headers(self, payload: bytes) -> dict[str, str]:
         return {k: v for k, v in self.decoder.decode(payload)}
@@ -94,6 +102,8 @@ class RawH2:
 
     def _acknowledge(self, ftype: int, payload: bytes) -> None:
         """As real clients do (grpc C-core's graceful GOAWAY waits for the PING ACK)."""
+        if ftype == SETTINGS and not self.ack_settings:
+            return
         try:
             self.send(ftype, ACK, 0, payload if ftype == PING else b"")
         except OSError:
