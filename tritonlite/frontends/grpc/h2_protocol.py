@@ -197,7 +197,7 @@ class H2ServerProtocol:
         """The frames to write, as pieces (bytes or memoryviews), in order."""
         out = self._out
         if not out:
-            return out
+            return []  # never the list the protocol goes on filling
         self._out = []
         if self._paused_since is not None:
             self._paused_bytes += sum(map(len, out))
@@ -205,8 +205,9 @@ class H2ServerProtocol:
 
     def take_events(self) -> list[Event]:
         events = self._events
-        if events:
-            self._events = []
+        if not events:
+            return []  # never the list the protocol goes on filling
+        self._events = []
         return events
 
     def receive(self, data: bytes) -> list[Event]:
