@@ -71,7 +71,7 @@ def _check_output(server: H2ServerProtocol, ended: bool) -> bool:
         if ftype == 0:  # DATA never beyond the peer's default frame size
             assert len(payload) <= 16_384
     assert len(server.streams) <= LIMITS.max_concurrent_streams
-    assert server._unsent >= 0
+    assert server._sender.unsent >= 0
     return ended or server.terminated
 
 

@@ -167,7 +167,7 @@ def test_fail_drops_queued_output_and_ends_with_the_status():
     peer.exchange()
     assert peer.trailers(1)[b"grpc-status"] == b"4"
     assert peer.server_events(ev.CallEnded)[-1] == ev.CallEnded(1, True)
-    assert peer.server._unsent == 0
+    assert peer.server._sender.unsent == 0
 
 
 # -- RFC 9113 3.4, 4: the preface and frames ------------------------------------
@@ -564,7 +564,7 @@ def test_rfc9113_6_9_2_settings_do_not_walk_the_streams():
     entries = [(0x4, 1000 + i) for i in range(32)]
     peer.feed(_settings(*entries))
     assert not peer.server.terminated
-    assert peer.server._send.stream_window(0) == 1031
+    assert peer.server._sender.windows.stream_window(0) == 1031
     # More entries than that is a flood (ending the connection walks the streams).
     peer.server.streams = dict(peer.server.streams)
     frames = peer.send_raw(_settings(*entries, (0x4, 7)))
@@ -778,7 +778,7 @@ def test_send_timeout_resets_a_stream_whose_window_never_opens():
     peer.unary(1)
     peer.server.respond(1, b"q" * 100_000)
     peer.exchange()
-    assert peer.server._unsent > 0
+    assert peer.server._sender.unsent > 0
     peer.events += peer.server.tick(peer.clock.now + 9)
     peer.exchange()
     assert 1 in peer.server.streams
@@ -786,7 +786,7 @@ def test_send_timeout_resets_a_stream_whose_window_never_opens():
     peer.exchange()
     assert peer.resets() == {1: CANCEL}
     assert peer.server_events(ev.CallEnded) == [ev.CallEnded(1, True)]
-    assert peer.server._unsent == 0 and not peer.server._blocked
+    assert peer.server._sender.unsent == 0 and not peer.server._sender.blocked
 
 
 def test_send_timeout_counts_from_the_last_progress():
@@ -820,7 +820,7 @@ def test_unsent_response_bytes_are_bounded():
     peer.exchange()
     assert peer.trailers(5)[b"grpc-status"] == b"8"  # the third would pass the bound
     assert b"wait for this client" in peer.trailers(5)[b"grpc-message"]
-    assert peer.server._unsent == 2 * 120_005 - 65_535
+    assert peer.server._sender.unsent == 2 * 120_005 - 65_535
     # Over the bound (one large answer may pass it) no new stream opens.
     peer = Peer(H2Limits(max_unsent_bytes=100_000))
     peer.unary(1)

@@ -41,7 +41,6 @@ from tritonlite.frontends.grpc.h2_events import (
     Event,
     PingAcked,
     RequestEnded,
-    StreamDrained,
     StreamMessage,
     UnaryRequest,
 )
@@ -52,20 +51,20 @@ from tritonlite.frontends.grpc.h2_request_head import (
     check_trailers,
     parse_request_head,
 )
+from tritonlite.frontends.grpc.h2_sender import MAX_MESSAGE, H2Sender
 from tritonlite.frontends.grpc.h2_stream_state import (
     H2Stream,
     StreamError,
     StreamInput,
     StreamState,
 )
-from tritonlite.frontends.grpc.h2_windows import FlowControlError, ReceiveWindow, SendWindows
+from tritonlite.frontends.grpc.h2_windows import FlowControlError, ReceiveWindow
 
-# Larger payload pieces are handed on as views, and written without a joining copy.
+# Larger DATA payload pieces are handed on as views, not copies.
 JOIN_BELOW = 64 * 1024
 # Reads of a large message's remaining bytes go straight into its buffer.
 DIRECT_READ_MIN = 64 * 1024
 READ_SIZE = 256 * 1024
-MAX_MESSAGE = h2.MAX_WINDOW  # 2 GiB - 1, as Triton
 
 _RECV_DATA = StreamInput.RECV_DATA
 _NO_SETTINGS_FIRST = "the client preface must go on with SETTINGS (RFC 9113 3.4)"
@@ -172,20 +171,15 @@ class H2ServerProtocol:
         self._data_stream: H2Stream | None = None
         # Flow control.
         self._recv = ReceiveWindow(limits.connection_window, limits.connection_window // 4)
-        self._send = SendWindows()
-        self._peer_max_frame = h2.DEFAULT_MAX_FRAME
-        self._blocked: dict[int, H2Stream] = {}
-        self._table_update = b""
-        self._table_size = h2.DEFAULT_HEADER_TABLE
         # Budgets and timers.
         now = clock()
         self._ping = PingPolicy(limits)
         self._settings_budget = RateBudget(limits.settings_burst, limits.settings_per_second, now)
         self._reset_budget = RateBudget(limits.resets_burst, limits.resets_per_second, now)
         self._settings_sent_at: float | None = None
-        self._unsent = 0  # DATA bytes queued in streams
-        self._paused_since: float | None = None  # the transport stopped taking bytes
-        self._paused_bytes = 0  # bytes handed out since then
+        # Frames out, within the peer's windows (shares `_out` and `_events`).
+        self._sender = H2Sender(limits, clock, self._out, self._events, self._ping,
+                                self._sent_end)
 
     # -- the adapter's side ---------------------------------------------------
     def initiate(self) -> None:
@@ -198,17 +192,20 @@ class H2ServerProtocol:
         out = self._out
         if not out:
             return []  # never the list the protocol goes on filling
-        self._out = []
-        if self._paused_since is not None:
-            self._paused_bytes += sum(map(len, out))
-        return out
+        taken = out.copy()  # the list itself stays shared with the sender
+        out.clear()
+        sender = self._sender
+        if sender.paused_since is not None:
+            sender.paused_bytes += sum(map(len, taken))
+        return taken
 
     def take_events(self) -> list[Event]:
         events = self._events
         if not events:
             return []  # never the list the protocol goes on filling
-        self._events = []
-        return events
+        taken = events.copy()
+        events.clear()
+        return taken
 
     def receive(self, data: bytes) -> list[Event]:
         """Bytes read from the connection; the events they caused."""
@@ -252,24 +249,26 @@ class H2ServerProtocol:
         sent_at = self._settings_sent_at
         if sent_at is not None and now - sent_at > limits.settings_timeout_s:
             self._terminate(h2.SETTINGS_TIMEOUT, "SETTINGS not acknowledged in time")
-        elif self._paused_since is not None and now - self._paused_since > limits.send_timeout_s:
+        elif (
+            self._sender.paused_since is not None
+            and now - self._sender.paused_since > limits.send_timeout_s
+        ):
             self._terminate(h2.NO_ERROR, "the client stopped reading", abort=True)
         else:
-            for stream in list(self._blocked.values()):
-                since = stream.blocked_since
-                if since is not None and now - since > limits.send_timeout_s:
-                    self._reset(stream, h2.CANCEL)  # the peer never opened its window
+            for stream in self._sender.expired(now):
+                self._reset(stream, h2.CANCEL)  # the peer never opened its window
         return self.take_events()
 
     def pause_output(self) -> None:
         """The transport's buffer is full (asyncio's pause_writing)."""
-        if self._paused_since is None:
-            self._paused_since = self.clock()
-            self._paused_bytes = 0
+        sender = self._sender
+        if sender.paused_since is None:
+            sender.paused_since = self.clock()
+            sender.paused_bytes = 0
 
     def resume_output(self) -> None:
-        self._paused_since = None
-        self._paused_bytes = 0
+        self._sender.paused_since = None
+        self._sender.paused_bytes = 0
 
     def connection_lost(self) -> list[Event]:
         """The socket closed: every call still open is cancelled."""
@@ -282,54 +281,14 @@ class H2ServerProtocol:
     def respond(self, sid: int, payload: Any) -> None:
         """A unary call's answer: headers, the message, OK trailers."""
         stream = self.streams.get(sid)
-        if stream is None or stream.trailers is not None:
-            return
-        size = len(payload)
-        if size > MAX_MESSAGE:
-            self.finish(sid, RESOURCE_EXHAUSTED,
-                        f"Sent message larger than max ({size} vs. {MAX_MESSAGE})")
-            return
-        n = size + 5
-        if self._over_unsent(n):
-            self._refuse_response(stream, n)
-            return
-        send = self._send
-        if (
-            not stream.headers_sent and n <= send.initial + stream.send_offset
-            and n <= send.connection and n <= self._peer_max_frame and not self._table_update
-        ):
-            stream.send_offset -= n
-            send.connection -= n
-            stream.headers_sent = True
-            self._ping.sent_data()
-            head = (
-                h2.frame_head(h2.HEADERS, h2.END_HEADERS, sid, len(h2.RESPONSE_HEADERS))
-                + h2.RESPONSE_HEADERS
-                + h2.frame_head(h2.DATA, 0, sid, n)
-                + b"\x00" + size.to_bytes(4, "big")
-            )
-            tail = _OK_TRAILERS_FRAME_HEAD + sid.to_bytes(4, "big") + h2.OK_TRAILERS
-            if n < JOIN_BELOW:
-                self._out.append(head + payload + tail)
-            else:
-                self._out += (head, payload, tail)
-            self._sent_end(stream, cancelled=False)
-            return
-        self._queue_message(stream, payload)
-        stream.trailers = h2.OK_TRAILERS
-        self._pump(stream)
+        if stream is not None:
+            self._sender.respond(stream, payload)
 
     def send_message(self, sid: int, payload: Any) -> None:
         """Queue one message of a streaming call and send what the windows allow."""
         stream = self.streams.get(sid)
-        if stream is None or stream.trailers is not None:
-            return
-        n = len(payload) + 5
-        if self._over_unsent(n):
-            self._refuse_response(stream, n)
-            return
-        self._queue_message(stream, payload)
-        self._pump(stream)
+        if stream is not None:
+            self._sender.send_message(stream, payload)
 
     def backed_up(self, sid: int) -> bool:
         """True while the stream holds more than the high-water mark unsent
@@ -337,10 +296,7 @@ class H2ServerProtocol:
         (a StreamDrained or CallEnded event follows when that changes).
         """
         stream = self.streams.get(sid)
-        if stream is None or stream.out_len <= self.limits.stream_high_water:
-            return False
-        stream.drain_wanted = True
-        return True
+        return stream is not None and self._sender.backed_up(stream)
 
     def consumed(self, sid: int) -> None:
         """A streaming call took every message handed on: give the window back."""
@@ -355,30 +311,14 @@ class H2ServerProtocol:
     def finish(self, sid: int, code: int, message: str = "") -> None:
         """End the call with a status (trailers-only when nothing was sent)."""
         stream = self.streams.get(sid)
-        if stream is None or stream.trailers is not None:
-            return
-        block = h2.OK_TRAILERS if not code and not message else h2.status_block(
-            code, message[:4096]
-        )
-        if stream.headers_sent:
-            stream.trailers = block
-            self._pump(stream)
-            return
-        stream.headers_sent = True
-        self._ping.sent_data()
-        block = self._header_block(h2.RESPONSE_HEADERS + block)
-        self._out.append(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, sid, block))
-        self._sent_end(stream, cancelled=False)
+        if stream is not None:
+            self._sender.finish(stream, code, message)
 
     def fail(self, sid: int, code: int, message: str) -> None:
         """Stop a call now: what it queued is dropped, the client gets `code`."""
         stream = self.streams.get(sid)
-        if stream is None:
-            return
-        self._drop_output(stream)
-        stream.trailers = None
-        stream.failed = True
-        self.finish(sid, code, message)
+        if stream is not None:
+            self._sender.fail(stream, code, message)
 
     def send_ping(self, data: bytes) -> None:
         if not self.terminated:
@@ -595,7 +535,7 @@ class H2ServerProtocol:
             stream.reader.feed(chunk, messages)
         except MessageError as exc:
             self._data_stream = None
-            self.fail(stream.sid, exc.code, exc.message)
+            self._sender.fail(stream, exc.code, exc.message)
             return
         self._fed(stream)
 
@@ -608,7 +548,7 @@ class H2ServerProtocol:
                 stream.reader.advance(n, stream.messages)
             except MessageError as exc:
                 self._data_stream = None
-                self.fail(stream.sid, exc.code, exc.message)
+                self._sender.fail(stream, exc.code, exc.message)
             else:
                 self._fed(stream)
         if not self._data_left:
@@ -753,7 +693,7 @@ class H2ServerProtocol:
             self._refuse(sid, error.code)
         elif len(self.streams) >= self.limits.max_concurrent_streams:  # 5.1.2
             self._refuse(sid, h2.REFUSED_STREAM)
-        elif self._over_unsent(0):
+        elif self._sender.over_unsent(0):
             self._refuse(sid, h2.REFUSED_STREAM)
         else:
             head = decoded.request_head()
@@ -815,7 +755,7 @@ class H2ServerProtocol:
             self._end_request(stream)
 
     def _http_error(self, sid: int, status: int, end: bool) -> None:
-        block = self._header_block(h2.http_status_block(status))
+        block = self._sender.header_block(h2.http_status_block(status))
         self._out.append(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, sid, block))
         if not end:
             self._note_reset(sid)
@@ -823,7 +763,7 @@ class H2ServerProtocol:
 
     def _trailers_only(self, sid: int, code: int, message: str, end: bool) -> None:
         """Answer a stream we do not open with a status alone."""
-        block = self._header_block(h2.RESPONSE_HEADERS + h2.status_block(code, message))
+        block = self._sender.header_block(h2.RESPONSE_HEADERS + h2.status_block(code, message))
         self._out.append(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, sid, block))
         if not end:
             self._note_reset(sid)
@@ -853,9 +793,10 @@ class H2ServerProtocol:
         grown = False
         for key, value in h2.parse_settings(payload):
             if key == h2.SETTINGS_INITIAL_WINDOW_SIZE:  # 6.5.2, 6.9.2
-                old = self._send.initial
+                windows = self._sender.windows
+                old = windows.initial
                 try:
-                    self._send.set_initial(value, self._send_offsets)
+                    windows.set_initial(value, self._send_offsets)
                 except FlowControlError as exc:
                     raise H2ConnectionError(h2.FLOW_CONTROL_ERROR, str(exc)) from None
                 grown = grown or value > old
@@ -864,18 +805,14 @@ class H2ServerProtocol:
                     raise H2ConnectionError(
                         h2.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} out of range"
                     )
-                self._peer_max_frame = value
+                self._sender.peer_max_frame = value
             elif key == h2.SETTINGS_HEADER_TABLE_SIZE:
-                # Our blocks never use the dynamic table; a smaller one is still
-                # acknowledged in the next block (RFC 7541 4.2).
-                if value < self._table_size:
-                    self._table_size = value
-                    self._table_update = h2.table_size_update(value)
+                self._sender.peer_table_size(value)
             elif key in _BOOLEAN_SETTINGS and value > 1:
                 raise H2ConnectionError(h2.PROTOCOL_ERROR, f"SETTINGS {key} must be 0 or 1")
         self._out.append(_SETTINGS_ACK)
         if grown:
-            self._resume_blocked()
+            self._sender.resume_blocked()
 
     def _send_offsets(self) -> list[int]:
         return [s.send_offset for s in self.streams.values()]
@@ -926,10 +863,10 @@ class H2ServerProtocol:
             if not increment:
                 raise H2ConnectionError(h2.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             try:
-                self._send.grow_connection(increment)
+                self._sender.windows.grow_connection(increment)
             except FlowControlError as exc:  # 6.9.1
                 raise H2ConnectionError(h2.FLOW_CONTROL_ERROR, str(exc)) from None
-            self._resume_blocked()
+            self._sender.resume_blocked()
             return
         stream = self.streams.get(sid)
         if stream is None:
@@ -939,15 +876,15 @@ class H2ServerProtocol:
         try:
             if not increment:
                 raise StreamError(h2.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            stream.send_offset = self._send.grow_stream(stream.send_offset, increment)
+            stream.send_offset = self._sender.windows.grow_stream(stream.send_offset, increment)
         except FlowControlError as exc:
             self._stream_error(stream, StreamError(h2.FLOW_CONTROL_ERROR, str(exc)))
             return
         except StreamError as exc:
             self._stream_error(stream, exc)
             return
-        if sid in self._blocked:
-            self._pump(stream)
+        if sid in self._sender.blocked:
+            self._sender.pump(stream)
 
     # -- resets and the end of streams -----------------------------------------
     def _stream_error(self, stream: H2Stream, exc: StreamError) -> None:
@@ -991,8 +928,7 @@ class H2ServerProtocol:
         sid = stream.sid
         if self.streams.pop(sid, None) is None:
             return
-        self._blocked.pop(sid, None)
-        self._drop_output(stream)
+        self._sender.drop(stream)
         stream.state = StreamState.CLOSED
         stream.messages.clear()
         if self._data_stream is stream:
@@ -1013,105 +949,8 @@ class H2ServerProtocol:
             self._forget(stream, cancelled=True)
         self._events.append(ConnectionTerminated(code, debug, abort))
 
-    # -- frames out -----------------------------------------------------------
-    def _header_block(self, block: bytes) -> bytes:
-        if self._table_update:
-            block = self._table_update + block
-            self._table_update = b""
-        return block
-
-    def _over_unsent(self, n: int) -> bool:
-        """Would `n` more response bytes pass the connection's unsent bound?"""
-        unsent = self._unsent + self._paused_bytes
-        return unsent > 0 and unsent + n > self.limits.max_unsent_bytes
-
-    def _refuse_response(self, stream: H2Stream, n: int) -> None:
-        unsent = self._unsent + self._paused_bytes
-        self.fail(
-            stream.sid, RESOURCE_EXHAUSTED,
-            f"response of {n} bytes not sent: {unsent} bytes already wait for this client "
-            f"to read them (limit {self.limits.max_unsent_bytes})",
-        )
-
-    def _queue_message(self, stream: H2Stream, payload: Any) -> None:
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            block = self._header_block(h2.RESPONSE_HEADERS)
-            self._out.append(h2.frame(h2.HEADERS, h2.END_HEADERS, stream.sid, block))
-        stream.out.append(b"\x00" + len(payload).to_bytes(4, "big"))
-        stream.out.append(payload)
-        n = len(payload) + 5
-        stream.out_len += n
-        self._unsent += n
-
-    def _drop_output(self, stream: H2Stream) -> None:
-        self._unsent -= stream.out_len
-        stream.out.clear()
-        stream.out_len = 0
-
-    def _pump(self, stream: H2Stream) -> None:
-        """Send queued DATA within the windows; the trailers once all is out."""
-        out = stream.out
-        pieces = self._out
-        sid = stream.sid
-        send = self._send
-        sent = 0
-        while stream.out_len:
-            n = min(stream.out_len, send.initial + stream.send_offset, send.connection,
-                    self._peer_max_frame)
-            if n <= 0:
-                break
-            pieces.append(h2.frame_head(h2.DATA, 0, sid, n))
-            stream.out_len -= n
-            stream.send_offset -= n
-            send.connection -= n
-            sent += n
-            while n:
-                first = out[0]
-                if len(first) <= n:
-                    out.popleft()
-                    pieces.append(first)
-                    n -= len(first)
-                else:
-                    view = first if isinstance(first, memoryview) else memoryview(first)
-                    pieces.append(view[:n])
-                    out[0] = view[n:]
-                    n = 0
-        self._unsent -= sent
-        done = False
-        if stream.out_len:
-            self._blocked[sid] = stream
-            if sent or stream.blocked_since is None:
-                stream.blocked_since = self.clock()  # the send timeout counts from here
-        else:
-            self._blocked.pop(sid, None)
-            stream.blocked_since = None
-            if stream.trailers is not None:
-                block = self._header_block(stream.trailers)
-                pieces.append(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, sid, block))
-                done = True
-        if sent or done:
-            self._ping.sent_data()
-        if stream.drain_wanted and stream.out_len <= self.limits.stream_high_water:
-            stream.drain_wanted = False
-            self._events.append(StreamDrained(sid))
-        if done:
-            self._sent_end(stream, cancelled=False)
-
-    def _resume_blocked(self) -> None:
-        send = self._send
-        for stream in list(self._blocked.values()):
-            if send.connection <= 0:
-                break
-            if send.initial + stream.send_offset > 0:
-                self._pump(stream)
-
 
 _SETTINGS_ACK = h2.frame(h2.SETTINGS, h2.ACK, 0)
 _BOOLEAN_SETTINGS = frozenset((
     h2.SETTINGS_ENABLE_PUSH, h2.SETTINGS_ENABLE_CONNECT_PROTOCOL, h2.SETTINGS_NO_RFC7540_PRIORITIES,
 ))
-# The OK trailers' frame head up to its stream id (HEADERS, END_HEADERS | END_STREAM).
-_OK_TRAILERS_FRAME_HEAD = h2.frame_head(
-    h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, 0, len(h2.OK_TRAILERS)
-)[:5]

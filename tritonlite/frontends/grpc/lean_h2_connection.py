@@ -28,7 +28,8 @@ from tritonlite.frontends.grpc.h2_events import (
     StreamMessage,
     UnaryRequest,
 )
-from tritonlite.frontends.grpc.h2_protocol import JOIN_BELOW, H2ServerProtocol
+from tritonlite.frontends.grpc.h2_protocol import H2ServerProtocol
+from tritonlite.frontends.grpc.h2_sender import JOIN_BELOW
 from tritonlite.frontends.grpc.lean_h2_calls import run_stream, run_unary
 
 if TYPE_CHECKING:
