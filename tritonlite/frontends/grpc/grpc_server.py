@@ -44,9 +44,11 @@ class GrpcOptions:
     http2_max_ping_strikes: int = 2
     max_connection_age_ms: int | None = None
     max_connection_age_grace_ms: int | None = None
-    # HTTP/2 limits (docs/security.md); the lean transport enforces all four,
-    # grpc.aio the first two (as grpc.max_concurrent_streams / http2.settings_timeout).
-    http2_max_concurrent_streams: int = 100
+    # HTTP/2 limits (docs/security.md); the lean transport enforces all four
+    # (max concurrent streams: 100 unless set); grpc.aio gets the first two only
+    # when they are set (C-core refuses streams early near the limit, so by
+    # default it keeps its own unlimited value).
+    http2_max_concurrent_streams: int | None = None
     http2_settings_timeout_ms: int | None = None  # None: max(2 x keepalive timeout, 60 s)
     http2_send_timeout_ms: int = 60_000
     http2_max_unsent_bytes: int = 256 * 1024 * 1024
@@ -67,10 +69,11 @@ class GrpcOptions:
                 self.http2_min_recv_ping_interval_without_data_ms,
             ),
             ("grpc.http2.max_ping_strikes", self.http2_max_ping_strikes),
-            ("grpc.max_concurrent_streams", self.http2_max_concurrent_streams),
             # A second server on the same port must fail to bind, not share it.
             ("grpc.so_reuseport", 0),
         ]
+        if self.http2_max_concurrent_streams is not None:
+            options.append(("grpc.max_concurrent_streams", self.http2_max_concurrent_streams))
         if self.http2_settings_timeout_ms is not None:
             options.append(("grpc.http2.settings_timeout", self.http2_settings_timeout_ms))
         if self.max_connection_age_ms is not None:

@@ -112,7 +112,10 @@ def limits_of(options: GrpcOptions) -> H2Limits:
         min_ping_interval_s=options.http2_min_recv_ping_interval_without_data_ms / 1000,
         max_ping_strikes=options.http2_max_ping_strikes,
         permit_idle_pings=options.keepalive_permit_without_calls,
-        max_concurrent_streams=options.http2_max_concurrent_streams,
+        max_concurrent_streams=(
+            H2Limits.max_concurrent_streams if options.http2_max_concurrent_streams is None
+            else options.http2_max_concurrent_streams
+        ),
         settings_timeout_s=options.settings_timeout_s(),
         send_timeout_s=options.http2_send_timeout_ms / 1000,
         max_unsent_bytes=options.http2_max_unsent_bytes,
