@@ -612,7 +612,7 @@ def test_rfc9113_6_10_endless_continuation_is_closed(piece):
     wire = frame(HEADERS, 0, 1, b"\x82") + frame(CONTINUATION, 0, 1, piece) * 200
     frames = peer.send_raw(wire)
     assert connection_error(frames)[0] == ENHANCE_YOUR_CALM
-    assert len(peer.server._decoder.header_table.dynamic_entries) == 0
+    assert peer.server._headers.dynamic_entries() == 0
 
 
 # -- 8 HTTP semantics -------------------------------------------------------------------

@@ -7,8 +7,9 @@ given, timeouts are checked when `tick` is called. The asyncio adapter is
 lean_h2_connection.py.
 
 It owns, by composition: each stream's state machine (h2_stream_state.py),
-the flow-control windows (h2_windows.py), the request header checks
-(h2_request_head.py), and the budgets of h2_limits.py. gRPC's message framing
+the reading of header blocks (h2_header_blocks.py, with the request checks
+of h2_request_head.py), the frames out within the peer's flow-control
+windows (h2_sender.py, h2_windows.py), and the budgets of h2_limits.py. gRPC's message framing
 inside DATA is read here too (grpc_messages.MessageReader), so a unary call
 arrives as one event with its one message.
 
@@ -23,9 +24,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hpack import Decoder
-from hpack.exceptions import HPACKError
-
 from tritonlite.frontends.grpc import h2_frames as h2
 from tritonlite.frontends.grpc.grpc_messages import (
     INTERNAL,
@@ -34,6 +32,7 @@ from tritonlite.frontends.grpc.grpc_messages import (
     MessageError,
     MessageReader,
 )
+from tritonlite.frontends.grpc.h2_errors import H2ConnectionError, StreamError
 from tritonlite.frontends.grpc.h2_events import (
     CallEnded,
     CallStarted,
@@ -44,20 +43,15 @@ from tritonlite.frontends.grpc.h2_events import (
     StreamMessage,
     UnaryRequest,
 )
+from tritonlite.frontends.grpc.h2_header_blocks import HeaderBlock, HeaderBlockReader
 from tritonlite.frontends.grpc.h2_limits import H2Limits, PingPolicy, RateBudget
 from tritonlite.frontends.grpc.h2_request_head import (
     MalformedRequest,
     RequestHead,
     check_trailers,
-    parse_request_head,
 )
 from tritonlite.frontends.grpc.h2_sender import MAX_MESSAGE, H2Sender
-from tritonlite.frontends.grpc.h2_stream_state import (
-    H2Stream,
-    StreamError,
-    StreamInput,
-    StreamState,
-)
+from tritonlite.frontends.grpc.h2_stream_state import H2Stream, StreamInput, StreamState
 from tritonlite.frontends.grpc.h2_windows import FlowControlError, ReceiveWindow
 
 # Larger DATA payload pieces are handed on as views, not copies.
@@ -68,50 +62,6 @@ READ_SIZE = 256 * 1024
 
 _RECV_DATA = StreamInput.RECV_DATA
 _NO_SETTINGS_FIRST = "the client preface must go on with SETTINGS (RFC 9113 3.4)"
-_HEAD_CACHE_SIZE = 64
-
-
-class H2ConnectionError(Exception):
-    """RFC 9113 5.4.1: GOAWAY with `code`, then close."""
-
-    def __init__(self, code: int, debug: str) -> None:
-        super().__init__(debug)
-        self.code = code
-        self.debug = debug
-
-
-class _HeaderBlock:
-    """A decoded header block, and (once asked) what it says as a request."""
-
-    __slots__ = ("headers", "size", "head")
-
-    def __init__(self, headers: list[tuple[bytes, bytes]], size: int) -> None:
-        self.headers = headers
-        self.size = size
-        self.head: RequestHead | MalformedRequest | None = None
-
-    def request_head(self) -> RequestHead | MalformedRequest:
-        head = self.head
-        if head is None:
-            try:
-                head = parse_request_head(self.headers)
-            except MalformedRequest as exc:
-                head = exc
-            self.head = head
-        return head
-
-
-class _Continuation:
-    """A header block still arriving in CONTINUATION frames."""
-
-    __slots__ = ("sid", "flags", "block", "frames", "error")
-
-    def __init__(self, sid: int, flags: int, block: bytes, error: StreamError | None) -> None:
-        self.sid = sid
-        self.flags = flags
-        self.block = bytearray(block)
-        self.frames = 1
-        self.error = error
 
 
 def _server_settings(limits: H2Limits) -> bytes:
@@ -156,12 +106,7 @@ class H2ServerProtocol:
         self._buf = bytearray()  # an incomplete frame (or preface) from earlier reads
         self._preface = False
         self._settings_seen = False  # 3.4: the client's first frame is SETTINGS
-        self._decoder = Decoder(max_header_list_size=limits.max_header_block)
-        if limits.header_table_size != h2.DEFAULT_HEADER_TABLE:
-            self._decoder.max_allowed_table_size = limits.header_table_size
-            self._decoder.header_table_size = limits.header_table_size
-        self._blocks: dict[bytes, _HeaderBlock] = {}
-        self._cont: _Continuation | None = None
+        self._headers = HeaderBlockReader(limits)
         self._last_sid = 0
         self._goaway_sid: int | None = None  # set once GOAWAY has been sent
         self._recently_reset: dict[int, None] = {}
@@ -429,7 +374,7 @@ class H2ServerProtocol:
             pos += 9 + length
 
     def _frame(self, ftype: int, flags: int, sid: int, payload: bytes) -> None:
-        if self._cont is not None and ftype != h2.CONTINUATION:  # 6.2, 6.10
+        if self._headers.pending is not None and ftype != h2.CONTINUATION:  # 6.2, 6.10
             raise H2ConnectionError(h2.PROTOCOL_ERROR, "frame inside a header block")
         if not self._settings_seen:
             if ftype != h2.SETTINGS or flags & h2.ACK:  # 3.4
@@ -463,7 +408,7 @@ class H2ServerProtocol:
     # -- DATA -----------------------------------------------------------------
     def _open_data(self, flags: int, sid: int, flow: int, size: int) -> H2Stream | None:
         """A DATA frame's head: check it and count it; its stream, or None (discard)."""
-        if self._cont is not None:
+        if self._headers.pending is not None:
             raise H2ConnectionError(h2.PROTOCOL_ERROR, "frame inside a header block")
         if not self._settings_seen:  # 3.4
             raise H2ConnectionError(h2.PROTOCOL_ERROR, _NO_SETTINGS_FIRST)
@@ -603,79 +548,17 @@ class H2ServerProtocol:
 
     # -- HEADERS --------------------------------------------------------------
     def _on_headers_frame(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid == 0:  # 6.2
-            raise H2ConnectionError(h2.PROTOCOL_ERROR, "HEADERS on stream 0")
-        start = 0
-        end = len(payload)
-        if flags & h2.PADDED:
-            if not payload:
-                raise H2ConnectionError(h2.FRAME_SIZE_ERROR, "padded HEADERS without a pad length")
-            start = 1
-            end -= payload[0]
-        error = None
-        if flags & h2.PRIORITY_FLAG:
-            if end - start < 5:
-                raise H2ConnectionError(h2.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
-            if h2.u32(payload, start) & 0x7FFFFFFF == sid:  # 5.3.1
-                error = StreamError(h2.PROTOCOL_ERROR, "a stream cannot depend on itself")
-            start += 5
-        if end < start:  # 6.2
-            raise H2ConnectionError(h2.PROTOCOL_ERROR, "HEADERS padding longer than the frame")
-        block = payload[start:end] if start or end < len(payload) else payload
-        if flags & h2.END_HEADERS:
-            self._on_header_block(flags, sid, block, error)
-            return
-        if len(block) > self.limits.max_header_block:
-            raise H2ConnectionError(h2.ENHANCE_YOUR_CALM, "header block too large")
-        self._cont = _Continuation(sid, flags, block, error)
+        complete = self._headers.headers(flags, sid, payload)
+        if complete is not None:
+            self._on_header_block(*complete)
 
     def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
-        cont = self._cont
-        if cont is None or cont.sid != sid:  # 6.10
-            raise H2ConnectionError(h2.PROTOCOL_ERROR, "CONTINUATION without its HEADERS")
-        cont.block += payload
-        cont.frames += 1
-        limits = self.limits
-        if len(cont.block) > limits.max_header_block:
-            raise H2ConnectionError(
-                h2.ENHANCE_YOUR_CALM,
-                f"header block over {limits.max_header_block} bytes",
-            )
-        if cont.frames > limits.max_continuation_frames:
-            raise H2ConnectionError(
-                h2.ENHANCE_YOUR_CALM,
-                f"header block in more than {limits.max_continuation_frames} frames",
-            )
-        if flags & h2.END_HEADERS:
-            self._cont = None
-            self._on_header_block(cont.flags, sid, bytes(cont.block), cont.error)
+        complete = self._headers.continuation(flags, sid, payload)
+        if complete is not None:
+            self._on_header_block(*complete)
 
-    def _decode(self, block: bytes) -> _HeaderBlock:
-        # A block of indexed fields alone (every byte >= 0x80) leaves the
-        # dynamic table as it is: its decoding can be remembered until a
-        # block that may change the table arrives.
-        cache = self._blocks
-        indexed_only = bool(block) and min(block) >= 0x80
-        if indexed_only:
-            decoded = cache.get(block)
-            if decoded is not None:
-                return decoded
-        elif cache:
-            cache.clear()
-        try:
-            headers: list[tuple[bytes, bytes]] = self._decoder.decode(  # type: ignore[assignment]
-                block, raw=True
-            )
-        except HPACKError as exc:  # 4.3; also a list over max_header_block
-            raise H2ConnectionError(h2.COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        decoded = _HeaderBlock(headers, sum(len(n) + len(v) + 32 for n, v in headers))
-        if indexed_only and len(cache) < _HEAD_CACHE_SIZE:
-            cache[bytes(block)] = decoded
-        return decoded
-
-    def _on_header_block(self, flags: int, sid: int, block: bytes,
+    def _on_header_block(self, flags: int, sid: int, decoded: HeaderBlock,
                          error: StreamError | None) -> None:
-        decoded = self._decode(block)  # always: keeps the HPACK state in step
         end_stream = bool(flags & h2.END_STREAM)
         stream = self.streams.get(sid)
         if stream is not None:
@@ -709,7 +592,7 @@ class H2ServerProtocol:
             else:
                 self._open_stream(sid, head, end_stream)
 
-    def _on_trailers(self, stream: H2Stream, decoded: _HeaderBlock, end_stream: bool,
+    def _on_trailers(self, stream: H2Stream, decoded: HeaderBlock, end_stream: bool,
                      error: StreamError | None) -> None:
         try:
             if error is not None:
@@ -944,7 +827,7 @@ class H2ServerProtocol:
             self._out.append(h2.goaway(self._last_sid, code, debug.encode("latin-1", "replace")))
         self._goaway_sid = self._last_sid
         self.terminated = True
-        self._cont = None
+        self._headers.pending = None
         for stream in list(self.streams.values()):
             self._forget(stream, cancelled=True)
         self._events.append(ConnectionTerminated(code, debug, abort))

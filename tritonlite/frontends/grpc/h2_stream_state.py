@@ -15,6 +15,7 @@ from typing import Any
 
 from tritonlite.frontends.grpc import h2_frames as h2
 from tritonlite.frontends.grpc.grpc_messages import MessageReader
+from tritonlite.frontends.grpc.h2_errors import StreamError
 from tritonlite.frontends.grpc.h2_windows import ReceiveWindow
 
 
@@ -55,15 +56,6 @@ _TRANSITIONS: dict[tuple[StreamState, StreamInput], StreamState] = {
 for _state in (_S.OPEN, _S.HALF_CLOSED_REMOTE, _S.HALF_CLOSED_LOCAL):
     _TRANSITIONS[_state, _I.RECV_RST_STREAM] = _S.CLOSED
     _TRANSITIONS[_state, _I.SEND_RST_STREAM] = _S.CLOSED
-
-
-class StreamError(Exception):
-    """RFC 9113 5.4.2: reset this stream with `code`; the connection goes on."""
-
-    def __init__(self, code: int, debug: str) -> None:
-        super().__init__(debug)
-        self.code = code
-        self.debug = debug
 
 
 def _refusal(state: StreamState, step: StreamInput) -> StreamError:
