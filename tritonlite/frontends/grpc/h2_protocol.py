@@ -9,9 +9,10 @@ lean_h2_connection.py.
 It owns, by composition: each stream's state machine (h2_stream_state.py),
 the reading of header blocks (h2_header_blocks.py, with the request checks
 of h2_request_head.py), the frames out within the peer's flow-control
-windows (h2_sender.py, h2_windows.py), and the budgets of h2_limits.py. gRPC's message framing
-inside DATA is read here too (grpc_messages.MessageReader), so a unary call
-arrives as one event with its one message.
+windows (h2_sender.py, h2_windows.py), and the budgets of h2_limits.py.
+gRPC's message framing inside DATA is read here too
+(grpc_messages.MessageReader), so a unary call arrives as one event with its
+one message.
 
 Errors follow RFC 9113 5.4: a connection error sends GOAWAY and ends the
 connection (ConnectionTerminated); a stream error sends RST_STREAM and ends
@@ -284,10 +285,6 @@ class H2ServerProtocol:
         for sid in list(self.streams):
             self.fail(sid, code, message)
         self._terminate(h2.NO_ERROR, message)
-
-    def close(self, code: int, debug: str) -> None:
-        """A connection error of our own: GOAWAY with `code`, calls cancelled."""
-        self._terminate(code, debug)
 
     # -- frames in ------------------------------------------------------------
     def _leftover(self, data: bytes) -> int:
