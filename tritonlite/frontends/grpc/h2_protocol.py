@@ -138,20 +138,18 @@ class H2ServerProtocol:
         out = self._out
         if not out:
             return []  # never the list the protocol goes on filling
-        taken = out.copy()  # the list itself stays shared with the sender
-        out.clear()
         sender = self._sender
+        self._out = sender.out = []  # a fresh list, shared with the sender again
         if sender.paused_since is not None:
-            sender.paused_bytes += sum(map(len, taken))
-        return taken
+            sender.paused_bytes += sum(map(len, out))
+        return out
 
     def take_events(self) -> list[Event]:
         events = self._events
         if not events:
             return []  # never the list the protocol goes on filling
-        taken = events.copy()
-        events.clear()
-        return taken
+        self._events = self._sender.events = []
+        return events
 
     def receive(self, data: bytes) -> list[Event]:
         """Bytes read from the connection; the events they caused."""
@@ -421,7 +419,8 @@ class H2ServerProtocol:
             self._closed_stream_frame(sid, "DATA")
             return None
         try:
-            stream.step(_RECV_DATA)
+            if stream.state is not StreamState.OPEN:  # DATA leaves an open stream open
+                stream.step(_RECV_DATA)
             stream.recv_window.receive(flow)
             stream.received += size
             if stream.content_length is not None and stream.received > stream.content_length:
@@ -573,7 +572,7 @@ class H2ServerProtocol:
             self._refuse(sid, error.code)
         elif len(self.streams) >= self.limits.max_concurrent_streams:  # 5.1.2
             self._refuse(sid, h2.REFUSED_STREAM)
-        elif self._sender.over_unsent(0):
+        elif (self._sender.unsent or self._sender.paused_bytes) and self._sender.over_unsent(0):
             self._refuse(sid, h2.REFUSED_STREAM)
         else:
             head = decoded.request_head()
@@ -808,7 +807,8 @@ class H2ServerProtocol:
         sid = stream.sid
         if self.streams.pop(sid, None) is None:
             return
-        self._sender.drop(stream)
+        if stream.out_len:
+            self._sender.drop(stream)
         stream.state = StreamState.CLOSED
         stream.messages.clear()
         if self._data_stream is stream:

@@ -80,7 +80,7 @@ class H2Sender:
                         f"Sent message larger than max ({size} vs. {MAX_MESSAGE})")
             return
         n = size + 5
-        if self.over_unsent(n):
+        if (self.unsent or self.paused_bytes) and self.over_unsent(n):
             self._refuse(stream, n)
             return
         windows = self.windows

@@ -19,22 +19,36 @@ from tritonlite.frontends.grpc.h2_errors import StreamError
 from tritonlite.frontends.grpc.h2_windows import ReceiveWindow
 
 
-class StreamState(enum.Enum):
-    OPEN = "open"
-    HALF_CLOSED_REMOTE = "half-closed (remote)"
-    HALF_CLOSED_LOCAL = "half-closed (local)"
-    CLOSED = "closed"
+# IntEnum: hashed as ints (Enum's own __hash__ is Python code, on every step).
+class StreamState(enum.IntEnum):
+    OPEN = 1
+    HALF_CLOSED_REMOTE = 2
+    HALF_CLOSED_LOCAL = 3
+    CLOSED = 4
 
 
-class StreamInput(enum.Enum):
-    RECV_DATA = "DATA received"
-    RECV_TRAILERS = "trailers received"
-    RECV_END_STREAM = "END_STREAM received"
-    RECV_RST_STREAM = "RST_STREAM received"
-    SEND_HEADERS = "HEADERS sent"
-    SEND_DATA = "DATA sent"
-    SEND_END_STREAM = "END_STREAM sent"
-    SEND_RST_STREAM = "RST_STREAM sent"
+class StreamInput(enum.IntEnum):
+    RECV_DATA = 1
+    RECV_TRAILERS = 2
+    RECV_END_STREAM = 3
+    RECV_RST_STREAM = 4
+    SEND_HEADERS = 5
+    SEND_DATA = 6
+    SEND_END_STREAM = 7
+    SEND_RST_STREAM = 8
+
+
+_STATE_NAMES = {
+    StreamState.OPEN: "open", StreamState.HALF_CLOSED_REMOTE: "half-closed (remote)",
+    StreamState.HALF_CLOSED_LOCAL: "half-closed (local)", StreamState.CLOSED: "closed",
+}
+_INPUT_NAMES = {
+    StreamInput.RECV_DATA: "DATA received", StreamInput.RECV_TRAILERS: "trailers received",
+    StreamInput.RECV_END_STREAM: "END_STREAM received",
+    StreamInput.RECV_RST_STREAM: "RST_STREAM received",
+    StreamInput.SEND_HEADERS: "HEADERS sent", StreamInput.SEND_DATA: "DATA sent",
+    StreamInput.SEND_END_STREAM: "END_STREAM sent", StreamInput.SEND_RST_STREAM: "RST_STREAM sent",
+}
 
 
 _S = StreamState
@@ -59,11 +73,12 @@ for _state in (_S.OPEN, _S.HALF_CLOSED_REMOTE, _S.HALF_CLOSED_LOCAL):
 
 
 def _refusal(state: StreamState, step: StreamInput) -> StreamError:
+    text = f"{_INPUT_NAMES[step]} on a {_STATE_NAMES[state]} stream"
     if state is _S.HALF_CLOSED_REMOTE or state is _S.CLOSED:
         # 5.1: frames after the peer's END_STREAM (other than WINDOW_UPDATE,
         # PRIORITY, RST_STREAM) are a stream error STREAM_CLOSED.
-        return StreamError(h2.STREAM_CLOSED, f"{step.value} on a {state.value} stream")
-    return StreamError(h2.PROTOCOL_ERROR, f"{step.value} on a {state.value} stream")
+        return StreamError(h2.STREAM_CLOSED, text)
+    return StreamError(h2.PROTOCOL_ERROR, text)
 
 
 class H2Stream:

@@ -150,10 +150,10 @@ class H2Connection(asyncio.BufferedProtocol):
             transport.writelines(pieces)
 
     def _dispatch(self, events: list[Event]) -> None:
+        # The handlers act on the adapter's side only: they queue no frames.
         handlers = self._handlers
         for event in events:
             handlers[type(event)](event)  # type: ignore[operator]
-        self._write(self.protocol.data_to_send())  # what handlers queued (keepalive, ...)
 
     def tick(self, now: float) -> None:
         """The server's periodic check of the protocol's timeouts."""
@@ -198,8 +198,9 @@ class H2Connection(asyncio.BufferedProtocol):
         task = call.task
         if event.cancelled and task is not None and task is not asyncio.current_task():
             task.cancel()
-        call.messages.clear()
-        call.wake()
+        if call.waiter is not None or call.drained is not None:
+            call.messages.clear()
+            call.wake()
 
     def _stream_drained(self, event: StreamDrained) -> None:
         call = self.calls.get(event.stream_id)
