@@ -198,8 +198,8 @@ class H2Connection(asyncio.BufferedProtocol):
         task = call.task
         if event.cancelled and task is not None and task is not asyncio.current_task():
             task.cancel()
+        call.messages.clear()
         if call.waiter is not None or call.drained is not None:
-            call.messages.clear()
             call.wake()
 
     def _stream_drained(self, event: StreamDrained) -> None:
