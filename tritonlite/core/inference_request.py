@@ -17,6 +17,20 @@ class ShmRef:
 
 
 @dataclass(slots=True)
+class ArenaRef:
+    """Bytes that already sit in the server's own arena (segment id, offset, size).
+
+    The in-process API hands callers arrays backed by arena blocks; an input
+    given that way goes to the worker as this reference, with no copy. The
+    caller keeps the block allocated until the request has finished.
+    """
+
+    segment_id: int
+    offset: int
+    byte_size: int
+
+
+@dataclass(slots=True)
 class InputTensor:
     name: str
     datatype: str
@@ -25,6 +39,7 @@ class InputTensor:
     json_data: Any = None  # JSON "data" (nested lists or flat), or typed gRPC contents
     shm: ShmRef | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    arena: ArenaRef | None = None  # already in the server's arena (in-process API)
 
 
 @dataclass(slots=True)

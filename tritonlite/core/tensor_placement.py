@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tritonlite.core.inference_request import InputTensor, RequestedOutput, ShmRef
+from tritonlite.core.inference_request import ArenaRef, InputTensor, RequestedOutput, ShmRef
 from tritonlite.core.request_validation import resolve_reshape
 from tritonlite.datatypes import (
     bytes_tensor_element_count,
@@ -81,6 +81,9 @@ class TensorPlacer:
         model_shape = resolve_reshape(model_shape, count)
         esize = element_size(tensor.datatype)
         expected = count * esize
+        if tensor.arena is not None:
+            return self._arena_input(tensor, tensor.arena, model_shape, model_name, prefix,
+                                     count, expected, memory)
         if tensor.shm is not None:
             shm = tensor.shm
             if tensor.datatype != "BYTES" and shm.byte_size != expected:
@@ -109,6 +112,44 @@ class TensorPlacer:
         else:
             raw = _json_to_bytes(tensor, count)
         return self.place_bytes(tensor.name, tensor.datatype, model_shape, raw, memory)
+
+    def _arena_input(
+        self,
+        tensor: InputTensor,
+        ref: ArenaRef,
+        model_shape: list[int],
+        model_name: str,
+        prefix: str,
+        count: int,
+        expected: int,
+        memory: RequestMemory,
+    ) -> TensorRef:
+        """An input already in the arena (the in-process API's allocator): checked
+        and referenced in place, not copied; its owner keeps the block."""
+        try:
+            segment = self.arena.segment(ref.segment_id)
+        except KeyError:
+            segment = None
+        if (
+            segment is None
+            or ref.offset < 0
+            or ref.byte_size < 0
+            or ref.offset + ref.byte_size > segment.size
+        ):
+            raise InvalidArgumentError(
+                f"input '{tensor.name}' refers to memory outside the server's tensor arena"
+            )
+        if tensor.datatype == "BYTES":
+            _check_bytes(tensor, segment.view[ref.offset : ref.offset + ref.byte_size], count)
+        elif ref.byte_size != expected:
+            raise InvalidArgumentError(
+                f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
+                f"'{model_name}'. Expected {expected}, got {ref.byte_size}"
+            )
+        memory.segments.append((ref.segment_id, segment.fd))
+        return TensorRef(
+            tensor.name, tensor.datatype, model_shape, ref.segment_id, ref.offset, ref.byte_size
+        )
 
     def place_bytes(
         self,
