@@ -13,3 +13,13 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "workers")) and 
     _os.path.join(_checkout, "workers", "__init__.py")
 ):
     __path__.append(_checkout)
+
+
+def __getattr__(name: str) -> object:
+    # The in-process API is imported on first use, so `import tritonlite` (and
+    # the CLI, which imports the package) stays cheap.
+    if name in ("Server", "Options"):
+        from tritonlite import inprocess
+
+        return getattr(inprocess, name)
+    raise AttributeError(f"module 'tritonlite' has no attribute {name!r}")
