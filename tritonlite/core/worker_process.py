@@ -158,6 +158,11 @@ class WorkerProcess:
             raise WorkerStartError(
                 f"instance '{self.instance_name}' did not initialize within {timeout:.0f} s"
             ) from None
+        except asyncio.CancelledError:
+            # E.g. a restart cut short by unload/stop: nobody will own this
+            # process, so it must not outlive the cancelled start.
+            self.kill()
+            raise
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
