@@ -22,6 +22,7 @@ from tritonlite.errors import (
     InternalError,
     InvalidArgumentError,
     UnavailableError,
+    UnsupportedError,
 )
 from tritonlite.inprocess.core_link import CoreLink, InferRequest, InferResult
 from tritonlite.inprocess.loop_driver import (
@@ -334,6 +335,11 @@ class Server:
         """Shortcut for a model with one response per request:
         `next(iter(server.model(name).infer(inputs=...)))`."""
         handle = model if isinstance(model, Model) else self.model(model)
+        if self._link_checked().is_decoupled(handle.name, handle._version):
+            raise UnsupportedError(
+                f"model '{handle.name}' is decoupled (any number of responses per request): "
+                "iterate over server.model(name).infer(...) instead"
+            )
         return next(iter(handle.infer(inputs=inputs or {}, **kwargs)))
 
     async def _infer_once(self, request: InferRequest, placed: PlacedInputs) -> InferResult:
