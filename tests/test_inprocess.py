@@ -47,7 +47,7 @@ def repo(tmp_path_factory):
     dest.mkdir()
     return _copy_models(dest, {
         EXAMPLES: ["add_sub", "identity_bytes"],
-        TEST_MODELS: ["identity_fp32", "slow_identity", "crash_on_demand", "add_sub_batch"],
+        TEST_MODELS: ["identity_fp32", "crash_on_demand", "add_sub_batch"],
         BLS_MODELS: ["repeat_int32"],
     })
 
@@ -251,7 +251,7 @@ def test_output_memory_lives_as_long_as_a_view_and_is_then_reused(tmp_path):
         assert _out_segments("lease_probe_0_0") == 2
         del held, r
         gc.collect()
-        for i in range(100):
+        for _ in range(100):
             one(1.0)
         assert _out_segments("lease_probe_0_0") == 2
         np.testing.assert_array_equal(kept, 7.0)

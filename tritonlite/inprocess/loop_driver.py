@@ -78,13 +78,14 @@ class LoopDriver:
         if here is self.loop:
             return await coro
         target = here.create_future()
-        self._begin_background()
+        counted = self._begin_background()
 
         def start() -> None:
             task = self.loop.create_task(coro)
 
             def done(t: asyncio.Future) -> None:
-                self._end_background()
+                if counted:
+                    self._end_background()
                 try:
                     here.call_soon_threadsafe(_hand_over, t, target, discard)
                 except RuntimeError:  # the caller's loop is closed: nobody listens
@@ -95,7 +96,8 @@ class LoopDriver:
         try:
             self.loop.call_soon_threadsafe(start)
         except RuntimeError:
-            self._end_background()
+            if counted:
+                self._end_background()
             coro.close()
             raise UnavailableError(_CLOSED) from None
         return await target
@@ -111,8 +113,8 @@ class LoopDriver:
         raise NotImplementedError
 
     # Requests from other loops keep the background thread driving.
-    def _begin_background(self) -> None:
-        pass
+    def _begin_background(self) -> bool:
+        return False
 
     def _end_background(self) -> None:
         pass
@@ -141,6 +143,9 @@ class CallerDrivenLoop(LoopDriver):
 
     # -- calls from application threads ---------------------------------------
     def run(self, coro: Coroutine[Any, Any, T], discard: Discard = None) -> T:
+        if events._get_running_loop() is self.loop:
+            coro.close()
+            raise RuntimeError("a blocking call cannot be made from the server's own loop")
         cond = self._cond
         box: list[asyncio.Task] = []  # the task, once created (by us or by a driver)
         mine: Coroutine[Any, Any, T] | None = coro
@@ -252,12 +257,13 @@ class CallerDrivenLoop(LoopDriver):
                     if self._waiting:
                         cond.notify_all()
 
-    def _begin_background(self) -> None:
+    def _begin_background(self) -> bool:
         with self._cond:
             if self._closing:
-                return
+                return False
             self._background += 1
             self._cond.notify_all()
+            return True
 
     def _end_background(self) -> None:
         with self._cond:

@@ -12,7 +12,6 @@ import atexit
 import logging
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Any
 
@@ -40,9 +39,10 @@ log = logging.getLogger("tritonlite")
 
 _NOT_STARTED = "Server not started"
 
-# Servers still running at interpreter exit are stopped (their model workers
-# get to finalize); weak so an unreferenced server is not kept alive.
-_running: weakref.WeakSet[Server] = weakref.WeakSet()
+# A started server runs until stop() (its loop thread and workers hold it
+# anyway); those still running at interpreter exit are stopped here, so their
+# models get to finalize.
+_running: set[Server] = set()
 
 
 @atexit.register

@@ -130,6 +130,7 @@ def output_tensors(
         data = out.data
         if data is None:
             continue
+        dtype: np.dtype
         if out.datatype == "BYTES":
             dtype = np.dtype(np.uint8)
         elif out.datatype == "BF16":
@@ -295,11 +296,11 @@ def _place_one(
         return InputTensor(name, datatype, shape, arena=ref)
     if arr.flags.c_contiguous:  # the core copies it into the arena, once
         placed.keep.append(arr)
-        return InputTensor(name, datatype, shape, raw=memoryview(arr.reshape(-1).view(np.uint8)))
+        return InputTensor(name, datatype, shape, raw=arr.reshape(-1).view(np.uint8).data)
     if decoupled:
         flat = np.ascontiguousarray(arr)
         placed.keep.append(flat)
-        return InputTensor(name, datatype, shape, raw=memoryview(flat.reshape(-1).view(np.uint8)))
+        return InputTensor(name, datatype, shape, raw=flat.reshape(-1).view(np.uint8).data)
     block = link.allocate(int(arr.nbytes))
     placed.blocks.append(block)
     np.copyto(np.frombuffer(block.view, dtype=arr.dtype).reshape(arr.shape), arr)
