@@ -63,6 +63,36 @@ instance_group [ { count: 2 kind: KIND_CPU } ]
 """
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User+system CPU of process `root` and all its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = {root}
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        stats[pid] = fields
+        children.setdefault(int(fields[1]), []).append(pid)
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        pids.add(pid)
+        stack.extend(children.get(pid, []))
+    for pid in pids:
+        f = stats.get(pid)
+        if f:
+            total += (int(f[11]) + int(f[12])) / ticks
+    return total
+
+
 class Server:
     def __init__(self, kind: str, repo: str) -> None:
         self.kind = kind
@@ -119,32 +149,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User+system CPU of the server and all its descendants."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        pids = {self.proc.pid}
-        children: dict[int, list[int]] = {}
-        stats: dict[int, list[str]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pid = int(entry)
-            stats[pid] = fields
-            children.setdefault(int(fields[1]), []).append(pid)
-        stack = [self.proc.pid]
-        while stack:
-            pid = stack.pop()
-            pids.add(pid)
-            stack.extend(children.get(pid, []))
-        for pid in pids:
-            f = stats.get(pid)
-            if f:
-                total += (int(f[11]) + int(f[12])) / ticks
-        return total
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         try:
@@ -285,6 +290,81 @@ def run_cell(
     }
 
 
+# -- in-process cells (tritonlite.Server inside the benchmark process) ---------
+def _inprocess_loop(
+    cell: str, repo: str, event_loop: str, seconds: float, warmup: float, out: mp.Queue
+) -> None:
+    """An application process that embeds the server and calls it in a loop."""
+    sys.path.insert(0, ROOT)
+    import tritonlite
+
+    with tritonlite.Server(repo, event_loop=event_loop) as server:
+        if cell == "add_sub":
+            a = np.random.rand(16).astype(np.float32)
+            inputs = {"INPUT0": a, "INPUT1": a}
+            model = server.model("add_sub")
+        else:
+            x = np.random.rand(MIB16).astype(np.float32)
+            if cell == "alloc16":  # the input already in the server's memory: no copy
+                buf = server.allocate((MIB16,), np.float32)
+                buf[:] = x
+                x = buf
+            inputs = {"INPUT0": x}
+            model = server.model("identity_fp32")
+        # Check the answer once before timing.
+        response = next(model.infer(inputs=inputs))
+        if cell == "add_sub":
+            assert np.allclose(response.outputs["OUTPUT0"].to_numpy(), a + a)
+        else:
+            assert np.array_equal(response.outputs["OUTPUT0"].to_numpy(), x)
+        del response
+        lat: list[float] = []
+        t_end_warm = time.time() + warmup
+        t_end = t_end_warm + seconds
+        cpu0 = None
+        while True:
+            t0 = time.time()
+            if t0 >= t_end:
+                break
+            if cpu0 is None and t0 >= t_end_warm:
+                cpu0 = tree_cpu_seconds(os.getpid())
+            next(model.infer(inputs=inputs))
+            t1 = time.time()
+            if t0 >= t_end_warm:
+                lat.append(t1 - t0)
+        cpu = tree_cpu_seconds(os.getpid()) - (cpu0 or 0.0)
+        out.put((lat, cpu))
+
+
+def run_inprocess_cell(repo: str, cell: str, event_loop: str, seconds: float, warmup: float
+                       ) -> dict:
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    p = ctx.Process(target=_inprocess_loop, args=(cell, repo, event_loop, seconds, warmup, q))
+    p.start()
+    lat_list, cpu = q.get(timeout=warmup + seconds + 180)
+    p.join(60)
+    lat = np.array(sorted(lat_list))
+    n = len(lat)
+    return {
+        "count": n,
+        "throughput": n / seconds,
+        "p50_ms": float(np.percentile(lat, 50) * 1000) if n else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99) * 1000) if n else float("nan"),
+        "cpu_ms_per_inf": cpu * 1000 / n if n else float("nan"),
+    }
+
+
+INPROCESS_CELLS = [
+    # (label, cell, event loop): "caller" is the default (the caller runs the
+    # loop), "thread" hops to a loop thread and back (measures that hop).
+    ("add_sub inproc sequential", "add_sub", "caller"),
+    ("add_sub inproc thread-loop", "add_sub", "thread"),
+    ("16MiB inproc alloc c=1", "alloc16", "caller"),
+    ("16MiB inproc numpy c=1", "numpy16", "caller"),
+]
+
+
 CELLS = [
     # (label, cell, protocol, concurrency)
     ("add_sub http sequential", "add_sub", "http", 1),
@@ -301,6 +381,15 @@ CELLS = [
 ]
 
 
+def _row(kind: str, label: str, r: dict) -> None:
+    print(
+        f"{kind:>10} | {label:<26} | {r['throughput']:9.1f} inf/s | "
+        f"p50 {r['p50_ms']:8.3f} ms | p99 {r['p99_ms']:8.3f} ms | "
+        f"server CPU {r['cpu_ms_per_inf']:7.3f} ms/inf",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per cell")
@@ -308,23 +397,30 @@ def main() -> None:
     parser.add_argument("--only", choices=["tritonlite", "reference"])
     parser.add_argument("--cells", default="", help="comma-separated label substrings")
     ns = parser.parse_args()
-    cells = [c for c in CELLS if not ns.cells or any(s in c[0] for s in ns.cells.split(","))]
+
+    def wanted(label: str) -> bool:
+        return not ns.cells or any(s in label for s in ns.cells.split(","))
+
+    cells = [c for c in CELLS if wanted(c[0])]
+    inproc_cells = [c for c in INPROCESS_CELLS if wanted(c[0])]
     repo = make_repo()
     kinds = [ns.only] if ns.only else ["tritonlite", "reference"]
     table: dict[str, dict[str, dict]] = {}
     try:
+        if "tritonlite" in kinds:
+            # The server inside the benchmark process: no HTTP, no port. "server
+            # CPU" here is the whole application process with its workers.
+            for label, cell, event_loop in inproc_cells:
+                r = run_inprocess_cell(repo, cell, event_loop, ns.seconds, ns.warmup)
+                table.setdefault(label, {})["tritonlite"] = r
+                _row("tritonlite", label, r)
         for kind in kinds:
             server = Server(kind, repo)
             try:
                 for label, cell, protocol, conc in cells:
                     r = run_cell(server, cell, protocol, conc, ns.seconds, ns.warmup)
                     table.setdefault(label, {})[kind] = r
-                    print(
-                        f"{kind:>10} | {label:<26} | {r['throughput']:9.1f} inf/s | "
-                        f"p50 {r['p50_ms']:8.3f} ms | p99 {r['p99_ms']:8.3f} ms | "
-                        f"server CPU {r['cpu_ms_per_inf']:7.3f} ms/inf",
-                        flush=True,
-                    )
+                    _row(kind, label, r)
             finally:
                 server.stop()
     finally:
@@ -336,12 +432,42 @@ def main() -> None:
             f"{'CPU ratio':>9}   (tritonlite / reference)"
         )
         for label, rows in table.items():
+            if "reference" not in rows:
+                continue
             a, b = rows["tritonlite"], rows["reference"]
             print(
                 f"{label:<26} | {a['throughput'] / b['throughput']:9.2f} | "
                 f"{a['p50_ms'] / b['p50_ms']:9.2f} | {a['p99_ms'] / b['p99_ms']:9.2f} | "
                 f"{a['cpu_ms_per_inf'] / b['cpu_ms_per_inf']:9.2f}"
             )
+        _goals(table)
+
+
+def _goals(table: dict[str, dict[str, dict]]) -> None:
+    """Issue 9's in-process goals, against the reference's cells of this run."""
+    lines = []
+    inproc = table.get("add_sub inproc sequential", {}).get("tritonlite")
+    ref_http = table.get("add_sub http sequential", {}).get("reference")
+    if inproc and ref_http:
+        ratio = inproc["p50_ms"] / ref_http["p50_ms"]
+        verdict = "met" if ratio <= 0.5 else "NOT met"
+        lines.append(
+            f"in-process add_sub p50 {inproc['p50_ms']:.3f} ms = {ratio:.2f} x reference HTTP "
+            f"p50 {ref_http['p50_ms']:.3f} ms (goal <= 0.50): {verdict}"
+        )
+    ref_shm = table.get("16MiB shm http c=1", {}).get("reference")
+    for label in ("16MiB inproc alloc c=1", "16MiB inproc numpy c=1"):
+        row = table.get(label, {}).get("tritonlite")
+        if row and ref_shm:
+            ratio = row["throughput"] / ref_shm["throughput"]
+            lines.append(
+                f"{label}: {row['throughput']:.1f} inf/s = {ratio:.2f} x reference system-shm "
+                f"{ref_shm['throughput']:.1f} inf/s (goal >= 4): "
+                f"{'met' if ratio >= 4 else 'NOT met'}"
+            )
+    if lines:
+        print()
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -191,8 +191,9 @@ class Model:
 
     def _response(self, result: InferResult, final: bool = True) -> InferenceResponse:
         server = self._server
-        tensors, lease = output_tensors(result.outputs, result.release, server._releases)
-        model = Model(server, result.model_name, int(result.model_version or -1))
+        tensors, lease = output_tensors(result.outputs, result.release, server._releases,
+                                        server._leases)
+        model = server._model_of(result.model_name, result.model_version)
         return InferenceResponse(
             model, result.request_id, dict(result.parameters), tensors, None, final, lease,
             server._release_lease,

@@ -83,7 +83,9 @@ class Server:
         self._link: CoreLink | None = None
         self._driver: LoopDriver | None = None
         self._arrays: ArenaArrays | None = None
-        self._releases: deque = deque()
+        self._releases: deque = deque()  # (lease, forced) for the loop thread
+        self._leases: set[OutputLease] = set()  # output memory not given back yet
+        self._models: dict[tuple[str, str], Model] = {}  # of responses
         self._poll_stop: asyncio.Event | None = None
         self._lock = threading.Lock()  # start/stop
 
@@ -353,6 +355,17 @@ class Server:
         finally:
             for block in placed.blocks:
                 link.free(block)
+
+    def _model_of(self, name: str, version: str) -> Model:
+        """The Model a response names (one object per name and version)."""
+        model = self._models.get((name, version))
+        if model is None:
+            if len(self._models) > 1024:
+                self._models.clear()
+            model = self._models[(name, version)] = Model(
+                self, name, int(version) if version.isdigit() else -1
+            )
+        return model
 
     def _release_lease(self, lease: OutputLease) -> None:
         self._releases.append((lease, True))

@@ -1,10 +1,10 @@
 """Tensors in and out of the in-process API, without copies where possible.
 
 Outputs: each output is a numpy view over the worker's output segment. Every
-view numpy derives from it keeps its root array alive, so a finalizer on the
-root tells when the caller holds no view any more; when the last root of a
-response goes, the response's memory is handed back to the worker. Finalizers
-can run on any thread at any moment, so they only append to a queue that the
+view numpy derives from it keeps its root array alive, so a weak reference
+to the root tells when the caller holds no view any more; when the last root
+of a response goes, the response's memory is handed back to the worker. The
+callbacks run on any thread at any moment, so they only append to a queue that the
 server drains on its event loop (before each request, which is also when the
 worker learns about freed blocks).
 
@@ -39,15 +39,31 @@ ReleaseQueue = deque
 
 
 class OutputLease:
-    """The worker memory behind one response, given back once no view is left."""
+    """The worker memory behind one response, given back once no view is left.
 
-    __slots__ = ("release", "roots", "finalizers", "done", "__weakref__")
+    One weak reference per output root; their callbacks (any thread, any
+    moment) only queue the lease. `live` (the server's set of unsettled
+    leases) keeps lease and weak references alive until then: a weak
+    reference that died first would never call back.
+    """
 
-    def __init__(self, release: Callable[[], None]) -> None:
+    __slots__ = ("release", "roots", "refs", "done", "_queue", "_live")
+
+    def __init__(self, release: Callable[[], None], queue: deque, live: set) -> None:
         self.release = release
         self.roots = 0
-        self.finalizers: list[weakref.finalize] = []
+        self.refs: list[weakref.ref] = []
         self.done = False
+        self._queue = queue
+        self._live = live
+        live.add(self)
+
+    def watch(self, root: np.ndarray) -> None:
+        self.roots += 1
+        self.refs.append(weakref.ref(root, self._root_died))
+
+    def _root_died(self, _ref: weakref.ref) -> None:
+        self._queue.append((self, False))
 
     def settle(self, forced: bool) -> None:
         """One root died (or release() was called); on the loop thread."""
@@ -58,14 +74,13 @@ class OutputLease:
             if self.roots > 0:
                 return
         self.done = True
-        for f in self.finalizers:
-            f.detach()
-        self.finalizers = []
+        self.refs = []  # no more callbacks
+        self._live.discard(self)
         self.release()
 
 
 def drain(queue: deque) -> None:
-    """Settle what finalizers queued (call on the server's loop thread)."""
+    """Settle what weak-reference callbacks queued (on the server's loop thread)."""
     while queue:
         lease, forced = queue.popleft()
         lease.settle(forced)
@@ -121,10 +136,10 @@ class Tensor:
 
 
 def output_tensors(
-    outputs: list, release: Callable[[], None], queue: deque
+    outputs: list, release: Callable[[], None], queue: deque, live: set
 ) -> tuple[dict[str, Tensor], OutputLease]:
     """Wrap a core result's outputs; `release` runs (on the loop) when no view is left."""
-    lease = OutputLease(release)
+    lease = OutputLease(release, queue, live)
     tensors: dict[str, Tensor] = {}
     for out in outputs:
         data = out.data
@@ -132,19 +147,22 @@ def output_tensors(
             continue
         dtype: np.dtype
         if out.datatype == "BYTES":
-            dtype = np.dtype(np.uint8)
+            dtype = _U8
         elif out.datatype == "BF16":
-            dtype = np.dtype(np.uint16)  # numpy has no bfloat16: the raw bits
+            dtype = _U16  # numpy has no bfloat16: the raw bits
         else:
             dtype = numpy_dtype(out.datatype)
         root = np.frombuffer(data, dtype=dtype)
         out.data = None  # the root alone keeps the window alive now
-        lease.roots += 1
-        lease.finalizers.append(weakref.finalize(root, queue.append, (lease, False)))
-        tensors[out.name] = Tensor(out.datatype, list(out.shape), root)
+        lease.watch(root)
+        tensors[out.name] = Tensor(out.datatype, out.shape, root)
     if lease.roots == 0:
         queue.append((lease, True))
     return tensors, lease
+
+
+_U8 = np.dtype(np.uint8)
+_U16 = np.dtype(np.uint16)
 
 
 # -- inputs ------------------------------------------------------------------
@@ -195,6 +213,10 @@ class ArenaArrays:
                 del self._starts[i]
                 self._link.free(entry[1])
 
+    @property
+    def live(self) -> bool:
+        return bool(self._starts)
+
     def find(self, arr: np.ndarray) -> ArenaRef | None:
         """Where a C-contiguous array lies in the arena, if it lies in one of ours."""
         if not self._starts or not arr.flags.c_contiguous:
@@ -209,6 +231,11 @@ class ArenaArrays:
         if ptr + arr.nbytes > end:
             return None
         return ArenaRef(block.segment_id, block.offset + ptr - start, int(arr.nbytes))
+
+
+def _bytes_of(arr: np.ndarray) -> memoryview | bytes:
+    """The bytes of a C-contiguous array, not copied (the view keeps it alive)."""
+    return arr.data.cast("B") if arr.size else b""
 
 
 def _address(arr: np.ndarray) -> int:
@@ -253,7 +280,7 @@ def place_inputs(
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
+    if type(value) is np.ndarray:
         return value
     if isinstance(value, Tensor):
         return value.to_numpy()
@@ -287,20 +314,17 @@ def _place_one(
         datatype = wire_type_of(arr.dtype)
     except TritonLiteError as exc:
         raise InvalidArgumentError(f"input '{name}': {exc.message}") from None
-    shape = [int(d) for d in arr.shape]
+    shape = list(arr.shape)
     if datatype == "BYTES":
         return InputTensor(name, datatype, shape, raw=serialize_bytes_tensor(arr))
-    ref = None if decoupled else arrays.find(arr)
+    ref = None if decoupled or not arrays.live else arrays.find(arr)
     if ref is not None:  # already in the arena: no copy at all
         placed.keep.append(arr)
         return InputTensor(name, datatype, shape, arena=ref)
     if arr.flags.c_contiguous:  # the core copies it into the arena, once
-        placed.keep.append(arr)
-        return InputTensor(name, datatype, shape, raw=arr.reshape(-1).view(np.uint8).data)
+        return InputTensor(name, datatype, shape, raw=_bytes_of(arr))
     if decoupled:
-        flat = np.ascontiguousarray(arr)
-        placed.keep.append(flat)
-        return InputTensor(name, datatype, shape, raw=flat.reshape(-1).view(np.uint8).data)
+        return InputTensor(name, datatype, shape, raw=_bytes_of(np.ascontiguousarray(arr)))
     block = link.allocate(int(arr.nbytes))
     placed.blocks.append(block)
     np.copyto(np.frombuffer(block.view, dtype=arr.dtype).reshape(arr.shape), arr)
