@@ -330,6 +330,9 @@ def test_server_on_the_applications_loop(repo):
                 inputs={"IN": np.array([2], dtype=np.int32)})]
             with pytest.raises(RuntimeError, match="use async_infer"):
                 server.model("add_sub").infer(inputs={"INPUT0": a, "INPUT1": b})
+            await server.unload_async("repeat_int32")
+            assert not server.model("repeat_int32").ready()
+            assert (await server.load_async("repeat_int32")).ready()
             # Another thread may still block on it.
             other = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: server.infer("add_sub", inputs={"INPUT0": a, "INPUT1": a}))

@@ -342,8 +342,8 @@ class HostLoop(LoopDriver):
         if here is self.loop:
             coro.close()
             raise RuntimeError(
-                "this server runs on this thread's event loop: use async_infer (a blocking "
-                "call here would wait for itself)"
+                "this server runs on this thread's event loop: use async_infer, load_async "
+                "or unload_async here (a blocking call would wait for itself)"
             )
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:

@@ -322,6 +322,19 @@ class Server:
         link = self._link_checked()
         self._driver_checked().run(link.unload(name, unload_dependents))
 
+    async def load_async(self, model_name: str, parameters: dict[str, Any] | None = None
+                         ) -> Model:
+        """load() for coroutines (the only way on a server that runs on their loop)."""
+        link = self._link_checked()
+        await self._driver_checked().arun(link.load(model_name, parameters))
+        return self.model(model_name)
+
+    async def unload_async(self, model: str | Model, unload_dependents: bool = False) -> None:
+        """unload() for coroutines."""
+        name = model.name if isinstance(model, Model) else model
+        link = self._link_checked()
+        await self._driver_checked().arun(link.unload(name, unload_dependents))
+
     # -- memory and inference ------------------------------------------------------
     def allocate(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
         """A numpy array in the server's shared memory arena.
