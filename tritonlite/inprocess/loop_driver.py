@@ -155,13 +155,14 @@ class CallerDrivenLoop(LoopDriver):
                 raise UnavailableError(_CLOSED)
             self._callers += 1
             try:
-                if self._driver == "caller":
-                    # Another thread drives: it runs our task too while we wait
-                    # for the task to end or for the loop to come free.
-                    self.loop.call_soon_threadsafe(self._start, coro, box)
-                    mine = None
                 while self._driver is not None and not (box and box[0].done()):
-                    if self._driver == "idle":
+                    if self._driver == "caller":
+                        if mine is not None:
+                            # Another thread drives: it runs our task too while we
+                            # wait for the task to end or for the loop to come free.
+                            self.loop.call_soon_threadsafe(self._start, mine, box)
+                            mine = None
+                    else:  # the background thread: make it give the loop up
                         self.loop._write_to_self()  # type: ignore[attr-defined]
                     self._waiting += 1
                     try:
