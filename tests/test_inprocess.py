@@ -290,6 +290,27 @@ def test_leaving_a_stream_early_leaves_nothing_behind(server):
         a + b)
 
 
+def test_ensemble_and_bls_use_the_same_core():
+    a, b = _add_sub_inputs()
+    with tritonlite.Server(BLS_MODELS, model_control_mode="explicit", startup_models=[
+            "add_sub", "identity_fp32", "ensemble_add_sub", "bls_add_sub"]) as server:
+        x = server.allocate((16,), np.float32)  # by reference into every step
+        x[:] = a
+        r = server.infer("ensemble_add_sub", inputs={"IN0": x, "IN1": b})
+        # sum = a + b, diff = a - b; then OUT_SUM = 2a, OUT_DIFF = 2b.
+        np.testing.assert_array_equal(r.outputs["OUT_SUM"].to_numpy(), 2 * a)
+        np.testing.assert_array_equal(r.outputs["OUT_DIFF"].to_numpy(), 2 * b)
+        np.testing.assert_array_equal(r.outputs["COPY"].to_numpy(), a)
+        for mode in (b"sync", b"async", b"gather"):
+            r = server.infer("bls_add_sub", inputs={
+                "INPUT0": a, "INPUT1": b,
+                "MODEL_NAME": np.array([b"add_sub"], dtype=np.object_),
+                "MODE": np.array([mode], dtype=np.object_)})
+            assert list(r.outputs["ERROR"].to_bytes_array()) == [b""], mode
+            np.testing.assert_array_equal(r.outputs["OUTPUT0"].to_numpy(), a + b)
+            np.testing.assert_array_equal(r.outputs["OUTPUT1"].to_numpy(), a - b)
+
+
 # -- asyncio -------------------------------------------------------------------------
 def test_async_infer_from_the_applications_loop(server):
     a, b = _add_sub_inputs()
