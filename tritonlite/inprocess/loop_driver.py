@@ -139,7 +139,10 @@ class CallerDrivenLoop(LoopDriver):
 
     @staticmethod
     def available() -> bool:
-        return hasattr(asyncio.SelectorEventLoop, "_run_once")
+        """Whether this Python's selector loop can be stepped from outside."""
+        loop_type = asyncio.SelectorEventLoop
+        return all(hasattr(loop_type, name) for name in ("_run_once", "_write_to_self")) and all(
+            hasattr(events, name) for name in ("_get_running_loop", "_set_running_loop"))
 
     # -- calls from application threads ---------------------------------------
     def run(self, coro: Coroutine[Any, Any, T], discard: Discard = None) -> T:
