@@ -436,11 +436,19 @@ def main() -> None:
                 continue
             a, b = rows["tritonlite"], rows["reference"]
             print(
-                f"{label:<26} | {a['throughput'] / b['throughput']:9.2f} | "
-                f"{a['p50_ms'] / b['p50_ms']:9.2f} | {a['p99_ms'] / b['p99_ms']:9.2f} | "
-                f"{a['cpu_ms_per_inf'] / b['cpu_ms_per_inf']:9.2f}"
+                f"{label:<26} | {_ratio(a['throughput'], b['throughput']):>9} | "
+                f"{_ratio(a['p50_ms'], b['p50_ms']):>9} | "
+                f"{_ratio(a['p99_ms'], b['p99_ms']):>9} | "
+                f"{_ratio(a['cpu_ms_per_inf'], b['cpu_ms_per_inf']):>9}"
             )
         _goals(table)
+
+
+def _ratio(a: float, b: float) -> str:
+    """a / b, or n/a where a cell measured nothing (e.g. its clients came too late)."""
+    if not (a == a and b == b) or not b or not a:  # NaN or zero
+        return "n/a"
+    return f"{a / b:.2f}"
 
 
 def _goals(table: dict[str, dict[str, dict]]) -> None:

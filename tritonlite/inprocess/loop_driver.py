@@ -159,6 +159,8 @@ class CallerDrivenLoop(LoopDriver):
             self._callers += 1
             try:
                 while self._driver is not None and not (box and box[0].done()):
+                    if self._closing:  # stopped under us: the loop will not run again
+                        raise UnavailableError(_CLOSED)
                     if self._driver == "caller":
                         if mine is not None:
                             # Another thread drives: it runs our task too while we
@@ -274,13 +276,17 @@ class CallerDrivenLoop(LoopDriver):
             self._background -= 1
 
     def close(self) -> None:
-        """Stop the background driver and close the loop (after the last run)."""
+        """Stop the background driver and close the loop (after the last run);
+        callers still waiting for the loop get UnavailableError."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
             if self._driver == "idle":
                 self.loop._write_to_self()  # type: ignore[attr-defined]
         self._thread.join()
+        with self._cond:
+            while self._driver is not None:  # a caller finishing its last step
+                self._cond.wait(0.1)
         self.loop.close()
 
 

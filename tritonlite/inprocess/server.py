@@ -88,6 +88,7 @@ class Server:
         self._models: dict[tuple[str, str], Model] = {}  # of responses
         self._poll_stop: asyncio.Event | None = None
         self._lock = threading.Lock()  # start/stop
+        self._starting = False  # start_async under way (it awaits outside the lock)
 
     # -- lifecycle ---------------------------------------------------------------
     def start(
@@ -98,12 +99,13 @@ class Server:
     ) -> Server:
         """Load the models (as the mode says) and serve; blocking."""
         with self._lock:
-            if self._link is not None:
+            if self._link is not None or self._starting:
                 raise InvalidArgumentError("Server already started")
             link = self._new_link()
             driver: LoopDriver = (
                 CallerDrivenLoop()
-                if self.options.event_loop == "caller" and CallerDrivenLoop.available()
+                if choice_value(self.options.event_loop) == "caller"
+                and CallerDrivenLoop.available()
                 else ThreadLoop()
             )
             try:
@@ -122,17 +124,21 @@ class Server:
     async def start_async(self) -> Server:
         """Start on the running event loop (what `async with` does)."""
         with self._lock:
-            if self._link is not None:
+            if self._link is not None or self._starting:
                 raise InvalidArgumentError("Server already started")
+            self._starting = True
+        try:
             link = self._new_link()
             driver = HostLoop(asyncio.get_running_loop())
-        try:
-            await self._start_core(link)
-        except BaseException:
-            await self._stop_core(link, own_loop=False)
-            raise
-        with self._lock:
-            self._attach(link, driver)
+            try:
+                await self._start_core(link)
+            except BaseException:
+                await self._stop_core(link, own_loop=False)
+                raise
+            with self._lock:
+                self._attach(link, driver)
+        finally:
+            self._starting = False
         return self
 
     def _new_link(self) -> CoreLink:
