@@ -3,12 +3,11 @@
 Every other module of this package reaches `tritonlite.core` through this
 one, so a refactor of the core changes this file and nothing else. It adds no
 data plane of its own: each call below is a public entry point of
-`InferenceServer` or of `tritonlite.core.model_control`.
+`InferenceServer` (whose model registry owns loading, unloading and polling).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -19,9 +18,9 @@ from tritonlite.core.inference_request import (
     InputTensor,
     RequestedOutput,
 )
-from tritonlite.core.inference_server import InferenceServer, ServerOptions
-from tritonlite.core.model_control import load_model, poll_repository, unload_model
+from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.response_stream import StreamItem
+from tritonlite.core.server_options import ServerOptions
 from tritonlite.shm.arena import Block
 
 __all__ = [
@@ -75,9 +74,6 @@ class CoreLink:
     async def stop(self) -> None:
         await self._server.stop()
 
-    async def poll_repository(self, stop: asyncio.Event) -> None:
-        await poll_repository(self._server, stop)
-
     # -- health, metadata, statistics (plain calls, any thread) ----------------
     def is_live(self) -> bool:
         return self._server.is_live()
@@ -108,10 +104,10 @@ class CoreLink:
 
     # -- model control (on the loop) --------------------------------------------
     async def load(self, name: str, parameters: dict[str, Any] | None) -> None:
-        await load_model(self._server, name, parameters)
+        await self._server.load_model(name, parameters)
 
     async def unload(self, name: str, unload_dependents: bool) -> None:
-        await unload_model(self._server, name, unload_dependents)
+        await self._server.unload_model(name, unload_dependents)
 
     # -- inference (on the loop) ------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResult:

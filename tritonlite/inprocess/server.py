@@ -86,7 +86,6 @@ class Server:
         self._releases: deque = deque()  # (lease, forced) for the loop thread
         self._leases: set[OutputLease] = set()  # output memory not given back yet
         self._models: dict[tuple[str, str], Model] = {}  # of responses
-        self._poll_stop: asyncio.Event | None = None
         self._lock = threading.Lock()  # start/stop
         self._starting = False  # start_async under way (it awaits outside the lock)
 
@@ -168,9 +167,6 @@ class Server:
             ]
             if failed:
                 raise InternalError(f"failed to load all models: {', '.join(failed)}")
-        if choice_value(self.options.model_control_mode) == "poll":
-            self._poll_stop = asyncio.Event()
-            asyncio.get_running_loop().create_task(link.poll_repository(self._poll_stop))
 
     def _attach(self, link: CoreLink, driver: LoopDriver) -> None:
         self._link = link
@@ -225,8 +221,6 @@ class Server:
         _running.discard(self)
 
     async def _stop_core(self, link: CoreLink, *, own_loop: bool) -> None:
-        if self._poll_stop is not None:
-            self._poll_stop.set()
         drain(self._releases)
         await link.stop()
         drain(self._releases)
