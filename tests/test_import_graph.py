@@ -74,6 +74,8 @@ def _canonical(name: str) -> str:
 
 
 def _deepest(name: str, modules: dict[str, str]) -> str | None:
+    if name == "tritonlite.protos" or name.startswith("tritonlite.protos."):
+        return None  # generated leaves, left out (not an edge to the tritonlite package)
     parts = name.split(".")
     while parts:
         candidate = ".".join(parts)
