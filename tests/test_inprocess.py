@@ -88,6 +88,17 @@ def test_import_tritonlite_does_not_load_the_api_or_the_core():
     assert bare.stdout.split() == ["False", "False", "True"]
 
 
+def test_embedding_next_to_tritonclient_grpc():
+    """Both define protobuf package `inference`; each keeps to its own pool."""
+    for first, second in (("tritonclient.grpc", "tritonlite.inprocess"),
+                          ("tritonlite.inprocess", "tritonclient.grpc")):
+        code = (f"import {first}, {second}, tritonlite.protos.grpc_service_pb2 as pb\n"
+                "print(pb.ModelInferRequest(model_name='m').SerializeToString())")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+        assert out.returncode == 0 and out.stdout.strip() == "b'\\n\\x01m'", out.stderr
+
+
 # -- the examples ----------------------------------------------------------------
 def test_add_sub(server):
     a, b = _add_sub_inputs()
