@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import grpc
 import numpy as np
+import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
@@ -460,6 +461,152 @@ class AioGrpcDoor(GrpcDoor):
 
     name = "grpc-aio"
     server_args = () if DEFAULT_TRANSPORT == "aio" else grpc_server_args("aio")
+
+
+# -- the in-process API --------------------------------------------------------
+
+
+@register_door
+class InProcessDoor(Door):
+    """tritonlite.Server inside the test process: numpy in, exceptions out.
+
+    Its "wire status" is the error's core code (INVALID_ARG, ...) and its texts
+    are HTTP's. A request a typed API cannot express (bytes that disagree with
+    the shape, an unknown datatype name, a repeated input, client shared
+    memory) skips the row for this door.
+    """
+
+    name = "inprocess"
+    family = "http"
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(None)
+        self.api = server
+
+    @classmethod
+    def open(cls, pool: ServerPool, setup: ServerSetup) -> Door:
+        import tritonlite
+
+        flags = list(setup.args)
+        options: dict[str, Any] = {"startup_models": []}
+        while flags:
+            flag, value = flags.pop(0), flags.pop(0)
+            if flag == "--exit-on-error":
+                options["exit_on_error"] = value == "true"
+            elif flag == "--model-control-mode":
+                options["model_control_mode"] = value
+            elif flag == "--load-model":
+                options["startup_models"].append(value)
+            else:
+                raise AssertionError(f"no in-process option for {flag}")
+        return cls(tritonlite.Server(list(setup.repositories), **options).start())
+
+    def close(self) -> int:
+        self.api.stop()
+        return 0
+
+    def status_of(self, code: str) -> str:
+        return code
+
+    @staticmethod
+    def _call(operation: Any) -> Outcome:
+        from tritonlite.errors import TritonLiteError
+
+        try:
+            return Outcome(True, "OK", value=operation())
+        except TritonLiteError as exc:
+            return Outcome(False, exc.code.value, exc.message)
+
+    def _model(self, model: str, version: str) -> Any:
+        if version and not version.isdigit():
+            pytest.skip("the in-process API takes model versions as numbers")
+        return self.api.model(model, int(version) if version else -1)
+
+    @staticmethod
+    def _array(t: T) -> np.ndarray:
+        if t.shm is not None or t.data is None:
+            pytest.skip("the in-process API has no client shared memory regions")
+        if t.datatype == "BYTES":
+            if not isinstance(t.data, np.ndarray):
+                pytest.skip("the in-process API takes BYTES tensors as arrays, not raw bytes")
+            return t.data.reshape(t.shape)
+        np_type = triton_to_np_dtype(t.datatype)
+        if np_type is None:
+            pytest.skip(f"no numpy dtype is called {t.datatype}")
+        dtype = np.dtype(np_type)
+        raw = t.raw()
+        if dtype == np.object_ or len(raw) != int(np.prod(t.shape)) * dtype.itemsize:
+            pytest.skip("a numpy array cannot disagree with its own shape")
+        # The HTTP door's bytes, read as the declared datatype: the same request.
+        return np.frombuffer(raw, dtype=dtype).reshape(t.shape)
+
+    def infer(self, model, inputs, outputs=None, version="", request_id="", parameters=None):
+        arrays = {t.name: self._array(t) for t in inputs}
+        if len(arrays) != len(inputs):
+            pytest.skip("the in-process API takes inputs as a dict: no repeated names")
+        if outputs is not None and any(o.shm is not None for o in outputs):
+            pytest.skip("the in-process API has no client shared memory regions")
+
+        def run() -> dict[str, np.ndarray]:
+            handle = self._model(model, version)
+            (response,) = list(handle.infer(
+                inputs=arrays, request_id=request_id, parameters=dict(parameters or {}),
+                outputs=None if outputs is None else [o.name for o in outputs]))
+            return {name: np.array(t.to_numpy()) for name, t in response.outputs.items()}
+
+        return self._call(run)
+
+    def metadata(self, model, version=""):
+        return self._call(lambda: self._model(model, version).metadata())
+
+    def config(self, model, version=""):
+        return self._call(lambda: self._model(model, version).config())
+
+    def ready(self, model, version=""):
+        return self._call(lambda: self._model(model, version).ready())
+
+    def index(self, ready_only=False):
+        def run() -> list[dict]:
+            items = []
+            for (name, version), m in self.api.models(exclude_not_ready=ready_only).items():
+                item: dict[str, Any] = {"name": name}
+                if version >= 0:
+                    item["version"] = str(version)
+                if m.state:
+                    item["state"] = m.state
+                if m.reason:
+                    item["reason"] = m.reason
+                items.append(item)
+            return items
+
+        return self._call(run)
+
+    def load(self, model, config=None, files=None):
+        params: dict[str, Any] = dict(files or {})
+        if config is not None:
+            params["config"] = config
+
+        def run() -> None:
+            self.api.load(model, params or None)
+
+        return self._call(run)
+
+    def unload(self, model, unload_dependents=False):
+        return self._call(lambda: self.api.unload(model, unload_dependents=unload_dependents))
+
+    def stats(self, model="", version=""):
+        if not model:
+            return self._call(lambda: self.api.statistics()["model_stats"])
+        return self._call(lambda: self._model(model, version).statistics()["model_stats"])
+
+    def shm_register(self, name, key, byte_size, offset=0):
+        pytest.skip("the in-process API has no client shared memory regions")
+
+    def shm_status(self, name=""):
+        pytest.skip("the in-process API has no client shared memory regions")
+
+    def shm_unregister(self, name=""):
+        return Outcome(True, "OK")  # nothing was registered (fixtures clean up with this)
 
 
 def _int64_dims(doc: Any) -> Any:
