@@ -16,8 +16,24 @@ from tritonlite.core.inference_request import (
 )
 from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_dtype
 from tritonlite.errors import InvalidArgumentError
+from tritonlite.frontends.http.http_limits import clip
+from tritonlite.frontends.http.json_bounds import parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
+_MAX_LENGTH_DIGITS = 19  # any larger value is beyond every body limit
+
+
+def parse_header_length(text: str | None) -> int | None:
+    """The Inference-Header-Content-Length value: ASCII digits only (no sign,
+    spaces, underscores or other scripts' digits, all of which int() takes)."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_LENGTH_DIGITS:
+        raise InvalidArgumentError(
+            f"invalid Inference-Header-Content-Length '{clip(text)}': expected a "
+            "non-negative integer"
+        )
+    return int(text)
 
 
 def _shm_ref(params: dict[str, Any], what: str, name: str) -> ShmRef | None:
@@ -26,19 +42,19 @@ def _shm_ref(params: dict[str, Any], what: str, name: str) -> ShmRef | None:
         return None
     if not isinstance(region, str):
         raise InvalidArgumentError(
-            f"'shared_memory_region' of {what} '{name}' must be a string"
+            f"'shared_memory_region' of {what} '{clip(name)}' must be a string"
         )
     size = params.get("shared_memory_byte_size")
     if size is None:
         raise InvalidArgumentError(
             f"'shared_memory_byte_size' must be specified along with "
-            f"'shared_memory_region' for {what} '{name}'"
+            f"'shared_memory_region' for {what} '{clip(name)}'"
         )
     offset = params.get("shared_memory_offset", 0)
     for field_name, value in (("shared_memory_byte_size", size), ("shared_memory_offset", offset)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise InvalidArgumentError(
-                f"'{field_name}' of {what} '{name}' must be a non-negative integer"
+                f"'{field_name}' of {what} '{clip(name)}' must be a non-negative integer"
             )
     return ShmRef(region, offset, size)
 
@@ -57,10 +73,7 @@ def parse_infer_request(
             )
         header_bytes = body[:header_length]
         binary = memoryview(body)[header_length:]
-    try:
-        doc = json.loads(header_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(f"failed to parse the request JSON buffer: {exc}") from None
+    doc = parse_json(header_bytes)
     if not isinstance(doc, dict):
         raise InvalidArgumentError(
             "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
@@ -90,13 +103,25 @@ def parse_infer_request(
         tensor, pos = _parse_input(item, i, binary, pos, model_name)
         request.inputs.append(tensor)
     if pos != len(binary):
-        raise InvalidArgumentError(f"unexpected additional input data for model '{model_name}'")
+        raise InvalidArgumentError(
+            f"unexpected additional input data for model '{clip(model_name)}'"
+        )
     outputs = doc.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list):
             raise InvalidArgumentError("'outputs' must be an array")
         request.outputs = [_parse_output(o, request.binary_output_default) for o in outputs]
+        if len(outputs) > 1:
+            _reject_duplicate_outputs(request.outputs)
     return request
+
+
+def _reject_duplicate_outputs(outputs: list[RequestedOutput]) -> None:
+    seen: set[str] = set()
+    for out in outputs:
+        if out.name in seen:
+            raise InvalidArgumentError(f"output '{clip(out.name)}' is requested more than once")
+        seen.add(out.name)
 
 
 def _parse_input(
@@ -109,27 +134,27 @@ def _parse_input(
         raise InvalidArgumentError(f"input {index} in 'inputs' is missing a string 'name'")
     datatype = item.get("datatype")
     if not isinstance(datatype, str):
-        raise InvalidArgumentError(f"input '{name}' is missing a string 'datatype'")
+        raise InvalidArgumentError(f"input '{clip(name)}' is missing a string 'datatype'")
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in shape
     ):
-        raise InvalidArgumentError(f"input '{name}' must have a 'shape' array of integers")
+        raise InvalidArgumentError(f"input '{clip(name)}' must have a 'shape' array of integers")
     params = item.get("parameters") or {}
     if not isinstance(params, dict):
-        raise InvalidArgumentError(f"'parameters' of input '{name}' must be an object")
+        raise InvalidArgumentError(f"'parameters' of input '{clip(name)}' must be an object")
     tensor = InputTensor(name, datatype, shape, parameters=params)
     tensor.shm = _shm_ref(params, "input", name)
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidArgumentError(
-                f"'binary_data_size' of input '{name}' must be a non-negative integer"
+                f"'binary_data_size' of input '{clip(name)}' must be a non-negative integer"
             )
         if pos + size > len(binary):
             raise InvalidArgumentError(
-                f"unexpected size for input '{name}', expecting {pos + size - len(binary)} "
-                f"additional bytes for model '{model_name}'"
+                f"unexpected size for input '{clip(name)}', expecting {pos + size - len(binary)} "
+                f"additional bytes for model '{clip(model_name)}'"
             )
         tensor.raw = binary[pos : pos + size]
         pos += size
@@ -153,7 +178,7 @@ def _parse_output(item: Any, binary_default: bool) -> RequestedOutput:
     name = item["name"]
     params = item.get("parameters") or {}
     if not isinstance(params, dict):
-        raise InvalidArgumentError(f"'parameters' of output '{name}' must be an object")
+        raise InvalidArgumentError(f"'parameters' of output '{clip(name)}' must be an object")
     out = RequestedOutput(name, parameters=params)
     binary = params.get("binary_data")
     out.binary = binary_default if binary is None else bool(binary)
@@ -164,7 +189,11 @@ def _parse_output(item: Any, binary_default: bool) -> RequestedOutput:
         )
     cc = params.get("classification")
     if cc is not None:
-        out.class_count = int(cc)
+        if not isinstance(cc, int) or isinstance(cc, bool) or cc < 0:
+            raise InvalidArgumentError(
+                f"'classification' of output '{clip(name)}' must be a non-negative integer"
+            )
+        out.class_count = cc
     return out
 
 

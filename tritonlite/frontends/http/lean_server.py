@@ -2,26 +2,53 @@
 
 The inference hot path is dominated by HTTP handling in Python; this server
 does only what the KServe routes need (keep-alive, pipelining, Content-Length
-and chunked bodies, a body size bound checked before buffering) and hands
-complete requests to the shared route table.
+and chunked bodies, Content-Encoding, Expect: 100-continue) and hands complete
+requests to the shared route table.
+
+What one connection may cost is bounded (`HttpLimits`): the request URL,
+header count and bytes, the body (declared, received and decompressed), the
+time a head, a body or an unread reply may take, and how much is read ahead
+while earlier requests are still being answered. A client over a bound gets
+an error reply and the connection is closed; nothing it sent stays behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from http import HTTPStatus
+from typing import Protocol
 
 import httptools
 
 from tritonlite.core.inference_server import InferenceServer
-from tritonlite.errors import InvalidArgumentError
+from tritonlite.errors import InvalidArgumentError, TritonLiteError, UnavailableError
+from tritonlite.frontends.http.http_limits import (
+    LINGER_S,
+    MAX_CHUNKS,
+    MAX_HEAD_READS,
+    HttpLimits,
+    clip,
+)
+from tritonlite.frontends.http.request_body import BodyDecoder, is_identity, too_large
 from tritonlite.frontends.http.routes import HttpReply, HttpRequest, Routes, error_reply
 
 log = logging.getLogger("tritonlite.http")
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+# Where the parser is in the current request.
+_BETWEEN, _HEAD, _BODY = 0, 1, 2
+# Input is handed to the parser in slices, so requests pipelined behind one still
+# being answered are parsed only as fast as they are answered (the rest waits,
+# unparsed, with reading paused). A body of known length goes in whole.
+_HEAD_SLICE = 1024
+_CHUNKED_SLICE = 65536
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_REQUEST = HttpRequest("GET", "", {}, b"")
 
 
 def _head(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
@@ -37,115 +64,329 @@ def _head(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def _status_reply(status: int, message: str) -> HttpReply:
+    reply = error_reply(InvalidArgumentError(message))
+    reply.status = status
+    return reply
+
+
+class RouteTable(Protocol):
+    """What the server serves: the KServe routes, or the metrics port's."""
+
+    max_body: int
+
+    async def dispatch(self, request: HttpRequest) -> HttpReply: ...
+
+
+class _Reject(Exception):
+    """Raised in a parser callback: answer `status` with `message`, then close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, owner: LeanHttpServer) -> None:
         self.owner = owner
         self.routes = owner.routes
-        self.limit = owner.routes.max_body
+        self.limits = owner.limits
+        self.limit = owner.max_body
+        self._time = owner.loop_time
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.url = b""
+        # The request being parsed.
+        self.url: list[bytes] = []
+        self.url_size = 0
         self.headers: dict[str, str] = {}
+        self.repeated: dict[str, list[str]] | None = None
+        self.header_count = 0
+        self.header_bytes = 0
         self.body: list[bytes] = []
         self.body_size = 0
-        self.too_large = False
+        self.expected = -1  # Content-Length bytes still to come; -1: chunked
+        self.chunks = 0
+        self.encoding: str | None = None
+        self.decoder: BodyDecoder | None = None
+        self.continue_owed = False
+        # Where the connection is.
+        self.phase = _BETWEEN
+        self.since = 0.0  # when the head began / the body last made progress
+        self.messages = 0  # heads begun: tells a head that goes on from a new one
+        self.head_carry = 0  # bytes of the current head in reads before this one
+        self.head_reads = 0
+        self.in_idle = False
         self.pending: deque[tuple[HttpRequest, bool, HttpReply | None]] = deque()
         self.busy = False
+        self.feeding = False
+        self.stash: bytes | memoryview | None = None  # read, not yet parsed
+        self.reading_paused = False
+        self.write_paused = False
+        self.write_paused_since = 0.0
+        self.closing = False  # an error reply is queued: input is dropped unread
         self._writable: asyncio.Event | None = None  # made by the first streamed reply
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.owner.connections.add(self)
+        owner = self.owner
+        if len(owner.connections) >= self.limits.max_connections and not owner.evict_idle():
+            self._refuse()
+            return
+        owner.connections.add(self)
+        self._enter_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.owner.connections.discard(self)
+        if self.in_idle:
+            self.owner.idle.pop(self, None)
+            self.in_idle = False
+        self.stash = None
+        self.body = []
+        self.decoder = None
+        self.pending.clear()
         if self._writable is not None:
             self._writable.set()  # a streaming writer notices the loss and stops
 
     def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_since = self._time()
         if self._writable is not None:
             self._writable.clear()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self._writable is not None:
             self._writable.set()
+        if not self.busy and self.pending:
+            self._next()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # an error reply is on its way: the rest is dropped unread
+        if self.stash is not None:  # arrived as reading was being paused
+            self.stash = bytes(self.stash) + data
+            return
+        if self.phase == _HEAD:
+            self.head_reads += 1
+            if self.head_reads > MAX_HEAD_READS:
+                self._reject(431, f"request head is spread over more than {MAX_HEAD_READS} reads")
+                return
+        self._feed(data)
+
+    # -- feeding the parser --------------------------------------------------
+    def _feed(self, data: bytes | memoryview) -> None:
+        self.feeding = True
         try:
-            self.parser.feed_data(data)
+            while data:
+                if self.phase == _BODY:
+                    size = self.expected if self.expected > 0 else _CHUNKED_SLICE
+                else:
+                    size = _HEAD_SLICE
+                    if self.phase == _HEAD and self.head_carry > self.limits.max_head_bytes:
+                        raise _Reject(431, self._head_too_large())
+                piece: bytes | memoryview = data
+                if len(data) > size:
+                    view = data if isinstance(data, memoryview) else memoryview(data)
+                    piece, data = view[:size], view[size:]
+                else:
+                    data = b""
+                begun, in_head = self.messages, self.phase == _HEAD
+                self.parser.feed_data(piece)
+                if self.closing or self.transport is None:
+                    return
+                if self.phase == _HEAD:
+                    # Bytes of a head that went on through this whole piece count
+                    # exactly; a head begun inside it is counted from the next.
+                    if in_head and begun == self.messages:
+                        self.head_carry += len(piece)
+                    else:
+                        self.head_carry = 0
+                if data and self.pending:
+                    # A request waits for an earlier one: parse no further ahead.
+                    self.stash = data
+                    self._pause_reading()
+                    return
+        except httptools.HttpParserCallbackError as exc:
+            reject = exc.__context__
+            if isinstance(reject, _Reject):
+                self._reject(reject.status, reject.message)
+            else:
+                log.error("HTTP parser callback failed: %r", reject)
+                self._reject(500, "internal server error")
+        except _Reject as reject:
+            self._reject(reject.status, reject.message)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+            self._reject(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            self._fail(400, f"malformed HTTP request: {exc}")
+            self._reject(400, f"malformed HTTP request: {clip(str(exc))}")
+        finally:
+            self.feeding = False
+
+    def _head_too_large(self) -> str:
+        return (f"request header fields are larger than the limit of "
+                f"{self.limits.max_header_bytes} bytes")
 
     # -- httptools callbacks -------------------------------------------------
     def on_message_begin(self) -> None:
-        self.url = b""
+        self.messages += 1
+        self.phase = _HEAD
+        self.since = self._time()
+        self.head_carry = self.head_reads = 0
+        if self.in_idle:
+            self.owner.idle.pop(self, None)
+            self.in_idle = False
+        self.url = []
+        self.url_size = 0
         self.headers = {}
+        self.repeated = None
+        self.header_count = self.header_bytes = 0
         self.body = []
         self.body_size = 0
-        self.too_large = False
+        self.expected = -1
+        self.chunks = 0
+        self.encoding = None
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self.url_size += len(url)
+        if self.url_size > self.limits.max_url_bytes:
+            raise _Reject(414, f"request URL is longer than the limit of "
+                               f"{self.limits.max_url_bytes} bytes")
+        self.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        self.header_bytes += len(name) + len(value)
+        if self.header_count > self.limits.max_headers:
+            raise _Reject(431, f"request has more than {self.limits.max_headers} header fields")
+        if self.header_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, self._head_too_large())
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        # Repeated headers are joined as RFC 9110 allows.
-        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+        if key not in self.headers:
+            self.headers[key] = text
+            return
+        # Repeated fields are joined with ", " as RFC 9110 allows, once at the end
+        # of the head (joining as they come would copy quadratically).
+        if self.repeated is None:
+            self.repeated = {}
+        self.repeated.setdefault(key, [self.headers[key]]).append(text)
 
     def on_headers_complete(self) -> None:
-        length = self.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            self.too_large = True
+        headers = self.headers
+        if self.repeated:
+            for key, values in self.repeated.items():
+                headers[key] = ", ".join(values)
+            self.repeated = None
+        self.phase = _BODY
+        self.since = self._time()
+        length = headers.get("content-length")
+        if length is not None:
+            # llhttp has checked it is digits and not repeated.
+            size = int(length)
+            if size > self.limit:
+                raise _Reject(413, too_large(self.limit, size).message)
+            self.expected = size
+        encoding = headers.get("content-encoding")
+        if encoding is not None and not is_identity(encoding):
+            self.encoding = encoding
+        expect = headers.get("expect")
+        if (expect is not None and expect.lower() == "100-continue"
+                and self.expected != 0 and self.parser.get_http_version() == "1.1"):
+            if self.busy or self.pending or self.write_paused:
+                self.continue_owed = True  # after the replies before this one
+            elif self.transport is not None:
+                self.transport.write(_CONTINUE)
+
+    def on_chunk_header(self) -> None:
+        self.chunks += 1
+        if self.chunks > MAX_CHUNKS + 1:  # + the empty chunk that ends the body
+            raise _Reject(400, f"chunked request body has more than {MAX_CHUNKS} chunks")
 
     def on_body(self, body: bytes) -> None:
-        if self.too_large:
-            return
         self.body_size += len(body)
+        self.since = self._time()
+        if self.expected > 0:
+            self.expected -= len(body)
         if self.body_size > self.limit:
-            self.too_large = True
-            self.body = []
+            raise _Reject(413, too_large(self.limit).message)
+        if self.encoding is None:
+            self.body.append(body)
             return
-        self.body.append(body)
+        try:
+            if self.decoder is None:
+                self.decoder = BodyDecoder(self.encoding, self.limit)
+            self.decoder.feed(body)
+        except TritonLiteError as exc:
+            raise _Reject(exc.http_status, exc.message) from None
 
     def on_message_complete(self) -> None:
+        self.phase = _BETWEEN
+        self.continue_owed = False
         method = self.parser.get_method().decode("latin-1")
-        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        path = url.split(b"?", 1)[0].decode("latin-1")
         keep_alive = self.parser.should_keep_alive()
-        early: HttpReply | None = None
-        if self.too_large:
-            early = error_reply(InvalidArgumentError(
-                f"request body is larger than the limit of {self.limit} bytes"))
-            keep_alive = False
-        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        if self.encoding is not None:
+            decoder, self.decoder = self.decoder, None
+            try:
+                body = decoder.finish() if decoder is not None else b""
+            except TritonLiteError as exc:
+                raise _Reject(exc.http_status, exc.message) from None
+            del self.headers["content-encoding"]  # the routes see the decoded body
+        else:
+            body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
-        self.pending.append((HttpRequest(method, path, self.headers, body), keep_alive, early))
-        if not self.busy:
+        self.pending.append((HttpRequest(method, path, self.headers, body), keep_alive, None))
+        if self.busy or self.write_paused:
+            self._pause_reading()  # read no further until this one is answered
+        else:
             self._next()
 
     # -- request handling ----------------------------------------------------
     def _next(self) -> None:
-        if not self.pending or self.transport is None:
+        if self.transport is None:
             self.busy = False
             return
-        self.busy = True
-        request, keep_alive, early = self.pending.popleft()
-        if early is not None:
-            self._write(request, early, keep_alive)
+        if self.pending:
+            if self.write_paused:
+                self.busy = False  # resume_writing goes on
+                return
+            self.busy = True
+            request, keep_alive, early = self.pending.popleft()
+            if early is not None:
+                self._write(request, early, keep_alive)
+                return
+            task = asyncio.get_running_loop().create_task(self._handle(request, keep_alive))
+            self.owner.tasks.add(task)
+            task.add_done_callback(self.owner.tasks.discard)
             return
-        task = asyncio.get_running_loop().create_task(self._handle(request, keep_alive))
-        self.owner.tasks.add(task)
-        task.add_done_callback(self.owner.tasks.discard)
+        self.busy = False
+        if self.feeding:
+            return  # the feed loop goes on by itself
+        if self.stash is not None:
+            data, self.stash = self.stash, None
+            self._feed(data)
+            if self.busy or self.pending or self.stash is not None or self.transport is None:
+                return
+        if self.reading_paused:
+            self._resume_reading()
+        if self.phase == _BETWEEN:
+            self._enter_idle()
+            return
+        # A head or body that waited on our replies is timed from now.
+        self.since = self._time()
+        if self.continue_owed:
+            self.continue_owed = False
+            self.transport.write(_CONTINUE)
 
     async def _handle(self, request: HttpRequest, keep_alive: bool) -> None:
         try:
             reply = await self.routes.dispatch(request)
         except Exception:  # a bug, not a client error: answer 500 and keep serving
-            log.exception("unhandled error serving %s %s", request.method, request.path)
+            log.exception("unhandled error serving %s %s", request.method, clip(request.path))
             reply = HttpReply(500, b'{"error":"internal server error"}', "application/json")
         if reply.stream is not None:
             await self._write_stream(request, reply, keep_alive)
@@ -159,7 +400,8 @@ class _Connection(asyncio.Protocol):
         assert stream is not None
         if self._writable is None:
             self._writable = asyncio.Event()
-            self._writable.set()
+            if not self.write_paused:
+                self._writable.set()
         try:
             if self.transport is None:
                 return
@@ -175,7 +417,7 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.write(b"0\r\n\r\n")
         except Exception:
-            log.exception("streamed reply to %s %s failed", request.method, request.path)
+            log.exception("streamed reply to %s %s failed", request.method, clip(request.path))
             keep_alive = False  # the body is cut short: the client must not reuse it
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -204,20 +446,109 @@ class _Connection(asyncio.Protocol):
         if self.owner.closing:
             keep_alive = False
         if not keep_alive:
-            if self.transport is not None:
-                self.transport.close()
-            self.transport = None
             self.busy = False
+            if self.closing:
+                self._linger()
+            elif self.transport is not None:
+                self.transport.close()
+                self.transport = None
             return
         self._next()
 
-    def _fail(self, status: int, message: str) -> None:
+    # -- bounds ----------------------------------------------------------------
+    def _reject(self, status: int, message: str) -> None:
+        """Answer an error after the replies already owed, then close: input from
+        here on is dropped unread and what the request held is freed."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.stash = None
+        self.body = []
+        self.decoder = None
+        self.continue_owed = False
+        self.pending.append((_NO_REQUEST, False, _status_reply(status, message)))
+        if self.busy:
+            self._pause_reading()
+        else:
+            self._next()
+
+    def _linger(self) -> None:
+        """Close after an error reply without losing it: stop sending, drop what
+        the client still sends for a moment (closing with unread input would
+        reset the connection and could destroy the reply before it is read)."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.pending.clear()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._resume_reading()
+        asyncio.get_running_loop().call_later(LINGER_S, self._drop, transport)
+
+    def _drop(self, transport: asyncio.Transport) -> None:
+        if transport.get_write_buffer_size():
+            transport.abort()  # the client does not read: do not wait for it
+        else:
+            transport.close()
+        self.transport = None
+
+    def _refuse(self) -> None:
+        """Over the connection cap: say so and close."""
+        transport = self.transport
+        assert transport is not None
+        self.closing = True
+        reply = error_reply(UnavailableError(
+            f"the server has reached its limit of {self.limits.max_connections} HTTP "
+            "connections; try again later"))
+        transport.write(_head(reply, False, len(reply.body)) + reply.body)
+        transport.close()
+        self.transport = None
+
+    def _enter_idle(self) -> None:
+        if not self.in_idle:
+            self.in_idle = True
+            self.owner.idle[self] = self._time()
+
+    def close_idle(self) -> None:
+        """Close a connection with nothing in progress (keep-alive timeout or
+        making room under the cap); HTTP clients retry on such a close."""
+        self.owner.idle.pop(self, None)
+        self.in_idle = False
+        self.owner.connections.discard(self)
         if self.transport is not None:
-            reply = error_reply(InvalidArgumentError(message))
-            reply.status = status
-            self.transport.write(_head(reply, False, len(reply.body)) + reply.body)
             self.transport.close()
             self.transport = None
+
+    def check_timeouts(self, now: float) -> None:
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        limits = self.limits
+        if self.write_paused:
+            if now - self.write_paused_since > limits.send_timeout_s:
+                log.info("closing an HTTP connection whose client has not read a reply "
+                         "for %.0f s", limits.send_timeout_s)
+                transport.abort()
+                self.transport = None
+            return
+        if self.busy or self.reading_paused:
+            return  # waiting on us, not on the client
+        if self.phase == _HEAD and now - self.since > limits.header_timeout_s:
+            self._reject(408, f"the request head did not arrive within "
+                              f"{limits.header_timeout_s:g} s")
+        elif self.phase == _BODY and now - self.since > limits.body_timeout_s:
+            self._reject(408, f"the request body made no progress for "
+                              f"{limits.body_timeout_s:g} s")
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def close_if_idle(self) -> None:
         if not self.busy and not self.pending and self.transport is not None:
@@ -225,24 +556,58 @@ class _Connection(asyncio.Protocol):
 
 
 class LeanHttpServer:
-    def __init__(self, server: InferenceServer, routes: Routes | None = None) -> None:
-        self.routes = routes if routes is not None else Routes(server)
+    def __init__(self, server: InferenceServer, routes: RouteTable | None = None,
+                 limits: HttpLimits | None = None) -> None:
+        self.routes: RouteTable = routes if routes is not None else Routes(server)
+        self.limits = limits if limits is not None else HttpLimits()
+        self.max_body: int = self.routes.max_body
         self.connections: set[_Connection] = set()
+        # Connections with nothing in progress, longest idle first.
+        self.idle: dict[_Connection, float] = {}
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
+        self.loop_time: Callable[[], float] = time.monotonic  # the loop's clock once started
         self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task | None = None
+
+    def evict_idle(self) -> bool:
+        """Make room under the cap by closing the longest-idle connection."""
+        for conn in self.idle:
+            conn.close_idle()
+            return True
+        return False
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        self.loop_time = loop.time
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
         )
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Apply the timeouts: a few times per the shortest one."""
+        limits = self.limits
+        tick = min(max(min(limits.timeouts()) / 4, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(tick)
+            now = self.loop_time()
+            while self.idle:
+                conn, since = next(iter(self.idle.items()))
+                if now - since <= limits.keepalive_timeout_s:
+                    break
+                conn.close_idle()
+            for conn in list(self.connections):
+                if not conn.in_idle:
+                    conn.check_timeouts(now)
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish, close connections."""
         self.closing = True
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=timeout)
         for conn in list(self.connections):
@@ -251,9 +616,10 @@ class LeanHttpServer:
 
 
 async def serve_lean_http(
-    server: InferenceServer, host: str, port: int, stop: asyncio.Event
+    server: InferenceServer, host: str, port: int, stop: asyncio.Event,
+    limits: HttpLimits | None = None,
 ) -> None:
-    http = LeanHttpServer(server)
+    http = LeanHttpServer(server, limits=limits)
     await http.start(host, port)
     await stop.wait()
     await http.stop(server.options.exit_timeout_s)
