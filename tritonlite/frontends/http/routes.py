@@ -25,10 +25,13 @@ from tritonlite.errors import (
     UnavailableError,
 )
 from tritonlite.frontends.http.infer_codec import (
+    HEADER_LENGTH,
     build_infer_response,
     output_values,
+    parse_header_length,
     parse_infer_request,
 )
+from tritonlite.frontends.http.json_bounds import parse_json
 
 JSON = "application/json"
 
@@ -61,24 +64,6 @@ def error_reply(exc: TritonLiteError) -> HttpReply:
     return json_reply({"error": exc.message}, exc.http_status)
 
 
-def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
-    """Undo Content-Encoding (gzip/deflate) without growing past `limit`."""
-    encoding = encoding.lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise InvalidArgumentError(f"unsupported Content-Encoding '{encoding}'")
-    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidArgumentError(f"failed to decompress the request body: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise InvalidArgumentError(f"request body is larger than the limit of {limit} bytes")
-    return out
-
-
 def _compress(accept: str, body: bytes, headers: dict[str, str]) -> bytes:
     accept = accept.lower()
     if "gzip" in accept:
@@ -94,10 +79,7 @@ def _compress(accept: str, body: bytes, headers: dict[str, str]) -> bytes:
 def _json_doc(body: bytes) -> dict:
     if not body.strip():
         return {}
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"failed to parse the request JSON buffer: {exc}") from None
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise InvalidArgumentError("the request JSON must be an object")
     return doc
@@ -229,18 +211,8 @@ class Routes:
                 f"request body of {len(body)} bytes is larger than the limit of "
                 f"{self.max_body} bytes"
             )
-        encoding = r.headers.get("content-encoding")
-        if encoding:
-            body = decode_body(body, encoding, self.max_body)
-        hl = r.headers.get("inference-header-content-length")
-        header_length = None
-        if hl is not None:
-            try:
-                header_length = int(hl)
-            except ValueError:
-                raise InvalidArgumentError(
-                    f"invalid Inference-Header-Content-Length '{hl}'"
-                ) from None
+        # Content-Encoding was undone by the server as the body arrived.
+        header_length = parse_header_length(r.headers.get(HEADER_LENGTH))
         request = parse_infer_request(body, header_length, name, version)
         result = await self.server.infer(request)
         try:
