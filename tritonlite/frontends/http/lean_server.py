@@ -619,7 +619,12 @@ async def serve_lean_http(
     server: InferenceServer, host: str, port: int, stop: asyncio.Event,
     limits: HttpLimits | None = None,
 ) -> None:
-    http = LeanHttpServer(server, limits=limits)
+    limits = limits if limits is not None else HttpLimits()
+    capped = limits.for_fd_limit()
+    if capped.max_connections != limits.max_connections:
+        log.warning("HTTP connections capped at %d (half the process's open-file limit), "
+                    "not %d", capped.max_connections, limits.max_connections)
+    http = LeanHttpServer(server, limits=capped)
     await http.start(host, port)
     await stop.wait()
     await http.stop(server.options.exit_timeout_s)
