@@ -21,6 +21,7 @@ from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.request_limits import RequestLimits
 from tritonlite.core.server_options import ServerOptions
+from tritonlite.frontends.http import http_limits
 
 if TYPE_CHECKING:
     from tritonlite.frontends.grpc.grpc_server import GrpcFrontend
@@ -106,7 +107,8 @@ async def serve(ns: argparse.Namespace, settings: LogSettings) -> int:
             from tritonlite.frontends.http.http_server import serve_http
         else:
             from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
-        tasks.append(asyncio.create_task(serve_http(server, ns.http_address, ns.http_port, stop)))
+        tasks.append(asyncio.create_task(serve_http(
+            server, ns.http_address, ns.http_port, stop, http_limits.from_namespace(ns))))
     if ns.allow_metrics:
         from tritonlite.frontends.http.metrics_port import serve_metrics
 

@@ -78,6 +78,19 @@ def boolean(text: str) -> bool:
     raise ValueError(f"invalid value for bool option: {text}")
 
 
+def positive(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A number that must be above zero."""
+
+    def check(text: str) -> Any:
+        value = parse(text)
+        if value <= 0:
+            raise ValueError(f"Provided option value is out of bound. Got {text}")
+        return value
+
+    check.__name__ = parse.__name__  # the usage placeholder follows the number's kind
+    return check
+
+
 def int_or_bool(text: str) -> int:
     """--log-verbose: true/false or a level."""
     lowered = text.lower()
@@ -474,6 +487,24 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max-tensor-elements", int64, 2**31, "tritonlite", "elements per input tensor"),
     Flag("shm-arena-bytes", int64, 8 * 1024**3, "tritonlite",
          "most memory the server's tensor arena may take"),
+    # HTTP connection limits (frontends/http/http_limits.py holds the same defaults)
+    Flag("http-max-connections", positive(int32), 1000, "tritonlite",
+         "open HTTP connections; past it the longest-idle one is closed or the new one "
+         "gets 503 (at most half the open-file limit)"),
+    Flag("http-keepalive-timeout", positive(double), 75.0, "tritonlite",
+         "seconds an idle HTTP keep-alive connection stays open"),
+    Flag("http-header-timeout", positive(double), 30.0, "tritonlite",
+         "seconds a request head may take (408 after)"),
+    Flag("http-body-timeout", positive(double), 30.0, "tritonlite",
+         "seconds a request body may go without progress (408 after)"),
+    Flag("http-send-timeout", positive(double), 30.0, "tritonlite",
+         "seconds a reply may wait for a client that does not read (closed after)"),
+    Flag("http-max-url-bytes", positive(int32), 8192, "tritonlite",
+         "longest request URL (414 past it)"),
+    Flag("http-max-header-bytes", positive(int32), 65536, "tritonlite",
+         "header names and values per request, in bytes (431 past it)"),
+    Flag("http-max-headers", positive(int32), 100, "tritonlite",
+         "header fields per request (431 past it)"),
 )
 
 # tritonserver's response-cache flag and --cache-config exclude each other.

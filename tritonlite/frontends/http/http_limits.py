@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tritonlite.errors import InvalidArgumentError
@@ -64,53 +63,15 @@ def clip(text: str, limit: int = 128) -> str:
     return f"{text[:limit]}... ({len(text)} characters)"
 
 
-# name, HttpLimits field, type, help. Names follow Triton's --http-* flags;
-# uvicorn's equivalents are --limit-concurrency, --timeout-keep-alive and
-# --h11-max-incomplete-event-size.
-_FLAGS: list[tuple[str, str, Callable[[str], float], str]] = [
-    ("--http-max-connections", "max_connections", int,
-     "open HTTP connections at most; past it the longest-idle one is closed, or the "
-     "new one gets 503 (never more than half the process's fd limit)"),
-    ("--http-keepalive-timeout", "keepalive_timeout_s", float,
-     "seconds an idle keep-alive connection stays open"),
-    ("--http-header-timeout", "header_timeout_s", float,
-     "seconds a request head may take to arrive (408 after)"),
-    ("--http-body-timeout", "body_timeout_s", float,
-     "seconds a request body may go without progress (408 after)"),
-    ("--http-send-timeout", "send_timeout_s", float,
-     "seconds a reply may wait for a client that does not read (closed after)"),
-    ("--http-max-url-bytes", "max_url_bytes", int, "longest request URL (414 past it)"),
-    ("--http-max-header-bytes", "max_header_bytes", int,
-     "most bytes of header names and values per request (431 past it)"),
-    ("--http-max-headers", "max_headers", int, "most header fields per request (431 past it)"),
-]
-
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
-        return value
-
-    return parse
-
-
-def _dest(flag: str) -> str:
-    return flag[2:].replace("-", "_")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The --http-* limit flags, with HttpLimits' defaults."""
-    defaults = HttpLimits()
-    for flag, field, kind, text in _FLAGS:
-        default = getattr(defaults, field)
-        parser.add_argument(flag, type=_positive(kind), default=default, metavar="N",
-                            help=f"{text} (default {default:g})")
-
-
 def from_namespace(ns: argparse.Namespace) -> HttpLimits:
-    return HttpLimits(**{field: getattr(ns, _dest(flag)) for flag, field, _kind, _text in _FLAGS})
+    """The limits the --http-* flags (tritonlite/command_line.py) ask for."""
+    return HttpLimits(
+        max_connections=ns.http_max_connections,
+        keepalive_timeout_s=ns.http_keepalive_timeout,
+        header_timeout_s=ns.http_header_timeout,
+        body_timeout_s=ns.http_body_timeout,
+        send_timeout_s=ns.http_send_timeout,
+        max_url_bytes=ns.http_max_url_bytes,
+        max_header_bytes=ns.http_max_header_bytes,
+        max_headers=ns.http_max_headers,
+    )
