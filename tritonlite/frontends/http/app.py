@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -9,7 +11,7 @@ from starlette.routing import Route
 
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.errors import TritonLiteError
-from tritonlite.frontends.http.request_body import BodyDecoder, is_identity, too_large
+from tritonlite.frontends.http.request_body import decode_body, is_identity, too_large
 from tritonlite.frontends.http.routes import HttpRequest, Routes, error_reply
 
 
@@ -18,25 +20,23 @@ def build_app(server: InferenceServer) -> Starlette:
     limit = routes.max_body
 
     async def read_body(request: Request, headers: dict[str, str]) -> bytes:
-        """The body, inflated as it arrives; Content-Encoding is then dropped."""
+        """The body within the limit, Content-Encoding undone (then dropped from
+        the headers) in a worker thread, so inflating never stalls the loop."""
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise too_large(limit, int(length))
-        encoding = headers.pop("content-encoding", None)
-        decoder = None if is_identity(encoding) else BodyDecoder(encoding or "", limit)
         chunks: list[bytes] = []
         total = 0
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:
                 raise too_large(limit)
-            if decoder is None:
-                chunks.append(chunk)
-            elif chunk:
-                decoder.feed(chunk)
-        if decoder is not None:
-            return decoder.finish() if total else b""
-        return b"".join(chunks)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        encoding = headers.pop("content-encoding", None)
+        if is_identity(encoding) or not body:
+            return body
+        return await asyncio.to_thread(decode_body, body, encoding, limit)
 
     async def endpoint(request: Request) -> Response:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}

@@ -17,6 +17,7 @@ from tritonlite.errors import InvalidArgumentError
 # Fixed bounds (not flags): no legitimate client comes near them.
 MAX_CHUNKS = 65536  # chunks of one chunked request body
 MAX_HEAD_READS = 128  # socket reads one request head may be spread over
+EVICT_IDLE_S = 1.0  # at the cap, a connection idle this long may be closed for a new one
 LINGER_S = 1.0  # after an error reply, input is read and dropped this long before closing
 
 

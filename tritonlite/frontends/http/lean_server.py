@@ -15,6 +15,7 @@ an error reply and the connection is closed; nothing it sent stays behind.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import time
 from collections import deque
@@ -27,13 +28,14 @@ import httptools
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.errors import InvalidArgumentError, TritonLiteError, UnavailableError
 from tritonlite.frontends.http.http_limits import (
+    EVICT_IDLE_S,
     LINGER_S,
     MAX_CHUNKS,
     MAX_HEAD_READS,
     HttpLimits,
     clip,
 )
-from tritonlite.frontends.http.request_body import BodyDecoder, is_identity, too_large
+from tritonlite.frontends.http.request_body import decode_body, is_identity, too_large
 from tritonlite.frontends.http.routes import HttpReply, HttpRequest, Routes, error_reply
 
 log = logging.getLogger("tritonlite.http")
@@ -49,6 +51,22 @@ _HEAD_SLICE = 1024
 _CHUNKED_SLICE = 65536
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NO_REQUEST = HttpRequest("GET", "", {}, b"")
+# A compressed body up to this size is inflated on the loop (to at most ~1 MiB);
+# a larger one in a worker thread.
+_INFLATE_INLINE = 1024
+# A dropped body of this size or more is handed back to the OS at once.
+_TRIM_BYTES = 1 << 20
+
+_malloc_trim: Callable[[int], int] | None
+try:  # glibc keeps freed body pieces in its heap; malloc_trim returns them.
+    _malloc_trim = ctypes.CDLL(None).malloc_trim
+except (OSError, AttributeError):
+    _malloc_trim = None
+
+
+def _return_freed_memory() -> None:
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def _head(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
@@ -107,8 +125,7 @@ class _Connection(asyncio.Protocol):
         self.body_size = 0
         self.expected = -1  # Content-Length bytes still to come; -1: chunked
         self.chunks = 0
-        self.encoding: str | None = None
-        self.decoder: BodyDecoder | None = None
+        self.encoding: str | None = None  # a Content-Encoding to undo
         self.continue_owed = False
         # Where the connection is.
         self.phase = _BETWEEN
@@ -117,7 +134,9 @@ class _Connection(asyncio.Protocol):
         self.head_carry = 0  # bytes of the current head in reads before this one
         self.head_reads = 0
         self.in_idle = False
-        self.pending: deque[tuple[HttpRequest, bool, HttpReply | None]] = deque()
+        # Complete requests not yet being served: (request, keep alive, an error
+        # reply to send instead, a Content-Encoding still to undo).
+        self.pending: deque[tuple[HttpRequest, bool, HttpReply | None, str | None]] = deque()
         self.busy = False
         self.feeding = False
         self.stash: bytes | memoryview | None = None  # read, not yet parsed
@@ -144,9 +163,8 @@ class _Connection(asyncio.Protocol):
             self.owner.idle.pop(self, None)
             self.in_idle = False
         self.stash = None
-        self.body = []
-        self.decoder = None
         self.pending.clear()
+        self._drop_body()
         if self._writable is not None:
             self._writable.set()  # a streaming writer notices the loss and stops
 
@@ -210,12 +228,16 @@ class _Connection(asyncio.Protocol):
                     self._pause_reading()
                     return
         except httptools.HttpParserCallbackError as exc:
-            reject = exc.__context__
-            if isinstance(reject, _Reject):
-                self._reject(reject.status, reject.message)
+            # Keep no reference to the exception: its traceback holds the frames
+            # (and the body pieces) of the callback that raised it.
+            error, exc.__context__ = exc.__context__, None
+            if isinstance(error, _Reject):
+                status, message = error.status, error.message
             else:
-                log.error("HTTP parser callback failed: %r", reject)
-                self._reject(500, "internal server error")
+                log.error("HTTP parser callback failed: %r", error)
+                status, message = 500, "internal server error"
+            del error
+            self._reject(status, message)
         except _Reject as reject:
             self._reject(reject.status, reject.message)
         except httptools.HttpParserUpgrade:
@@ -312,15 +334,7 @@ class _Connection(asyncio.Protocol):
             self.expected -= len(body)
         if self.body_size > self.limit:
             raise _Reject(413, too_large(self.limit).message)
-        if self.encoding is None:
-            self.body.append(body)
-            return
-        try:
-            if self.decoder is None:
-                self.decoder = BodyDecoder(self.encoding, self.limit)
-            self.decoder.feed(body)
-        except TritonLiteError as exc:
-            raise _Reject(exc.http_status, exc.message) from None
+        self.body.append(body)
 
     def on_message_complete(self) -> None:
         self.phase = _BETWEEN
@@ -329,17 +343,19 @@ class _Connection(asyncio.Protocol):
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
         path = url.split(b"?", 1)[0].decode("latin-1")
         keep_alive = self.parser.should_keep_alive()
-        if self.encoding is not None:
-            decoder, self.decoder = self.decoder, None
-            try:
-                body = decoder.finish() if decoder is not None else b""
-            except TritonLiteError as exc:
-                raise _Reject(exc.http_status, exc.message) from None
-            del self.headers["content-encoding"]  # the routes see the decoded body
-        else:
-            body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
-        self.pending.append((HttpRequest(method, path, self.headers, body), keep_alive, None))
+        encoding = self.encoding
+        if encoding is not None:
+            del self.headers["content-encoding"]  # the routes see the decoded body
+            if len(body) <= _INFLATE_INLINE:
+                encoding = None
+                try:
+                    body = decode_body(body, self.encoding, self.limit)
+                except TritonLiteError as exc:
+                    raise _Reject(exc.http_status, exc.message) from None
+        request = HttpRequest(method, path, self.headers, body)
+        self.pending.append((request, keep_alive, None, encoding))
         if self.busy or self.write_paused:
             self._pause_reading()  # read no further until this one is answered
         else:
@@ -355,11 +371,12 @@ class _Connection(asyncio.Protocol):
                 self.busy = False  # resume_writing goes on
                 return
             self.busy = True
-            request, keep_alive, early = self.pending.popleft()
+            request, keep_alive, early, encoding = self.pending.popleft()
             if early is not None:
                 self._write(request, early, keep_alive)
                 return
-            task = asyncio.get_running_loop().create_task(self._handle(request, keep_alive))
+            task = asyncio.get_running_loop().create_task(
+                self._handle(request, keep_alive, encoding))
             self.owner.tasks.add(task)
             task.add_done_callback(self.owner.tasks.discard)
             return
@@ -382,9 +399,11 @@ class _Connection(asyncio.Protocol):
             self.continue_owed = False
             self.transport.write(_CONTINUE)
 
-    async def _handle(self, request: HttpRequest, keep_alive: bool) -> None:
+    async def _handle(self, request: HttpRequest, keep_alive: bool, encoding: str | None
+                      ) -> None:
         try:
-            reply = await self.routes.dispatch(request)
+            failed = None if encoding is None else await self._inflate(request, encoding)
+            reply = failed if failed is not None else await self.routes.dispatch(request)
         except Exception:  # a bug, not a client error: answer 500 and keep serving
             log.exception("unhandled error serving %s %s", request.method, clip(request.path))
             reply = HttpReply(500, b'{"error":"internal server error"}', "application/json")
@@ -392,6 +411,22 @@ class _Connection(asyncio.Protocol):
             await self._write_stream(request, reply, keep_alive)
             return
         self._write(request, reply, keep_alive)
+
+    async def _inflate(self, request: HttpRequest, encoding: str) -> HttpReply | None:
+        """Undo Content-Encoding in a worker thread (zlib lets go of the GIL), so
+        inflating a large body, or a bomb up to the limit, never stalls the loop.
+        An error reply when the body cannot be inflated."""
+        compressed = request.body
+        request.body = b""
+        try:
+            request.body = await asyncio.to_thread(decode_body, compressed, encoding, self.limit)
+            return None
+        except TritonLiteError as exc:
+            return error_reply(exc)
+        finally:
+            del compressed
+            if not request.body:
+                _return_freed_memory()
 
     async def _write_stream(self, request: HttpRequest, reply: HttpReply, keep_alive: bool
                             ) -> None:
@@ -463,14 +498,21 @@ class _Connection(asyncio.Protocol):
             return
         self.closing = True
         self.stash = None
-        self.body = []
-        self.decoder = None
+        self._drop_body()
         self.continue_owed = False
-        self.pending.append((_NO_REQUEST, False, _status_reply(status, message)))
+        self.pending.append((_NO_REQUEST, False, _status_reply(status, message), None))
         if self.busy:
             self._pause_reading()
         else:
             self._next()
+
+    def _drop_body(self) -> None:
+        """Free a request body that will never be served."""
+        size = self.body_size
+        self.body = []
+        if size >= _TRIM_BYTES and self.phase == _BODY:
+            self.body_size = 0
+            _return_freed_memory()
 
     def _linger(self) -> None:
         """Close after an error reply without losing it: stop sending, drop what
@@ -571,8 +613,11 @@ class LeanHttpServer:
         self._sweeper: asyncio.Task | None = None
 
     def evict_idle(self) -> bool:
-        """Make room under the cap by closing the longest-idle connection."""
-        for conn in self.idle:
+        """Make room under the cap by closing the longest-idle connection, if it
+        has been idle a while (a client between two quick requests keeps its own)."""
+        for conn, since in self.idle.items():
+            if self.loop_time() - since < EVICT_IDLE_S:
+                return False
             conn.close_idle()
             return True
         return False

@@ -1,8 +1,9 @@
-"""A request body as it arrives: Content-Encoding undone piece by piece.
+"""Content-Encoding (gzip, deflate) undone within the body limit.
 
-Both HTTP servers feed the body in as it is read, so a compressed body is never
-held whole next to its expansion, and the expansion is counted against the
-body limit as it grows: a gzip bomb stops at `limit` decoded bytes.
+The servers hold a compressed body (counted against the limit as it arrives)
+and inflate it here, in a worker thread for anything but a tiny body. Inflating
+is incremental and capped: at most `limit` + 1 decoded bytes are ever produced,
+so a gzip bomb costs the limit, not its expansion.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ _WBITS = {
     "x-gzip": 16 + zlib.MAX_WBITS,
     "deflate": zlib.MAX_WBITS,  # the zlib format, as RFC 9110 defines it
 }
+
+
+_STEP = 1 << 20
+
+
+def _trailing_data() -> InvalidArgumentError:
+    return InvalidArgumentError(
+        "failed to decompress the request body: data after the end of the stream"
+    )
 
 
 def too_large(limit: int, size: int | None = None) -> RequestTooLargeError:
@@ -47,29 +57,33 @@ class BodyDecoder:
         z = self._inflate
         if z.eof:
             if data:
-                raise InvalidArgumentError(
-                    "failed to decompress the request body: data after the end of the stream"
-                )
+                raise _trailing_data()
             return
-        room = self.limit - self.size
-        try:
-            # At most room + 1 bytes come out: one more than fits proves the overrun
-            # without inflating the rest.
-            out = z.decompress(data, room + 1)
-        except zlib.error as exc:
-            raise InvalidArgumentError(
-                f"failed to decompress the request body: {exc}"
-            ) from None
-        if len(out) > room:
-            self._parts.clear()
-            raise too_large(self.limit)
-        if out:
-            self._parts.append(out)
-            self.size += len(out)
-        if z.eof and z.unused_data:
-            raise InvalidArgumentError(
-                "failed to decompress the request body: data after the end of the stream"
-            )
+        while True:
+            room = self.limit - self.size
+            # A step at a time (zlib's own output buffer would briefly double a large
+            # step), never more than room + 1 bytes: one more than fits proves the
+            # overrun without inflating the rest.
+            step = min(room + 1, _STEP)
+            try:
+                out = z.decompress(data, step)
+            except zlib.error as exc:
+                raise InvalidArgumentError(
+                    f"failed to decompress the request body: {exc}"
+                ) from None
+            if len(out) > room:
+                self._parts.clear()
+                raise too_large(self.limit)
+            if out:
+                self._parts.append(out)
+                self.size += len(out)
+            if z.eof:
+                if z.unused_data:
+                    raise _trailing_data()
+                return
+            data = z.unconsumed_tail
+            if len(out) < step and not data:
+                return  # all input taken, all output for it given
 
     def finish(self) -> bytes:
         if not self._inflate.eof:
