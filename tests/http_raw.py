@@ -93,3 +93,4 @@ def request_head(method: str, path: str, headers: dict[str, str] | None = None) 
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+

@@ -8,6 +8,7 @@ The server under attack runs with short timeouts so the tests stay quick.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -18,6 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +27,9 @@ import tritonclient.http as httpclient
 
 from tests.conftest import EXAMPLES
 from tests.http_raw import closed_by_peer, connect, read_response, request_head
+from tests.lean_http_driver import open_connection, parse_replies
 from tests.server_harness import ServerProcess
+from tritonlite.frontends.http.routes import HttpReply, HttpRequest
 
 LIMIT = 64 * 1024 * 1024  # --max-request-bytes of the server under attack
 CAP = 200  # --http-max-connections
@@ -605,3 +609,106 @@ def test_hypercorn_server_limits():
             assert closed_by_peer(sock, 5)  # keep-alive timeout
     finally:
         assert server.stop() == 0, server.log()
+
+
+# -- the protocol object without sockets: the exact states ---------------------------
+
+class _GatedRoutes:
+    """Answers only once the gate opens; records what arrived."""
+
+    max_body = 1 << 20
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.seen: list[str] = []
+
+    async def dispatch(self, request: HttpRequest) -> HttpReply:
+        self.seen.append(request.path)
+        await self.gate.wait()
+        return HttpReply(200, request.path.encode(), "text/plain")
+
+
+async def _settle(conn: Any = None) -> None:
+    """Let the loop run: a few turns, or until `conn` has nothing left to do."""
+    for turn in range(20_000):
+        if turn >= 50 and (conn is None or not (conn.busy or conn.pending or conn.stash)):
+            return
+        await asyncio.sleep(0)
+
+
+def test_pipelined_input_is_parsed_only_as_fast_as_it_is_answered():
+    async def run() -> None:
+        routes = _GatedRoutes()
+        conn, transport = open_connection(routes)
+        wire = b"".join(request_head("GET", f"/r{i}") for i in range(200))
+        conn.data_received(wire)
+        await _settle()
+        # One request is being served; a slice's worth waits parsed; the rest
+        # waits unparsed, and reading is paused.
+        assert routes.seen == ["/r0"]
+        assert 0 < len(conn.pending) < 40
+        assert transport.paused and conn.stash is not None
+        routes.gate.set()
+        await _settle(conn)
+        assert routes.seen == [f"/r{i}" for i in range(200)]
+        assert parse_replies(bytes(transport.out)).bodies == [
+            f"/r{i}".encode() for i in range(200)]
+        assert not transport.paused and conn.stash is None and not conn.pending
+        assert conn.in_idle
+
+    asyncio.run(run())
+
+
+def test_a_full_write_buffer_stops_the_connection():
+    async def run() -> None:
+        routes = _GatedRoutes()
+        routes.gate.set()
+        conn, transport = open_connection(routes)
+        conn.pause_writing()  # the client stopped reading
+        conn.data_received(request_head("GET", "/a") + request_head("GET", "/b"))
+        await _settle()
+        assert routes.seen == [] and transport.paused
+        conn.resume_writing()
+        await _settle()
+        assert routes.seen == ["/a", "/b"] and not transport.paused
+        assert parse_replies(bytes(transport.out)).statuses == [200, 200]
+
+    asyncio.run(run())
+
+
+def test_100_continue_waits_for_the_replies_before_it():
+    async def run() -> None:
+        routes = _GatedRoutes()
+        conn, transport = open_connection(routes)
+        conn.data_received(request_head("GET", "/first") + request_head(
+            "POST", "/second", {"Content-Length": "4", "Expect": "100-continue"}))
+        await _settle()
+        assert b"100 Continue" not in transport.out  # /first is still being answered
+        routes.gate.set()
+        await _settle()
+        out = bytes(transport.out)
+        assert out.index(b"/first") < out.index(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.data_received(b"body")
+        await _settle()
+        assert routes.seen == ["/first", "/second"]
+        # (httptools, as a client, reads the interim 100 as a response of its own)
+        assert parse_replies(bytes(transport.out)).statuses == [200, 100, 200]
+
+    asyncio.run(run())
+
+
+def test_an_error_waits_for_the_replies_before_it_then_closes():
+    async def run() -> None:
+        routes = _GatedRoutes()
+        conn, transport = open_connection(routes)
+        conn.data_received(request_head("GET", "/ok") + b"GET /" + b"u" * 9000)
+        await _settle()
+        assert transport.out == b""  # the 414 must not overtake /ok's reply
+        routes.gate.set()
+        await _settle()
+        replies = parse_replies(bytes(transport.out))
+        assert replies.statuses == [200, 414] and transport.closed
+        conn.data_received(b"more input is dropped unread")
+        assert routes.seen == ["/ok"]
+
+    asyncio.run(run())
