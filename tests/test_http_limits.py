@@ -712,3 +712,21 @@ def test_an_error_waits_for_the_replies_before_it_then_closes():
         assert routes.seen == ["/ok"]
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("head", [
+    b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+])
+def test_protocol_upgrades_are_refused(head):
+    async def run() -> None:
+        routes = _GatedRoutes()
+        routes.gate.set()
+        conn, transport = open_connection(routes)
+        conn.data_received(head)
+        await _settle(conn)
+        assert parse_replies(bytes(transport.out)).statuses == [400] and transport.closed
+        assert b"protocol upgrades are not supported" in transport.out
+        assert routes.seen == []
+
+    asyncio.run(run())

@@ -105,12 +105,19 @@ class _Reject(Exception):
         self.message = message
 
 
+_PARSE_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade, _Reject)
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, owner: LeanHttpServer) -> None:
         self.owner = owner
         self.routes = owner.routes
-        self.limits = owner.limits
+        self.limits = limits = owner.limits
         self.limit = owner.max_body
+        # Bounds read on every request, kept at hand.
+        self.max_url = limits.max_url_bytes
+        self.max_headers = limits.max_headers
+        self.max_header_bytes = limits.max_header_bytes
         self._time = owner.loop_time
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -130,6 +137,7 @@ class _Connection(asyncio.Protocol):
         # Where the connection is.
         self.phase = _BETWEEN
         self.since = 0.0  # when the head began / the body last made progress
+        self.progress_seen = 0  # body bytes at the timeout sweep's last look
         self.messages = 0  # heads begun: tells a head that goes on from a new one
         self.head_carry = 0  # bytes of the current head in reads before this one
         self.head_reads = 0
@@ -187,7 +195,19 @@ class _Connection(asyncio.Protocol):
         if self.stash is not None:  # arrived as reading was being paused
             self.stash = bytes(self.stash) + data
             return
-        if self.phase == _HEAD:
+        phase = self.phase
+        if phase == _BETWEEN and len(data) <= _HEAD_SLICE:
+            # The common case, a whole small request: no slicing to do, and a head
+            # left unfinished began in this read (so nothing to count yet).
+            self.feeding = True
+            try:
+                self.parser.feed_data(data)
+            except _PARSE_ERRORS as exc:
+                self._parse_failed(exc)
+            finally:
+                self.feeding = False
+            return
+        if phase == _HEAD:
             self.head_reads += 1
             if self.head_reads > MAX_HEAD_READS:
                 self._reject(431, f"request head is spread over more than {MAX_HEAD_READS} reads")
@@ -227,9 +247,15 @@ class _Connection(asyncio.Protocol):
                     self.stash = data
                     self._pause_reading()
                     return
-        except httptools.HttpParserCallbackError as exc:
-            # Keep no reference to the exception: its traceback holds the frames
-            # (and the body pieces) of the callback that raised it.
+        except _PARSE_ERRORS as exc:
+            self._parse_failed(exc)
+        finally:
+            self.feeding = False
+
+    def _parse_failed(self, exc: Exception) -> None:
+        if isinstance(exc, httptools.HttpParserCallbackError):
+            # Keep no reference to the callback's exception: its traceback holds
+            # the frames (and the body pieces) of the callback that raised it.
             error, exc.__context__ = exc.__context__, None
             if isinstance(error, _Reject):
                 status, message = error.status, error.message
@@ -237,15 +263,13 @@ class _Connection(asyncio.Protocol):
                 log.error("HTTP parser callback failed: %r", error)
                 status, message = 500, "internal server error"
             del error
-            self._reject(status, message)
-        except _Reject as reject:
-            self._reject(reject.status, reject.message)
-        except httptools.HttpParserUpgrade:
-            self._reject(400, "protocol upgrades are not supported")
-        except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {clip(str(exc))}")
-        finally:
-            self.feeding = False
+        elif isinstance(exc, _Reject):
+            status, message = exc.status, exc.message
+        elif isinstance(exc, httptools.HttpParserUpgrade):
+            status, message = 400, "protocol upgrades are not supported"
+        else:
+            status, message = 400, f"malformed HTTP request: {clip(str(exc))}"
+        self._reject(status, message)
 
     def _head_too_large(self) -> str:
         return (f"request header fields are larger than the limit of "
@@ -263,9 +287,7 @@ class _Connection(asyncio.Protocol):
         self.url = []
         self.url_size = 0
         self.headers = {}
-        self.repeated = None
         self.header_count = self.header_bytes = 0
-        self.body = []
         self.body_size = 0
         self.expected = -1
         self.chunks = 0
@@ -273,17 +295,16 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url_size += len(url)
-        if self.url_size > self.limits.max_url_bytes:
-            raise _Reject(414, f"request URL is longer than the limit of "
-                               f"{self.limits.max_url_bytes} bytes")
+        if self.url_size > self.max_url:
+            raise _Reject(414, f"request URL is longer than the limit of {self.max_url} bytes")
         self.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
         self.header_bytes += len(name) + len(value)
-        if self.header_count > self.limits.max_headers:
-            raise _Reject(431, f"request has more than {self.limits.max_headers} header fields")
-        if self.header_bytes > self.limits.max_header_bytes:
+        if self.header_count > self.max_headers:
+            raise _Reject(431, f"request has more than {self.max_headers} header fields")
+        if self.header_bytes > self.max_header_bytes:
             raise _Reject(431, self._head_too_large())
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -304,6 +325,9 @@ class _Connection(asyncio.Protocol):
             self.repeated = None
         self.phase = _BODY
         self.since = self._time()
+        self.progress_seen = 0
+        if self.parser.should_upgrade():  # CONNECT, or Upgrade (h2c, websocket)
+            raise _Reject(400, "protocol upgrades are not supported")
         length = headers.get("content-length")
         if length is not None:
             # llhttp has checked it is digits and not repeated.
@@ -328,8 +352,7 @@ class _Connection(asyncio.Protocol):
             raise _Reject(400, f"chunked request body has more than {MAX_CHUNKS} chunks")
 
     def on_body(self, body: bytes) -> None:
-        self.body_size += len(body)
-        self.since = self._time()
+        self.body_size += len(body)  # progress, as the timeout sweep sees it
         if self.expected > 0:
             self.expected -= len(body)
         if self.body_size > self.limit:
@@ -578,9 +601,13 @@ class _Connection(asyncio.Protocol):
         if self.phase == _HEAD and now - self.since > limits.header_timeout_s:
             self._reject(408, f"the request head did not arrive within "
                               f"{limits.header_timeout_s:g} s")
-        elif self.phase == _BODY and now - self.since > limits.body_timeout_s:
-            self._reject(408, f"the request body made no progress for "
-                              f"{limits.body_timeout_s:g} s")
+        elif self.phase == _BODY:
+            if self.body_size != self.progress_seen:  # the body moved since the last look
+                self.progress_seen = self.body_size
+                self.since = now
+            elif now - self.since > limits.body_timeout_s:
+                self._reject(408, f"the request body made no progress for "
+                                  f"{limits.body_timeout_s:g} s")
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:
