@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
 
 from tritonlite.core.inference_request import InferRequest, InferResult, InputTensor
 from tritonlite.core.inference_server import InferenceServer
@@ -24,6 +22,13 @@ from tritonlite.errors import (
     TritonLiteError,
     UnavailableError,
 )
+from tritonlite.frontends.http.http_messages import (
+    JSON,
+    HttpReply,
+    HttpRequest,
+    error_reply,
+    json_reply,
+)
 from tritonlite.frontends.http.infer_codec import (
     HEADER_LENGTH,
     build_infer_response,
@@ -32,36 +37,6 @@ from tritonlite.frontends.http.infer_codec import (
     parse_infer_request,
 )
 from tritonlite.frontends.http.json_bounds import parse_json
-
-JSON = "application/json"
-
-
-@dataclass(slots=True)
-class HttpRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    params: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class HttpReply:
-    status: int = 200
-    body: bytes = b""
-    content_type: str | None = None
-    headers: dict[str, str] | None = None
-    # A streamed body (chunked transfer encoding), written piece by piece as
-    # it is produced; `body` is ignored then.
-    stream: AsyncIterator[bytes] | None = None
-
-
-def json_reply(doc: Any, status: int = 200) -> HttpReply:
-    return HttpReply(status, json.dumps(doc, separators=(",", ":")).encode(), JSON)
-
-
-def error_reply(exc: TritonLiteError) -> HttpReply:
-    return json_reply({"error": exc.message}, exc.http_status)
 
 
 def _compress(accept: str, body: bytes, headers: dict[str, str]) -> bytes:
