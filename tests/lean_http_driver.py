@@ -10,8 +10,8 @@ from typing import Any
 import httptools
 
 from tritonlite.frontends.http.http_limits import HttpLimits
+from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest
 from tritonlite.frontends.http.lean_server import LeanHttpServer, _Connection
-from tritonlite.frontends.http.routes import HttpReply, HttpRequest
 
 
 class FakeTransport(asyncio.Transport):

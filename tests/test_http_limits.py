@@ -29,7 +29,7 @@ from tests.conftest import EXAMPLES
 from tests.http_raw import closed_by_peer, connect, read_response, request_head
 from tests.lean_http_driver import open_connection, parse_replies
 from tests.server_harness import ServerProcess
-from tritonlite.frontends.http.routes import HttpReply, HttpRequest
+from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest
 
 LIMIT = 64 * 1024 * 1024  # --max-request-bytes of the server under attack
 CAP = 200  # --http-max-connections

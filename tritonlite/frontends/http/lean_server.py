@@ -21,11 +21,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
-from tritonlite.core.inference_server import InferenceServer
 from tritonlite.errors import InvalidArgumentError, TritonLiteError, UnavailableError
 from tritonlite.frontends.http.http_limits import (
     EVICT_IDLE_S,
@@ -35,8 +34,11 @@ from tritonlite.frontends.http.http_limits import (
     HttpLimits,
     clip,
 )
+from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest, error_reply
 from tritonlite.frontends.http.request_body import decode_body, is_identity, too_large
-from tritonlite.frontends.http.routes import HttpReply, HttpRequest, Routes, error_reply
+
+if TYPE_CHECKING:
+    from tritonlite.core.inference_server import InferenceServer
 
 log = logging.getLogger("tritonlite.http")
 
@@ -627,7 +629,11 @@ class _Connection(asyncio.Protocol):
 class LeanHttpServer:
     def __init__(self, server: InferenceServer, routes: RouteTable | None = None,
                  limits: HttpLimits | None = None) -> None:
-        self.routes: RouteTable = routes if routes is not None else Routes(server)
+        if routes is None:
+            from tritonlite.frontends.http.routes import Routes  # the core, loaded on use
+
+            routes = Routes(server)
+        self.routes: RouteTable = routes
         self.limits = limits if limits is not None else HttpLimits()
         self.max_body: int = self.routes.max_body
         self.connections: set[_Connection] = set()
