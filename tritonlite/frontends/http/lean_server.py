@@ -670,14 +670,17 @@ class LeanHttpServer:
         while True:
             await asyncio.sleep(tick)
             now = self.loop_time()
-            while self.idle:
-                conn, since = next(iter(self.idle.items()))
-                if now - since <= limits.keepalive_timeout_s:
-                    break
-                conn.close_idle()
-            for conn in list(self.connections):
-                if not conn.in_idle:
-                    conn.check_timeouts(now)
+            try:
+                while self.idle:
+                    conn, since = next(iter(self.idle.items()))
+                    if now - since <= limits.keepalive_timeout_s:
+                        break
+                    conn.close_idle()
+                for conn in list(self.connections):
+                    if not conn.in_idle:
+                        conn.check_timeouts(now)
+            except Exception:  # a bug: log it, and keep the timeouts running
+                log.exception("HTTP connection timeout sweep failed")
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish, close connections."""
