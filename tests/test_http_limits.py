@@ -730,3 +730,17 @@ def test_protocol_upgrades_are_refused(head):
         assert routes.seen == []
 
     asyncio.run(run())
+
+
+def test_flags_give_the_limits():
+    from tritonlite.command_line import FlagError, parse_command_line
+    from tritonlite.frontends.http.http_limits import HttpLimits, from_namespace
+
+    # The flag table's defaults are HttpLimits' own.
+    assert from_namespace(parse_command_line(["--model-repository=r"])) == HttpLimits()
+    ns = parse_command_line(["--model-repository=r", "--http-body-timeout=2.5",
+                             "--http-max-headers", "7", "--http-max-connections=20"])
+    limits = from_namespace(ns)
+    assert (limits.body_timeout_s, limits.max_headers, limits.max_connections) == (2.5, 7, 20)
+    with pytest.raises(FlagError, match="out of bound"):
+        parse_command_line(["--model-repository=r", "--http-header-timeout=0"])
