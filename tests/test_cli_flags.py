@@ -288,7 +288,7 @@ def test_id_and_http_max_input_size_take_effect():
         big.set_data_from_numpy(np.array([b"x" * 2000] * 4, dtype=object))
         with pytest.raises(InferenceServerException) as caught:
             client.infer("identity_bytes", [big])
-        assert caught.value.status() == "413"  # refused before the body is read
+        assert caught.value.status() == "400"  # refused before the body is read
     finally:
         assert srv.stop() == 0, srv.log()
 

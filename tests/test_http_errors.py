@@ -120,7 +120,7 @@ def test_limits_are_checked_before_allocation(tmp_path):
     )
     try:
         status, err = _infer(srv, b"{" + b" " * 5000 + b"}")
-        assert status == 413 and "limit of 4096 bytes" in err
+        assert status == 400 and "limit of 4096 bytes" in err
         body = {
             "inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1] * 5, "data": ["a"]}]
         }

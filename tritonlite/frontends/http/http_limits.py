@@ -51,9 +51,9 @@ class HttpLimits:
 
 
 class RequestTooLargeError(InvalidArgumentError):
-    """A request body over the limit: 413, and the connection is not reused."""
-
-    http_status = 413
+    """A request body over the limit. Refused as soon as the size is known, without
+    reading the rest, and the connection is not reused. The status is the error
+    table's INVALID_ARG (400), what the reference answers for an oversized input."""
 
 
 def clip(text: str, limit: int = 128) -> str:

@@ -98,6 +98,10 @@ class RouteTable(Protocol):
     async def dispatch(self, request: HttpRequest) -> HttpReply: ...
 
 
+def _reject_error(exc: TritonLiteError) -> _Reject:
+    return _Reject(exc.http_status, exc.message)
+
+
 class _Reject(Exception):
     """Raised in a parser callback: answer `status` with `message`, then close."""
 
@@ -335,7 +339,7 @@ class _Connection(asyncio.Protocol):
             # llhttp has checked it is digits and not repeated.
             size = int(length)
             if size > self.limit:
-                raise _Reject(413, too_large(self.limit, size).message)
+                raise _reject_error(too_large(self.limit, size))
             self.expected = size
         encoding = headers.get("content-encoding")
         if encoding is not None and not is_identity(encoding):
@@ -358,7 +362,7 @@ class _Connection(asyncio.Protocol):
         if self.expected > 0:
             self.expected -= len(body)
         if self.body_size > self.limit:
-            raise _Reject(413, too_large(self.limit).message)
+            raise _reject_error(too_large(self.limit))
         self.body.append(body)
 
     def on_message_complete(self) -> None:
