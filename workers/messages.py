@@ -12,6 +12,10 @@ from typing import Any
 
 import msgpack
 
+# The segment id under which a worker maps its cancel board (one flag byte per
+# request slot, set by the frontend when the request's client goes away).
+CANCEL_BOARD_SEGMENT_ID = 0
+
 # Error code of a batch whose execute() raised: a failure in the statistics,
 # unlike an error response the model returns.
 EXECUTE_FAILED = "EXECUTE_FAILED"
@@ -59,6 +63,8 @@ class RequestItem:
     parameters: dict[str, Any] = field(default_factory=dict)
     correlation_id: int | str = 0
     flags: int = 0
+    # The request's flag on the worker's cancel board (-1: none).
+    cancel_slot: int = -1
     # Frontend only, never sent: where a decoupled request's responses go.
     stream: Any = field(default=None, repr=False, compare=False)
 
@@ -70,6 +76,7 @@ class RequestItem:
             self.parameters,
             self.correlation_id,
             self.flags,
+            self.cancel_slot,
         ]
 
     @classmethod
@@ -81,6 +88,7 @@ class RequestItem:
             v[3],
             v[4],
             v[5],
+            v[6] if len(v) > 6 else -1,
         )
 
 
@@ -111,6 +119,7 @@ class Init:
 @dataclass(slots=True)
 class Ready:
     config_json: str  # the model config after auto-completion
+    has_ready_hook: bool = False  # the model defines is_ready()
 
 
 @dataclass(slots=True)
@@ -222,6 +231,23 @@ class ReleaseOutputs:
     blocks: list[tuple[int, int]]  # (segment_id, offset)
 
 
+@dataclass(slots=True)
+class ReadinessRequest:
+    """Frontend -> worker: call the model's is_ready() (a readiness check)."""
+
+    call_id: int
+
+
+@dataclass(slots=True)
+class ReadinessResponse:
+    """Worker -> frontend: what is_ready() said; `error` when it raised or
+    returned something other than a bool (the instance is then not ready)."""
+
+    call_id: int
+    ready: bool
+    error: str = ""
+
+
 _TAGS: dict[type, int] = {
     Init: 1,
     Ready: 2,
@@ -238,6 +264,8 @@ _TAGS: dict[type, int] = {
     ControlRequest: 13,
     ControlResponse: 14,
     ReleaseOutputs: 15,
+    ReadinessRequest: 16,
+    ReadinessResponse: 17,
 }
 
 
@@ -256,7 +284,7 @@ def encode(msg: object) -> bytes:
     elif isinstance(msg, Init):
         body = [msg.model_file, msg.args, msg.auto_complete, msg.output_segment_size]
     elif isinstance(msg, Ready):
-        body = [msg.config_json]
+        body = [msg.config_json, msg.has_ready_hook]
     elif isinstance(msg, InitFailed):
         body = [msg.message]
     elif isinstance(msg, AttachSegment):
@@ -275,6 +303,10 @@ def encode(msg: object) -> bytes:
         body = [msg.call_id, msg.action, msg.model_name, msg.model_version, msg.parameters]
     elif isinstance(msg, ControlResponse):
         body = [msg.call_id, list(msg.error) if msg.error else None, msg.value]
+    elif isinstance(msg, ReadinessRequest):
+        body = [msg.call_id]
+    elif isinstance(msg, ReadinessResponse):
+        body = [msg.call_id, msg.ready, msg.error]
     else:
         body = []
     return msgpack.packb([tag, *body], use_bin_type=True)
@@ -290,7 +322,7 @@ def decode(data: bytes) -> object:
     if tag == 1:
         return Init(v[1], v[2], v[3], v[4])
     if tag == 2:
-        return Ready(v[1])
+        return Ready(v[1], bool(v[2]) if len(v) > 2 else False)
     if tag == 3:
         return InitFailed(v[1])
     if tag == 4:
@@ -313,6 +345,10 @@ def decode(data: bytes) -> object:
         return ControlResponse(v[1], tuple(v[2]) if v[2] else None, v[3])
     if tag == 15:
         return ReleaseOutputs([(b[0], b[1]) for b in v[1]])
+    if tag == 16:
+        return ReadinessRequest(v[1])
+    if tag == 17:
+        return ReadinessResponse(v[1], v[2], v[3])
     raise ValueError(f"unknown worker message tag {tag}")
 
 

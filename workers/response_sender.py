@@ -89,8 +89,9 @@ class ResponseSender:
             )
 
     def is_cancelled(self) -> bool:
-        """Cancellation is not propagated to models (the request runs to its end)."""
-        return False
+        """Whether the request's client went away (closed connection, cancelled
+        call or stream, expired deadline)."""
+        return self._worker.is_cancelled(self._item.cancel_slot)
 
     def close(self) -> None:
         self._closed = True

@@ -13,6 +13,7 @@ one as the model produces them (response_sender.py).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import queue
@@ -32,6 +33,7 @@ from tritonlite.workers.backends.placement import apply_cpu_set, group_of_instan
 from tritonlite.workers.backends.tensor_backend import CONFIG_NUMPY, InstanceInfo, TensorBackend
 from tritonlite.workers.bls_client import BLSClient
 from tritonlite.workers.messages import (
+    CANCEL_BOARD_SEGMENT_ID,
     EXECUTE_FAILED,
     AttachSegment,
     BatchDone,
@@ -41,6 +43,8 @@ from tritonlite.workers.messages import (
     ExecuteBatch,
     Init,
     InitFailed,
+    ReadinessRequest,
+    ReadinessResponse,
     Ready,
     ReleaseOutputs,
     RequestItem,
@@ -168,9 +172,27 @@ class Worker:
             self.bls.deliver(msg)
         elif isinstance(msg, ReleaseOutputs):
             self._free_blocks(msg.blocks)
+        elif isinstance(msg, ReadinessRequest):
+            # Answered beside a running execute(), as Triton's stub does.
+            threading.Thread(
+                target=self._answer_readiness, args=(msg.call_id,), name="is-ready", daemon=True
+            ).start()
         elif isinstance(msg, Shutdown):
             return msg
         return None
+
+    def _answer_readiness(self, call_id: int) -> None:
+        ready, error = self.runner.call_is_ready() if self.runner is not None else (True, "")
+        try:
+            self.send(ReadinessResponse(call_id, ready, error))
+        except OSError:
+            pass  # the frontend went away
+
+    def is_cancelled(self, slot: int) -> bool:
+        """Whether the frontend flagged this request's client as gone."""
+        if slot < 0 or CANCEL_BOARD_SEGMENT_ID not in self.segments:
+            return False
+        return self.segments.get(CANCEL_BOARD_SEGMENT_ID).view[slot] != 0
 
     def _announce_segment(self, segment_id: int, segment) -> None:
         self.send(AttachSegment(segment_id, segment.size), [segment.fd])
@@ -194,7 +216,10 @@ class Worker:
             o["name"]: o.get("data_type", "") for o in config.get("output", [])
         }
         self._warm_up(config, args)
-        self.send(Ready(args["model_config"]))
+        has_hook = self.runner is not None and self.runner.has_is_ready()
+        if has_hook:
+            self.ensure_reader()  # readiness checks must get through a busy execute()
+        self.send(Ready(args["model_config"], has_hook))
 
     def _initialize_python(self, init: Init, args: dict[str, str], config: dict) -> dict:
         from tritonlite.workers.python_backend.model_runner import PythonModelRunner
@@ -305,6 +330,7 @@ class Worker:
                     json.dumps(item.parameters) if item.parameters else "{}",
                     item.flags,
                     sender,
+                    is_cancelled=sender.is_cancelled,
                 )
             )
         t1 = time.perf_counter_ns()
@@ -619,6 +645,10 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     # The frontend handles SIGINT for the process group; a worker waits for Shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # stdout is a pipe to the frontend's log relay: a model's print() goes out
+    # when its line ends, not when a block fills.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     sock = socket.socket(fileno=ns.channel_fd)
     worker = Worker(sock, ns.instance, ns.backend)
     data, _fds = channel.recv(sock)

@@ -270,6 +270,26 @@ class PythonModelRunner:
                 )
         return list(result)
 
+    def has_is_ready(self) -> bool:
+        """Whether the model defines the optional readiness hook (Triton 26.03+)."""
+        return self._instance is not None and hasattr(self._instance, "is_ready")
+
+    def call_is_ready(self) -> tuple[bool, str]:
+        """Run the model's `is_ready()`: (ready, error text). A coroutine is
+        awaited on the model's loop; a raise or a non-bool result means not
+        ready, with the reason."""
+        try:
+            result = self._instance.is_ready()
+            if asyncio.iscoroutine(result):
+                result = self._run_coroutine(result)
+            if not isinstance(result, bool):
+                raise _BackendError("is_ready() must return a boolean value")
+            return result, ""
+        except _BackendError as exc:
+            return False, exc.message
+        except Exception as exc:
+            return False, error_string(exc)
+
     def finalize(self) -> None:
         """Call the model's `finalize()`; errors are logged, never raised."""
         try:
