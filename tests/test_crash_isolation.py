@@ -144,12 +144,16 @@ def test_repeated_crash_at_restart_marks_model_unavailable(tmp_path):
         marker.write_text("x")
         (pid,) = _worker_pids(srv, "fragile_0")
         os.kill(pid, signal.SIGKILL)
+        # Not ready while it restarts, then out of service after three failures.
         deadline = time.monotonic() + 30
-        while client.is_model_ready("fragile") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        entry: dict = {}
+        while time.monotonic() < deadline:
+            index = client.get_model_repository_index()
+            (entry,) = [e for e in index if e["name"] == "fragile"]
+            if entry["state"] == "UNAVAILABLE":
+                break
+            time.sleep(0.1)
         assert not client.is_model_ready("fragile")
-        index = client.get_model_repository_index()
-        (entry,) = [e for e in index if e["name"] == "fragile"]
         assert entry["state"] == "UNAVAILABLE"
         assert "exited with code 9" in entry["reason"]
         assert _worker_pids(srv, "fragile_0") == []

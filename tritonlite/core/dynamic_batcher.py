@@ -212,6 +212,17 @@ class DynamicBatcher:
             if any(id(p) in gone for p in self._delayed[level]):
                 self._delayed[level] = deque(p for p in self._delayed[level] if id(p) not in gone)
 
+    def remove(self, payload: Any) -> bool:
+        """Take out the queued request carrying `payload` (its caller went
+        away); False when it is not queued (already batched, or never was)."""
+        for queues in (self._queues, self._delayed):
+            for level, queue in enumerate(queues):
+                for p in queue:
+                    if p.payload is payload:
+                        queues[level] = deque(q for q in queue if q is not p)
+                        return True
+        return False
+
     def drain(self) -> list[Pending]:
         out = list(self._ordered())
         for q in self._queues:

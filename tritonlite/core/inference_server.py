@@ -22,7 +22,8 @@ from tritonlite.core.inference_request import (
     ShmRef,
 )
 from tritonlite.core.log_settings import LogSettings
-from tritonlite.core.model_registry import ModelRegistry
+from tritonlite.core.model_registry import ModelRegistry, VersionRuntime
+from tritonlite.core.model_runtime import ModelRuntime, WorkItem
 from tritonlite.core.rate_limiter import ResourcePool
 from tritonlite.core.request_validation import request_prefix, validate_request
 from tritonlite.core.response_stream import (
@@ -120,7 +121,27 @@ class InferenceServer:
         return True
 
     def is_ready(self) -> bool:
-        return self.ready and self.registry.is_ready(self.options.strict_readiness)
+        """Server readiness without asking models' is_ready() hooks (sync callers)."""
+        if not (self.ready and self.registry.is_ready(self.options.strict_readiness)):
+            return False
+        if not self.options.strict_readiness:
+            return True
+        return all(_serving(rt) for rt in self._loaded_ready_runtimes())
+
+    async def check_ready(self) -> bool:
+        """Server readiness as the health API reports it: with strict
+        readiness, every loaded model ready, each one's instances alive and
+        its is_ready() hooks agreeing."""
+        if not self.is_ready():
+            return False
+        if not self.options.strict_readiness:
+            return True
+        runtimes = self._loaded_ready_runtimes()
+        answers = await asyncio.gather(*(_check_ready(rt) for rt in runtimes))
+        return all(answers) and self.is_ready()
+
+    def _loaded_ready_runtimes(self) -> list[VersionRuntime]:
+        return [rt for rt in self.registry.runtimes() if rt.state == "READY"]
 
     def load_failures(self) -> list[str]:
         """Names of models that failed to load (for --exit-on-error)."""
@@ -134,7 +155,18 @@ class InferenceServer:
         }
 
     def model_ready(self, name: str, version: str = "") -> bool:
-        return self.registry.model_ready(name, version)
+        """READY with an instance alive (no is_ready() hook asked: sync callers)."""
+        if not self.registry.model_ready(name, version):
+            return False
+        return _serving(self.registry.resolve(name, version))
+
+    async def check_model_ready(self, name: str, version: str = "") -> bool:
+        """Model readiness as the health API reports it: READY, an instance
+        alive, and the model's is_ready() hook (if it has one) saying True on
+        every live instance within 5 s."""
+        if not self.model_ready(name, version):
+            return False
+        return await _check_ready(self.registry.resolve(name, version))
 
     def model_metadata(self, name: str, version: str = "") -> dict:
         rt = self.registry.resolve(name, version)
@@ -304,7 +336,7 @@ class InferenceServer:
                 stream.convert = lambda refs, worker: build_result(
                     request, rt.version, refs, worker, out_regions
                 )
-            fut = rt.submit(
+            queued = rt.submit(
                 message,
                 memory.segments,
                 batch_size=batch_size,
@@ -313,10 +345,14 @@ class InferenceServer:
                 timeout_us=_int_param(params, "timeout"),
                 sequence=sequence,
             )
+            fut = queued.future
             try:
                 response, item, done, worker = await asyncio.shield(fut)
             except asyncio.CancelledError:
-                # The worker may still read these bytes: free them when it is done.
+                # The client went away: a queued request leaves the queue (its
+                # memory is freed now), a running one is flagged for the model
+                # and its memory freed when the worker is done with it.
+                self._cancelled(rt, queued, t_start)
                 held = memory.hand_over()
                 if stream is not None:
                     fut.add_done_callback(
@@ -360,6 +396,7 @@ class InferenceServer:
                 try:
                     await stream.wait_finished()
                 except asyncio.CancelledError:
+                    self._cancelled(rt, queued, t_start)
                     held = memory.hand_over()
                     stream.on_finish(lambda: held.free(self.arena))
                     raise
@@ -384,6 +421,25 @@ class InferenceServer:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+
+
+    def _cancelled(self, rt: ModelRuntime, queued: WorkItem, t_start: int) -> None:
+        """Take a request whose caller went away out of the model's hands."""
+        if queued.cancelled or queued.future.cancelled():
+            return
+        rt.cancel(queued)
+        rt.stats.record_request(
+            ok=False, total_ns=time.perf_counter_ns() - t_start, queue_ns=0, reason="CANCELED"
+        )
+
+
+def _serving(rt: VersionRuntime) -> bool:
+    """A model version can take requests now (ensembles: their own state)."""
+    return rt.is_serving() if isinstance(rt, ModelRuntime) else rt.state == "READY"
+
+
+async def _check_ready(rt: VersionRuntime) -> bool:
+    return await rt.check_ready() if isinstance(rt, ModelRuntime) else _serving(rt)
 
 
 def _end_stream(task: asyncio.Task, stream: ResponseStream) -> None:

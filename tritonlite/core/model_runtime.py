@@ -3,13 +3,24 @@
 Requests wait in a FIFO queue and go to the first idle instance. An instance
 whose worker dies fails its in-flight batch, is restarted with backoff, and
 the others keep serving; repeated crashes at start take the model out of
-service with the reason.
+service with the reason. A restart that fails for lack of resources (no file
+descriptors, no memory) is retried with a growing delay for as long as it
+takes; meanwhile the model is not ready, and the requests queued when an
+attempt fails are failed rather than left waiting.
+
+A request whose client goes away (`cancel`) leaves the queue at once, or, if
+it is running, is flagged so the model's `is_cancelled()` says so. With the
+`execution_timeout_ms` parameter, a batch still in `execute` after that long
+fails with a clear error and its instance is killed and restarted; the queue
+moves on to the other instances (or waits for the restart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import os
 import time
 from collections import deque
@@ -25,13 +36,45 @@ from tritonlite.core.worker_process import (
     WorkerServices,
     WorkerStartError,
 )
-from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
+from tritonlite.errors import (
+    InternalError,
+    InvalidArgumentError,
+    TritonLiteError,
+    UnavailableError,
+)
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
 from tritonlite.workers.backends import placement
 from tritonlite.workers.messages import BatchDone, Init, RequestItem, ResponseItem
 
+log = logging.getLogger("tritonlite")
+
 RESTART_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 MAX_START_FAILURES = 3
+# Restarts that fail for lack of resources wait longer each time, up to the last.
+RESOURCE_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+# config.pbtxt parameters { key: "execution_timeout_ms" value { string_value: "N" } }
+EXECUTION_TIMEOUT_PARAM = "execution_timeout_ms"
+
+
+def execution_timeout_s(config: dict) -> float:
+    """The model's execution timeout in seconds (0: none); a bad value is the
+    model's configuration error, named."""
+    param = (config.get("parameters") or {}).get(EXECUTION_TIMEOUT_PARAM)
+    if param is None:
+        return 0.0
+    text = str(param.get("string_value", "") if isinstance(param, dict) else param).strip()
+    if not text.isdigit():
+        raise InvalidArgumentError(
+            f"model parameter '{EXECUTION_TIMEOUT_PARAM}' must be a whole number of "
+            f"milliseconds (0 for no timeout), got '{text}'"
+        )
+    return int(text) / 1000.0
+
+
+def describe_os_error(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "")
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text
 
 
 @dataclass(slots=True)
@@ -44,6 +87,14 @@ class WorkItem:
     batch_size: int = 1
     outcome: tuple | None = None  # (result, exception) held for preserve_ordering
     sequence: Sequence | None = None
+    # Where it runs, once dispatched: cancellation finds it there.
+    worker: WorkerProcess | None = None
+    batch_id: int = 0
+    index: int = 0
+    cancelled: bool = False
+
+
+_CANCELLED = object()  # an outcome: the caller went away (the future is cancelled)
 
 
 def seq_of(item: WorkItem) -> Sequence:
@@ -60,6 +111,7 @@ class InstanceSlot:
     worker: WorkerProcess | None = None
     busy: bool = False
     start_failures: int = 0
+    resource_failures: int = 0
     retired: bool = False
     restart_task: asyncio.Task | None = field(default=None, repr=False)
 
@@ -104,6 +156,7 @@ class ModelRuntime:
         self.state = "LOADING"
         self.reason = ""
         self._stopping = False
+        self.execution_timeout_s = 0.0
 
     # -- loading -------------------------------------------------------------
     def _model_file(self, config: dict) -> str:
@@ -161,6 +214,7 @@ class ModelRuntime:
         self._plan_slots()
         if not self.slots:
             raise WorkerStartError(f"model '{self.name}' has no instances")
+        self.execution_timeout_s = execution_timeout_s(json.loads(self.config_json))
         first, rest = self.slots[0], self.slots[1:]
         try:
             await self._start_slot(first, self.auto_complete)
@@ -171,7 +225,14 @@ class ModelRuntime:
                 normalize(config, self.name, check_tensors=True)
                 self.config_json = config_to_json(config)
             self.spec = ModelSpec.from_config(config_from_json(self.config_json))
+            self.execution_timeout_s = execution_timeout_s(json.loads(self.config_json))
             await asyncio.gather(*(self._start_slot(s, False) for s in rest))
+        except OSError as exc:
+            await self.unload()
+            raise WorkerStartError(
+                f"failed to start a worker process for model '{self.name}': "
+                f"{describe_os_error(exc)}"
+            ) from exc
         except BaseException:
             await self.unload()
             raise
@@ -195,16 +256,42 @@ class ModelRuntime:
         slot.busy = False
         if self._stopping or self.state != "READY":
             return
+        log.warning(
+            "model '%s' instance '%s' %s; restarting it", self.name, slot.name, reason
+        )
+        self._schedule_restart(slot)
+
+    def _schedule_restart(self, slot: InstanceSlot) -> None:
+        if slot.restart_task is not None and not slot.restart_task.done():
+            return
         slot.restart_task = asyncio.get_running_loop().create_task(self._restart(slot))
 
     async def _restart(self, slot: InstanceSlot) -> None:
         while not self._stopping and slot.worker is None:
-            delay = RESTART_BACKOFF_S[min(slot.start_failures, len(RESTART_BACKOFF_S) - 1)]
+            if slot.resource_failures:
+                table = RESOURCE_BACKOFF_S
+                delay = table[min(slot.resource_failures - 1, len(table) - 1)]
+            else:
+                delay = RESTART_BACKOFF_S[min(slot.start_failures, len(RESTART_BACKOFF_S) - 1)]
             await asyncio.sleep(delay)
             if self._stopping:
                 return
             try:
                 await self._start_slot(slot, False)
+            except OSError as exc:
+                # No fds or memory to start a process: not the model's fault,
+                # so it does not count toward retiring the instance.
+                slot.resource_failures += 1
+                if slot.resource_failures == 1 or slot.resource_failures % 10 == 0:
+                    log.error(
+                        "model '%s' instance '%s' cannot be restarted: %s; retrying "
+                        "(attempt %d)", self.name, slot.name, describe_os_error(exc),
+                        slot.resource_failures,
+                    )
+                self._fail_queued_if_down(
+                    f"model '{self.name}' has no running instance: restarting "
+                    f"'{slot.name}' failed: {describe_os_error(exc)}"
+                )
             except WorkerStartError as exc:
                 slot.start_failures += 1
                 if slot.start_failures >= MAX_START_FAILURES:
@@ -214,7 +301,39 @@ class ModelRuntime:
                             f"every instance of model '{self.name}' failed to restart: "
                             f"{exc.message}"
                         )
+                        return
+                self._fail_queued_if_down(
+                    f"model '{self.name}' has no running instance: restarting "
+                    f"'{slot.name}' failed: {exc.message}"
+                )
+                if slot.retired:
                     return
+            else:
+                if slot.resource_failures:
+                    log.info("model '%s' instance '%s' restarted", self.name, slot.name)
+                slot.resource_failures = 0
+
+    def live_instances(self) -> int:
+        """Instances whose worker is running now (not dead, not restarting)."""
+        return sum(1 for s in self.slots if s.worker is not None and s.worker.alive)
+
+    def is_serving(self) -> bool:
+        """READY with at least one instance alive: what readiness reports."""
+        return self.state == "READY" and self.live_instances() > 0
+
+    async def check_ready(self) -> bool:
+        """is_serving(), and every live instance's is_ready() hook agrees
+        (as Triton 26.03+, which asks each instance)."""
+        if not self.is_serving():
+            return False
+        workers = [s.worker for s in self.slots if s.worker is not None and s.worker.alive]
+        answers = await asyncio.gather(*(w.check_ready() for w in workers))
+        return all(answers) and self.is_serving()
+
+    def _fail_queued_if_down(self, reason: str) -> None:
+        """No instance can take the queue now: fail it instead of letting it wait."""
+        if self.live_instances() == 0:
+            self._fail_queued(UnavailableError(reason))
 
     def _mark_unavailable(self, reason: str) -> None:
         self.state = "UNAVAILABLE"
@@ -265,17 +384,17 @@ class ModelRuntime:
         priority: int = 0,
         timeout_us: int = 0,
         sequence: Sequence | None = None,
-    ) -> asyncio.Future:
-        """Queue one request; the future resolves to (response, item, BatchDone, worker)."""
+    ) -> WorkItem:
+        """Queue one request; its future resolves to (response, item, BatchDone, worker)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        if self.state != "READY":
-            fut.set_exception(UnavailableError(f"model '{self.name}' is not ready"))
-            return fut
-        if not self._scheduling_ready:
-            self._setup_scheduling()
         now = time.perf_counter_ns()
         item = WorkItem(message, segments, fut, now, batch_size=batch_size, sequence=sequence)
+        if self.state != "READY":
+            fut.set_exception(UnavailableError(f"model '{self.name}' is not ready"))
+            return item
+        if not self._scheduling_ready:
+            self._setup_scheduling()
         if self.preserve_ordering:
             self._in_order.append(item)
         if self.batcher is not None:
@@ -285,11 +404,37 @@ class ModelRuntime:
                 )
             except QueueFull:
                 self._finish(item, exc=UnavailableError("Exceeds maximum queue size"))
-                return fut
+                return item
         else:
             self.queue.append(item)
         self._pump()
-        return fut
+        return item
+
+    def cancel(self, item: WorkItem) -> bool:
+        """The request's client went away. A queued request leaves the queue
+        (its future is cancelled; the model never sees it); a running one is
+        flagged for the model's is_cancelled(). Returns whether it was queued."""
+        if item.cancelled:
+            return False
+        item.cancelled = True
+        if item.worker is not None:
+            item.worker.cancel_request(item.batch_id, item.index)
+            return False
+        if item.future.done():
+            return False
+        if self.batcher is not None:
+            removed = self.batcher.remove(item)
+        else:
+            try:
+                self.queue.remove(item)
+                removed = True
+            except ValueError:
+                removed = False
+        if not removed:
+            return False
+        self._finish(item, result=_CANCELLED)
+        self._pump()  # a batch waiting to fill may be complete without it
+        return True
 
     def pending_count(self) -> int:
         queued = len(self.batcher) if self.batcher is not None else len(self.queue)
@@ -402,12 +547,40 @@ class ModelRuntime:
         self.in_flight += len(items)
         if self.rate_limiter is not None:
             self.rate_limiter.acquire(slot.name)
-        fut = worker.execute([i.message for i in items])
-        fut.add_done_callback(lambda f: self._on_batch_done(slot, worker, items, f))
+        batch_id, fut = worker.execute([i.message for i in items])
+        for index, item in enumerate(items):
+            item.worker, item.batch_id, item.index = worker, batch_id, index
+        timer = None
+        if self.execution_timeout_s > 0 and not fut.done():
+            timer = asyncio.get_running_loop().call_later(
+                self.execution_timeout_s, self._execution_timed_out, slot, worker, fut
+            )
+        fut.add_done_callback(lambda f: self._on_batch_done(slot, worker, items, f, timer))
+
+    def _execution_timed_out(
+        self, slot: InstanceSlot, worker: WorkerProcess, fut: asyncio.Future
+    ) -> None:
+        """A batch overstayed execution_timeout_ms: fail it, replace the instance."""
+        if fut.done() or not worker.alive:
+            return
+        ms = round(self.execution_timeout_s * 1000)
+        text = (
+            f"model '{self.name}' instance '{slot.name}' did not finish executing within "
+            f"{ms} ms (parameter {EXECUTION_TIMEOUT_PARAM}); the instance is restarted"
+        )
+        log.error("%s", text)
+        worker.terminate(InternalError(text))
 
     def _on_batch_done(
-        self, slot: InstanceSlot, worker: WorkerProcess, items: list[WorkItem], fut: asyncio.Future
+        self,
+        slot: InstanceSlot,
+        worker: WorkerProcess,
+        items: list[WorkItem],
+        fut: asyncio.Future,
+        timer: asyncio.TimerHandle | None = None,
     ) -> None:
+        if timer is not None:
+            timer.cancel()
         if slot.worker is worker:
             slot.busy = False
         self.in_flight -= len(items)
@@ -438,22 +611,14 @@ class ModelRuntime:
                 ) -> None:
         """Resolve a request, in arrival order when preserve_ordering is set."""
         if not self.preserve_ordering:
-            if not item.future.done():
-                if exc is not None:
-                    item.future.set_exception(exc)
-                else:
-                    item.future.set_result(result)
+            _resolve(item.future, result, exc)
             return
         item.outcome = (result, exc)
         while self._in_order and self._in_order[0].outcome is not None:
             head = self._in_order.popleft()
             assert head.outcome is not None
             res, err = head.outcome
-            if not head.future.done():
-                if err is not None:
-                    head.future.set_exception(err)
-                else:
-                    head.future.set_result(res)
+            _resolve(head.future, res, err)
 
     async def unload(self, drain_timeout_s: float = 0.0) -> None:
         """Stop the instances; with a drain timeout, queued and in-flight
@@ -477,6 +642,17 @@ class ModelRuntime:
             self.state = "UNAVAILABLE"
             self.reason = "unloaded"
         self._fail_queued(UnavailableError(f"model '{self.name}' is unloading"))
+
+
+def _resolve(fut: asyncio.Future, result: object, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    elif result is _CANCELLED:
+        fut.cancel()  # nobody waits for it: no error to report, or to leave unread
+    else:
+        fut.set_result(result)
 
 
 __all__ = ["ModelRuntime", "ResponseItem", "WorkItem"]

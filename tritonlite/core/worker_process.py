@@ -2,7 +2,14 @@
 
 The socket is read from the event loop (add_reader); every message the
 worker sends resolves a future here. A worker that dies fails only the
-batches it had in flight.
+batches it had in flight. Death is noticed from the process itself (a pidfd,
+process_exit.py), not only from the channel, which a process the model forked
+may hold open; the worker's stdout and stderr are relayed into the server's
+own through a rate limit (worker_output.py).
+
+Each request sent gets a slot on the worker's cancel board (cancel_board.py):
+`cancel_request` sets it when the client goes away, and the model reads it
+through `is_cancelled()`.
 
 Besides answering batches, a worker streams the responses of decoupled
 requests (StreamResponse, routed to the request's response stream) and asks
@@ -13,6 +20,8 @@ which go to the WorkerServices given to its constructor.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import os
 import signal
 import socket
@@ -21,10 +30,14 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tritonlite.errors import InternalError, error_from_code_name
+from tritonlite.core.cancel_board import NO_SLOT, CancelBoard
+from tritonlite.core.process_exit import ExitWatch
+from tritonlite.core.worker_output import OutputRelay, limits_from_env
+from tritonlite.errors import InternalError, TritonLiteError, error_from_code_name
 from tritonlite.shm.arena import SegmentCache
 from tritonlite.workers import channel, messages
 from tritonlite.workers.messages import (
+    CANCEL_BOARD_SEGMENT_ID,
     AttachSegment,
     BatchDone,
     BLSRelease,
@@ -34,6 +47,8 @@ from tritonlite.workers.messages import (
     ExecuteBatch,
     Init,
     InitFailed,
+    ReadinessRequest,
+    ReadinessResponse,
     Ready,
     ReleaseOutputs,
     RequestItem,
@@ -41,6 +56,13 @@ from tritonlite.workers.messages import (
     Shutdown,
     StreamResponse,
 )
+
+log = logging.getLogger("tritonlite")
+
+# How long a readiness check waits for the model's is_ready() (as Triton).
+READINESS_TIMEOUT_S = 5.0
+# After the channel closes, how long the process may take to exit before a kill.
+EXIT_GRACE_S = 5.0
 
 
 class WorkerServices(Protocol):
@@ -118,39 +140,47 @@ class WorkerProcess:
         # Decoupled requests still answering: (batch id, index in batch) -> sink.
         self.streams: dict[tuple[int, int], ResponseSink] = {}
         self._release_soon = False
+        self.board: CancelBoard | None = None
+        # Requests in the worker: (batch id, index in batch) -> cancel board slot.
+        self.cancel_slots: dict[tuple[int, int], int] = {}
+        self.has_ready_hook = False  # the model defines is_ready()
+        self._readiness: asyncio.Future | None = None  # the check in flight
+        self._readiness_ids = itertools.count(1)
+        self._readiness_calls: dict[int, asyncio.Future] = {}
+        self._watch: ExitWatch | None = None
+        self._relays: list[OutputRelay] = []
+        self.exited: asyncio.Future | None = None  # resolves to the exit code
+        self._reaping = False
+        self._reap_task: asyncio.Task | None = None
+        # Set by terminate(): what the requests in flight fail with.
+        self.failure: TritonLiteError | None = None
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self, init: Init, timeout: float = 120.0) -> str:
-        """Spawn and initialize; return the (possibly auto-completed) config JSON."""
-        self._loop = asyncio.get_running_loop()
-        parent, child = channel.socket_pair()
+        """Spawn and initialize; return the (possibly auto-completed) config JSON.
+
+        Raises WorkerStartError when the model cannot initialize, OSError when
+        the process or its channel cannot be made (no fds, no memory).
+        """
+        loop = self._loop = asyncio.get_running_loop()
         env = dict(os.environ)
         if self.env:
             env.update(self.env)
         # The worker must import this very checkout's packages.
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [
-            sys.executable,
-            "-m",
-            "tritonlite.workers",
-            "--channel-fd",
-            str(child.fileno()),
-            "--instance",
-            self.instance_name,
-            "--backend",
-            self.backend,
-        ]
-        try:
-            self.proc = subprocess.Popen(argv, pass_fds=(child.fileno(),), env=env, close_fds=True)
-        finally:
-            child.close()
-        parent.setblocking(False)
-        self.sock = parent
+        self._spawn(env)
+        assert self.proc is not None and self.sock is not None
         self.alive = True
-        self._ready = self._loop.create_future()
-        self._loop.add_reader(parent.fileno(), self._on_readable)
+        self.exited = loop.create_future()
+        self._ready = loop.create_future()
+        for relay in self._relays:
+            relay.start(loop)
+        self._watch = ExitWatch(self.proc, loop, self._on_process_exit)
+        loop.add_reader(self.sock.fileno(), self._on_readable)
         self.send(init)
+        assert self.board is not None
+        self.ensure_attached(CANCEL_BOARD_SEGMENT_ID, self.board.fd)
         try:
             return await asyncio.wait_for(self._ready, timeout)
         except asyncio.TimeoutError:
@@ -164,9 +194,71 @@ class WorkerProcess:
             self.kill()
             raise
 
+    def _spawn(self, env: dict[str, str]) -> None:
+        """Make the board, channel and output pipes and start the process;
+        on failure (OSError) close whatever was made."""
+        made: list[int] = []
+        child: socket.socket | None = None
+        board: CancelBoard | None = None
+        parent: socket.socket | None = None
+        try:
+            board = CancelBoard()
+            parent, child = channel.socket_pair()
+            out_r, out_w = os.pipe()
+            made += [out_r, out_w]
+            err_r, err_w = os.pipe()
+            made += [err_r, err_w]
+            argv = [
+                sys.executable,
+                "-m",
+                "tritonlite.workers",
+                "--channel-fd",
+                str(child.fileno()),
+                "--instance",
+                self.instance_name,
+                "--backend",
+                self.backend,
+            ]
+            self.proc = subprocess.Popen(
+                argv, pass_fds=(child.fileno(),), env=env, close_fds=True,
+                stdout=out_w, stderr=err_w,
+            )
+        except BaseException:
+            for fd in made:
+                os.close(fd)
+            for sock in (parent, child):
+                if sock is not None:
+                    sock.close()
+            if board is not None:
+                board.close()
+            raise
+        child.close()
+        os.close(out_w)
+        os.close(err_w)
+        parent.setblocking(False)
+        self.sock = parent
+        self.board = board
+        rate, burst = limits_from_env()
+        label = f"model '{self.model_name}' instance '{self.instance_name}'"
+        self._relays = [
+            OutputRelay(out_r, 1, label + " stdout", rate, burst),
+            OutputRelay(err_r, 2, label + " stderr", rate, burst),
+        ]
+
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    def terminate(self, failure: TritonLiteError) -> None:
+        """Kill the worker now; what it had in flight fails with `failure`."""
+        if self.failure is None:
+            self.failure = failure
+        self.alive = False  # nothing more is sent to it
+        self._close_channel()
+        self.kill()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Ask the worker to finalize and exit; kill it if it does not."""
@@ -175,16 +267,16 @@ class WorkerProcess:
                 self.send(Shutdown())
             except OSError:
                 pass
-        proc = self.proc
-        if proc is None:
+        if self.proc is None or self.exited is None:
             return
-        loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(loop.run_in_executor(None, proc.wait), timeout)
+            await asyncio.wait_for(asyncio.shield(self.exited), timeout)
         except asyncio.TimeoutError:
-            proc.kill()
-            await loop.run_in_executor(None, proc.wait)
+            self.kill()
+            await asyncio.shield(self.exited)
         self._close_channel()
+        if self._reap_task is not None:
+            await self._reap_task
 
     # -- sending -------------------------------------------------------------
     def send(self, msg: object, fds: list[int] | None = None) -> None:
@@ -238,25 +330,44 @@ class WorkerProcess:
                 except (OSError, WorkerDied):
                     pass
 
-    def execute(self, requests: list[RequestItem]) -> asyncio.Future:
-        """Send one batch; the future resolves to its BatchDone."""
+    def execute(self, requests: list[RequestItem]) -> tuple[int, asyncio.Future]:
+        """Send one batch; returns its id and a future resolving to its BatchDone."""
         assert self._loop is not None
         self._batch_ids += 1
         batch_id = self._batch_ids
         fut = self._loop.create_future()
         release, self.release_keys = self.release_keys, []
         self.pending[batch_id] = fut
+        board = self.board
         for index, request in enumerate(requests):
             if request.stream is not None:
                 self.streams[(batch_id, index)] = request.stream
+            slot = board.acquire() if board is not None else NO_SLOT
+            request.cancel_slot = slot
+            if slot != NO_SLOT:
+                self.cancel_slots[(batch_id, index)] = slot
         try:
             self.send(ExecuteBatch(batch_id, requests, release))
         except (OSError, WorkerDied) as exc:
             self.pending.pop(batch_id, None)
             for index in range(len(requests)):
                 self.streams.pop((batch_id, index), None)
+                self._release_slot((batch_id, index))
             fut.set_exception(WorkerDied(str(exc)))
-        return fut
+        return batch_id, fut
+
+    def cancel_request(self, batch_id: int, index: int) -> bool:
+        """The client of a running request went away: tell the model."""
+        slot = self.cancel_slots.get((batch_id, index), NO_SLOT)
+        if slot == NO_SLOT or self.board is None:
+            return False
+        self.board.cancel(slot)
+        return True
+
+    def _release_slot(self, key: tuple[int, int]) -> None:
+        slot = self.cancel_slots.pop(key, NO_SLOT)
+        if slot != NO_SLOT and self.board is not None:
+            self.board.release(slot)
 
     def release(self, segment_id: int, offset: int) -> None:
         if self.alive:
@@ -274,6 +385,43 @@ class WorkerProcess:
                 self.send(ReleaseOutputs(keys))
             except (OSError, WorkerDied):
                 pass
+
+    # -- readiness -----------------------------------------------------------
+    async def check_ready(self, timeout: float = READINESS_TIMEOUT_S) -> bool:
+        """Whether this instance can serve: alive and, when the model defines
+        is_ready(), that hook says True within `timeout`. Checks asked for
+        while one is in flight share its answer."""
+        if not self.alive:
+            return False
+        if not self.has_ready_hook:
+            return True
+        assert self._loop is not None
+        check = self._readiness
+        if check is None or check.done():
+            call_id = next(self._readiness_ids)
+            check = self._readiness = self._loop.create_future()
+            self._readiness_calls[call_id] = check
+            try:
+                self.send(ReadinessRequest(call_id))
+            except (OSError, WorkerDied):
+                self._readiness_calls.pop(call_id, None)
+                check.set_result(False)
+        try:
+            return bool(await asyncio.wait_for(asyncio.shield(check), timeout))
+        except asyncio.TimeoutError:
+            log.debug(
+                "model '%s' instance '%s' is not ready: is_ready() did not answer within %g s",
+                self.model_name, self.instance_name, timeout,
+            )
+            return False
+
+    def _on_readiness(self, msg: ReadinessResponse) -> None:
+        fut = self._readiness_calls.pop(msg.call_id, None)
+        if msg.error:
+            log.debug("model '%s' instance '%s' is not ready: %s",
+                      self.model_name, self.instance_name, msg.error)
+        if fut is not None and not fut.done():
+            fut.set_result(msg.ready and not msg.error)
 
     # -- receiving -----------------------------------------------------------
     def _on_readable(self) -> None:
@@ -299,6 +447,11 @@ class WorkerProcess:
                 fut.set_result(msg)
             if self.streams:
                 self._end_failed_streams(msg)
+            if self.cancel_slots:
+                for index in range(len(msg.responses)):
+                    key = (msg.batch_id, index)
+                    if key not in self.streams:  # a decoupled one keeps it until final
+                        self._release_slot(key)
         elif isinstance(msg, StreamResponse):
             self._on_stream_response(msg)
         elif isinstance(msg, (BLSRequest, BLSRelease, ControlRequest)):
@@ -306,7 +459,10 @@ class WorkerProcess:
                 self.services.handle(self, msg)
         elif isinstance(msg, AttachSegment):
             self.out_segments.attach(msg.segment_id, fds[0], msg.size)
+        elif isinstance(msg, ReadinessResponse):
+            self._on_readiness(msg)
         elif isinstance(msg, Ready):
+            self.has_ready_hook = msg.has_ready_hook
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(msg.config_json)
         elif isinstance(msg, InitFailed):
@@ -316,6 +472,8 @@ class WorkerProcess:
     def _on_stream_response(self, msg: StreamResponse) -> None:
         key = (msg.batch_id, msg.index)
         sink = self.streams.pop(key, None) if msg.final else self.streams.get(key)
+        if msg.final:
+            self._release_slot(key)
         if sink is not None:
             sink.push(msg.response, msg.final, self)
         elif msg.response is not None:  # nobody listens any more: hand the memory back
@@ -343,23 +501,42 @@ class WorkerProcess:
                 os.close(temp)
         self._outbox.clear()
 
+    # -- death ---------------------------------------------------------------
     def _on_eof(self) -> None:
-        was_alive = self.alive
+        """The channel closed: the worker is gone or going."""
         self.alive = False
         self._close_channel()
-        assert self._loop is not None
-        self._loop.create_task(self._reap(was_alive))
+        self._begin_reap()
 
-    async def _reap(self, was_alive: bool) -> None:
-        proc = self.proc
+    def _on_process_exit(self, code: int) -> None:
+        """The process exited (its channel may still be open in a forked child)."""
+        if self.exited is not None and not self.exited.done():
+            self.exited.set_result(code)
+        if self.sock is not None and self.alive:
+            self._on_readable()  # what it sent before dying (e.g. a last BatchDone)
+        self.alive = False
+        self._close_channel()
+        self._begin_reap()
+
+    def _begin_reap(self) -> None:
+        if self._reaping:
+            return
+        self._reaping = True
+        assert self._loop is not None
+        self._reap_task = self._loop.create_task(self._reap())
+
+    async def _reap(self) -> None:
         code = None
-        if proc is not None:
-            loop = asyncio.get_running_loop()
+        if self.exited is not None:
             try:
-                code = await asyncio.wait_for(loop.run_in_executor(None, proc.wait), 5.0)
+                code = await asyncio.wait_for(asyncio.shield(self.exited), EXIT_GRACE_S)
             except asyncio.TimeoutError:
-                proc.kill()
-                code = await loop.run_in_executor(None, proc.wait)
+                self.kill()
+                code = await asyncio.shield(self.exited)
+        for relay in self._relays:
+            relay.drain()
+            relay.close()
+        self._relays = []
         reason = describe_exit(code)
         self.exit_reason = reason
         if self._ready is not None and not self._ready.done():
@@ -369,7 +546,7 @@ class WorkerProcess:
                     crashed=True,
                 )
             )
-        err = InternalError(
+        err = self.failure or InternalError(
             f"Stub process '{self.instance_name}' is not healthy. The worker process of "
             f"model '{self.model_name}' {reason}; it is restarted."
         )
@@ -380,10 +557,18 @@ class WorkerProcess:
         streams, self.streams = self.streams, {}
         for sink in streams.values():
             sink.fail(err)
+        calls, self._readiness_calls = self._readiness_calls, {}
+        for call in calls.values():
+            if not call.done():
+                call.set_result(False)
         if self.services is not None:
             self.services.worker_exited(self)
         self.release_keys.clear()
         self.attached.clear()
         self.out_segments.close_all()
-        if was_alive and self.on_exit is not None:
+        self.cancel_slots.clear()
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+        if self.on_exit is not None:
             self.on_exit(self, reason)
