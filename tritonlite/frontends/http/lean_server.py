@@ -159,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self.write_paused_since = 0.0
         self.closing = False  # an error reply is queued: input is dropped unread
         self._writable: asyncio.Event | None = None  # made by the first streamed reply
+        self.task: asyncio.Task | None = None  # the request being answered
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -179,6 +180,10 @@ class _Connection(asyncio.Protocol):
         self.stash = None
         self.pending.clear()
         self._drop_body()
+        if self.task is not None and not self.task.done():
+            # Nobody waits for the answer: the core drops the request from the
+            # queue, or tells the model it is cancelled.
+            self.task.cancel()
         if self._writable is not None:
             self._writable.set()  # a streaming writer notices the loss and stops
 
@@ -406,6 +411,7 @@ class _Connection(asyncio.Protocol):
                 return
             task = asyncio.get_running_loop().create_task(
                 self._handle(request, keep_alive, encoding))
+            self.task = task
             self.owner.tasks.add(task)
             task.add_done_callback(self.owner.tasks.discard)
             return
