@@ -18,11 +18,12 @@ class HealthMetadataRpcs:
         return pb.ServerLiveResponse(live=self.server.is_live())
 
     async def ServerReady(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.server.is_ready())
+        return pb.ServerReadyResponse(ready=await self.server.check_ready())
 
     async def ModelReady(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         # Triton answers OK with ready=false for unknown and failed models.
-        return pb.ModelReadyResponse(ready=self.server.model_ready(request.name, request.version))
+        ready = await self.server.check_model_ready(request.name, request.version)
+        return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest
@@ -57,6 +58,6 @@ def health_check(server: InferenceServer) -> Callable[[bytes, Any], Awaitable[by
     """grpc.health.v1.Health/Check (load balancers, k8s probes): serving while ready."""
 
     async def check(request: bytes, context: Any) -> bytes:
-        return _SERVING if server.is_ready() else _NOT_SERVING
+        return _SERVING if await server.check_ready() else _NOT_SERVING
 
     return check

@@ -154,7 +154,8 @@ class Routes:
         return HttpReply(HTTPStatus.OK if self.server.is_live() else HTTPStatus.BAD_REQUEST)
 
     async def ready(self, r: HttpRequest) -> HttpReply:
-        return HttpReply(HTTPStatus.OK if self.server.is_ready() else HTTPStatus.BAD_REQUEST)
+        ready = await self.server.check_ready()
+        return HttpReply(HTTPStatus.OK if ready else HTTPStatus.BAD_REQUEST)
 
     async def server_metadata(self, r: HttpRequest) -> HttpReply:
         return json_reply(self.server.server_metadata())
@@ -170,7 +171,7 @@ class Routes:
         return json_reply(self.server.model_config(*self._model(r)))
 
     async def model_ready(self, r: HttpRequest) -> HttpReply:
-        if self.server.model_ready(*self._model(r)):
+        if await self.server.check_model_ready(*self._model(r)):
             return HttpReply()
         raise InvalidArgumentError("Model version not ready")
 
