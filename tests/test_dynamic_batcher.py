@@ -179,3 +179,20 @@ def test_sequence_tracker_routes_and_releases():
     with pytest.raises(InvalidArgumentError):
         t.begin(1, False, False, 20)
     assert [s.corr for s in t.expire(5 * MS)] == [2]
+
+
+def test_remove_takes_a_cancelled_request_out_of_its_queue():
+    policy = QueuePolicy(timeout_action="DELAY", default_timeout_us=1000)
+    b = DynamicBatcher(BatcherConfig(max_batch_size=4, priority_levels=2,
+                                     default_policy=policy))
+    a, c, d = object(), object(), object()
+    b.enqueue(_p(a, priority=1))
+    b.enqueue(_p(c, priority=2, t=0))
+    b.expire(10 * MS)  # both past their timeout: moved to the delayed queues
+    b.enqueue(_p(d, priority=2, t=10 * MS))
+    assert b.remove(c) and len(b) == 2
+    assert not b.remove(c)  # already gone
+    assert b.remove(d)
+    batch, _ = b.next_batch(10 * MS)
+    assert [p.payload for p in batch] == [a]
+    assert not b.remove(a)  # batched: no longer queued
