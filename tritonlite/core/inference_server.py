@@ -353,6 +353,8 @@ class InferenceServer:
                 # memory is freed now), a running one is flagged for the model
                 # and its memory freed when the worker is done with it.
                 self._cancelled(rt, queued, t_start)
+                if seqr is not None and sequence is not None:
+                    seqr.finish(sequence)  # an END request that will not run ends it
                 held = memory.hand_over()
                 if stream is not None:
                     fut.add_done_callback(
