@@ -18,7 +18,7 @@ from tritonlite.workers.messages import (
 )
 
 from tritonlite.core.cancel_board import NO_SLOT, CancelBoard
-from tritonlite.core.model_runtime import execution_timeout_s
+from tritonlite.core.execution_timeout import execution_timeout_s
 from tritonlite.errors import InvalidArgumentError
 
 

@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from tritonlite.core.dynamic_batcher import BatcherConfig, DynamicBatcher, Pending, QueueFull
+from tritonlite.core.execution_timeout import EXECUTION_TIMEOUT_PARAM, execution_timeout_s
 from tritonlite.core.model_statistics import ModelStatistics
 from tritonlite.core.rate_limiter import RateLimiter, ResourcePool, instance_needs
 from tritonlite.core.sequence_batcher import Sequence, SequenceTracker
@@ -36,12 +37,7 @@ from tritonlite.core.worker_process import (
     WorkerServices,
     WorkerStartError,
 )
-from tritonlite.errors import (
-    InternalError,
-    InvalidArgumentError,
-    TritonLiteError,
-    UnavailableError,
-)
+from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
 from tritonlite.workers.backends import placement
 from tritonlite.workers.messages import BatchDone, Init, RequestItem, ResponseItem
@@ -52,25 +48,6 @@ RESTART_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 MAX_START_FAILURES = 3
 # Restarts that fail for lack of resources wait longer each time, up to the last.
 RESOURCE_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-# config.pbtxt parameters { key: "execution_timeout_ms" value { string_value: "N" } }
-EXECUTION_TIMEOUT_PARAM = "execution_timeout_ms"
-
-
-def execution_timeout_s(config: dict) -> float:
-    """The model's execution timeout in seconds (0: none); a bad value is the
-    model's configuration error, named."""
-    param = (config.get("parameters") or {}).get(EXECUTION_TIMEOUT_PARAM)
-    if param is None:
-        return 0.0
-    text = str(param.get("string_value", "") if isinstance(param, dict) else param).strip()
-    if not text.isdigit():
-        raise InvalidArgumentError(
-            f"model parameter '{EXECUTION_TIMEOUT_PARAM}' must be a whole number of "
-            f"milliseconds (0 for no timeout), got '{text}'"
-        )
-    return int(text) / 1000.0
-
-
 def describe_os_error(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0, "")
     text = exc.strerror or str(exc)
