@@ -48,6 +48,8 @@ RESTART_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 MAX_START_FAILURES = 3
 # Restarts that fail for lack of resources wait longer each time, up to the last.
 RESOURCE_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
 def describe_os_error(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0, "")
     text = exc.strerror or str(exc)
