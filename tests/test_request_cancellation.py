@@ -32,7 +32,7 @@ from tests.lifecycle_support import (
 )
 from tests.server_harness import ServerProcess
 
-MODELS = ("cancel_probe", "cancel_batched", "cancel_decoupled")
+MODELS = ("cancel_probe", "cancel_batched", "cancel_sequence", "cancel_decoupled")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,11 @@ def _raw_http_infer(srv: ServerProcess, model: str, rid: str, wait: float,
         inp["data"] = [wait]
     else:
         inp["parameters"] = shm
-    body = json.dumps({"id": rid, "inputs": [inp]}).encode()
+    request: dict = {"id": rid, "inputs": [inp]}
+    if model == "cancel_sequence":  # each request starts a sequence of its own
+        request["parameters"] = {"sequence_id": int(uuid.uuid4().int % 2**31) + 1,
+                                 "sequence_start": True}
+    body = json.dumps(request).encode()
     sock = socket.create_connection(("127.0.0.1", srv.http_port), timeout=30)
     sock.sendall(
         f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\n"
@@ -96,12 +100,14 @@ def _wait_input(value: float, batched: bool = False, grpc: bool = True):
 def _still_serves(srv: ServerProcess, model: str = "cancel_probe") -> None:
     client = httpclient.InferenceServerClient(srv.url)
     batched = model == "cancel_batched"
-    result = client.infer(model, [_wait_input(0.0, batched, grpc=False)])
+    sequence = {"sequence_id": 7, "sequence_start": True, "sequence_end": True}
+    result = client.infer(model, [_wait_input(0.0, batched, grpc=False)],
+                          **(sequence if model == "cancel_sequence" else {}))
     assert result.as_numpy("POLLS").reshape(-1)[0] == 0  # WAIT 0: not a single poll
 
 
 # -- HTTP: the connection closes ----------------------------------------------------
-@pytest.mark.parametrize("model", ["cancel_probe", "cancel_batched"])
+@pytest.mark.parametrize("model", ["cancel_probe", "cancel_batched", "cancel_sequence"])
 def test_http_disconnect_removes_queued_and_cancels_running(http_srv, model):
     srv = http_srv
     batched = model == "cancel_batched"
