@@ -217,11 +217,22 @@ def run(argv: Sequence[str], prog: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`tritonlite serve FLAGS...` (the flags are tritonserver's)."""
+    """`tritonlite serve FLAGS...` (the flags are tritonserver's), `tritonlite perf FLAGS...`
+    (perf_analyzer's), `tritonlite --version`."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        from tritonlite import __version__
+
+        print(f"tritonlite {__version__}")
+        sys.exit(0)
+    if args and args[0] == "perf":
+        from tritonlite.perf.command import main as perf_main
+
+        sys.exit(perf_main(args[1:]))
     if not args or args[0] != "serve":
-        print("usage: tritonlite serve [tritonserver flags...]   (tritonlite serve --help)",
-              file=sys.stderr)
+        print("usage: tritonlite serve [tritonserver flags...]   (tritonlite serve --help)\n"
+              "       tritonlite perf [perf_analyzer flags...]   (tritonlite perf --help)\n"
+              "       tritonlite --version", file=sys.stderr)
         sys.exit(2)
     sys.exit(run(args[1:], "tritonlite serve"))
 
