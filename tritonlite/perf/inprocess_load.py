@@ -13,12 +13,10 @@ import os
 import time
 from typing import Any
 
-import numpy as np
-
 from tritonlite.perf.load_threads import Records, RequestLog, SlotRunner
 from tritonlite.perf.request_senders import InprocessSender
 from tritonlite.perf.settings import PerfError, PerfSettings
-from tritonlite.perf.tensor_data import ModelInfo, TensorInfo, model_info_from_v2
+from tritonlite.perf.tensor_data import ModelInfo, RequestSet, TensorInfo, model_info_from_v2
 
 
 def in_process_server_class() -> Any:
@@ -115,7 +113,7 @@ class InprocessLoad:
         self,
         settings: PerfSettings,
         model: InprocessModel,
-        requests: list[dict[str, np.ndarray]],
+        requests: RequestSet,
     ) -> None:
         self.settings = settings
         self.count = 1

@@ -22,12 +22,10 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-import numpy as np
-
 from tritonlite.perf.load_threads import Records
 from tritonlite.perf.server_stats import ServerStats
 from tritonlite.perf.settings import PerfError, PerfSettings
-from tritonlite.perf.tensor_data import ModelInfo
+from tritonlite.perf.tensor_data import ModelInfo, RequestSet
 
 START_TIMEOUT_S = 120.0
 REPLY_TIMEOUT_S = 120.0
@@ -97,7 +95,7 @@ class ProcessLoad:
         info: ModelInfo = self._first("model_info")
         return info
 
-    def prepare(self, info: ModelInfo, requests: list[dict[str, np.ndarray]]) -> None:
+    def prepare(self, info: ModelInfo, requests: RequestSet) -> None:
         self._all("prepare", (info, requests))
 
     def statistics(self) -> ServerStats | None:

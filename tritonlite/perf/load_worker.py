@@ -13,17 +13,15 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-import numpy as np
-
 from tritonlite.perf.load_threads import RequestLog, SlotRunner
 from tritonlite.perf.request_senders import TritonClientSender, client_error_text
 from tritonlite.perf.server_stats import ServerApi
 from tritonlite.perf.settings import PerfError, PerfSettings
-from tritonlite.perf.tensor_data import ModelInfo
+from tritonlite.perf.tensor_data import ModelInfo, RequestSet
 
 
 def _sender_factory(
-    settings: PerfSettings, info: ModelInfo, requests: list[dict[str, np.ndarray]]
+    settings: PerfSettings, info: ModelInfo, requests: RequestSet
 ) -> Callable[[int], TritonClientSender]:
     return lambda slot: TritonClientSender(settings, info, requests, str(slot))
 

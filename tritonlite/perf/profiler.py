@@ -141,8 +141,10 @@ def measure_level(
     for trial in range(settings.max_trials):
         last = windows[-1] if windows else None
 
-        def line(trial: int = trial, last: WindowStats | None = last) -> str:
-            text = f"{label}: window {trial + 1}/{settings.max_trials}"
+        def line(trial: int = trial, last: WindowStats | None = last, start: int = boundary) -> str:
+            elapsed = (time.monotonic_ns() - start) / 1e9
+            text = (f"{label}: window {trial + 1}/{settings.max_trials} "
+                    f"{elapsed:4.1f}/{settings.measurement_interval_ms / 1000:.1f} s")
             if last is not None:
                 text += (f" | last {last.infer_per_sec:.1f} infer/sec, "
                          f"{last.stabilizing_latency_ns(settings.percentile) // 1000} usec")

@@ -19,9 +19,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tritonlite.datatypes import deserialize_bytes_tensor
 from tritonlite.perf.client_regions import ClientRegion
 from tritonlite.perf.settings import PerfError, PerfSettings
-from tritonlite.perf.tensor_data import ModelInfo, output_nbytes, tensor_bytes, tensor_nbytes
+from tritonlite.perf.tensor_data import (
+    ModelInfo,
+    RequestSet,
+    numpy_type,
+    output_nbytes,
+    tensor_bytes,
+    tensor_nbytes,
+)
 
 PERF_EXTRA_HINT = "install the perf extra: pip install 'tritonlite[perf]'"
 
@@ -64,7 +72,7 @@ class TritonClientSender:
         self,
         settings: PerfSettings,
         info: ModelInfo,
-        requests: list[dict[str, np.ndarray]],
+        requests: RequestSet,
         tag: str,
     ) -> None:
         self._mod = client_module(settings.protocol)
@@ -73,6 +81,9 @@ class TritonClientSender:
         self._version = settings.version
         self._regions: list[ClientRegion] = []
         self._registered: list[str] = []
+        self._requests = requests
+        self._out_types = {t.name: t.datatype for t in info.outputs}
+        self._out_offsets: dict[str, int] = {}
         self.client = self._mod.InferenceServerClient(settings.resolved_url())
         try:
             if settings.shared_memory == "system":
@@ -83,10 +94,10 @@ class TritonClientSender:
             self.close()
             raise
 
-    def _prepare_body(self, info: ModelInfo, requests: list[dict[str, np.ndarray]]) -> None:
+    def _prepare_body(self, info: ModelInfo, requests: RequestSet) -> None:
         mod = self._mod
         self._inputs = []
-        for request in requests:
+        for request in requests.inputs:
             built = []
             for t in info.inputs:
                 array = request[t.name]
@@ -103,17 +114,16 @@ class TritonClientSender:
         else:
             self._outputs = [mod.InferRequestedOutput(t.name) for t in info.outputs]
         self._output_names = [t.name for t in info.outputs]
-        self._decode = True
 
     def _prepare_shm(
         self,
         settings: PerfSettings,
         info: ModelInfo,
-        requests: list[dict[str, np.ndarray]],
+        requests: RequestSet,
         tag: str,
     ) -> None:
         mod = self._mod
-        in_size = sum(tensor_nbytes(r[t.name]) for r in requests for t in info.inputs)
+        in_size = sum(tensor_nbytes(r[t.name]) for r in requests.inputs for t in info.inputs)
         out_sizes = [output_nbytes(info, settings, t) for t in info.outputs]
         inputs_region = ClientRegion(f"{tag}_in", max(1, in_size))
         self._regions.append(inputs_region)
@@ -124,7 +134,7 @@ class TritonClientSender:
             self._registered.append(region.name)
         self._inputs = []
         offset = 0
-        for request in requests:
+        for request in requests.inputs:
             built = []
             for t in info.inputs:
                 data = tensor_bytes(request[t.name])
@@ -141,9 +151,9 @@ class TritonClientSender:
                     else mod.InferRequestedOutput(t.name))
             item.set_shared_memory(outputs_region.name, size, offset)
             self._outputs.append(item)
+            self._out_offsets[t.name] = offset
             offset += size
-        self._output_names = []
-        self._decode = False  # the outputs are already in our region
+        self._output_names = []  # the outputs are already in our region: nothing to decode
 
     def send(self, index: int) -> tuple[int, int]:
         t0 = time.monotonic_ns()
@@ -153,10 +163,24 @@ class TritonClientSender:
             self._model, inputs, model_version=self._version, outputs=self._outputs or None
         )
         t2 = time.monotonic_ns()
-        if self._decode:
-            for name in self._output_names:
-                result.as_numpy(name)
-        return t1 - t0, time.monotonic_ns() - t2
+        decoded = {name: result.as_numpy(name) for name in self._output_names}
+        t3 = time.monotonic_ns()
+        if self._requests.expected:
+            self._requests.check(index, decoded if self._output_names else self._from_region(index))
+        return t1 - t0, t3 - t2
+
+    def _from_region(self, index: int) -> dict[str, np.ndarray]:
+        """The outputs the server wrote into our region, sized as validation_data says."""
+        region = self._regions[1]
+        out = {}
+        for name, want in self._requests.expected[index % len(self._requests.expected)].items():
+            offset = self._out_offsets[name]
+            raw = bytes(region.view(offset, tensor_nbytes(want)))
+            if self._out_types[name] == "BYTES":
+                out[name] = deserialize_bytes_tensor(raw, want.size, [-1])
+            else:
+                out[name] = np.frombuffer(raw, dtype=numpy_type(self._out_types[name]))
+        return out
 
     def close(self) -> None:
         for name in self._registered:
@@ -177,15 +201,17 @@ class TritonClientSender:
 class InprocessSender:
     """Requests straight into a `tritonlite.Server` in this process (no wire format)."""
 
-    def __init__(self, model: Any, requests: list[dict[str, np.ndarray]]) -> None:
+    def __init__(self, model: Any, requests: RequestSet) -> None:
         self._model = model
         self._requests = requests
 
     def send(self, index: int) -> tuple[int, int]:
         t0 = time.monotonic_ns()
-        inputs = self._requests[index % len(self._requests)]
+        inputs = self._requests.inputs[index % len(self._requests.inputs)]
         t1 = time.monotonic_ns()
-        self._model.infer(inputs=inputs)
+        outputs = self._model.infer(inputs=inputs)
+        if self._requests.expected:
+            self._requests.check(index, {k: np.asarray(v) for k, v in dict(outputs).items()})
         return t1 - t0, 0
 
     def close(self) -> None:

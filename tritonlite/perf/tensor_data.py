@@ -41,6 +41,33 @@ class TensorInfo:
 
 
 @dataclass
+class RequestSet:
+    """The distinct requests the load cycles through, and what each must answer.
+
+    `inputs[i]` maps input names to whole-request tensors (batch included);
+    `expected[i]`, when the JSON file has "validation_data", maps output names to
+    the values the server must return for request i (compared flat and exactly,
+    as perf_analyzer does).
+    """
+
+    inputs: list[dict[str, np.ndarray]]
+    expected: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    def check(self, index: int, outputs: dict[str, np.ndarray]) -> None:
+        if not self.expected:
+            return
+        i = index % len(self.expected)
+        for name, want in self.expected[i].items():
+            got = outputs.get(name)
+            if got is None or not np.array_equal(got.reshape(-1), want.reshape(-1)):
+                raise PerfError(
+                    f"output '{name}' of request {i} does not match validation_data "
+                    f"(expected {want.reshape(-1)[:8].tolist()}, got "
+                    f"{None if got is None else got.reshape(-1)[:8].tolist()})"
+                )
+
+
+@dataclass
 class ModelInfo:
     name: str
     version: str
@@ -121,7 +148,7 @@ def batch_prefix(info: ModelInfo, settings: PerfSettings) -> list[int]:
     return []
 
 
-def build_requests(info: ModelInfo, settings: PerfSettings) -> list[dict[str, np.ndarray]]:
+def build_requests(info: ModelInfo, settings: PerfSettings) -> RequestSet:
     """The distinct requests the load cycles through (inputs by name, batch included)."""
     prefix = batch_prefix(info, settings)
     if not info.inputs:
@@ -139,7 +166,7 @@ def build_requests(info: ModelInfo, settings: PerfSettings) -> list[dict[str, np
                 )
             request[t.name] = _generated(t.datatype, prefix + dims, mode, rng,
                                          settings.string_length)
-        return [request]
+        return RequestSet([request])
     return _requests_from_json(info, settings, prefix, mode)
 
 
@@ -167,7 +194,7 @@ def _generated(
 
 def _requests_from_json(
     info: ModelInfo, settings: PerfSettings, prefix: list[int], path: str
-) -> list[dict[str, np.ndarray]]:
+) -> RequestSet:
     try:
         with open(path, encoding="utf-8") as f:
             document = json.load(f)
@@ -186,23 +213,87 @@ def _requests_from_json(
     if not entries:
         raise PerfError(f"--input-data {path}: \"data\" is empty")
     samples = [_sample(info, settings, entry, i, path) for i, entry in enumerate(entries)]
+    expected = _validation(info, document, len(samples), path)
     if not prefix:
-        return samples
+        return RequestSet(samples, expected)
     batch = prefix[0]
-    requests = []
+    return RequestSet(_batched(samples, batch, path),
+                      _batched(expected, batch, path) if expected else [])
+
+
+def _batched(
+    samples: list[dict[str, np.ndarray]], batch: int, path: str
+) -> list[dict[str, np.ndarray]]:
+    """Request i stacks entries i, i+1, ... i+batch-1 (wrapping around)."""
+    out = []
     for start in range(len(samples)):
         picked = [samples[(start + j) % len(samples)] for j in range(batch)]
         request = {}
-        for t in info.inputs:
-            shapes = {p[t.name].shape for p in picked}
+        for name in picked[0]:
+            shapes = {p[name].shape for p in picked}
             if len(shapes) > 1:
                 raise PerfError(
-                    f"--input-data {path}: input '{t.name}' has shapes {sorted(shapes)} in "
+                    f"--input-data {path}: '{name}' has shapes {sorted(shapes)} in "
                     f"entries batched together by -b {batch}; give them one shape"
                 )
-            request[t.name] = np.stack([p[t.name] for p in picked])
-        requests.append(request)
-    return requests
+            request[name] = np.stack([p[name] for p in picked])
+        out.append(request)
+    return out
+
+
+def _validation(
+    info: ModelInfo, document: dict[str, Any], count: int, path: str
+) -> list[dict[str, np.ndarray]]:
+    """perf_analyzer's "validation_data": expected outputs, entry by entry with "data"."""
+    raw = document.get("validation_data")
+    if raw is None:
+        return []
+    entries: list[Any] = []
+    for item in raw if isinstance(raw, list) else []:
+        entries.extend(item if isinstance(item, list) else [item])
+    if len(entries) != count:
+        raise PerfError(
+            f"--input-data {path}: \"validation_data\" has {len(entries)} entries, "
+            f"\"data\" has {count}"
+        )
+    outputs = {t.name: t for t in info.outputs}
+    expected = []
+    for i, entry in enumerate(entries):
+        where = f"--input-data {path}: validation_data[{i}]"
+        if not isinstance(entry, dict):
+            raise PerfError(f"{where}: expected an object of output tensors")
+        sample = {}
+        for name, value in entry.items():
+            if name not in outputs:
+                raise PerfError(f"{where}: '{name}' is not an output of model '{info.name}'")
+            t = outputs[name]
+            count = _flat_count(t, value)
+            if count < 0:
+                raise PerfError(
+                    f"{where}.{name}: expected a list, {{\"b64\": ...}} or {{\"content\": ...}}"
+                )
+            sample[name] = _tensor(t, [count], value, f"{where}.{name}")
+        expected.append(sample)
+    return expected
+
+
+def _flat_count(t: TensorInfo, value: Any) -> int:
+    """Elements of an expected output, read from the value itself (outputs may be variable)."""
+    content = value.get("content", value) if isinstance(value, dict) else value
+    if isinstance(content, list):
+        return len(_flatten(content))
+    if isinstance(content, dict) and isinstance(content.get("b64"), str):
+        try:
+            raw = base64.b64decode(content["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            return -1
+        if t.datatype == "BYTES":
+            try:
+                return bytes_tensor_element_count(raw)
+            except InvalidArgumentError:
+                return -1
+        return len(raw) // np.dtype(numpy_type(t.datatype)).itemsize
+    return -1
 
 
 def _sample(
