@@ -7,11 +7,10 @@ asyncio HTTP/2 server (lean_h2_server.py), and `aio`, grpcio's grpc.aio.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from dataclasses import dataclass, field
-from typing import Any
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import LogSettings
@@ -24,7 +23,27 @@ from tritonlite.frontends.grpc.rpc_table import (
     build_rpc_methods,
 )
 
+if TYPE_CHECKING:
+    import grpc
+
 log = logging.getLogger("tritonlite.grpc")
+GRPC_EXTRA_HINT = "pip install 'tritonlite[grpc]'"
+
+
+def grpcio_missing() -> bool:
+    """Whether the `grpc` extra (grpcio) is absent; looked up, not imported."""
+    return importlib.util.find_spec("grpc") is None
+
+
+def import_grpcio() -> Any:
+    """grpcio, for --grpc-server aio only: the lean default transport never imports it."""
+    if grpcio_missing():
+        raise RuntimeError(
+            f"--grpc-server aio needs grpcio, which is not installed: {GRPC_EXTRA_HINT}"
+        )
+    import grpc
+
+    return grpc
 
 TRANSPORTS = ("lean", "aio")
 MAX_MESSAGE_BYTES = 2**31 - 1  # as Triton: requests and responses up to 2 GiB - 1
@@ -95,13 +114,14 @@ class GrpcOptions:
 
 
 def _aio_unary(method: RpcMethod) -> grpc.RpcMethodHandler:
+    grpc = import_grpcio()
     call = method.call
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await call(request)
         except RpcAbort as exc:
-            await context.abort(exc.code, exc.message)
+            await context.abort(grpc.StatusCode[exc.code.name], exc.message)
 
     return grpc.unary_unary_rpc_method_handler(
         handler, request_deserializer=method.deserialize,
@@ -110,6 +130,7 @@ def _aio_unary(method: RpcMethod) -> grpc.RpcMethodHandler:
 
 
 def _aio_stream(method: RpcMethod) -> grpc.RpcMethodHandler:
+    grpc = import_grpcio()
     call = method.call
 
     async def handler(requests: Any, context: grpc.aio.ServicerContext) -> None:
@@ -132,6 +153,7 @@ class GrpcFrontend:
         self._lean: Any = None
 
     def _aio_server(self) -> grpc.aio.Server:
+        grpc = import_grpcio()
         limit = self.server.options.limits.max_body_bytes
         server = grpc.aio.server(options=self.options.channel_options(limit))
         for name in (SERVICE, HEALTH_SERVICE):

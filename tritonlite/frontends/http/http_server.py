@@ -1,22 +1,48 @@
-"""Run the starlette app on hypercorn until the stop event is set."""
+"""Run the starlette app on hypercorn until the stop event is set (--http-server hypercorn).
+
+starlette and hypercorn are the `hypercorn` extra: this module imports them only
+when that server runs, so the lean default never loads them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import math
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
+if TYPE_CHECKING:
+    from tritonlite.core.inference_server import InferenceServer
+    from tritonlite.frontends.http.http_limits import HttpLimits
 
-from tritonlite.core.inference_server import InferenceServer
-from tritonlite.frontends.http.app import build_app
-from tritonlite.frontends.http.http_limits import HttpLimits
+EXTRA_MODULES = ("starlette", "hypercorn")
+EXTRA_HINT = "pip install 'tritonlite[hypercorn]'"
+
+
+def missing_modules() -> list[str]:
+    """The `hypercorn` extra's packages that are not installed (looked up, not imported)."""
+    return [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
+
+
+def require_hypercorn() -> None:
+    missing = missing_modules()
+    if missing:
+        raise RuntimeError(
+            f"--http-server hypercorn needs {' and '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: {EXTRA_HINT}"
+        )
 
 
 async def serve_http(server: InferenceServer, host: str, port: int, stop: asyncio.Event,
                      limits: HttpLimits | None = None) -> None:
+    require_hypercorn()
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from tritonlite.frontends.http.app import build_app
+    from tritonlite.frontends.http.http_limits import HttpLimits
+
     limits = limits if limits is not None else HttpLimits()
     config = Config()
     config.bind = [f"{host}:{port}"]
