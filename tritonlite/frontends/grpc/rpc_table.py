@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from tritonlite.core.inference_server import InferenceServer
@@ -24,7 +23,7 @@ from tritonlite.frontends.grpc.inference import InferenceRpcs
 from tritonlite.frontends.grpc.repository import RepositoryRpcs
 from tritonlite.frontends.grpc.shared_memory import SharedMemoryRpcs
 from tritonlite.frontends.grpc.statistics import StatisticsRpcs
-from tritonlite.frontends.grpc.status_codes import status_code_of
+from tritonlite.frontends.grpc.status_codes import StatusCode, status_code_of
 from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request, undecodable_text
 from tritonlite.frontends.grpc.trace_logging import TraceLoggingRpcs
 from tritonlite.protos import grpc_service_pb2 as pb
@@ -38,7 +37,7 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 class RpcAbort(Exception):
     """A unary RPC's failure: the status code and message to answer with."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
