@@ -177,6 +177,23 @@ def _open_log_file(settings: LogSettings) -> str:
     return ""
 
 
+def _missing_extra(ns: argparse.Namespace) -> str | None:
+    """A flag whose optional packages (an extra) are missing: said before anything starts."""
+    if ns.allow_http and ns.http_server == "hypercorn":
+        from tritonlite.frontends.http.http_server import require_hypercorn
+
+        try:
+            require_hypercorn()
+        except RuntimeError as exc:
+            return str(exc)
+    if ns.allow_grpc and ns.grpc_server == "aio":
+        from tritonlite.frontends.grpc.grpc_server import GRPC_EXTRA_HINT, grpcio_missing
+
+        if grpcio_missing():
+            return f"--grpc-server aio needs grpcio, which is not installed: {GRPC_EXTRA_HINT}"
+    return None
+
+
 def run(argv: Sequence[str], prog: str) -> int:
     """Parse tritonserver flags, set up the log, serve until SIGINT/SIGTERM."""
     try:
@@ -190,6 +207,10 @@ def run(argv: Sequence[str], prog: str) -> int:
         return 0
     if not ns.model_repository:
         print(NO_REPOSITORY, file=sys.stderr)
+        return 1
+    missing = _missing_extra(ns)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
         return 1
     settings = log_settings_of(ns)
     problem = _open_log_file(settings) if settings.log_file else ""
