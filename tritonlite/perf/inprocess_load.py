@@ -51,9 +51,14 @@ class InprocessModel:
             raise PerfError(f"starting the in-process server failed: {exc}") from None
         try:
             if settings.version:
-                self.model = self.server.model(settings.model, version=settings.version)
+                if not settings.version.isdigit():
+                    raise PerfError(f"-x {settings.version}: a version is a number")
+                self.model = self.server.model(settings.model, int(settings.version))
             else:
                 self.model = self.server.model(settings.model)
+        except PerfError:
+            self.close()
+            raise
         except Exception as exc:
             self.close()
             raise PerfError(f"-m {settings.model}: {exc}") from None
