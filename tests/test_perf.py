@@ -173,14 +173,22 @@ def test_request_rate_keeps_the_schedule(perf_server):
 
 
 def test_inprocess_kind(tmp_path):
-    settings = PerfSettings(model="add_sub", service_kind="inprocess",
-                            model_repository=os.path.join(ROOT, "examples", "models"), **SHORT)
+    a = np.arange(16, dtype=np.float32)
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({
+        "data": [{"INPUT0": a.tolist(), "INPUT1": a.tolist()}],
+        "validation_data": [{"OUTPUT0": (a + a).tolist(), "OUTPUT1": [0.0] * 16}],
+    }))
+    settings = PerfSettings(model="add_sub", service_kind="inprocess", concurrency=[2],
+                            model_repository=os.path.join(ROOT, "examples", "models"),
+                            input_data=str(data), **SHORT)
     if not hasattr(tritonlite, "Server"):
         with pytest.raises(PerfError, match="in-process API tritonlite.Server"):
             profile(settings)
         return
-    result = profile(settings).results[0]
-    assert result.request_count > 0 and result.percentiles_us[50] > 0
+    run = profile(settings)
+    assert run.load_processes == 1  # the server is in this process: no load processes
+    _check_consistent(run.results[0])
 
 
 def test_errors_name_the_cause(perf_server, tmp_path):
