@@ -117,7 +117,7 @@ def _aio_unary(method: RpcMethod) -> grpc.RpcMethodHandler:
     grpc = import_grpcio()
     call = method.call
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def handler(request: Any, context: Any) -> Any:  # grpc.aio.ServicerContext
         try:
             return await call(request)
         except RpcAbort as exc:
@@ -133,7 +133,7 @@ def _aio_stream(method: RpcMethod) -> grpc.RpcMethodHandler:
     grpc = import_grpcio()
     call = method.call
 
-    async def handler(requests: Any, context: grpc.aio.ServicerContext) -> None:
+    async def handler(requests: Any, context: Any) -> None:  # grpc.aio.ServicerContext
         await call(requests, context.write)
 
     return grpc.stream_stream_rpc_method_handler(
