@@ -2,11 +2,14 @@
 
 Every command line a recipe or manifest gives tritonlite is also parsed with
 tritonlite's own argument parser, so a renamed flag breaks this test, not a
-deployment.
+deployment. The parser runs in a child process: importing the server core
+registers tritonlite's protobuf `inference` package, which cannot share the
+test process with tritonclient.grpc's.
 """
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import copy
 import io
@@ -16,6 +19,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,6 @@ import jsonschema
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
-
-from tritonlite.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -93,9 +95,21 @@ def _by_kind(kind: str) -> list[dict[str, Any]]:
     return [d for d in _manifests() if d["kind"] == kind]
 
 
+_PARSE = (
+    "import json, sys\n"
+    "from tritonlite.cli import build_parser\n"
+    "print(json.dumps(vars(build_parser().parse_args(['serve', *json.loads(sys.argv[1])]))))\n"
+)
+
+
 def _serve_args(argv: list[str]) -> Any:
-    """Parse `tritonlite serve` flags with the real parser (exits on an unknown flag)."""
-    return build_parser().parse_args(["serve", *argv])
+    """`tritonlite serve` flags parsed by the real parser, as a namespace."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PARSE, json.dumps(argv)], capture_output=True, text=True,
+        timeout=120, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert out.returncode == 0, f"tritonlite serve {' '.join(argv)}: {out.stderr}"
+    return argparse.Namespace(**json.loads(out.stdout))
 
 
 # -- KServe ------------------------------------------------------------------------------
