@@ -6,15 +6,20 @@ import pytest
 from tests.doors import TRITON_GRPC_STATUS, TRITON_HTTP_STATUS
 from tritonlite import errors
 from tritonlite.errors import ErrorCode
-from tritonlite.frontends.grpc.status_codes import status_code_of
+from tritonlite.frontends.grpc.status_codes import StatusCode, status_code_of
 
 # The oracle the door tables use (Triton 2.51's mapping), plus the restricted
-# API: 403 over HTTP, UNAVAILABLE over gRPC (grpc_server.cc).
+# API: 403 over HTTP, UNAVAILABLE over gRPC (grpc_server.cc). gRPC codes are
+# compared as grpcio's (number, text) values: the lean transport has its own enum.
 TRITON = {
-    name: (int(TRITON_HTTP_STATUS[name]), grpc.StatusCode[TRITON_GRPC_STATUS[name]])
+    name: (int(TRITON_HTTP_STATUS[name]), grpc.StatusCode[TRITON_GRPC_STATUS[name]].value)
     for name in TRITON_HTTP_STATUS
 }
-TRITON["FORBIDDEN"] = (403, grpc.StatusCode.UNAVAILABLE)
+TRITON["FORBIDDEN"] = (403, grpc.StatusCode.UNAVAILABLE.value)
+
+
+def test_status_codes_are_grpcios():
+    assert {c.name: c.value for c in StatusCode} == {c.name: c.value for c in grpc.StatusCode}
 
 
 @pytest.mark.parametrize("name", sorted(TRITON))
@@ -22,7 +27,7 @@ def test_each_code_maps_as_triton_does(name):
     error = errors.error_from_code_name(name, "text")
     assert error.code is ErrorCode(name)
     assert error.message == "text"
-    assert (error.http_status, status_code_of(error)) == TRITON[name]
+    assert (error.http_status, status_code_of(error).value) == TRITON[name]
     assert errors.code_name_of(error) == name
 
 
@@ -44,4 +49,4 @@ def test_subclasses_keep_their_parent_code():
 
     error = DecoupledModelError("decoupled")
     assert isinstance(error, errors.UnsupportedError)
-    assert (error.http_status, status_code_of(error)) == TRITON["UNSUPPORTED"]
+    assert (error.http_status, status_code_of(error).value) == TRITON["UNSUPPORTED"]
