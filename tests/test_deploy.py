@@ -97,8 +97,9 @@ def _by_kind(kind: str) -> list[dict[str, Any]]:
 
 _PARSE = (
     "import json, sys\n"
-    "from tritonlite.cli import build_parser\n"
-    "print(json.dumps(vars(build_parser().parse_args(['serve', *json.loads(sys.argv[1])]))))\n"
+    "from tritonlite.command_line import parse_command_line\n"
+    "ns = vars(parse_command_line(json.loads(sys.argv[1]), 'tritonlite serve'))\n"
+    "print(json.dumps({k: v for k, v in ns.items() if k != 'given'}))\n"
 )
 
 
