@@ -15,9 +15,11 @@ regions from level to level.
 from __future__ import annotations
 
 import math
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -34,15 +36,23 @@ REPLY_TIMEOUT_S = 120.0
 class _Worker:
     def __init__(self, index: int) -> None:
         ours, theirs = socket.socketpair()
+        # Ctrl-C is the measuring process's to handle (it stops the workers in order, so
+        # their regions are unregistered): a worker starts with SIGINT ignored, which exec
+        # keeps. It stays in our session, like perf_analyzer's threads and like
+        # scripts/bench's clients: a session of its own would also be a scheduler
+        # autogroup of its own, and on a busy box the load would get more CPU than the
+        # same load from one process.
+        masked = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if masked else None
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tritonlite.perf.load_worker", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
-                # Ctrl-C is the measuring process's to handle; it stops the workers in order.
-                start_new_session=True,
             )
         finally:
+            if masked:
+                signal.signal(signal.SIGINT, previous)
             theirs.close()
         self.conn = Connection(ours.detach())
         self.name = f"load process {index} (pid {self.proc.pid})"
