@@ -2,9 +2,7 @@
 
 Every command line a recipe or manifest gives tritonlite is also parsed with
 tritonlite's own argument parser, so a renamed flag breaks this test, not a
-deployment. The parser runs in a child process: importing the server core
-registers tritonlite's protobuf `inference` package, which cannot share the
-test process with tritonclient.grpc's.
+deployment.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,8 @@ import jsonschema
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
+
+from tritonlite.command_line import parse_command_line
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -95,22 +94,9 @@ def _by_kind(kind: str) -> list[dict[str, Any]]:
     return [d for d in _manifests() if d["kind"] == kind]
 
 
-_PARSE = (
-    "import json, sys\n"
-    "from tritonlite.command_line import parse_command_line\n"
-    "ns = vars(parse_command_line(json.loads(sys.argv[1]), 'tritonlite serve'))\n"
-    "print(json.dumps({k: v for k, v in ns.items() if k != 'given'}))\n"
-)
-
-
-def _serve_args(argv: list[str]) -> Any:
-    """`tritonlite serve` flags parsed by the real parser, as a namespace."""
-    out = subprocess.run(
-        [sys.executable, "-c", _PARSE, json.dumps(argv)], capture_output=True, text=True,
-        timeout=120, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert out.returncode == 0, f"tritonlite serve {' '.join(argv)}: {out.stderr}"
-    return argparse.Namespace(**json.loads(out.stdout))
+def _serve_args(argv: list[str]) -> argparse.Namespace:
+    """`tritonlite serve` flags parsed by the real parser (FlagError on an unknown flag)."""
+    return parse_command_line(argv, "tritonlite serve")
 
 
 # -- KServe ------------------------------------------------------------------------------

@@ -173,8 +173,7 @@ def test_request_rate_keeps_the_schedule(perf_server):
 
 
 def test_inprocess_kind(tmp_path):
-    # A child process: the in-process server registers tritonlite's protobuf package,
-    # which cannot share this process with tritonclient.grpc's (imported by other tests).
+    # Through the command line, in a child process: the server lives in the tool's process.
     a = np.arange(16, dtype=np.float32)
     data = tmp_path / "data.json"
     data.write_text(json.dumps({
@@ -189,7 +188,6 @@ def test_inprocess_kind(tmp_path):
          "-s", "1000", "-f", str(out_csv)],
         capture_output=True, text=True, timeout=180, env=dict(os.environ, PYTHONPATH=ROOT),
     )
-    # Looked up, not imported (importing it would load the protobuf package here).
     if importlib.util.find_spec("tritonlite.inprocess") is None:
         assert proc.returncode == 1
         assert "in-process API tritonlite.Server" in proc.stderr
