@@ -308,10 +308,12 @@ def test_worker_gathers_adjacent_and_scattered_requests(tmp_path):
             blocks[i].offset + blocks[i].nbytes == blocks[i + 1].offset for i in range(2)
         )
         assert adjacent  # the allocator packs them: one view, no copy
-        view = worker._adjacent_view([item(i, b).inputs[0] for i, b in enumerate(blocks)])
+        assert worker.framework is not None
+        framework = worker.framework
+        view = framework._adjacent_view([item(i, b).inputs[0] for i, b in enumerate(blocks)])
         assert view is not None and view.shape == (8, 8)
         scattered = [item(0, blocks[0]), item(2, blocks[2])]  # not adjacent: concatenated
-        assert worker._adjacent_view([r.inputs[0] for r in scattered]) is None
+        assert framework._adjacent_view([r.inputs[0] for r in scattered]) is None
         expected = _direct(str(tmp_path), "onnx_dense", {"X": np.concatenate(arrays)})[0]
         for batch_items, want_rows in (
             ([item(i, b) for i, b in enumerate(blocks)], [(0, 2), (2, 6), (6, 8)]),

@@ -30,9 +30,9 @@ ALL_TYPES = [
 @pytest.fixture(autouse=True)
 def _no_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each test starts without worker hooks, as in a bare import.
-    monkeypatch.setattr(pb_utils, "_bls_executor", None)
-    monkeypatch.setattr(pb_utils, "_model_control", None)
-    monkeypatch.setattr(pb_utils, "_metric_families", {})
+    monkeypatch.setattr(pb_utils.server_hooks, "bls_executor", None)
+    monkeypatch.setattr(pb_utils.server_hooks, "model_control", None)
+    monkeypatch.setattr(pb_utils.metrics, "_metric_families", {})
 
 
 # -- constants and errors ------------------------------------------------------
@@ -339,7 +339,7 @@ def test_bls_exec_requires_hook_and_delegates(monkeypatch: pytest.MonkeyPatch) -
         req.async_exec()
 
     bls = _FakeBLS()
-    monkeypatch.setattr(pb_utils, "_bls_executor", bls)
+    monkeypatch.setattr(pb_utils.server_hooks, "bls_executor", bls)
     resp = req.exec()
     assert pb_utils.get_output_tensor_by_name(resp, "OUT") is not None
     assert bls.calls[-1] == ("exec", req, {})
@@ -614,7 +614,7 @@ def test_model_control_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
             calls.append(("ready", name, version))
             return True
 
-    monkeypatch.setattr(pb_utils, "_model_control", Control())
+    monkeypatch.setattr(pb_utils.server_hooks, "model_control", Control())
     pb_utils.load_model("a", config='{"backend": "python"}')
     pb_utils.unload_model("a", unload_dependents=True)
     assert pb_utils.is_model_ready("a", "1") is True

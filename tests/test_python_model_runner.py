@@ -73,7 +73,7 @@ PREFIX = "Failed to process the request(s) for model 'm_0', message: "
 def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
     # The runner appends model folders to sys.path and sets the model dir hook.
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(pb_utils, "_model_dir", None)
+    monkeypatch.setattr(pb_utils.server_hooks, "model_dir", None)
 
 
 def write_model(root: Path, source: str, name: str = "m", **siblings: str) -> Path:

@@ -2,29 +2,25 @@
 
 `pb_utils.InferenceRequest.exec()` / `async_exec()` and `pb_utils.load_model`
 / `unload_model` / `is_model_ready` land here (the worker installs one
-BLSClient as pb_utils._bls_executor and _model_control). Each call sends one
-message to the frontend and waits for the answer, which the worker's channel
-reader hands to `deliver`.
+BLSClient as pb_utils' BLS executor and model control). Each call goes out on
+the WorkerLink the client was given and waits for the server's replies.
 
 Tensors go through shared memory: a call's inputs are written into the
-worker's output arena (the frontend reads them in place); outputs arrive in
-the frontend's arena, are copied into arrays the model owns, and the blocks
-are handed back at once with BLSRelease. As in Triton, exec() does not raise
-for a failed inference: the response carries the error.
+client's arena (the frontend reads them in place); outputs arrive in the
+frontend's arena, are copied into arrays the model owns, and the blocks are
+handed back at once with BLSRelease. As in Triton, exec() does not raise for
+a failed inference: the response carries the error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import itertools
 import json
-import queue
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from tritonlite.shm.arena import Block
+from tritonlite.shm.arena import Arena, Block, SegmentCache
 from tritonlite.workers.messages import (
     BLSRelease,
     BLSRequest,
@@ -43,95 +39,29 @@ from tritonlite.workers.tensor_io import (
     host_array,
     read_array,
 )
+from tritonlite.workers.worker_link import CallClosed, PendingCall, Reply, WorkerLink
 
 from tritonlite.datatypes import serialize_bytes_tensor
-
-if TYPE_CHECKING:
-    from tritonlite.workers.worker_main import Worker
 
 _SEQUENCE_START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
 _SEQUENCE_END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
 
 
-class _Closed:
-    """Put in a call's queue when no answer can come any more."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class PendingCall:
-    """Answers to one call, in arrival order; `first` resolves on the first."""
-
-    __slots__ = ("answers", "first")
-
-    def __init__(self) -> None:
-        self.answers: queue.SimpleQueue[BLSResponse | ControlResponse | _Closed] = (
-            queue.SimpleQueue()
-        )
-        self.first: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    def put(self, answer: BLSResponse | ControlResponse | _Closed) -> None:
-        self.answers.put(answer)
-        if not self.first.done():
-            try:
-                self.first.set_result(None)
-            except concurrent.futures.InvalidStateError:
-                pass
-
-
 class BLSClient:
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
-        self._calls: dict[int, PendingCall] = {}
-        self._ids = itertools.count(1)
-        self._closed_reason: str | None = None
-        self.model_name = ""
+    def __init__(self, link: WorkerLink, arena: Arena, segments: SegmentCache) -> None:
+        self._link = link
+        self._arena = arena  # where call inputs are written
+        self._segments = segments  # where reply outputs are read
 
-    # -- plumbing (reader side) ------------------------------------------------
-    def deliver(self, msg: BLSResponse | ControlResponse) -> None:
-        final = msg.final if isinstance(msg, BLSResponse) else True
-        call = self._calls.pop(msg.call_id, None) if final else self._calls.get(msg.call_id)
-        if call is None:  # nobody waits (cannot happen unless a call was failed)
-            if isinstance(msg, BLSResponse) and msg.response is not None:
-                self._release(msg.response.outputs)
-            return
-        call.put(msg)
-
-    def fail_all(self, reason: str) -> None:
-        """The channel is gone: every waiting call gets an error, as will new ones."""
-        self._closed_reason = reason
-        calls, self._calls = self._calls, {}
-        for call in calls.values():
-            call.put(_Closed(reason))
-
-    def _start(self, make: Any) -> PendingCall:
-        """Register a call, then send the message `make(call_id)` builds."""
-        call = PendingCall()
-        if self._closed_reason is not None:
-            call.put(_Closed(self._closed_reason))
-            return call
-        self._worker.ensure_reader()
-        call_id = next(self._ids)
-        self._calls[call_id] = call
-        if self._closed_reason is not None:  # closed while registering
-            self._calls.pop(call_id, None)
-            call.put(_Closed(self._closed_reason))
-            return call
-        try:
-            self._worker.send(make(call_id))
-        except OSError as exc:
-            self._calls.pop(call_id, None)
-            call.put(_Closed(f"unable to reach the server: {exc}"))
-        return call
+    def rebind(self, link: WorkerLink, arena: Arena, segments: SegmentCache) -> None:
+        """Use another link and memory from now on (a process the model forked)."""
+        self._link, self._arena, self._segments = link, arena, segments
 
     def _release(self, refs: list[TensorRef]) -> None:
         blocks = [(r.segment_id, r.offset) for r in refs if r.nbytes]
         if blocks:
             try:
-                self._worker.send(BLSRelease(blocks))
+                self._link.send(BLSRelease(blocks))
             except OSError:
                 pass  # the frontend is gone and with it the blocks
 
@@ -174,7 +104,7 @@ class BLSClient:
             self._free(blocks)
             return _error_response(str(exc), pb_utils.TritonError.INVALID_ARG)
         version = request.model_version()
-        call = self._start(
+        call = self._link.call(
             lambda call_id: BLSRequest(
                 call_id, request.model_name(), "" if version < 0 else str(version), item,
                 decoupled,
@@ -203,8 +133,7 @@ class BLSClient:
         )
 
     def _write_input(self, tensor: pb_utils.Tensor, blocks: list[Block]) -> TensorRef:
-        arena = self._worker.arena
-        assert arena is not None
+        arena = self._arena
         datatype = WIRE_OF_TRITON.get(tensor.triton_dtype())
         if datatype is None:
             raise pb_utils.TritonModelException(
@@ -225,22 +154,20 @@ class BLSClient:
         )
 
     def _free(self, blocks: list[Block]) -> None:
-        arena = self._worker.arena
-        if arena is None:
-            return
+        arena = self._arena
         for block in blocks:
             if not block.freed:
                 arena.free(block)
         blocks.clear()
 
-    def _single(self, answer: BLSResponse | ControlResponse | _Closed, blocks: list[Block]
+    def _single(self, answer: Reply, blocks: list[Block]
                 ) -> pb_utils.InferenceResponse:
         self._free(blocks)  # the frontend is done with the inputs once it answers
         return self.to_response(answer)
 
-    def to_response(self, answer: BLSResponse | ControlResponse | _Closed
+    def to_response(self, answer: Reply
                     ) -> pb_utils.InferenceResponse:
-        if isinstance(answer, _Closed):
+        if isinstance(answer, CallClosed):
             return _error_response(answer.reason, pb_utils.TritonError.UNAVAILABLE)
         assert isinstance(answer, BLSResponse)
         item = answer.response
@@ -250,7 +177,7 @@ class BLSClient:
             code_name, message = item.error
             code = getattr(pb_utils.TritonError, code_name, pb_utils.TritonError.INTERNAL)
             return _error_response(message, code)
-        segments = self._worker.segments
+        segments = self._segments
         tensors = []
         try:
             for ref in item.outputs:
@@ -270,11 +197,11 @@ class BLSClient:
                  parameters: dict[str, Any] | None = None) -> bool:
         if not isinstance(model_name, str):
             raise TypeError("model_name must be a str")
-        call = self._start(
+        call = self._link.call(
             lambda call_id: ControlRequest(call_id, action, model_name, version, parameters or {})
         )
         answer = call.answers.get()
-        if isinstance(answer, _Closed):
+        if isinstance(answer, CallClosed):
             raise pb_utils.TritonModelException(answer.reason)
         assert isinstance(answer, ControlResponse)
         if answer.error is not None:
@@ -316,7 +243,7 @@ class ResponseIterator:
         if self._done:
             raise StopIteration
         answer = self._call.answers.get()
-        if isinstance(answer, _Closed) or getattr(answer, "final", True):
+        if isinstance(answer, CallClosed) or getattr(answer, "final", True):
             self._done = True
             self._client._free(self._blocks)
         return self._client.to_response(answer)

@@ -12,25 +12,38 @@ python backend (response_sender.cc).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from tritonlite.workers.cancel_board import CancelBoard
+from tritonlite.workers.messages import RequestItem, ResponseItem, StreamResponse
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
-
-if TYPE_CHECKING:
-    from tritonlite.workers.messages import RequestItem
-    from tritonlite.workers.worker_main import Worker
+from tritonlite.workers.worker_link import WorkerLink
 
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
+class ResponseWriter(Protocol):
+    def write_response(self, item: RequestItem, response: object) -> ResponseItem:
+        """Put a response's outputs in shared memory; the descriptor to send."""
+
+
 class ResponseSender:
-    __slots__ = ("_worker", "_batch_id", "_index", "_item", "_decoupled", "_lock", "_closed",
-                 "_sent", "kept")
+    __slots__ = ("_link", "_writer", "_batch_id", "_index", "_item", "_decoupled", "_lock",
+                 "_closed", "_sent", "kept", "_board")
 
     def __init__(
-        self, worker: Worker, batch_id: int, index: int, item: RequestItem, decoupled: bool
+        self,
+        link: WorkerLink,
+        writer: ResponseWriter,
+        batch_id: int,
+        index: int,
+        item: RequestItem,
+        decoupled: bool,
+        board: CancelBoard,
     ) -> None:
-        self._worker = worker
+        self._link = link
+        self._board = board
+        self._writer = writer
         self._batch_id = batch_id
         self._index = index
         self._item = item
@@ -84,14 +97,15 @@ class ResponseSender:
                     self.kept = response
                 return
             # Under the lock: one request's responses leave in the order sent.
-            self._worker.send_stream_response(
-                self._batch_id, self._index, self._item, response, final
+            written = None if response is None else self._writer.write_response(
+                self._item, response
             )
+            self._link.send(StreamResponse(self._batch_id, self._index, written, final))
 
     def is_cancelled(self) -> bool:
         """Whether the request's client went away (closed connection, cancelled
         call or stream, expired deadline)."""
-        return self._worker.is_cancelled(self._item.cancel_slot)
+        return self._board.is_cancelled(self._item.cancel_slot)
 
     def close(self) -> None:
         self._closed = True

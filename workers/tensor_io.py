@@ -1,7 +1,7 @@
 """Tensor bytes <-> numpy inside a worker: dtype tables, reads and writes.
 
-Shared by the batch executor (worker_main), BLS calls (bls_client) and
-decoupled response senders, so every path lays tensors out the same way.
+Shared by the batch executors, the output writer and BLS calls, so every
+path lays tensors out the same way.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def copy_into(target: memoryview, raw: bytes | np.ndarray) -> None:
     if isinstance(raw, np.ndarray):
         if raw.nbytes:
             # A flat byte view of a C-contiguous array: one memcpy, no temporaries.
-            target[:] = memoryview(raw.reshape(-1).view(np.uint8))
+            target[:] = raw.reshape(-1).view(np.uint8).data
     else:
         target[:] = raw
 

@@ -138,7 +138,7 @@ def warmup_samples(config: dict[str, Any], model_dir: str, seed: int = 0) -> lis
 
 
 def run_warmup(
-    samples: list[WarmupSample], execute: Callable[[Batch], None], model_name: str
+    samples: list[WarmupSample], execute: Callable[[Batch], object], model_name: str
 ) -> int:
     """Run every sample through `execute`; returns the number of executions."""
     runs = 0

@@ -112,7 +112,7 @@ def execution_providers(
                         elif v.upper() == "INT8":
                             trt["trt_int8_enable"] = "True"
                     else:
-                        trt[_TRT_KEYS.get(k, k)] = str(v)
+                        trt[_TRT_KEYS.get(k) or k] = str(v)
                 providers.append(("TensorrtExecutionProvider", trt))
             elif acc.get("name") == "cuda":
                 cuda_options.update({k: str(v) for k, v in params.items()})

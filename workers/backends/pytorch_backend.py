@@ -205,7 +205,7 @@ class PyTorchBackend(TensorBackend):
                     host = self._staging("out:" + name, nbytes)[:nbytes]
                     host = host.view(value.dtype).view(value.shape)
                     host.copy_(value.detach(), non_blocking=True)
-                    outputs[name] = host  # converted after the stream sync below
+                    outputs[name] = host  # type: ignore[assignment]  # converted after the sync
                 else:
                     outputs[name] = value.detach().cpu().numpy()
             if self.device.type == "cuda":

@@ -46,6 +46,11 @@ class ModelLoadError(Exception):
         self.message = message
 
 
+class BatchFailure(pb_utils.InferenceResponse):
+    """The error every request of a batch gets when execute() raised or broke a
+    rule; statistics count it as a failure, unlike an error the model returns."""
+
+
 class _BackendError(Exception):
     """A rule broken by the model's return value; reported without a traceback."""
 
@@ -119,7 +124,7 @@ class PythonModelRunner:
 
         # The model's `import triton_python_backend_utils` must get this module.
         sys.modules["triton_python_backend_utils"] = pb_utils
-        pb_utils._model_dir = self.version_dir or version_dir
+        pb_utils.server_hooks.model_dir = self.version_dir or version_dir
         # Like Triton's stub: version folder and model folder appended to sys.path,
         # so `import helper` finds files next to model.py (for a Python-based
         # backend, only the backend's folder).
@@ -224,15 +229,8 @@ class PythonModelRunner:
             message = error_string(exc)
         text = PROCESS_ERROR_FORMAT.format(instance=instance_name, message=message)
         pb_utils.Logger.log_error(text)
-        responses = []
-        for _ in requests:
-            response = pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(text, pb_utils.TritonError.INTERNAL)
-            )
-            # Statistics count these as failures, unlike an error the model returns.
-            response._execute_failed = True
-            responses.append(response)
-        return responses
+        error = pb_utils.TritonError(text, pb_utils.TritonError.INTERNAL)
+        return [BatchFailure(error=error) for _ in requests]
 
     def _check_responses(
         self, requests: list[pb_utils.InferenceRequest], result: Any, instance_name: str

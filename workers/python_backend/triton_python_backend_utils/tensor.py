@@ -1,0 +1,151 @@
+"""pb_utils.Tensor: a named tensor over a numpy array, or a framework tensor on a GPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tritonlite.workers.python_backend.triton_python_backend_utils.dlpack_capsules import (
+    _CapsuleSource,
+)
+from tritonlite.workers.python_backend.triton_python_backend_utils.errors import (
+    TritonModelException,
+)
+from tritonlite.workers.python_backend.triton_python_backend_utils.type_tables import (
+    _DL_CPU,
+    _DL_CUDA_HOST,
+    _DLPACK_NAME_TO_TRITON,
+    TRITONSERVER_TYPE_BYTES,
+    numpy_to_triton_type,
+)
+
+
+def _to_object_array(array: np.ndarray) -> np.ndarray:
+    # str elements become UTF-8 bytes, since BYTES tensors reach the model as bytes.
+    out = np.empty(array.shape, dtype=np.object_)
+    flat_in = array.reshape(-1)
+    flat_out = out.reshape(-1)
+    for i, item in enumerate(flat_in):
+        flat_out[i] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+    return out
+
+
+class Tensor:
+    """A named tensor: request inputs, response outputs and BLS tensors.
+
+    Holds the numpy array it was given (no copy unless it is not C-contiguous,
+    as in Triton). str (U) and bytes (S) arrays are converted to object arrays
+    of bytes, the form BYTES tensors take everywhere else in the API.
+    """
+
+    def __init__(self, name: str, data: np.ndarray) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"Tensor name must be a str, got {type(name).__name__}")
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"Tensor data must be a numpy.ndarray, got {type(data).__name__}")
+        if name == "":
+            raise TritonModelException("Tensor name cannot be an empty string.")
+        if data.dtype.kind in ("U", "S"):
+            data = _to_object_array(data)
+        dtype = numpy_to_triton_type(data.dtype)
+        if dtype is None:
+            raise TritonModelException("NumPy dtype is not supported.")
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        self._name = name
+        self._array: np.ndarray | None = data
+        self._dtype = dtype
+        self._shape = [int(d) for d in data.shape]
+        self._device_obj: Any = None  # a framework tensor kept off the CPU
+
+    @classmethod
+    def _from_worker(cls, name: str, data: np.ndarray, triton_dtype: int) -> Tensor:
+        """Wrap an input the worker already validated (hot path: no checks)."""
+        self = cls.__new__(cls)
+        self._name = name
+        self._array = data
+        self._dtype = triton_dtype
+        self._shape = list(data.shape)
+        self._device_obj = None
+        return self
+
+    @classmethod
+    def from_dlpack(cls, name: str, tensor: Any) -> Tensor:
+        """Wrap a DLPack capsule or an object with `__dlpack__`.
+
+        CPU data becomes a numpy view (no copy). A tensor on a GPU is kept by
+        reference: is_cpu() is False and as_numpy() raises, as in Triton.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"Tensor name must be a str, got {type(name).__name__}")
+        if name == "":
+            raise TritonModelException("Tensor name cannot be an empty string.")
+        if type(tensor).__name__ == "PyCapsule":
+            source: Any = _CapsuleSource(tensor)
+        elif hasattr(tensor, "__dlpack__"):
+            source = tensor
+        else:
+            raise TritonModelException(
+                "Provided tensor is not supported. Tensor must be a DLPack capsule "
+                "or have a `__dlpack__` attribute"
+            )
+        device_type = _DL_CPU
+        if hasattr(source, "__dlpack_device__"):
+            device_type = int(source.__dlpack_device__()[0])
+        if device_type not in (_DL_CPU, _DL_CUDA_HOST):
+            return cls._on_device(name, source)
+        try:
+            array = np.from_dlpack(source)
+        except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+            raise TritonModelException(f"Failed to import DLPack tensor '{name}': {exc}") from exc
+        return cls(name, array)
+
+    @classmethod
+    def _on_device(cls, name: str, obj: Any) -> Tensor:
+        dtype_name = str(getattr(obj, "dtype", "")).rsplit(".", 1)[-1]
+        dtype = _DLPACK_NAME_TO_TRITON.get(dtype_name)
+        if dtype is None:
+            raise TritonModelException(f"DLPack tensor dtype '{dtype_name}' is not supported.")
+        self = cls.__new__(cls)
+        self._name = name
+        self._array = None
+        self._dtype = dtype
+        self._shape = [int(d) for d in getattr(obj, "shape", ())]
+        self._device_obj = obj
+        return self
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        if self._array is None:
+            raise TritonModelException("Tensor is stored in GPU and cannot be converted to NumPy.")
+        return self._array
+
+    def triton_dtype(self) -> int:
+        return self._dtype
+
+    def shape(self) -> list[int]:
+        return list(self._shape)
+
+    def is_cpu(self) -> bool:
+        return self._array is not None
+
+    def to_dlpack(self) -> Any:
+        if self._dtype == TRITONSERVER_TYPE_BYTES:
+            raise TritonModelException("DLPack does not have support for string tensors.")
+        if self._array is None:
+            return self._device_obj.__dlpack__()
+        return self._array.__dlpack__()
+
+    def __dlpack__(self, stream: Any = None, **kwargs: Any) -> Any:
+        return self.to_dlpack()
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        if self._array is None:
+            return tuple(self._device_obj.__dlpack_device__())  # type: ignore[return-value]
+        return (_DL_CPU, 0)
+
+    def __repr__(self) -> str:
+        return f"Tensor(name={self._name!r}, dtype={self._dtype}, shape={self._shape})"
+
