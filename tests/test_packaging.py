@@ -51,7 +51,8 @@ def test_wheel_has_only_the_tritonlite_top_level(tmp_path: Path) -> None:
         names = zf.namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"tritonlite"}
-    assert "tritonlite/workers/python_backend/triton_python_backend_utils.py" in names
+    assert "tritonlite/workers/python_backend/triton_python_backend_utils/__init__.py" in names
+    assert "tritonlite/workers/python_backend/triton_python_backend_utils/tensor.py" in names
     assert "tritonlite/protos/grpc_service.proto" in names
     # A pure wheel: no compiled code.
     assert wheel.name.endswith("-py3-none-any.whl")
