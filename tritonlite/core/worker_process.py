@@ -541,8 +541,10 @@ class WorkerProcess:
         self.exit_reason = reason
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(
+                # Triton's text when its stub dies before answering initialize, then why.
                 WorkerStartError(
-                    f"instance '{self.instance_name}' {reason} during initialization",
+                    f"Stub process '{self.instance_name}' is not healthy. The worker "
+                    f"process {reason} during initialization.",
                     crashed=True,
                 )
             )
