@@ -199,14 +199,28 @@ class Worker:
             self.framework.finalize()
 
 
+def _look_like_the_stub() -> None:
+    """Give model code the process Triton's Python stub gives it.
+
+    The stub is an embedded interpreter started without arguments: sys.argv
+    is [''] (models run `unittest.main(...)`, which parses it) and '' leads
+    sys.path. It ignores SIGINT and SIGTERM: the server ends it (Shutdown
+    here), so a signal to the whole process group still lets `finalize` run.
+    """
+    sys.argv = [""]
+    if sys.path and sys.path[0] == os.getcwd():
+        sys.path[0] = ""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tritonlite.workers")
     parser.add_argument("--channel-fd", type=int, required=True)
     parser.add_argument("--instance", required=True)
     parser.add_argument("--backend", default="python")
     ns = parser.parse_args(argv)
-    # The frontend handles SIGINT for the process group; a worker waits for Shutdown.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _look_like_the_stub()
     # stdout is a pipe to the frontend's log relay: a model's print() goes out
     # when its line ends, not when a block fills.
     if isinstance(sys.stdout, io.TextIOWrapper):
