@@ -242,10 +242,10 @@ def test_get_tensor_and_config_by_name() -> None:
 
 
 def test_inference_request_defaults_and_accessors() -> None:
-    req = pb_utils.InferenceRequest()
-    assert req.model_name() == ""
+    req = pb_utils.InferenceRequest(inputs=[], requested_output_names=[], model_name="m")
+    assert req.model_name() == "m"
     assert req.inputs() == []
-    assert req.requested_output_names() == []
+    assert req.requested_output_names() == set()
     assert req.request_id() == ""
     assert req.correlation_id() == 0
     assert req.flags() == 0
@@ -269,14 +269,23 @@ def test_inference_request_defaults_and_accessors() -> None:
     )
     assert req.model_name() == "add_sub"
     assert req.inputs() == [t]
-    assert req.requested_output_names() == ["OUT"]
+    assert req.requested_output_names() == {"OUT"}
     assert req.request_id() == "r1"
     assert req.correlation_id() == "seq-7"
     assert req.flags() == 1
     assert req.timeout() == 1000
     assert req.model_version() == 2
     assert json.loads(req.parameters()) == {"k": "v", "n": 3, "b": True}
-    assert pb_utils.InferenceRequest(parameters='{"a": 1}').parameters() == '{"a": 1}'
+    # Triton's positional order: request_id, correlation_id, inputs, names, model_name.
+    positional = pb_utils.InferenceRequest("r2", 9, [t], ["OUT"], "m2")
+    assert (positional.request_id(), positional.correlation_id()) == ("r2", 9)
+    assert positional.model_name() == "m2"
+
+
+def _request(**kwargs) -> pb_utils.InferenceRequest:
+    args = {"inputs": [], "requested_output_names": [], "model_name": "m"}
+    args.update(kwargs)
+    return pb_utils.InferenceRequest(**args)
 
 
 def test_inference_request_validation() -> None:
@@ -284,15 +293,17 @@ def test_inference_request_validation() -> None:
         pb_utils.TritonModelException,
         match="Expect parameters values to have type bool/int/str, found type <class 'float'>",
     ):
-        pb_utils.InferenceRequest(parameters={"x": 1.5})
+        _request(parameters={"x": 1.5})
     with pytest.raises(pb_utils.TritonModelException, match="keys to have type str"):
-        pb_utils.InferenceRequest(parameters={1: "x"})
-    with pytest.raises(pb_utils.TritonModelException, match="JSON object"):
-        pb_utils.InferenceRequest(parameters="[1, 2]")
+        _request(parameters={1: "x"})
+    with pytest.raises(
+        pb_utils.TritonModelException, match="Expect N8pybind114dictE, got <class 'str'>"
+    ):
+        _request(parameters='{"a": 1}')
     with pytest.raises(pb_utils.TritonModelException, match="Correlation ID must be integer"):
-        pb_utils.InferenceRequest(correlation_id=1.5)  # type: ignore[arg-type]
+        _request(correlation_id=1.5)
     with pytest.raises(TypeError):
-        pb_utils.InferenceRequest(inputs=[np.zeros(1)])  # type: ignore[list-item]
+        _request(inputs=[np.zeros(1)])
 
 
 def test_request_from_worker_sender_and_cancel() -> None:
@@ -301,15 +312,15 @@ def test_request_from_worker_sender_and_cancel() -> None:
     assert plain.inputs() == [t]
     assert plain.request_id() == "id"
     assert plain.correlation_id() == 5
-    assert plain.requested_output_names() == ["OUT"]
+    assert plain.requested_output_names() == {"OUT"}
     assert plain.parameters() == '{"p": 1}'
     assert plain.flags() == 2
+    # As Triton: every request has a sender; one without a model refuses to send.
     with pytest.raises(
         pb_utils.TritonModelException,
-        match="'get_response_sender' function must be called only when the model is using "
-        "the decoupled transaction policy.",
+        match="Response sender has no reference to the decoupled state of the model.",
     ):
-        plain.get_response_sender()
+        plain.get_response_sender().send(pb_utils.InferenceResponse())
 
     sender = object()
     state = {"cancelled": False}
@@ -330,9 +341,16 @@ class _FakeBLS:
         self.calls.append(("exec", request, kwargs))
         return pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.ones(1))])
 
+    async def _answer(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
+        return self.exec(request)
+
+    def async_exec(self, request: pb_utils.InferenceRequest, **kwargs):
+        self.calls.append(("async_exec", request, kwargs))
+        return asyncio.ensure_future(self._answer(request))
+
 
 def test_bls_exec_requires_hook_and_delegates(monkeypatch: pytest.MonkeyPatch) -> None:
-    req = pb_utils.InferenceRequest(model_name="other", requested_output_names=["OUT"])
+    req = _request(model_name="other", requested_output_names=["OUT"])
     with pytest.raises(pb_utils.TritonModelException, match="BLS is not available"):
         req.exec()
     with pytest.raises(pb_utils.TritonModelException, match="BLS is not available"):
@@ -342,16 +360,18 @@ def test_bls_exec_requires_hook_and_delegates(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(pb_utils.server_hooks, "bls_executor", bls)
     resp = req.exec()
     assert pb_utils.get_output_tensor_by_name(resp, "OUT") is not None
-    assert bls.calls[-1] == ("exec", req, {})
+    assert bls.calls[-1] == ("exec", req, {"decoupled": False})
     req.exec(decoupled=True)
     assert bls.calls[-1] == ("exec", req, {"decoupled": True})
+    with pytest.raises(TypeError):
+        req.exec(decoupled=None)
 
     async def call_async() -> pb_utils.InferenceResponse:
-        # _FakeBLS has no async_exec: falls back to exec in the loop's executor.
         return await req.async_exec()
 
     resp = asyncio.run(call_async())
     assert not resp.has_error()
+    assert bls.calls[-1][0] == "exec"
 
 
 # -- InferenceResponse ---------------------------------------------------------
@@ -374,12 +394,12 @@ def test_inference_response_error_and_outputs() -> None:
     assert pb_utils.InferenceResponse().output_tensors() == []
     assert pb_utils.InferenceResponse().parameters() == "{}"
 
-    with pytest.raises(pb_utils.TritonModelException, match='"output_tensors" must be a list.'):
-        pb_utils.InferenceResponse(output_tensors=out)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # a Tensor is not a list of them
+        pb_utils.InferenceResponse(output_tensors=out)
     with pytest.raises(TypeError):
-        pb_utils.InferenceResponse(output_tensors=[np.zeros(1)])  # type: ignore[list-item]
+        pb_utils.InferenceResponse(output_tensors=[np.zeros(1)])
     with pytest.raises(TypeError):
-        pb_utils.InferenceResponse(error="oops")  # type: ignore[arg-type]
+        pb_utils.InferenceResponse(error="oops")
 
 
 # -- ModelConfig (auto-complete) -----------------------------------------------

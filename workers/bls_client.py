@@ -36,8 +36,8 @@ from tritonlite.workers.tensor_io import (
     TRITON_TYPE,
     WIRE_OF_TRITON,
     copy_into,
-    host_array,
     read_array,
+    wire_array,
 )
 from tritonlite.workers.worker_link import CallClosed, PendingCall, Reply, WorkerLink
 
@@ -134,12 +134,11 @@ class BLSClient:
 
     def _write_input(self, tensor: pb_utils.Tensor, blocks: list[Block]) -> TensorRef:
         arena = self._arena
-        datatype = WIRE_OF_TRITON.get(tensor.triton_dtype())
-        if datatype is None:
+        if tensor.triton_dtype() not in WIRE_OF_TRITON:
             raise pb_utils.TritonModelException(
                 f"input '{tensor.name()}' has a data type BLS cannot send"
             )
-        array = host_array(tensor)
+        datatype, array = wire_array(tensor)
         if datatype == "BYTES":
             raw: bytes | np.ndarray = serialize_bytes_tensor(array)
             nbytes = len(raw)

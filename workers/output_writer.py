@@ -16,7 +16,7 @@ from tritonlite.shm.arena import Arena, Block, SegmentCache
 from tritonlite.workers.messages import EXECUTE_FAILED, RequestItem, ResponseItem, TensorRef
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 from tritonlite.workers.python_backend.model_runner import BatchFailure
-from tritonlite.workers.tensor_io import WIRE, copy_into, host_array
+from tritonlite.workers.tensor_io import WIRE, copy_into, wire_array
 from tritonlite.workers.worker_error import WorkerError
 
 from tritonlite.datatypes import serialize_bytes_tensor, wire_type_of
@@ -41,9 +41,13 @@ class OutputWriter:
 
     # -- writing -------------------------------------------------------------------
     def write_output(
-        self, name: str, array: np.ndarray, dest: tuple[int, int, int] | None
+        self,
+        name: str,
+        array: np.ndarray,
+        dest: tuple[int, int, int] | None,
+        datatype: str = "",
     ) -> TensorRef:
-        datatype = WIRE.get(array.dtype) or wire_type_of(array.dtype)
+        datatype = datatype or WIRE.get(array.dtype) or wire_type_of(array.dtype)
         shape = list(array.shape)
         if datatype == "BYTES":
             raw: bytes | np.ndarray = serialize_bytes_tensor(array)
@@ -84,12 +88,12 @@ class OutputWriter:
                 if tensor is None:
                     continue
                 try:
-                    array = host_array(tensor)
+                    datatype, array = wire_array(tensor)
                 except Exception as exc:  # a model's odd tensor must not kill the worker
                     raise WorkerError(
                         "INTERNAL", f"failed to read output '{name}' of the model: {exc}"
                     ) from exc
-                refs.append(self.write_output(name, array, dest))
+                refs.append(self.write_output(name, array, dest, datatype))
         except WorkerError as exc:
             self.free_refs(refs)
             return ResponseItem([], (exc.code, exc.message))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 
-from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_dtype
+from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_dtype, wire_type_of
 
 # Wire datatype name -> TRITONSERVER_TYPE_* (what pb_utils.Tensor carries).
 TRITON_TYPE: dict[str, int] = {
@@ -26,6 +26,7 @@ TRITON_TYPE: dict[str, int] = {
     "FP32": pb_utils.TRITONSERVER_TYPE_FP32,
     "FP64": pb_utils.TRITONSERVER_TYPE_FP64,
     "BYTES": pb_utils.TRITONSERVER_TYPE_BYTES,
+    "BF16": pb_utils.TRITONSERVER_TYPE_BF16,
 }
 WIRE_OF_TRITON: dict[int, str] = {code: name for name, code in TRITON_TYPE.items()}
 
@@ -35,12 +36,28 @@ NUMPY: dict[str, np.dtype] = {name: numpy_dtype(name) for name in FIXED}
 WIRE: dict[np.dtype, str] = {dtype: name for name, dtype in NUMPY.items()}
 
 
+def wire_array(tensor: pb_utils.Tensor) -> tuple[str, np.ndarray]:
+    """A tensor's wire datatype and its data in host memory (GPU tensors are
+    copied back). BF16, which numpy lacks, travels as its uint16 bits."""
+    if tensor.triton_dtype() == pb_utils.TRITONSERVER_TYPE_BF16:
+        stored = tensor._stored_array()
+        if stored is None:
+            stored = host_array(tensor)
+        return "BF16", stored
+    array = host_array(tensor)
+    return WIRE.get(array.dtype) or wire_type_of(array.dtype), array
+
+
 def host_array(tensor: pb_utils.Tensor) -> np.ndarray:
     """A tensor's data in host memory (GPU tensors are copied back)."""
     if tensor.is_cpu():
         return tensor.as_numpy()
     device = tensor._device_obj
     if hasattr(device, "cpu"):  # torch
+        if str(getattr(device, "dtype", "")).endswith("bfloat16"):
+            import torch
+
+            return device.detach().view(torch.int16).cpu().numpy().view(np.uint16)
         return device.detach().cpu().numpy()
     if hasattr(device, "get"):  # cupy
         return device.get()
@@ -64,6 +81,8 @@ def copy_into(target: memoryview, raw: bytes | np.ndarray) -> None:
 def read_array(view: memoryview, datatype: str, shape: list[int], *, copy: bool) -> np.ndarray:
     """An array over (or, with copy, out of) a tensor's bytes in shared memory."""
     dtype = NUMPY.get(datatype)
+    if dtype is None and datatype == "BF16":
+        dtype = np.dtype(np.uint16)  # the raw bits; pb_utils.Tensor knows it is BF16
     if dtype is None:  # BYTES: the elements become new bytes objects anyway
         return deserialize_bytes_tensor(view, element_count(shape), shape)
     array = np.frombuffer(view, dtype=dtype).reshape(shape)

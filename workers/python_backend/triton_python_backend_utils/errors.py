@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
+
+import tritonlite.workers.python_backend.triton_python_backend_utils.binding as binding
 
 
 class TritonModelException(Exception):
@@ -36,15 +39,11 @@ class TritonError:
     ALREADY_EXISTS = _ErrorCode.ALREADY_EXISTS
     CANCELLED = _ErrorCode.CANCELLED
 
-    def __init__(self, message: str, code: int = _ErrorCode.INTERNAL) -> None:
-        # Triton's binding refuses None for both arguments.
-        if message is None:
-            raise TypeError("TritonError message must not be None")
-        try:
-            self._code = _ErrorCode(code)
-        except ValueError:
-            raise TypeError(f"invalid TritonError code {code!r}") from None
-        self._message = str(message)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Binding: TritonError(message: str, code: __ErrorCode = INTERNAL), neither None.
+        message, code = binding.bind("__init__", _PARAMS, args, kwargs, owner="TritonError")
+        self._message: str = message
+        self._code: _ErrorCode = code
 
     def message(self) -> str:
         return self._message
@@ -58,3 +57,15 @@ class TritonError:
     def __repr__(self) -> str:
         return f"TritonError({self._message!r}, code={self._code.name})"
 
+
+
+_PARAMS = (
+    binding.Param("message", binding.string, "str"),
+    binding.Param(
+        "code",
+        binding.instance(_ErrorCode),
+        "c_python_backend_utils.TritonError.__ErrorCode",
+        _ErrorCode.INTERNAL,
+        binding.enum_text(_ErrorCode.INTERNAL),
+    ),
+)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import tritonlite.workers.python_backend.triton_python_backend_utils.binding as binding
 import tritonlite.workers.python_backend.triton_python_backend_utils.server_hooks as server_hooks
 from tritonlite.workers.python_backend.triton_python_backend_utils.errors import (
     TritonError,
@@ -15,11 +16,12 @@ from tritonlite.workers.python_backend.triton_python_backend_utils.tensor import
 from tritonlite.workers.python_backend.triton_python_backend_utils.type_tables import (
     _MEMORY_DEFAULT,
     TRITONSERVER_REQUEST_RELEASE_ALL,
+    MemoryType,
 )
 
 
-def _parameters_to_json(parameters: dict | str | None) -> str:
-    """Triton keeps parameters as a JSON object string of bool/int/str values."""
+def _response_parameters(parameters: dict | str | None) -> str:
+    """A response's parameters as a JSON object string of bool/int/str values."""
     if parameters is None:
         return "{}"
     if isinstance(parameters, str):
@@ -30,8 +32,15 @@ def _parameters_to_json(parameters: dict | str | None) -> str:
         if not isinstance(parsed, dict):
             raise TritonModelException("parameters must be a JSON object")
         return parameters
+    return _request_parameters(parameters)
+
+
+def _request_parameters(parameters: Any) -> str:
+    # Triton's rules and texts (PyDefaultArgumentToMutableType<py::dict>, then per item).
+    if parameters is None:
+        return "{}"
     if not isinstance(parameters, dict):
-        raise TritonModelException(f"Expect dict, got {type(parameters)}")
+        raise TritonModelException(f"Expect N8pybind114dictE, got {type(parameters)}")
     for key, value in parameters.items():
         if not isinstance(key, str):
             raise TritonModelException(
@@ -45,11 +54,29 @@ def _parameters_to_json(parameters: dict | str | None) -> str:
 
 
 class PreferredMemory:
-    """Where a BLS caller would like output tensors (advisory; CPU here)."""
+    """Where a BLS caller would like output tensors (advisory; outputs arrive on the CPU)."""
 
-    def __init__(self, preferred_memory_type: int, preferred_device_id: int = 0) -> None:
-        self.preferred_memory_type = preferred_memory_type
-        self.preferred_device_id = preferred_device_id
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        memory_type, device_id = binding.bind(
+            "__init__", _PREFERRED_MEMORY, args, kwargs, owner="PreferredMemory"
+        )
+        self.preferred_memory_type: int = memory_type
+        self.preferred_device_id: int = device_id
+
+
+_PREFERRED_MEMORY = (
+    binding.Param(
+        "preferred_memory_type", binding.instance(MemoryType), "c_python_backend_utils.MemoryType"
+    ),
+    binding.Param("preferred_device_id", binding.INT64, "int", 0),
+)
+
+
+def _default_memory() -> PreferredMemory:
+    memory = PreferredMemory.__new__(PreferredMemory)
+    memory.preferred_memory_type = _MEMORY_DEFAULT
+    memory.preferred_device_id = 0
+    return memory
 
 
 class InferenceTrace:
@@ -62,49 +89,74 @@ class InferenceTrace:
         return self._context or None
 
 
-class InferenceRequest:
-    """A request given to `execute`, and the request a model builds for BLS."""
+class _SenderWithoutModel:
+    """The response sender of a request a model built itself (for BLS): as in
+    Triton it exists, and refuses to send."""
 
-    def __init__(
-        self,
-        model_name: str = "",
-        inputs: list[Tensor] | None = None,
-        requested_output_names: list[str] | None = None,
-        request_id: str = "",
-        correlation_id: int | str = 0,
-        flags: int = 0,
-        timeout: int = 0,
-        model_version: int = -1,
-        preferred_memory: PreferredMemory | None = None,
-        trace: InferenceTrace | None = None,
-        parameters: dict | str | None = None,
-    ) -> None:
-        inputs = [] if inputs is None else inputs
-        requested_output_names = [] if requested_output_names is None else requested_output_names
-        if not isinstance(model_name, str):
-            raise TypeError("model_name must be a str")
-        if not isinstance(inputs, (list, tuple)) or not all(isinstance(t, Tensor) for t in inputs):
-            raise TypeError("inputs must be a list of pb_utils.Tensor")
-        if not isinstance(requested_output_names, (list, tuple, set)) or not all(
-            isinstance(n, str) for n in requested_output_names
-        ):
-            raise TypeError("requested_output_names must be a list of str")
-        if isinstance(correlation_id, bool) or not isinstance(correlation_id, (int, str)):
-            raise TritonModelException("Correlation ID must be integer or string")
-        self._model_name = model_name
-        self._inputs = list(inputs)
-        self._requested_output_names = list(requested_output_names)
-        self._request_id = str(request_id)
-        self._correlation_id = correlation_id
-        self._flags = int(flags)
-        self._timeout = int(timeout)
-        self._model_version = int(model_version)
-        self._preferred_memory = preferred_memory or PreferredMemory(_MEMORY_DEFAULT, 0)
-        self._trace = trace or InferenceTrace()
-        self._parameters = _parameters_to_json(parameters)
-        self._response_sender: Any = None
+    def send(self, response: Any = None, flags: int = 0) -> None:
+        raise TritonModelException(
+            "Unable to send response. Response sender has no reference to the decoupled "
+            "state of the model."
+        )
+
+    def is_cancelled(self) -> bool:
+        return False
+
+
+def _correlation_id(value: Any) -> int | str:
+    if isinstance(value, int):  # bool too, as pybind11's py::int_ check
+        if not 0 <= value < 2**64:
+            raise RuntimeError(
+                "Unable to cast Python instance of type <class 'int'> to C++ type '?' "
+                "(#define PYBIND11_DETAILED_ERROR_MESSAGES or compile in debug mode for details)"
+            )
+        return int(value)
+    if isinstance(value, str):
+        return value
+    raise TritonModelException("Correlation ID must be integer or string")
+
+
+class InferenceRequest:
+    """A request given to `execute`, and the request a model builds for BLS.
+
+    The constructor takes Triton's arguments in Triton's order, with its rules
+    (see binding.py): `inputs`, `requested_output_names` and `model_name` are
+    required; None is refused (TypeError) everywhere but `parameters`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        (request_id, correlation_id, inputs, requested_output_names, model_name, model_version,
+         flags, timeout, preferred_memory, trace, parameters) = binding.bind(
+            "__init__", _REQUEST, args, kwargs, owner="InferenceRequest"
+        )
+        parameters_json = _request_parameters(parameters)
+        correlation = _correlation_id(correlation_id)
+        for tensor in inputs:
+            if tensor is None:
+                raise TritonModelException(
+                    f"Input tensor for request with id '{request_id}' and model name "
+                    f"'{model_name}' should not be empty."
+                )
+        for output_name in requested_output_names:
+            if output_name == "":
+                raise TritonModelException(
+                    f"Requested output name for request with id '{request_id}' and model "
+                    f"name '{model_name}' should not be empty."
+                )
+        self._model_name: str = model_name
+        self._inputs: list[Tensor] = inputs
+        self._requested_output_names: list[str] = list(dict.fromkeys(requested_output_names))
+        self._request_id: str = request_id
+        self._correlation_id: int | str = correlation
+        self._flags: int = flags
+        self._timeout: int = timeout
+        self._model_version: int = model_version
+        self._preferred_memory: PreferredMemory = preferred_memory
+        self._trace: InferenceTrace = trace
+        self._parameters: str = parameters_json
+        self._response_sender: Any = _SenderWithoutModel()
         self._cancelled: Any = False
-        self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
+        self._release_flags: int = TRITONSERVER_REQUEST_RELEASE_ALL
 
     @classmethod
     def _from_worker(
@@ -130,13 +182,13 @@ class InferenceRequest:
         self = cls.__new__(cls)
         self._model_name = model_name
         self._inputs = inputs
-        self._requested_output_names = list(requested_output_names)
+        self._requested_output_names = requested_output_names
         self._request_id = request_id
         self._correlation_id = correlation_id
         self._flags = flags
         self._timeout = timeout
         self._model_version = model_version
-        self._preferred_memory = PreferredMemory(_MEMORY_DEFAULT, 0)
+        self._preferred_memory = _default_memory()
         self._trace = InferenceTrace()
         self._parameters = parameters_json or "{}"
         self._response_sender = response_sender
@@ -156,8 +208,8 @@ class InferenceRequest:
     def flags(self) -> int:
         return self._flags
 
-    def set_flags(self, flags: int) -> None:
-        self._flags = int(flags)
+    def set_flags(self, *args: Any, **kwargs: Any) -> None:
+        (self._flags,) = binding.bind("set_flags", _FLAGS, args, kwargs, keywords=False)
 
     def timeout(self) -> int:
         return self._timeout
@@ -168,8 +220,9 @@ class InferenceRequest:
     def model_version(self) -> int:
         return self._model_version
 
-    def requested_output_names(self) -> list[str]:
-        return self._requested_output_names
+    def requested_output_names(self) -> set[str]:
+        # Triton keeps a std::set, which reaches Python as a set.
+        return set(self._requested_output_names)
 
     def parameters(self) -> str:
         return self._parameters
@@ -179,63 +232,95 @@ class InferenceRequest:
 
     def get_response_sender(self) -> Any:
         if self._response_sender is None:
-            raise TritonModelException(
-                "'get_response_sender' function must be called only when the model is "
-                "using the decoupled transaction policy."
-            )
+            self._response_sender = _SenderWithoutModel()
         return self._response_sender
 
     def is_cancelled(self) -> bool:
         state = self._cancelled
         return bool(state() if callable(state) else state)
 
-    def set_release_flags(self, flags: int) -> None:
-        self._release_flags = int(flags)
+    def set_release_flags(self, *args: Any, **kwargs: Any) -> None:
+        (self._release_flags,) = binding.bind(
+            "set_release_flags", _FLAGS, args, kwargs, keywords=False
+        )
 
     def release_flags(self) -> int:
         return self._release_flags
 
-    def exec(self, decoupled: bool = False) -> Any:
+    def exec(self, *args: Any, **kwargs: Any) -> Any:
         """Run this request on another model (BLS) and wait for the result."""
+        (decoupled,) = binding.bind("exec", _EXEC, args, kwargs, returns="object")
         executor = server_hooks.require_bls()
-        if decoupled:
-            return executor.exec(self, decoupled=True)
-        return executor.exec(self)
+        server_hooks.check_bls_allowed()
+        return executor.exec(self, decoupled=decoupled)
 
-    def async_exec(self, decoupled: bool = False) -> Any:
+    def async_exec(self, *args: Any, **kwargs: Any) -> Any:
         """Awaitable BLS call; must be called from inside a running event loop."""
+        (decoupled,) = binding.bind("async_exec", _EXEC, args, kwargs, returns="object")
         executor = server_hooks.require_bls()
-        kwargs = {"decoupled": True} if decoupled else {}
-        async_fn = getattr(executor, "async_exec", None)
-        if async_fn is not None:
-            return async_fn(self, **kwargs)
-        # Like Triton: run the blocking exec in the loop's default executor.
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(None, lambda: executor.exec(self, **kwargs))
+        try:
+            server_hooks.check_bls_allowed()
+        except TritonModelException as exc:
+            # Triton runs the call in an executor: the error comes out of the await.
+            refused = loop.create_future()
+            refused.set_exception(exc)
+            return refused
+        return executor.async_exec(self, decoupled=decoupled)
+
+
+_REQUEST = (
+    binding.Param("request_id", binding.string, "str", "", "''"),
+    binding.Param("correlation_id", binding.pyobject(none=False), "object", 0),
+    binding.Param(
+        "inputs",
+        binding.sequence_of(binding.holder(Tensor)),
+        "List[c_python_backend_utils.Tensor]",
+    ),
+    binding.Param("requested_output_names", binding.sequence_of(binding.string), "List[str]"),
+    binding.Param("model_name", binding.string, "str"),
+    binding.Param("model_version", binding.INT64, "int", -1),
+    binding.Param("flags", binding.UINT32, "int", 0),
+    binding.Param("timeout", binding.UINT64, "int", 0),
+    binding.Param(
+        "preferred_memory",
+        binding.instance(PreferredMemory),
+        "c_python_backend_utils.PreferredMemory",
+        _default_memory,
+        "<c_python_backend_utils.PreferredMemory object>",
+    ),
+    binding.Param(
+        "trace",
+        binding.instance(InferenceTrace),
+        "c_python_backend_utils.InferenceTrace",
+        InferenceTrace,
+        "<c_python_backend_utils.InferenceTrace object>",
+    ),
+    binding.Param("parameters", binding.pyobject(), "object", None),
+)
+_FLAGS = (binding.Param("flags", binding.UINT32, "int"),)
+_EXEC = (binding.Param("decoupled", binding.boolean(), "bool", False),)
 
 
 class InferenceResponse:
-    """The response a model returns (or sends) for one request."""
+    """The response a model returns (or sends) for one request.
 
-    def __init__(
-        self,
-        output_tensors: list[Tensor] | None = None,
-        error: TritonError | None = None,
-        parameters: dict | str | None = None,
-    ) -> None:
-        output_tensors = [] if output_tensors is None else output_tensors
-        if not isinstance(output_tensors, (list, tuple)):
-            raise TritonModelException('"output_tensors" must be a list.')
-        for t in output_tensors:
-            if not isinstance(t, Tensor):
-                raise TypeError(
-                    f"output_tensors must contain pb_utils.Tensor objects, got {type(t).__name__}"
+    Triton 2.51 takes (output_tensors=[], error=None); `parameters` is the
+    argument later releases added, accepted here too.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        output_tensors, error, parameters = binding.bind(
+            "__init__", _RESPONSE, args, kwargs, owner="InferenceResponse"
+        )
+        for tensor in output_tensors:
+            if tensor is None:
+                raise TritonModelException(
+                    "Output tensor for inference response should not be empty."
                 )
-        if error is not None and not isinstance(error, TritonError):
-            raise TypeError(f"error must be a pb_utils.TritonError, got {type(error).__name__}")
-        self._output_tensors = list(output_tensors)
-        self._error = error
-        self._parameters = _parameters_to_json(parameters)
+        self._output_tensors: list[Tensor] = output_tensors
+        self._error: TritonError | None = error
+        self._parameters: str = _response_parameters(parameters)
 
     def output_tensors(self) -> list[Tensor]:
         return self._output_tensors
@@ -248,6 +333,20 @@ class InferenceResponse:
 
     def parameters(self) -> str:
         return self._parameters
+
+
+_RESPONSE = (
+    binding.Param(
+        "output_tensors",
+        binding.sequence_of(binding.holder(Tensor)),
+        "List[c_python_backend_utils.Tensor]",
+        list,
+        "[]",
+    ),
+    binding.Param("error", binding.holder(TritonError), "c_python_backend_utils.TritonError",
+                  None),
+    binding.Param("parameters", binding.pyobject(), "object", None),
+)
 
 
 # -- lookups -------------------------------------------------------------------

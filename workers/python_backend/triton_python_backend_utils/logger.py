@@ -6,6 +6,9 @@ import enum
 import os
 import sys
 import time
+from typing import Any
+
+import tritonlite.workers.python_backend.triton_python_backend_utils.binding as binding
 
 
 class LogLevel(enum.IntEnum):
@@ -21,14 +24,13 @@ _LEVEL_LETTER = {LogLevel.INFO: "I", LogLevel.WARNING: "W", LogLevel.ERROR: "E"}
 _verbose_logging = os.environ.get("TRITONLITE_LOG_VERBOSE", "0") not in ("", "0")
 
 
-_Level = LogLevel
-
-
 class Logger:
     """Triton's model logger; lines go to stderr, which the server collects.
 
     The line layout follows Triton's glog style so logs read the same:
-    `I1124 08:34:00.123456 4242 model.py:31] message`.
+    `I1124 08:34:00.123456 4242 model.py:31] message`. As Triton's binding,
+    the message must be a str (or bytes) and the level a LogLevel: None or a
+    plain int is a TypeError.
     """
 
     LogLevel = LogLevel
@@ -38,24 +40,42 @@ class Logger:
     VERBOSE = LogLevel.VERBOSE
 
     @staticmethod
-    def log(message: str, level: _Level = _Level.INFO) -> None:
-        _emit(message, LogLevel(level))
+    def log(*args: Any, **kwargs: Any) -> None:
+        message, level = binding.bind("log", _LOG, args, kwargs)
+        _emit(message, level)
 
     @staticmethod
-    def log_info(message: str) -> None:
+    def log_info(*args: Any, **kwargs: Any) -> None:
+        (message,) = binding.bind("log_info", _MESSAGE, args, kwargs)
         _emit(message, LogLevel.INFO)
 
     @staticmethod
-    def log_warn(message: str) -> None:
+    def log_warn(*args: Any, **kwargs: Any) -> None:
+        (message,) = binding.bind("log_warn", _MESSAGE, args, kwargs)
         _emit(message, LogLevel.WARNING)
 
     @staticmethod
-    def log_error(message: str) -> None:
+    def log_error(*args: Any, **kwargs: Any) -> None:
+        (message,) = binding.bind("log_error", _MESSAGE, args, kwargs)
         _emit(message, LogLevel.ERROR)
 
     @staticmethod
-    def log_verbose(message: str) -> None:
+    def log_verbose(*args: Any, **kwargs: Any) -> None:
+        (message,) = binding.bind("log_verbose", _MESSAGE, args, kwargs)
         _emit(message, LogLevel.VERBOSE)
+
+
+_MESSAGE = (binding.Param("message", binding.string, "str"),)
+_LOG = (
+    binding.Param("message", binding.string, "str"),
+    binding.Param(
+        "level",
+        binding.instance(LogLevel),
+        "c_python_backend_utils.Logger.LogLevel",
+        LogLevel.INFO,
+        binding.enum_text(LogLevel.INFO),
+    ),
+)
 
 
 def _emit(message: str, level: LogLevel) -> None:

@@ -41,6 +41,8 @@ class ModelControl(Protocol):
 bls_executor: BLSExecutor | None = None
 model_control: ModelControl | None = None
 model_dir: str | None = None
+# False while the model's initialize() or finalize() runs (the runner sets it).
+bls_allowed = True
 
 
 def require_bls() -> BLSExecutor:
@@ -51,6 +53,11 @@ def require_bls() -> BLSExecutor:
             "running server."
         )
     return bls_executor
+
+
+def check_bls_allowed() -> None:
+    if not bls_allowed:
+        raise TritonModelException("BLS is only supported during the 'execute' function.")
 
 
 def require_model_control() -> ModelControl:

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import tritonlite.workers.python_backend.triton_python_backend_utils.binding as binding
 from tritonlite.workers.python_backend.triton_python_backend_utils.dlpack_capsules import (
-    _CapsuleSource,
+    DL_BFLOAT,
+    CapsuleSource,
+    NotContiguous,
+    export_capsule,
+    take_bf16,
 )
 from tritonlite.workers.python_backend.triton_python_backend_utils.errors import (
     TritonModelException,
@@ -15,10 +20,35 @@ from tritonlite.workers.python_backend.triton_python_backend_utils.type_tables i
     _DL_CPU,
     _DL_CUDA_HOST,
     _DLPACK_NAME_TO_TRITON,
+    TRITONSERVER_TYPE_BF16,
     TRITONSERVER_TYPE_BYTES,
     numpy_to_triton_type,
 )
 
+# Binding: Tensor(arg0: str, arg1: numpy.ndarray), positional (no py::arg names).
+_INIT = (
+    binding.Param("name", binding.string, "str"),
+    binding.Param("numpy_array", binding.instance(np.ndarray), "numpy.ndarray"),
+)
+# Tensor.from_dlpack(arg0: str, arg1: object): any object, None included.
+_FROM_DLPACK = (
+    binding.Param("name", binding.string, "str"),
+    binding.Param("tensor", binding.pyobject(), "object"),
+)
+
+_NOT_DLPACK = (
+    # Triton's literal spans two source lines, so its text keeps the indentation.
+    "Provided tensor is not supported. Tensor must be a DLPack capsule         or have "
+    "`__dlpack__` and `__dlpack_device__` attributes"
+)
+_NOT_CONTIGUOUS = (
+    "DLPack tensor is not contiguous. Only contiguous DLPack tensors that are stored in "
+    "C-Order are supported."
+)
+_BF16_AS_NUMPY = (
+    "Tensor dtype is BF16 and cannot be converted to NumPy. Use to_dlpack() and "
+    "from_dlpack() instead."
+)
 
 def _to_object_array(array: np.ndarray) -> np.ndarray:
     # str elements become UTF-8 bytes, since BYTES tensors reach the model as bytes.
@@ -38,11 +68,9 @@ class Tensor:
     of bytes, the form BYTES tensors take everywhere else in the API.
     """
 
-    def __init__(self, name: str, data: np.ndarray) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"Tensor name must be a str, got {type(name).__name__}")
-        if not isinstance(data, np.ndarray):
-            raise TypeError(f"Tensor data must be a numpy.ndarray, got {type(data).__name__}")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        name, data = binding.bind("__init__", _INIT, args, kwargs, owner="Tensor",
+                                  keywords=False)
         if name == "":
             raise TritonModelException("Tensor name cannot be an empty string.")
         if data.dtype.kind in ("U", "S"):
@@ -69,36 +97,46 @@ class Tensor:
         self._device_obj = None
         return self
 
-    @classmethod
-    def from_dlpack(cls, name: str, tensor: Any) -> Tensor:
-        """Wrap a DLPack capsule or an object with `__dlpack__`.
+    @staticmethod
+    def from_dlpack(*args: Any, **kwargs: Any) -> Tensor:
+        """Wrap a DLPack capsule or an object with `__dlpack__` and `__dlpack_device__`.
 
-        CPU data becomes a numpy view (no copy). A tensor on a GPU is kept by
-        reference: is_cpu() is False and as_numpy() raises, as in Triton.
+        CPU data becomes a numpy view (no copy; BF16 data is copied, numpy
+        cannot view it). A tensor on a GPU is kept by reference: is_cpu() is
+        False and as_numpy() raises, as in Triton.
         """
-        if not isinstance(name, str):
-            raise TypeError(f"Tensor name must be a str, got {type(name).__name__}")
+        name, tensor = binding.bind("from_dlpack", _FROM_DLPACK, args, kwargs, keywords=False,
+                                    returns="c_python_backend_utils.Tensor")
         if name == "":
             raise TritonModelException("Tensor name cannot be an empty string.")
         if type(tensor).__name__ == "PyCapsule":
-            source: Any = _CapsuleSource(tensor)
-        elif hasattr(tensor, "__dlpack__"):
-            source = tensor
-        else:
-            raise TritonModelException(
-                "Provided tensor is not supported. Tensor must be a DLPack capsule "
-                "or have a `__dlpack__` attribute"
-            )
-        device_type = _DL_CPU
-        if hasattr(source, "__dlpack_device__"):
+            source: Any = CapsuleSource(tensor)
             device_type = int(source.__dlpack_device__()[0])
+            bf16 = source.dtype == "bfloat16"
+        elif hasattr(tensor, "__dlpack__") and hasattr(tensor, "__dlpack_device__"):
+            source = tensor
+            device_type = int(tensor.__dlpack_device__()[0])
+            bf16 = str(getattr(tensor, "dtype", "")).endswith("bfloat16")
+        else:
+            raise TritonModelException(_NOT_DLPACK)
         if device_type not in (_DL_CPU, _DL_CUDA_HOST):
-            return cls._on_device(name, source)
+            if device_type != 2:  # kDLCUDA
+                raise TritonModelException(
+                    f"DLDevice type {device_type} is not support by Python backend."
+                )
+            return Tensor._on_device(name, source)
+        if bf16:
+            capsule = source.capsule if isinstance(source, CapsuleSource) else source.__dlpack__()
+            try:
+                raw = take_bf16(capsule)
+            except NotContiguous:
+                raise TritonModelException(_NOT_CONTIGUOUS) from None
+            return Tensor._from_worker(name, raw, TRITONSERVER_TYPE_BF16)
         try:
             array = np.from_dlpack(source)
         except (BufferError, RuntimeError, TypeError, ValueError) as exc:
             raise TritonModelException(f"Failed to import DLPack tensor '{name}': {exc}") from exc
-        return cls(name, array)
+        return Tensor(name, array)
 
     @classmethod
     def _on_device(cls, name: str, obj: Any) -> Tensor:
@@ -120,6 +158,8 @@ class Tensor:
     def as_numpy(self) -> np.ndarray:
         if self._array is None:
             raise TritonModelException("Tensor is stored in GPU and cannot be converted to NumPy.")
+        if self._dtype == TRITONSERVER_TYPE_BF16:
+            raise TritonModelException(_BF16_AS_NUMPY)
         return self._array
 
     def triton_dtype(self) -> int:
@@ -131,11 +171,17 @@ class Tensor:
     def is_cpu(self) -> bool:
         return self._array is not None
 
+    def _stored_array(self) -> np.ndarray | None:
+        """The host data as stored (BF16 as its uint16 bits); None off the CPU."""
+        return self._array
+
     def to_dlpack(self) -> Any:
         if self._dtype == TRITONSERVER_TYPE_BYTES:
             raise TritonModelException("DLPack does not have support for string tensors.")
         if self._array is None:
             return self._device_obj.__dlpack__()
+        if self._dtype == TRITONSERVER_TYPE_BF16:  # numpy cannot export bfloat16
+            return export_capsule(self._array, DL_BFLOAT, 16)
         return self._array.__dlpack__()
 
     def __dlpack__(self, stream: Any = None, **kwargs: Any) -> Any:

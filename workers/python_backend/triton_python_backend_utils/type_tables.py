@@ -5,6 +5,7 @@ Values are those of tritonserver.h's enums, as Triton's python backend exports t
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,15 @@ TRITONSERVER_REQUEST_RELEASE_ALL = 1
 TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
 
 # PreferredMemory memory kinds, as Triton's MemoryType enum exports them.
-TRITONSERVER_MEMORY_GPU = 0
-TRITONSERVER_MEMORY_CPU = 1
+class MemoryType(enum.IntEnum):
+    """Triton's MemoryType enum, whose values pb_utils exports by name."""
+
+    TRITONSERVER_MEMORY_GPU = 0
+    TRITONSERVER_MEMORY_CPU = 1
+
+
+TRITONSERVER_MEMORY_GPU = MemoryType.TRITONSERVER_MEMORY_GPU
+TRITONSERVER_MEMORY_CPU = MemoryType.TRITONSERVER_MEMORY_CPU
 _MEMORY_DEFAULT = 2
 
 # Triton's own table keeps Python's `bool` for TYPE_BOOL; np.dtype(bool) is bool_.
