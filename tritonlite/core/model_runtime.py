@@ -128,6 +128,7 @@ class ModelRuntime:
         self.resource_pool = resource_pool  # --rate-limit execution_count
         self.services = services  # serves the workers' BLS and model control requests
         self.in_flight = 0
+        self._deferred = 0  # requests a response sender has yet to answer
         self._in_order: deque[WorkItem] = deque()
         self._scheduling_ready = False
         self._timer: asyncio.TimerHandle | None = None
@@ -419,7 +420,7 @@ class ModelRuntime:
         queued = len(self.batcher) if self.batcher is not None else len(self.queue)
         # Open decoupled streams count too: unloading waits for their final flag.
         streams = sum(len(s.worker.streams) for s in self.slots if s.worker is not None)
-        return queued + self.in_flight + streams
+        return queued + self.in_flight + streams + self._deferred
 
     def _idle_slots(self) -> list[InstanceSlot]:
         return [
@@ -579,12 +580,37 @@ class ModelRuntime:
                 done.compute_infer_ns,
                 done.compute_output_ns,
             )
-            for item, response in zip(items, done.responses, strict=False):
-                self._finish(item, result=(response, item, done, worker))
+            for index, (item, response) in enumerate(zip(items, done.responses, strict=False)):
+                if response.deferred:  # the model's response sender answers it
+                    self._finish_later(item, worker.deferred_response(done.batch_id, index),
+                                       done, worker)
+                else:
+                    self._finish(item, result=(response, item, done, worker))
         for item in items:
             if item.sequence is not None:
                 self._busy_sequences.discard(item.sequence.corr)
         self._pump()
+
+    def _finish_later(self, item: WorkItem, answer: asyncio.Future, done: BatchDone,
+                      worker: WorkerProcess) -> None:
+        self._deferred += 1
+
+        def finish(fut: asyncio.Future) -> None:
+            self._deferred -= 1
+            exc = fut.exception()
+            if exc is not None:
+                self._finish(item, exc=exc if isinstance(exc, TritonLiteError)
+                             else InternalError(str(exc)))
+                return
+            response: ResponseItem = fut.result()
+            if item.future.done():  # nobody waits any more: hand the memory back
+                for ref in response.outputs:
+                    if ref.segment_id < 0:
+                        worker.release(ref.segment_id, ref.offset)
+                return
+            self._finish(item, result=(response, item, done, worker))
+
+        answer.add_done_callback(finish)
 
     def _finish(self, item: WorkItem, *, result: object = None, exc: BaseException | None = None
                 ) -> None:

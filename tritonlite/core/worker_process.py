@@ -43,6 +43,7 @@ from tritonlite.workers.messages import (
     BLSRelease,
     BLSRequest,
     ControlRequest,
+    DeferredResponse,
     DetachSegment,
     ExecuteBatch,
     Init,
@@ -139,6 +140,9 @@ class WorkerProcess:
         self.services = services  # None: nothing serves BLS / model control (unit tests)
         # Decoupled requests still answering: (batch id, index in batch) -> sink.
         self.streams: dict[tuple[int, int], ResponseSink] = {}
+        # Responses of non-decoupled requests sent through a response sender
+        # (DeferredResponse): the response if it came first, else its waiter.
+        self.deferred: dict[tuple[int, int], ResponseItem | asyncio.Future] = {}
         self._release_soon = False
         self.board: CancelBoard | None = None
         # Requests in the worker: (batch id, index in batch) -> cancel board slot.
@@ -454,6 +458,13 @@ class WorkerProcess:
                         self._release_slot(key)
         elif isinstance(msg, StreamResponse):
             self._on_stream_response(msg)
+        elif isinstance(msg, DeferredResponse):
+            waiter = self.deferred.pop((msg.batch_id, msg.index), None)
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result(msg.response)
+            else:
+                self.deferred[(msg.batch_id, msg.index)] = msg.response
         elif isinstance(msg, (BLSRequest, BLSRelease, ControlRequest)):
             if self.services is not None:
                 self.services.handle(self, msg)
@@ -480,6 +491,19 @@ class WorkerProcess:
             for ref in msg.response.outputs:
                 if ref.segment_id < 0:
                     self.release(ref.segment_id, ref.offset)
+
+    def deferred_response(self, batch_id: int, index: int) -> asyncio.Future:
+        """The response a BatchDone marked `deferred`, whenever the model sends it."""
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        came = self.deferred.pop((batch_id, index), None)
+        if isinstance(came, ResponseItem):
+            fut.set_result(came)
+        elif not self.alive:
+            fut.set_exception(WorkerDied(self.instance_name))
+        else:
+            self.deferred[(batch_id, index)] = fut
+        return fut
 
     def _end_failed_streams(self, done: BatchDone) -> None:
         """A decoupled request whose execute() failed ends with that error."""
@@ -563,6 +587,10 @@ class WorkerProcess:
         for call in calls.values():
             if not call.done():
                 call.set_result(False)
+        deferred, self.deferred = self.deferred, {}
+        for waiter in deferred.values():
+            if isinstance(waiter, asyncio.Future) and not waiter.done():
+                waiter.set_exception(err)
         if self.services is not None:
             self.services.worker_exited(self)
         self.release_keys.clear()
