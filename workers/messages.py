@@ -95,17 +95,29 @@ class RequestItem:
 @dataclass(slots=True)
 class ResponseItem:
     """One request's result: outputs (in the worker's arena or the client's
-    region when the output had a `dest`) or an error (code name, message)."""
+    region when the output had a `dest`) or an error (code name, message).
+
+    `deferred` (in a BatchDone): this request's one response travels on its
+    own, as a DeferredResponse, sent when the model's response sender sends
+    it (before or after execute returned)."""
 
     outputs: list[TensorRef]
     error: tuple[str, str] | None = None
+    deferred: bool = False
 
     def pack(self) -> list:
-        return [[t.pack() for t in self.outputs], list(self.error) if self.error else None]
+        packed: list = [[t.pack() for t in self.outputs], list(self.error) if self.error else None]
+        if self.deferred:
+            packed.append(True)
+        return packed
 
     @classmethod
     def unpack(cls, v: list) -> ResponseItem:
-        return cls([TensorRef.unpack(t) for t in v[0]], tuple(v[1]) if v[1] else None)
+        return cls(
+            [TensorRef.unpack(t) for t in v[0]],
+            tuple(v[1]) if v[1] else None,
+            len(v) > 2 and bool(v[2]),
+        )
 
 
 @dataclass(slots=True)
@@ -172,6 +184,17 @@ class StreamResponse:
     index: int  # the request's position in its batch
     response: ResponseItem | None
     final: bool
+
+
+@dataclass(slots=True)
+class DeferredResponse:
+    """Worker -> frontend: the one response of a request to a model that is
+    not decoupled, sent through its response sender. The request's entry in
+    its BatchDone is `deferred`; this message may come before or after it."""
+
+    batch_id: int
+    index: int  # the request's position in its batch
+    response: ResponseItem
 
 
 @dataclass(slots=True)
@@ -266,6 +289,7 @@ _TAGS: dict[type, int] = {
     ReleaseOutputs: 15,
     ReadinessRequest: 16,
     ReadinessResponse: 17,
+    DeferredResponse: 18,
 }
 
 
@@ -293,6 +317,8 @@ def encode(msg: object) -> bytes:
         body = [msg.segment_id]
     elif isinstance(msg, StreamResponse):
         body = [msg.batch_id, msg.index, _pack_opt(msg.response), msg.final]
+    elif isinstance(msg, DeferredResponse):
+        body = [msg.batch_id, msg.index, msg.response.pack()]
     elif isinstance(msg, BLSRequest):
         body = [msg.call_id, msg.model_name, msg.model_version, msg.request.pack(), msg.decoupled]
     elif isinstance(msg, BLSResponse):
@@ -349,6 +375,8 @@ def decode(data: bytes) -> object:
         return ReadinessRequest(v[1])
     if tag == 17:
         return ReadinessResponse(v[1], v[2], v[3])
+    if tag == 18:
+        return DeferredResponse(v[1], v[2], ResponseItem.unpack(v[3]))
     raise ValueError(f"unknown worker message tag {tag}")
 
 

@@ -16,13 +16,14 @@ from tritonlite.workers.cancel_board import CancelBoard
 from tritonlite.workers.messages import BatchDone, ExecuteBatch, ResponseItem
 from tritonlite.workers.output_writer import OutputWriter
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
-from tritonlite.workers.python_backend.model_runner import PythonModelRunner
+from tritonlite.workers.python_backend.model_runner import BatchFailure, PythonModelRunner
 from tritonlite.workers.response_sender import ResponseSender
 from tritonlite.workers.tensor_io import TRITON_TYPE, read_array
 from tritonlite.workers.worker_link import WorkerLink
 
 _tensor = pb_utils.Tensor._from_worker
 _request = pb_utils.InferenceRequest._from_worker
+DEFERRED = ResponseItem([], None, True)
 
 
 class PythonExecutor:
@@ -79,28 +80,80 @@ class PythonExecutor:
         run = [r for i, r in enumerate(requests) if i not in early]
         results = self.runner.execute(run, self.instance_name) if run else []
         t2 = time.perf_counter_ns()
-        responses: list[ResponseItem] = []
+        returned: list[object] = [None] * len(requests)
         it = iter(results)
-        for i, item in enumerate(batch.requests):
-            if i in early:
-                responses.append(early[i])
-                continue
-            response = next(it, None)
-            sender = senders[i]
-            if self.decoupled:
-                # Responses went (or will go) out through the sender; an error
-                # here is execute() failing, which ends the request.
-                if response is not None and response.has_error():
-                    sender.close()
-                    responses.append(self.writer.write_response(item, response))
-                else:
-                    responses.append(ResponseItem([]))
-                continue
-            if response is None:
-                response = sender.kept
-            responses.append(self.writer.write_response(item, response))
+        for i in range(len(requests)):
+            if i not in early:
+                returned[i] = next(it, None)
+        if self.decoupled:
+            responses = self._decoupled_answers(batch, returned, senders, early)
+        else:
+            responses = self._answers(batch, returned, senders, early)
         t3 = time.perf_counter_ns()
         return BatchDone(batch.batch_id, responses, t1 - t0, t2 - t1, t3 - t2)
+
+    def _decoupled_answers(
+        self,
+        batch: ExecuteBatch,
+        returned: list[object],
+        senders: list[ResponseSender],
+        early: dict[int, ResponseItem],
+    ) -> list[ResponseItem]:
+        """Responses went (or will go) out through the senders; a failed
+        execute() ends each request its sender has not closed yet."""
+        answers: list[ResponseItem] = []
+        failure = next((r for r in returned if isinstance(r, BatchFailure)), None)
+        for i, item in enumerate(batch.requests):
+            sender = senders[i]
+            if i in early:
+                sender.close()
+                answers.append(early[i])
+            elif failure is not None and not sender.closed:
+                sender.close()
+                answers.append(self.writer.write_response(item, failure))
+            else:
+                answers.append(ResponseItem([]))
+        return answers
+
+    def _answers(
+        self,
+        batch: ExecuteBatch,
+        returned: list[object],
+        senders: list[ResponseSender],
+        early: dict[int, ResponseItem],
+    ) -> list[ResponseItem]:
+        """A model that is not decoupled: each request's response is the one
+        execute() returned, or the one its sender sends (deferred)."""
+        failure = next((r for r in returned if isinstance(r, BatchFailure)), None)
+        if failure is None:
+            # A returned response is sent with the final flag (Triton's
+            # ProcessReturnedResponses); one the sender already answered fails the batch.
+            for i, response in enumerate(returned):
+                if response is None:
+                    continue
+                try:
+                    senders[i].take_returned()
+                except pb_utils.TritonModelException as exc:
+                    failure = self.runner.fail_batch(exc.message(), self.instance_name)
+                    break
+        answers: list[ResponseItem] = []
+        for i, item in enumerate(batch.requests):
+            sender = senders[i]
+            if i in early:
+                answers.append(early[i])
+            elif sender.answered:
+                # The first response reached the client; anything later is only logged.
+                answers.append(DEFERRED)
+            elif failure is not None:
+                answers.append(self.writer.write_response(item, failure))
+            elif returned[i] is None:
+                answers.append(DEFERRED)  # the sender will answer after execute()
+            else:
+                answers.append(self.writer.write_response(item, returned[i]))
+        if failure is not None:
+            for sender in senders:
+                sender.close()  # as Triton: nothing may be sent for these requests now
+        return answers
 
     def finalize(self) -> None:
         self.runner.finalize()

@@ -99,6 +99,7 @@ class PythonModelRunner:
         self._instance: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        pb_utils.server_hooks.bls_allowed = False  # until initialize() has returned
         self._module = self._import_model()
         model_class = getattr(self._module, "TritonPythonModel", None)
         if model_class is None:
@@ -184,6 +185,8 @@ class PythonModelRunner:
             self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
         except (json.JSONDecodeError, AttributeError, TypeError):
             self.decoupled = False
+        # As Triton's stub: BLS only once initialize() has returned.
+        pb_utils.server_hooks.bls_allowed = False
         try:
             self._instance = self._model_class()
             init = getattr(self._instance, "initialize", None)
@@ -193,6 +196,7 @@ class PythonModelRunner:
                     self._run_coroutine(result)
         except Exception as exc:
             raise ModelLoadError(error_string(exc)) from exc
+        pb_utils.server_hooks.bls_allowed = True
 
     def execute(
         self, requests: list[pb_utils.InferenceRequest], instance_name: str
@@ -227,10 +231,14 @@ class PythonModelRunner:
             message = exc.message
         except Exception as exc:
             message = error_string(exc)
+        failure = self.fail_batch(message, instance_name)
+        return [failure for _ in requests]
+
+    def fail_batch(self, message: str, instance_name: str) -> BatchFailure:
+        """The error of a failed execute(), logged as Triton's stub logs it."""
         text = PROCESS_ERROR_FORMAT.format(instance=instance_name, message=message)
         pb_utils.Logger.log_error(text)
-        error = pb_utils.TritonError(text, pb_utils.TritonError.INTERNAL)
-        return [BatchFailure(error=error) for _ in requests]
+        return BatchFailure(error=pb_utils.TritonError(text, pb_utils.TritonError.INTERNAL))
 
     def _check_responses(
         self, requests: list[pb_utils.InferenceRequest], result: Any, instance_name: str
@@ -290,6 +298,7 @@ class PythonModelRunner:
 
     def finalize(self) -> None:
         """Call the model's `finalize()`; errors are logged, never raised."""
+        pb_utils.server_hooks.bls_allowed = False
         try:
             fin = getattr(self._instance, "finalize", None) if self._instance is not None else None
             if fin is not None:
