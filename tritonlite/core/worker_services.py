@@ -65,6 +65,8 @@ class WorkerHost(Protocol):
 
     def is_decoupled(self, name: str, version: str = "") -> bool: ...
 
+    def model_config(self, name: str, version: str = "") -> dict: ...
+
     async def load_model(self, name: str, parameters: dict[str, Any] | None = None) -> None: ...
 
     async def unload_model(self, name: str, unload_dependents: bool = False) -> None: ...
@@ -130,10 +132,11 @@ class ServerWorkerServices:
 
     def _request(self, worker: WorkerProcess, msg: BLSRequest) -> InferRequest:
         name, version = msg.model_name, msg.model_version
-        if name == worker.model_name:
-            raise UnsupportedError(SELF_CALL.format(model=name))
         if not self.host.model_ready(name, version):
             raise InternalError(NOT_READY.format(model=name))
+        if name == worker.model_name and _instances(self.host.model_config(name, version)) < 2:
+            # With one instance the call would wait for the caller itself, forever.
+            raise UnsupportedError(SELF_CALL.format(model=name))
         if not msg.decoupled and self.host.is_decoupled(name, version):
             raise InternalError(DECOUPLED_NEEDS_FLAG.format(model=name))
         item = msg.request
@@ -247,6 +250,15 @@ class ServerWorkerServices:
             task.result()  # e.g. not allowed in this model control mode
         else:
             task.add_done_callback(_log_failure)
+
+
+def _instances(config: dict) -> int:
+    """How many instances a model config asks for."""
+    total = 0
+    for group in config.get("instance_group", []):
+        devices = len(group.get("gpus", [])) if group.get("kind") == "KIND_GPU" else 1
+        total += int(group.get("count", 1)) * max(1, devices)
+    return total
 
 
 def _log_failure(task: asyncio.Task) -> None:
