@@ -48,6 +48,7 @@ from tritonlite.workers.messages import (
     ExecuteBatch,
     Init,
     InitFailed,
+    OpenLink,
     ReadinessRequest,
     ReadinessResponse,
     Ready,
@@ -158,6 +159,8 @@ class WorkerProcess:
         self._reap_task: asyncio.Task | None = None
         # Set by terminate(): what the requests in flight fail with.
         self.failure: TritonLiteError | None = None
+        # Channels of processes the model forked (OpenLink), until they close.
+        self.links: set[WorkerProcess] = set()
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self, init: Init, timeout: float = 120.0) -> str:
@@ -248,6 +251,26 @@ class WorkerProcess:
             OutputRelay(out_r, 1, label + " stdout", rate, burst),
             OutputRelay(err_r, 2, label + " stderr", rate, burst),
         ]
+
+    def _open_child_link(self, fd: int) -> None:
+        """A process the model forked makes its BLS and model-control calls on a
+        channel of its own: served like a worker that has no process of its own
+        (it ends when the channel closes)."""
+        assert self._loop is not None
+        link = WorkerProcess(
+            model_name=self.model_name,
+            instance_name=self.instance_name,
+            backend=self.backend,
+            on_exit=lambda w, _reason: self.links.discard(w),
+            services=self.services,
+        )
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        link._loop = self._loop
+        link.sock = sock
+        link.alive = True
+        self._loop.add_reader(sock.fileno(), link._on_readable)
+        self.links.add(link)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -472,6 +495,8 @@ class WorkerProcess:
             self.out_segments.attach(msg.segment_id, fds[0], msg.size)
         elif isinstance(msg, ReadinessResponse):
             self._on_readiness(msg)
+        elif isinstance(msg, OpenLink):
+            self._open_child_link(fds[0])
         elif isinstance(msg, Ready):
             self.has_ready_hook = msg.has_ready_hook
             if self._ready is not None and not self._ready.done():
