@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -69,7 +68,7 @@ class BLSClient:
     def exec(self, request: pb_utils.InferenceRequest, decoupled: bool = False) -> Any:
         started = self._send_infer(request, decoupled)
         if isinstance(started, pb_utils.InferenceResponse):
-            return _single_iterator(started) if decoupled else started
+            return ResponseIterator.finished(self, started) if decoupled else started
         call, blocks = started
         if decoupled:
             return ResponseIterator(self, call, blocks)
@@ -81,7 +80,7 @@ class BLSClient:
         started = self._send_infer(request, decoupled)
         if isinstance(started, pb_utils.InferenceResponse):
             done = loop.create_future()
-            done.set_result(_single_iterator(started) if decoupled else started)
+            done.set_result(ResponseIterator.finished(self, started) if decoupled else started)
             return done
         call, blocks = started
 
@@ -225,34 +224,69 @@ class BLSClient:
 class ResponseIterator:
     """The responses of a decoupled BLS call (exec(decoupled=True)), as they come.
 
-    Like Triton's, it ends after the final flag; a final flag sent without a
-    response shows up as a last, empty response.
+    As Triton's: it ends after the final flag (a final flag sent without a
+    response shows up as a last, empty response), it keeps what it has
+    returned, and once finished a new `for` loop over it starts again from
+    the first response. Dropped before the end, it hands the outputs of the
+    responses still to come back as they arrive.
     """
 
-    def __init__(self, client: BLSClient, call: PendingCall, blocks: list[Block]) -> None:
+    def __init__(self, client: BLSClient, call: PendingCall | None, blocks: list[Block]) -> None:
         self._client = client
         self._call = call
         self._blocks = blocks
-        self._done = False
+        self._responses: list[pb_utils.InferenceResponse] = []
+        self._index = 0
+        self._finished = call is None
 
-    def __iter__(self) -> Iterator[pb_utils.InferenceResponse]:
+    @classmethod
+    def finished(cls, client: BLSClient, response: pb_utils.InferenceResponse) -> ResponseIterator:
+        """An iterator over one response that is already there (an early error)."""
+        iterator = cls(client, None, [])
+        iterator._responses.append(response)
+        return iterator
+
+    def __iter__(self) -> ResponseIterator:
+        if self._finished and self._index >= len(self._responses):
+            self._index = 0  # iterate again from the first response
         return self
 
     def __next__(self) -> pb_utils.InferenceResponse:
-        if self._done:
+        if self._finished:
+            if self._index < len(self._responses):
+                self._index += 1
+                return self._responses[self._index - 1]
             raise StopIteration
+        assert self._call is not None
         answer = self._call.answers.get()
-        if isinstance(answer, CallClosed) or getattr(answer, "final", True):
-            self._done = True
+        response = self._client.to_response(answer)
+        self._responses.append(response)
+        if _is_last(answer):
+            self._finished = True
+            self._index = len(self._responses)
             self._client._free(self._blocks)
-        return self._client.to_response(answer)
+        return response
+
+    def __del__(self) -> None:
+        call = self._call
+        if call is None or self._finished:
+            return
+        client, blocks = self._client, self._blocks
+
+        def discard(answer: Reply) -> None:
+            if isinstance(answer, BLSResponse) and answer.response is not None:
+                client._release(answer.response.outputs)
+            if _is_last(answer):
+                client._free(blocks)
+
+        call.drop(discard)
 
     def cancel(self) -> None:
-        """Accepted for Triton compatibility; the called model is not interrupted."""
+        """Accepted for compatibility with later releases; the callee is not interrupted."""
 
 
-def _single_iterator(response: pb_utils.InferenceResponse) -> Iterator[pb_utils.InferenceResponse]:
-    return iter([response])
+def _is_last(answer: Reply) -> bool:
+    return isinstance(answer, CallClosed) or getattr(answer, "final", True)
 
 
 def _error_response(message: str, code: int) -> pb_utils.InferenceResponse:

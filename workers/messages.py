@@ -198,6 +198,13 @@ class DeferredResponse:
 
 
 @dataclass(slots=True)
+class OpenLink:
+    """Worker -> frontend, from a process the model forked: carries one end of
+    a new socket pair (SCM_RIGHTS) on which that process makes its own BLS and
+    model-control calls, with its own arena."""
+
+
+@dataclass(slots=True)
 class BLSRequest:
     """Worker -> frontend: a BLS inference request. Input tensors sit in the
     worker's output arena; outputs are names only (None: all outputs)."""
@@ -290,6 +297,7 @@ _TAGS: dict[type, int] = {
     ReadinessRequest: 16,
     ReadinessResponse: 17,
     DeferredResponse: 18,
+    OpenLink: 19,
 }
 
 
@@ -377,6 +385,8 @@ def decode(data: bytes) -> object:
         return ReadinessResponse(v[1], v[2], v[3])
     if tag == 18:
         return DeferredResponse(v[1], v[2], ResponseItem.unpack(v[3]))
+    if tag == 19:
+        return OpenLink()
     raise ValueError(f"unknown worker message tag {tag}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import queue
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -30,21 +31,45 @@ Reply = BLSResponse | ControlResponse | CallClosed
 
 
 class PendingCall:
-    """Replies to one call, in arrival order; `first` resolves on the first."""
+    """Replies to one call, in arrival order; `first` resolves on the first.
 
-    __slots__ = ("answers", "first")
+    A caller that stops listening hands the call a `drop` handler: replies
+    queued so far and those still to come go to it instead (to give their
+    memory back)."""
+
+    __slots__ = ("answers", "first", "_lock", "_dropped")
 
     def __init__(self) -> None:
         self.answers: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self.first: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._lock = threading.Lock()
+        self._dropped: Callable[[Reply], None] | None = None
 
     def put(self, answer: Reply) -> None:
-        self.answers.put(answer)
+        with self._lock:
+            dropped = self._dropped
+            if dropped is None:
+                self.answers.put(answer)
+        if dropped is not None:
+            dropped(answer)
+            return
         if not self.first.done():
             try:
                 self.first.set_result(None)
             except concurrent.futures.InvalidStateError:
                 pass  # another thread resolved it first
+
+    def drop(self, handler: Callable[[Reply], None]) -> None:
+        with self._lock:
+            self._dropped = handler
+            queued = []
+            while True:
+                try:
+                    queued.append(self.answers.get_nowait())
+                except queue.Empty:
+                    break
+        for answer in queued:
+            handler(answer)
 
     @classmethod
     def closed(cls, reason: str) -> PendingCall:

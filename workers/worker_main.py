@@ -39,6 +39,7 @@ from tritonlite.workers.messages import (
     ExecuteBatch,
     Init,
     InitFailed,
+    OpenLink,
     ReadinessResponse,
     Ready,
 )
@@ -65,6 +66,7 @@ class Worker:
         self.framework: FrameworkExecutor | None = None
         self.bls: BLSClient | None = None
         self.model_config: dict = {}
+        self._segment_size = 0
 
     @property
     def arena(self) -> Arena | None:
@@ -131,6 +133,9 @@ class Worker:
         if init.auto_complete:
             config = runner.auto_complete(config)
             args["model_config"] = json.dumps(config)
+        # A process the model forks (multiprocessing) gets its own link for BLS.
+        self._segment_size = init.output_segment_size
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
         runner.initialize(args)
         self.python = PythonExecutor(
             runner, self.link, self.writer, self.segments, self.instance_name,
@@ -160,6 +165,38 @@ class Worker:
         backend.prepare(config)
         self.framework = FrameworkExecutor(backend, config, self.writer, self.segments)
         return config
+
+    def _after_fork_in_child(self) -> None:
+        """In a process the model forked: BLS goes through a channel of its own.
+
+        The inherited channel belongs to the parent (its reader, its arena's
+        allocator state): the child sends the server one end of a new socket
+        pair on it, then closes its copy, so the parent's death is still seen
+        at once. Sent without the parent's send lock, which another thread
+        may have held at the fork; one datagram cannot interleave with others.
+        """
+        if self.bls is None:
+            return
+        ours, theirs = channel.socket_pair()
+        try:
+            channel.send(self.link.sock, messages.encode(OpenLink()), [theirs.fileno()])
+        except OSError:
+            ours.close()
+            return
+        finally:
+            theirs.close()
+            self.link.sock.close()
+        segments = SegmentCache()
+        link = ChannelEndpoint(ours, segments, lambda _keys: None)
+        arena = Arena(
+            segment_size=self._segment_size,
+            label=f"out-{self.instance_name}-{os.getpid()}",
+            next_id=lambda: next(_OUT_IDS),
+        )
+        arena.on_new_segment = lambda segment_id, segment: link.send(
+            AttachSegment(segment_id, segment.size), [segment.fd]
+        )
+        self.bls.rebind(link, arena, segments)
 
     def _warm_up(self, config: dict, args: dict[str, str]) -> None:
         samples = warmup_samples(config, args.get("model_repository", ""))
@@ -210,8 +247,22 @@ def _look_like_the_stub() -> None:
     sys.argv = [""]
     if sys.path and sys.path[0] == os.getcwd():
         sys.path[0] = ""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A handler that does nothing, not SIG_IGN: exec() resets handlers (so the
+    # model's subprocesses get the usual signals) but keeps SIG_IGN.
+    signal.signal(signal.SIGINT, _ignore_signal)
+    signal.signal(signal.SIGTERM, _ignore_signal)
+    # A process the model forks is the model's own helper: multiprocessing
+    # ends its pool workers with SIGTERM.
+    os.register_at_fork(after_in_child=_default_signals)
+
+
+def _ignore_signal(_signum: int, _frame: object) -> None:
+    pass
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> None:
