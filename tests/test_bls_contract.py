@@ -158,6 +158,43 @@ class TritonPythonModel:
             replies.append(reply(np.int64(sum(results))))
         return replies
 """),
+    # BLS from a grandchild (a fork of a fork), with os.fork: OUT = adder(IN).
+    "fork_twice": ("TYPE_INT64", 1, "", """
+import os
+
+
+def in_grandchild(number, write_end):
+    os.write(write_end, str(int(out(call("adder", number).exec()))).encode())
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        replies = []
+        for request in requests:
+            read_end, write_end = os.pipe()
+            child = os.fork()
+            if child == 0:
+                code = 1
+                try:
+                    grandchild = os.fork()
+                    if grandchild == 0:
+                        try:
+                            in_grandchild(value(request), write_end)
+                            code = 0
+                        finally:
+                            os._exit(code)
+                    code = 0 if os.waitpid(grandchild, 0)[1] == 0 else 1
+                finally:
+                    os._exit(code)
+            os.close(write_end)
+            data = b""
+            while chunk := os.read(read_end, 64):
+                data += chunk
+            os.close(read_end)
+            os.waitpid(child, 0)
+            replies.append(reply(np.int64(int(data or b"-1"))))
+        return replies
+"""),
     # BLS in initialize: the load fails.
     "bls_in_init": ("TYPE_INT64", 1, "", """
 class TritonPythonModel:
@@ -267,6 +304,11 @@ def test_bls_from_processes_the_model_forks(bls_server, protocol):
     # Again: the children of the first pool are gone, new ones work too.
     assert _infer(bls_server, protocol, "fork_caller", 3) == 1 + 2 + 3
     assert _infer(bls_server, protocol, "fork_caller", 2) == 1 + 2
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bls_from_a_fork_of_a_fork(bls_server, protocol):
+    assert _infer(bls_server, protocol, "fork_twice", 41) == 42
 
 
 def test_bls_in_finalize_is_refused_and_logged(bls_repo):

@@ -61,6 +61,7 @@ class Worker:
         self.link = ChannelEndpoint(
             sock, self.segments, self._free_blocks, on_readiness=self._answer_readiness
         )
+        self._bls_link = self.link  # the link BLS uses in this process
         self.writer: OutputWriter | None = None
         self.python: PythonExecutor | None = None
         self.framework: FrameworkExecutor | None = None
@@ -177,17 +178,19 @@ class Worker:
         """
         if self.bls is None:
             return
+        inherited = self._bls_link.sock  # a fork of a fork inherits the child's link
         ours, theirs = channel.socket_pair()
         try:
-            channel.send(self.link.sock, messages.encode(OpenLink()), [theirs.fileno()])
+            channel.send(inherited, messages.encode(OpenLink()), [theirs.fileno()])
         except OSError:
             ours.close()
             return
         finally:
             theirs.close()
-            self.link.sock.close()
+            inherited.close()
         segments = SegmentCache()
         link = ChannelEndpoint(ours, segments, lambda _keys: None)
+        self._bls_link = link
         arena = Arena(
             segment_size=self._segment_size,
             label=f"out-{self.instance_name}-{os.getpid()}",
