@@ -65,6 +65,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         returned = []
+        second_sends = []  # "two_at_end": the rule is broken once every request ran
         for request in requests:
             mode = pb_utils.get_input_tensor_by_name(request, "MODE").as_numpy().reshape(-1)
             mode = mode[0].decode()
@@ -84,6 +85,9 @@ class TritonPythonModel:
             elif mode == "two_before":
                 sender.send(answer(102, rows))
                 sender.send(answer(103, rows))
+            elif mode == "two_at_end":
+                sender.send(answer(105, rows))
+                second_sends.append(lambda s=sender: s.send(answer(106, rows)))
             elif mode == "final_first":
                 sender.send(flags=FINAL)
             elif mode == "before_and_return":
@@ -102,6 +106,8 @@ class TritonPythonModel:
                 self.held = []
                 result = answer(3, rows)
             returned.append(result)
+        for send in second_sends:
+            send()
         if all(r is None for r in returned):
             return None
         return returned
@@ -119,7 +125,9 @@ def _model(repo: Path, name: str, max_batch: int, extra: str = "") -> None:
 def sender_server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("response_sender")
     _model(repo, "sender", 0)
-    _model(repo, "sender_batching", 8, "dynamic_batching { max_queue_delay_microseconds: 300000 }")
+    # The four requests of a _batch() call form one batch as soon as all are there.
+    _model(repo, "sender_batching", 8,
+           "dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 5000000 }")
     srv = ServerProcess([str(repo)])
     yield srv
     assert srv.stop() == 0, srv.log()
@@ -234,8 +242,16 @@ def test_a_held_request_is_answered_during_a_later_execute(sender_server, protoc
         assert int(got.as_numpy("ANSWER")[0]) == 300
 
 
+def _batches_of(server, size: int) -> int:
+    with httpclient.InferenceServerClient(server.url) as client:
+        stats = client.get_inference_statistics("sender_batching")["model_stats"][0]
+    return sum(int(b["compute_infer"]["count"]) for b in stats["batch_stats"]
+               if int(b["batch_size"]) == size)
+
+
 def _batch(server, protocol: str, modes: list[str]) -> dict[str, object]:
     """Send the modes at once to the batching model; each mode's answer or error."""
+    before = _batches_of(server, len(modes))
     module = httpclient if protocol == "http" else grpcclient
     url = server.url if protocol == "http" else server.grpc_url
     results: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
@@ -266,6 +282,7 @@ def _batch(server, protocol: str, modes: list[str]) -> dict[str, object]:
                 got[mode] = result
             else:
                 got[mode] = int(result.as_numpy("ANSWER").reshape(-1)[0])
+    assert _batches_of(server, len(modes)) == before + 1, "the requests did not run as one batch"
     return got
 
 
@@ -277,11 +294,11 @@ def test_a_batch_of_requests_each_answered_its_own_way(sender_server, protocol):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_failed_batch_fails_only_the_requests_not_yet_answered(sender_server, protocol):
-    # "two_before" breaks a rule inside execute(): the batch fails. Requests whose
-    # sender already answered keep that answer; the others get the error, and
-    # "after"'s later send is refused (its sender is closed).
-    got = _batch(sender_server, protocol, ["return", "before", "after", "two_before"])
-    assert got["before"] == 100 and got["two_before"] == 102, got
+    # "two_at_end" breaks a rule inside execute(), after every request ran: the
+    # batch fails. Requests whose sender already answered keep that answer; the
+    # others get the error, and "after"'s later send is refused (sender closed).
+    got = _batch(sender_server, protocol, ["return", "before", "after", "two_at_end"])
+    assert got["before"] == 100 and got["two_at_end"] == 105, got
     for mode in ("return", "after"):
         error = got[mode]
         assert isinstance(error, InferenceServerException), got
