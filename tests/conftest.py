@@ -1,7 +1,8 @@
+import importlib.util
 import os
+import threading
 
 import pytest
-import tritonclient.utils.shared_memory as shm
 
 from tests.server_harness import ROOT, ServerPool, ServerProcess, ServerSetup
 
@@ -46,9 +47,68 @@ def server_pool(server):
 from tests.grpc_fixtures import grpc_server, grpc_transport  # noqa: E402, F401
 
 
+def _client_classes() -> list[type]:
+    # The GPU machine has no tritonclient: conftest must import without it.
+    classes = []
+    for name in ("tritonclient.http", "tritonclient.grpc"):
+        if importlib.util.find_spec(name.split(".")[0]) is None:
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        classes.append(module.InferenceServerClient)
+    return classes
+
+
+@pytest.fixture(autouse=True)
+def close_clients(monkeypatch):
+    """Every tritonclient client a test (or a function-scoped fixture) creates is
+    closed: one made in the test's own thread when the test ends, one made in a
+    thread the test started when that thread's run() returns (the HTTP client's
+    gevent hub is per-thread, so it must be closed where it was made). An
+    unclosed client's socket is otherwise closed by the garbage collector at some
+    later moment, and its ResourceWarning (an error here) lands in whichever test
+    happens to run then."""
+    made: dict[int, list[object]] = {}
+    lock = threading.Lock()
+
+    def close_all(ident: int) -> None:
+        with lock:
+            clients = made.pop(ident, [])
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # e.g. its server is already gone
+                pass
+
+    for cls in _client_classes():
+        original = cls.__init__
+
+        def init(self, *args, _original=original, **kwargs):
+            _original(self, *args, **kwargs)
+            with lock:
+                made.setdefault(threading.get_ident(), []).append(self)
+
+        monkeypatch.setattr(cls, "__init__", init)
+    original_run = threading.Thread.run
+
+    def run(self):
+        try:
+            original_run(self)
+        finally:
+            close_all(threading.get_ident())
+
+    monkeypatch.setattr(threading.Thread, "run", run)
+    yield
+    close_all(threading.get_ident())
+
+
 @pytest.fixture
 def regions():
     """Create client shm regions with tritonclient's helper; destroyed after the test."""
+    import tritonclient.utils.shared_memory as shm
+
     made = []
 
     def make(name, key, size):

@@ -12,6 +12,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import EXAMPLES, TEST_MODELS
+from tests.lifecycle_support import pending_count, wait_until
 from tests.server_harness import ServerProcess
 
 
@@ -48,6 +49,9 @@ def own_server(tmp_path):
     repo.mkdir()
     for name in ("slow_identity", "crash_on_demand"):
         shutil.copytree(os.path.join(TEST_MODELS, name), repo / name)
+    # Long enough that "requests are inside execute()" can be observed, not assumed.
+    config = repo / "slow_identity" / "config.pbtxt"
+    config.write_text(config.read_text().replace('"0.3"', '"2.0"'))
     shutil.copytree(os.path.join(EXAMPLES, "add_sub"), repo / "add_sub")
     srv = ServerProcess([str(repo)])
     yield srv
@@ -70,7 +74,9 @@ def test_sigkill_worker_with_requests_in_flight(own_server):
     threads = [threading.Thread(target=call) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.15)  # both instances are now inside execute()
+    # All four requests reached the server; the first two went straight to the
+    # two idle instances, so the victim has one in flight.
+    wait_until(lambda: pending_count(srv, "slow_identity") == 4, 30, "4 requests in flight")
     os.kill(victim, signal.SIGKILL)
     # Other models keep serving while the instance is down.
     client = httpclient.InferenceServerClient(srv.url)

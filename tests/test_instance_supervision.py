@@ -242,10 +242,11 @@ def test_is_ready_hook_decides_model_and_server_readiness(own_server, mode, read
 def test_is_ready_hook_answers_beside_a_busy_execute_and_times_out(own_server):
     srv = own_server("ready_hook")
     client = httpclient.InferenceServerClient(srv.url, network_timeout=60)
-    busy = threading.Thread(
-        target=lambda: httpclient.InferenceServerClient(srv.url, network_timeout=60).infer(
-            "ready_hook", [_fp32("WAIT", 8.0)])
-    )
+    def busy_infer() -> None:
+        with httpclient.InferenceServerClient(srv.url, network_timeout=60) as c:
+            c.infer("ready_hook", [_fp32("WAIT", 8.0)])
+
+    busy = threading.Thread(target=busy_infer)
     busy.start()
     try:
         wait_until(lambda: pending_count(srv, "ready_hook") == 1, 30, "execute() to be busy")

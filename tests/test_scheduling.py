@@ -32,12 +32,15 @@ def sched(tmp_path_factory):
 
 
 def _infer(url, model, values, **kw):
-    client = httpclient.InferenceServerClient(url, connection_timeout=60, network_timeout=60)
-    x = np.array([values], dtype=np.float32)
-    inp = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x)
-    result = client.infer(model, [inp], **kw)
-    return {n: result.as_numpy(n) for n in ("OUTPUT0", "BATCH", "ORDER", "START", "END")}
+    # Runs in a worker thread: the client is closed here, in the thread that made it.
+    with httpclient.InferenceServerClient(
+        url, connection_timeout=60, network_timeout=60
+    ) as client:
+        x = np.array([values], dtype=np.float32)
+        inp = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer(model, [inp], **kw)
+        return {n: result.as_numpy(n) for n in ("OUTPUT0", "BATCH", "ORDER", "START", "END")}
 
 
 def _parallel(calls):
