@@ -487,6 +487,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max-tensor-elements", int64, 2**31, "tritonlite", "elements per input tensor"),
     Flag("shm-arena-bytes", int64, 8 * 1024**3, "tritonlite",
          "most memory the server's tensor arena may take"),
+    Flag("frontend-processes", positive(int32), 1, "tritonlite",
+         "processes serving the HTTP and gRPC ports (SO_REUSEPORT) in front of one core; "
+         "1: the core's own process only"),
     # HTTP connection limits (frontends/http/http_limits.py holds the same defaults)
     Flag("http-max-connections", positive(int32), 1000, "tritonlite",
          "open HTTP connections; past it the longest-idle one is closed or the new one "
