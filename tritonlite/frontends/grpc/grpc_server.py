@@ -73,6 +73,8 @@ class GrpcOptions:
     http2_max_unsent_bytes: int = 256 * 1024 * 1024
     log_settings: LogSettings = field(default_factory=LogSettings)
     transport: str = "lean"  # "lean" (lean_h2_server) or "aio" (grpc.aio)
+    # Several frontend processes listen on the port (--frontend-processes > 1).
+    reuse_port: bool = False
 
     def channel_options(self, max_receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = [
@@ -88,8 +90,9 @@ class GrpcOptions:
                 self.http2_min_recv_ping_interval_without_data_ms,
             ),
             ("grpc.http2.max_ping_strikes", self.http2_max_ping_strikes),
-            # A second server on the same port must fail to bind, not share it.
-            ("grpc.so_reuseport", 0),
+            # A second server on the same port must fail to bind, not share it
+            # (unless our own frontend processes share it on purpose).
+            ("grpc.so_reuseport", int(self.reuse_port)),
         ]
         if self.http2_max_concurrent_streams is not None:
             options.append(("grpc.max_concurrent_streams", self.http2_max_concurrent_streams))

@@ -62,18 +62,20 @@ class LeanGrpcServer:
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         loop = asyncio.get_running_loop()
+        # Several frontend processes share the port (SO_REUSEPORT).
+        reuse_port = self.options.reuse_port
         try:
             if host in _WILDCARDS and socket.has_dualstack_ipv6():
                 # As grpc C-core: a wildcard address takes IPv4 and IPv6 clients.
                 sock = socket.create_server(
                     ("::", self.options.port), family=socket.AF_INET6,
-                    backlog=1024, dualstack_ipv6=True,
+                    backlog=1024, dualstack_ipv6=True, reuse_port=reuse_port,
                 )
                 self._server = await loop.create_server(lambda: H2Connection(self), sock=sock)
             else:
                 self._server = await loop.create_server(
                     lambda: H2Connection(self), host, self.options.port,
-                    reuse_address=True, backlog=1024,
+                    reuse_address=True, backlog=1024, reuse_port=reuse_port or None,
                 )
         except OSError as exc:
             raise RuntimeError(

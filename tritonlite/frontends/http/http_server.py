@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import logging
 import math
+import socket
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def require_hypercorn() -> None:
 
 
 async def serve_http(server: InferenceServer, host: str, port: int, stop: asyncio.Event,
-                     limits: HttpLimits | None = None) -> None:
+                     limits: HttpLimits | None = None, reuse_port: bool = False) -> None:
     require_hypercorn()
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -46,6 +47,14 @@ async def serve_http(server: InferenceServer, host: str, port: int, stop: asynci
     limits = limits if limits is not None else HttpLimits()
     config = Config()
     config.bind = [f"{host}:{port}"]
+    sock = None
+    if reuse_port:
+        # Several frontend processes share the port: hypercorn binds no
+        # SO_REUSEPORT socket itself, so it is handed one by fd.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host.strip("[]"), port), family=family, backlog=1024,
+                                    reuse_port=True)
+        config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = server.options.exit_timeout_s
@@ -56,4 +65,8 @@ async def serve_http(server: InferenceServer, host: str, port: int, stop: asynci
     config.h11_max_incomplete_size = limits.max_head_bytes
     config.read_timeout = math.ceil(max(
         limits.keepalive_timeout_s, limits.header_timeout_s, limits.body_timeout_s))
-    await serve(cast(Any, build_app(server)), config, shutdown_trigger=stop.wait)
+    try:
+        await serve(cast(Any, build_app(server)), config, shutdown_trigger=stop.wait)
+    finally:
+        if sock is not None:
+            sock.close()

@@ -665,11 +665,14 @@ class LeanHttpServer:
             return True
         return False
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        """Listen; `reuse_port`: share the port with other frontend processes
+        (SO_REUSEPORT: the kernel spreads new connections over them)."""
         loop = asyncio.get_running_loop()
         self.loop_time = loop.time
         self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, reuse_address=True, backlog=1024
+            lambda: _Connection(self), host, port, reuse_address=True, backlog=1024,
+            reuse_port=reuse_port or None,
         )
         self._sweeper = loop.create_task(self._sweep())
 
@@ -708,7 +711,7 @@ class LeanHttpServer:
 
 async def serve_lean_http(
     server: InferenceServer, host: str, port: int, stop: asyncio.Event,
-    limits: HttpLimits | None = None,
+    limits: HttpLimits | None = None, reuse_port: bool = False,
 ) -> None:
     limits = limits if limits is not None else HttpLimits()
     capped = limits.for_fd_limit()
@@ -716,6 +719,6 @@ async def serve_lean_http(
         log.warning("HTTP connections capped at %d (half the process's open-file limit), "
                     "not %d", capped.max_connections, limits.max_connections)
     http = LeanHttpServer(server, limits=capped)
-    await http.start(host, port)
+    await http.start(host, port, reuse_port)
     await stop.wait()
     await http.stop(server.options.exit_timeout_s)
