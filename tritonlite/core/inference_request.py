@@ -28,6 +28,10 @@ class ArenaRef:
     segment_id: int
     offset: int
     byte_size: int
+    # Bytes in another process's arena (a frontend process, coordinator_service.py):
+    # each placement takes a hold, released once its worker is done with the bytes,
+    # so that process reuses its block only when no request reads it any more.
+    hold: Callable[[], Callable[[], None]] | None = None
 
 
 @dataclass(slots=True)

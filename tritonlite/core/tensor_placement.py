@@ -8,6 +8,7 @@ request then travels to the worker as descriptors (segment, offset, size).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ from tritonlite.datatypes import (
 from tritonlite.errors import InvalidArgumentError
 from tritonlite.shm.arena import Arena, Block
 from tritonlite.shm.region_registry import RegionLease, RegionRegistry
+from tritonlite.shm.segments import Segment
 from tritonlite.workers.messages import OutputSpec, TensorRef
 
 SHAPE_MISMATCH = "Unable to parse 'data': Shape does not match true shape of 'data' field"
@@ -42,11 +44,13 @@ class RequestMemory:
     leases: list[RegionLease] = field(default_factory=list)  # client input regions
     out_leases: list[RegionLease] = field(default_factory=list)  # client output regions
     segments: list[tuple[int, int]] = field(default_factory=list)  # (segment id, fd) to map
+    # Inputs in a frontend process's arena: told when the worker is done with them.
+    on_free: list[Callable[[], None]] = field(default_factory=list)
 
     def hand_over(self) -> RequestMemory:
         """Move what is held into a new object (freed later by its new owner)."""
-        moved = RequestMemory(self.blocks, self.leases, self.out_leases)
-        self.blocks, self.leases, self.out_leases = [], [], []
+        moved = RequestMemory(self.blocks, self.leases, self.out_leases, on_free=self.on_free)
+        self.blocks, self.leases, self.out_leases, self.on_free = [], [], [], []
         return moved
 
     def take_out_leases(self) -> list[RegionLease]:
@@ -61,13 +65,18 @@ class RequestMemory:
             lease.release()
         for lease in self.out_leases:
             lease.release()
-        self.blocks, self.leases, self.out_leases = [], [], []
+        for done in self.on_free:
+            done()
+        self.blocks, self.leases, self.out_leases, self.on_free = [], [], [], []
 
 
 class TensorPlacer:
     def __init__(self, arena: Arena, regions: RegionRegistry) -> None:
         self.arena = arena
         self.regions = regions
+        # Arena segments of frontend processes (--frontend-processes), by the id
+        # the core gave them; inputs there are referenced like the arena's own.
+        self.foreign: dict[int, Segment] = {}
 
     def place_input(
         self,
@@ -127,9 +136,9 @@ class TensorPlacer:
         """An input already in the arena (the in-process API's allocator): checked
         and referenced in place, not copied; its owner keeps the block."""
         try:
-            segment = self.arena.segment(ref.segment_id)
+            segment: Segment | None = self.arena.segment(ref.segment_id)
         except KeyError:
-            segment = None
+            segment = self.foreign.get(ref.segment_id)
         if (
             segment is None
             or ref.offset < 0
@@ -147,6 +156,8 @@ class TensorPlacer:
                 f"'{model_name}'. Expected {expected}, got {ref.byte_size}"
             )
         memory.segments.append((ref.segment_id, segment.fd))
+        if ref.hold is not None:
+            memory.on_free.append(ref.hold())
         return TensorRef(
             tensor.name, tensor.datatype, model_shape, ref.segment_id, ref.offset, ref.byte_size
         )
