@@ -177,6 +177,10 @@ class SegmentCache:
     def __contains__(self, segment_id: object) -> bool:
         return segment_id in self._segments
 
+    def items(self) -> list[tuple[int, Segment]]:
+        """(id, segment) for every segment mapped now."""
+        return list(self._segments.items())
+
     def __len__(self) -> int:
         return len(self._segments)
 

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tritonlite import command_line
 from tritonlite.core import log_settings
@@ -77,7 +77,8 @@ def log_settings_of(ns: argparse.Namespace) -> LogSettings:
     )
 
 
-async def serve(ns: argparse.Namespace, settings: LogSettings) -> int:
+async def serve(ns: argparse.Namespace, settings: LogSettings,
+                argv: Sequence[str] = ()) -> int:
     server = InferenceServer(server_options(ns))
     server.log_settings = settings
     stop = asyncio.Event()
@@ -91,24 +92,21 @@ async def serve(ns: argparse.Namespace, settings: LogSettings) -> int:
         await server.stop()
         print("error: creating server: Internal - failed to load all models", file=sys.stderr)
         return 1
-    tasks = []
-    if ns.allow_grpc:
-        grpc_frontend = _grpc_frontend(server, ns)
-        try:
-            await grpc_frontend.start()
-        except RuntimeError as exc:
-            log.error("%s", exc)
-            await server.stop()
-            print(f"error: creating server: Internal - {exc}", file=sys.stderr)
-            return 1
-        tasks.append(asyncio.create_task(grpc_frontend.serve_until(stop)))
-    if ns.allow_http:
-        if ns.http_server == "hypercorn":
-            from tritonlite.frontends.http.http_server import serve_http
-        else:
-            from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
-        tasks.append(asyncio.create_task(serve_http(
-            server, ns.http_address, ns.http_port, stop, http_limits.from_namespace(ns))))
+    supervisor = None
+    if ns.frontend_processes > 1:
+        # Frontend processes 1..N-1 listen beside this one, in front of this core.
+        from tritonlite.core.coordinator_service import CoordinatorService
+        from tritonlite.core.frontend_supervisor import FrontendSupervisor
+
+        supervisor = FrontendSupervisor(
+            CoordinatorService(server), argv, ns.frontend_processes - 1)
+        await supervisor.start()
+    tasks = await _start_doors(server, ns, stop)
+    if tasks is None:
+        if supervisor is not None:
+            await supervisor.stop(0.0)
+        await server.stop()
+        return 1
     if ns.allow_metrics:
         from tritonlite.frontends.http.metrics_port import serve_metrics
 
@@ -123,9 +121,69 @@ async def serve(ns: argparse.Namespace, settings: LogSettings) -> int:
     )
     await stop.wait()
     log.info("shutting down: draining in-flight requests")
+    if supervisor is not None:
+        # The other frontend processes drain through this core (still serving),
+        # while this process's own doors drain too.
+        await supervisor.stop(server.options.exit_timeout_s + 5.0)
+        supervisor.service.close()
     drain = asyncio.create_task(server.stop())
     await asyncio.gather(*tasks, return_exceptions=True)
     await drain
+    return 0
+
+
+async def _start_doors(
+    server: InferenceServer, ns: argparse.Namespace, stop: asyncio.Event
+) -> list[asyncio.Task] | None:
+    """Start the gRPC and HTTP frontends (until `stop`); None when gRPC cannot bind."""
+    reuse_port = ns.frontend_processes > 1
+    tasks = []
+    if ns.allow_grpc:
+        grpc_frontend = _grpc_frontend(server, ns)
+        try:
+            await grpc_frontend.start()
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            print(f"error: creating server: Internal - {exc}", file=sys.stderr)
+            return None
+        tasks.append(asyncio.create_task(grpc_frontend.serve_until(stop)))
+    if ns.allow_http:
+        if ns.http_server == "hypercorn":
+            from tritonlite.frontends.http.http_server import serve_http
+        else:
+            from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
+        tasks.append(asyncio.create_task(serve_http(
+            server, ns.http_address, ns.http_port, stop, http_limits.from_namespace(ns),
+            reuse_port)))
+    return tasks
+
+
+async def serve_frontend(ns: argparse.Namespace, settings: LogSettings, link_fd: int) -> int:
+    """Frontend process i of --frontend-processes: HTTP and gRPC in front of the
+    main process's core, reached through the link (coordinator_link.py)."""
+    import socket
+
+    from tritonlite.core.coordinator_link import CoordinatorLink
+
+    link = CoordinatorLink(socket.socket(fileno=link_fd), server_options(ns), settings)
+    await link.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gone = asyncio.create_task(link.gone.wait())
+    gone.add_done_callback(lambda _t: stop.set())
+    # The frontends take the link for the core: they cannot tell the difference.
+    server = cast(InferenceServer, link)
+    tasks = await _start_doors(server, ns, stop)
+    if tasks is None:
+        await link.stop()
+        return 1
+    link.announce_ready()
+    await stop.wait()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    gone.cancel()
+    await link.stop()
     return 0
 
 
@@ -153,6 +211,7 @@ def _grpc_frontend(server: InferenceServer, ns: argparse.Namespace) -> GrpcFront
             http2_max_unsent_bytes=ns.grpc_http2_max_unsent_bytes,
             transport=ns.grpc_server,
             log_settings=server.log_settings,
+            reuse_port=ns.frontend_processes > 1,
         ),
     )
 
@@ -194,6 +253,14 @@ def _missing_extra(ns: argparse.Namespace) -> str | None:
     return None
 
 
+def _frontend_link_fd() -> int | None:
+    """In a frontend process started by frontend_supervisor.py: its link's fd."""
+    from tritonlite.core.frontend_supervisor import LINK_FD_ENV
+
+    value = os.environ.pop(LINK_FD_ENV, None)
+    return int(value) if value else None
+
+
 def run(argv: Sequence[str], prog: str) -> int:
     """Parse tritonserver flags, set up the log, serve until SIGINT/SIGTERM."""
     try:
@@ -213,12 +280,26 @@ def run(argv: Sequence[str], prog: str) -> int:
         print(f"error: {missing}", file=sys.stderr)
         return 1
     settings = log_settings_of(ns)
+    link_fd = _frontend_link_fd()
+    if link_fd is not None:
+        from tritonlite.core.coordinator_link import RemoteLogSettings
+
+        settings = RemoteLogSettings.of(settings)
     problem = _open_log_file(settings) if settings.log_file else ""
     log_settings.install(settings, sys.stderr)
     settings.listeners.append(_export_to_workers)
     _export_to_workers(settings)
     if problem:
         log.error("%s; logging to the console", problem)
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    if link_fd is not None:  # the main process already said what the flags mean
+        return runner(serve_frontend(ns, settings, link_fd))
     for loud, line in command_line.ignored_flag_lines(ns):
         (log.warning if loud else log.info)("%s", line)
     for backend, setting, value in ns.backend_config:
@@ -227,14 +308,7 @@ def run(argv: Sequence[str], prog: str) -> int:
             "--backend-config=%s%s=%s has no effect in tritonlite: backends take no "
             "command-line settings", named, setting, value,
         )
-    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        pass
-    return runner(serve(ns, settings))
+    return runner(serve(ns, settings, argv))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
