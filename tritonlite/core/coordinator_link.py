@@ -384,7 +384,7 @@ class CoordinatorLink:
             for out in outputs:
                 if out.data is not None:
                     out.data.release()
-            channel.queue([m.RELEASE, call_id, item_no])
+            channel.queue([m.RELEASE, call_id, item_no], lazy=True)
 
         return InferResult(model_name, model_version, request_id, outputs,
                            parameters or {}, release)

@@ -59,6 +59,7 @@ OUT_NO_DATA = 3
 MAX_DATAGRAM = 60 * 1024  # larger payloads travel in a sealed memfd (workers/channel.py)
 MAX_FDS = 16  # descriptors per datagram (the receiver's ancillary buffer holds them)
 MAX_BATCH = 256  # messages per datagram
+LAZY_S = 0.002  # longest a lazy message (a release) waits for company
 _RECV_SIZE = MAX_DATAGRAM + 8 * 1024
 
 
@@ -93,6 +94,7 @@ class LinkChannel:
         self._pending: list[list] = []
         self._pending_fds: list[int] = []  # dups, closed once sent
         self._flush_soon = False
+        self._lazy_timer: asyncio.TimerHandle | None = None
         # Datagrams that did not fit the socket buffer: (payload, fds, fds to close).
         self._backlog: list[tuple[bytes, list[int], list[int]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,19 +105,32 @@ class LinkChannel:
         loop.add_reader(self.sock.fileno(), self.read_ready)
 
     # -- sending -----------------------------------------------------------------
-    def queue(self, message: list, fd: int | None = None) -> None:
-        """Send `message` with this turn's others; `fd` (dup'ed now) rides along."""
+    def queue(self, message: list, fd: int | None = None, *, lazy: bool = False) -> None:
+        """Send `message` with this turn's others; `fd` (dup'ed now) rides along.
+
+        A `lazy` message (a release nobody waits for) waits for the next
+        message that wakes the peer anyway, or LAZY_S at most: one wake-up of
+        the other process fewer per request.
+        """
         if self.closed:
             return
         if fd is not None:
             self._pending_fds.append(os.dup(fd))
         self._pending.append(message)
-        if not self._flush_soon and self._loop is not None:
-            self._flush_soon = True
-            self._loop.call_soon(self.flush)
+        if self._flush_soon or self._loop is None:
+            return
+        if lazy:
+            if self._lazy_timer is None:
+                self._lazy_timer = self._loop.call_later(LAZY_S, self.flush)
+            return
+        self._flush_soon = True
+        self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_soon = False
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
         if self.closed:
             self._drop_pending()
             return
@@ -219,6 +234,9 @@ class LinkChannel:
         if self.closed:
             return
         self.closed = True
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
         if self._loop is not None:
             self._loop.remove_reader(self.sock.fileno())
             self._loop.remove_writer(self.sock.fileno())

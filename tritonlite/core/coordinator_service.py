@@ -378,7 +378,7 @@ class FrontendPeer:
             del self.calls[call.call_id]
         if not call.freed_sent:
             call.freed_sent = True
-            self.channel.queue([m.FREED, call.call_id])
+            self.channel.queue([m.FREED, call.call_id], lazy=True)
         if self.closed and not self.calls:
             self._drop_all_segments()
 
