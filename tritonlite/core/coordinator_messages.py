@@ -21,11 +21,15 @@ import select
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 import msgpack
 
-from tritonlite.errors import TritonLiteError, UnavailableError, code_name_of
+from tritonlite.errors import (
+    TritonLiteError,
+    UnavailableError,
+    code_name_of,
+    error_from_code_name,
+)
 from tritonlite.workers import channel
 
 # -- frontend process -> coordinator ---------------------------------------------
@@ -252,7 +256,5 @@ def result_error(error: list | None) -> TritonLiteError | None:
     """[code name, text] back into the core's error class."""
     if error is None:
         return None
-    from tritonlite.errors import error_from_code_name
-
     return error_from_code_name(error[0], error[1])
 
