@@ -186,7 +186,7 @@ class CoordinatorLink:
         call_id = next(self._ids)
         self._sync_replies[call_id] = None
         try:
-            self.channel.queue([m.CALL, call_id, method, list(args), kwargs])
+            self.channel.queue([m.CALL, call_id, method, list(args), kwargs, None])
             deadline = time.monotonic() + SYNC_CALL_TIMEOUT_S
             self.channel.flush_blocking(deadline)
             while self._sync_replies[call_id] is None:
@@ -208,7 +208,7 @@ class CoordinatorLink:
         call_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._replies[call_id] = fut
-        self.channel.queue([m.CALL, call_id, method, list(args), kwargs])
+        self.channel.queue([m.CALL, call_id, method, list(args), kwargs, None])
         try:
             return await fut
         finally:
