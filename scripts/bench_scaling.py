@@ -303,6 +303,12 @@ def run_one(repo: str, model: str, batching: bool, processes: int, args: argpars
         "throughput": count / window,
         "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
         "cpu_us": {g: (cpu1[g] - cpu0[g]) / per * 1e6 for g in groups},
+        # Cores busy: the main process (one core at most), each other frontend
+        # process on average, all workers together.
+        "busy": {"main": (cpu1["main"] - cpu0["main"]) / elapsed,
+                 "frontend": (cpu1["frontends"] - cpu0["frontends"]) / elapsed
+                 / max(1, processes - 1),
+                 "workers": (cpu1["workers"] - cpu0["workers"]) / elapsed},
         "client_cpu_us": sum(r[2] for r in results) / per * 1e6,
         "client_busy": sum(r[2] for r in results) / window / max(1, args.clients),
         "exit_code": code,
@@ -357,7 +363,7 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     header = (f"{'model':<16} {'N':>2} {'infer/s':>9} {'x N=1':>6} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'errors':>6} | CPU us/inference: {'main':>6} {'frontends':>9} {'workers':>7} "
-              f"{'clients':>7} (client busy)")
+              f"{'clients':>7} (client busy) | cores busy: main, per frontend, workers")
     print()
     print(header)
     base: dict[str, float] = {}
@@ -368,7 +374,8 @@ def main() -> int:
               f"{r['throughput'] / base[r['model']]:>6.2f} {r['p50_ms']:>7.2f} "
               f"{r['p99_ms']:>7.2f} {r['errors']:>6} | {'':>17} {cpu['main']:>6.1f} "
               f"{cpu['frontends']:>9.1f} {cpu['workers']:>7.1f} {r['client_cpu_us']:>7.1f} "
-              f"({r['client_busy']:.0%})")
+              f"({r['client_busy']:.0%}) | {r['busy']['main']:.2f} "
+              f"{r['busy']['frontend']:.2f} {r['busy']['workers']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
