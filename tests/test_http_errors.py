@@ -38,8 +38,11 @@ def _inputs(**overrides):
             b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [16]}]}',
             "Input must set only one of the following fields",
         ),
-        (b'{"inputs": [{"datatype": "FP32", "shape": [1]}]}', "'name'"),
-        (b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": ["a"]}]}', "'shape'"),
+        (b'{"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}',
+         "Unable to parse 'name': attempt to access non-existing object member 'name'"),
+        (b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": ["a"], "data": [1]}]}',
+         "Unable to parse 'shape': attempt to access JSON non-unsigned-integer as "
+         "unsigned-integer"),
     ],
 )
 def test_malformed_json(server, body, needle):
