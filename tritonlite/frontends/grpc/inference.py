@@ -158,6 +158,7 @@ class InferenceRpcs:
             while (task := await self._next_answer(answers, ending)) is not None:
                 try:
                     if ending is not None and not await ending.race(task):
+                        task.cancel()
                         break  # the stream ended on an error
                     payload = await task
                 finally:
