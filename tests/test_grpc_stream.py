@@ -185,23 +185,34 @@ def test_port_in_use_fails_startup(grpc_server, grpc_transport):
 # -- Triton's stream answers: final flags, error fields, triton_grpc_error -------------------
 
 
-def _raw_stream(grpc_server, requests, metadata=()):
-    """Send requests on one raw ModelStreamInfer call: (responses, final status, details)."""
+def _raw_stream(grpc_server, requests, metadata=(), one_by_one=False):
+    """Send requests on one raw ModelStreamInfer call: (responses, final status,
+    details). `one_by_one`: each request waits for the previous one's answer."""
     import grpc
     from tritonclient.grpc import service_pb2_grpc
+
+    answered = threading.Semaphore(0)
+
+    def send():
+        for i, request in enumerate(requests):
+            if one_by_one and i:
+                answered.acquire(timeout=30)
+            yield request
 
     channel = grpc.insecure_channel(grpc_server.grpc_url)
     try:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        call = stub.ModelStreamInfer(iter(requests), metadata=metadata, timeout=60)
+        call = stub.ModelStreamInfer(send(), metadata=metadata, timeout=60)
         got = []
         try:
             for response in call:
                 got.append(response)
+                answered.release()
         except grpc.RpcError as exc:
             return got, exc.code().name, exc.details()
         return got, "OK", ""
     finally:
+        answered.release(len(requests))  # a sender still waiting stops waiting
         channel.close()
 
 
@@ -255,7 +266,7 @@ def test_triton_grpc_error_ends_the_stream_with_the_status(grpc_server):
         _fp32_request("identity_fp32", "first"),
         _fp32_request("raises", "r1"),
         _fp32_request("identity_fp32", "never"),
-    ], GRPC_ERROR)
+    ], GRPC_ERROR, one_by_one=True)
     assert [r.infer_response.id for r in got] == ["first"]
     assert status == "INTERNAL"
     assert details.startswith(
@@ -278,7 +289,7 @@ def test_triton_grpc_error_still_answers_refused_requests(grpc_server):
     got, status, _ = _raw_stream(grpc_server, [
         _fp32_request("no_such_model", "bad"),
         _fp32_request("identity_fp32", "good"),
-    ], GRPC_ERROR)
+    ], GRPC_ERROR, one_by_one=True)
     assert status == "OK"
     assert [(r.error_message, r.infer_response.id) for r in got] == [
         ("Request for unknown model: 'no_such_model' is not found", "bad"), ("", "good")]
