@@ -75,9 +75,8 @@ async def stream_decoupled(
     (a triton_grpc_error stream) an error response ends the stream instead."""
     msg = parsed.message
     try:
-        request = to_core_request(parsed)
+        request = to_core_request(parsed)  # reads (and drops) EMPTY_FINAL_PARAM's type
         empty_final = _wants_empty_final(msg)
-        request.parameters.pop(EMPTY_FINAL_PARAM, None)
         events = server.infer_stream(request)
         try:
             async for item in events:
