@@ -602,6 +602,8 @@ class InProcessDoor(Door):
             pytest.skip("the in-process API takes inputs as a dict: no repeated names")
         if outputs is not None and any(o.shm is not None for o in outputs):
             pytest.skip("the in-process API has no client shared memory regions")
+        if outputs is not None and any(o.classification for o in outputs):
+            pytest.skip("the in-process API names outputs only (no classification)")
 
         def run() -> dict[str, np.ndarray]:
             handle = self._model(model, version)
@@ -663,6 +665,15 @@ class InProcessDoor(Door):
 
     def shm_unregister(self, name=""):
         return Outcome(True, "OK")  # nothing was registered (fixtures clean up with this)
+
+    def cuda_shm_status(self, name=""):
+        pytest.skip("the in-process API has no CUDA shared memory regions")
+
+    def cuda_shm_register(self, name, raw_handle, byte_size, device_id=0):
+        pytest.skip("the in-process API has no CUDA shared memory regions")
+
+    def cuda_shm_unregister(self, name=""):
+        pytest.skip("the in-process API has no CUDA shared memory regions")
 
 
 def _int64_dims(doc: Any) -> Any:
