@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 
 from tritonlite.shm.segments import Segment, is_reserved_key, open_client_region
 
-from tritonlite.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from tritonlite.errors import (
+    AlreadyExistsError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 
 # Larger offsets or sizes cannot come from a real client (Triton keeps them in
 # size_t/int64); refusing them early keeps every later sum meaningful.
@@ -31,8 +36,6 @@ class _Region:
     segment_id: int
     segment: Segment
     leases: int = 0
-    unregistered: bool = False
-    closed: bool = False
 
 
 @dataclass(eq=False)
@@ -53,7 +56,7 @@ class RegionLease:
     _region: _Region | None = field(default=None, repr=False)
 
     def release(self) -> None:
-        """Drop the hold; idempotent. May close the region if it was unregistered."""
+        """Drop the hold; idempotent."""
         registry, region = self._registry, self._region
         if registry is None or region is None:
             return
@@ -74,8 +77,9 @@ class RegionLease:
 class RegionRegistry:
     """Registered client regions by name. Thread-safe.
 
-    Unregistering removes the name at once; the mapping and fd live on until
-    the last lease is released, then `on_region_closed(segment_id)` fires.
+    A region a request holds (a lease: an input being read, an output not yet
+    answered) cannot be unregistered, as in Triton; unregistering a free one
+    unmaps it and fires `on_region_closed(segment_id)`.
     """
 
     def __init__(self, next_id: Callable[[], int] | None = None) -> None:
@@ -137,28 +141,31 @@ class RegionRegistry:
     def unregister(self, name: str) -> None:
         """Forget a region; unknown names are not an error (as in Triton)."""
         with self._lock:
-            region = self._regions.pop(name, None)
+            region = self._regions.get(name)
             if region is None:
                 return
-            region.unregistered = True
-            closing = region.leases == 0
-            if closing:
-                region.closed = True
-        if closing:
-            self._close_region(region)
+            if region.leases:
+                raise InternalError(
+                    f"Cannot unregister shared memory region '{name}', it is currently in use."
+                )
+            del self._regions[name]
+        self._close_region(region)
 
     def unregister_all(self) -> None:
+        """Forget every region not in use; fail naming the ones in use (Triton's text)."""
         with self._lock:
-            regions = list(self._regions.values())
-            self._regions.clear()
-            closing = []
-            for region in regions:
-                region.unregistered = True
-                if region.leases == 0:
-                    region.closed = True
-                    closing.append(region)
+            busy = sorted(name for name, r in self._regions.items() if r.leases)
+            closing = [r for name, r in self._regions.items() if not r.leases]
+            for region in closing:
+                del self._regions[region.name]
         for region in closing:
             self._close_region(region)
+        if busy:
+            # Triton lists the names in order, each followed by " ,".
+            raise InternalError(
+                "Failed to unregister the following system shared memory regions: "
+                + "".join(f"{name} ," for name in busy)
+            )
 
     def acquire(self, name: str, offset: int, byte_size: int) -> RegionLease:
         """Hold bytes [offset, offset + byte_size) of the registered window for a tensor."""
@@ -166,14 +173,7 @@ class RegionRegistry:
             region = self._regions.get(name)
             if region is None:
                 raise NotFoundError(f"Unable to find shared memory region: '{name}'")
-            if (
-                not isinstance(offset, int)
-                or not isinstance(byte_size, int)
-                or offset < 0
-                or byte_size < 0
-                or offset + byte_size > region.byte_size
-            ):
-                raise _bad_window(name)
+            _check_tensor_window(name, offset, byte_size, region.byte_size)
             start = region.offset + offset
             end = start + byte_size
             # The client may have shrunk the object since registering; touching
@@ -200,11 +200,6 @@ class RegionRegistry:
     def _release(self, region: _Region) -> None:
         with self._lock:
             region.leases -= 1
-            closing = region.unregistered and region.leases == 0 and not region.closed
-            if closing:
-                region.closed = True
-        if closing:
-            self._close_region(region)
 
     def _close_region(self, region: _Region) -> None:
         # Outside the lock: the hook may talk to workers or call back into us.
@@ -217,9 +212,6 @@ class RegionRegistry:
         with self._lock:
             regions = list(self._regions.values())
             self._regions.clear()
-            for region in regions:
-                region.unregistered = True
-                region.closed = True
         for region in regions:
             region.segment.close()
 
@@ -238,9 +230,23 @@ def _check_window(name: str, offset: int, byte_size: int, real_size: int) -> Non
         or offset + byte_size > real_size
     ):
         raise InvalidArgumentError(
-            f"failed to register shared memory region '{name}': offset {offset} + byte_size "
-            f"{byte_size} does not fit in the shared memory object of {real_size} bytes"
+            f"failed to register shared memory region '{name}': invalid args"
         )
+
+
+def _check_tensor_window(name: str, offset: int, byte_size: int, window: int) -> None:
+    """Triton's two steps, in its unsigned arithmetic: the offset must fall in the
+    registered window, then offset + byte_size - 1 too (so a 0-byte tensor at
+    offset 0 is refused, as the reference refuses it). Unlike Triton the window
+    is the registered one only, never the registered offset added to it."""
+    if not isinstance(offset, int) or not isinstance(byte_size, int) or byte_size < 0:
+        raise _bad_window(name)
+    last = window - 1 if window > 0 else 0
+    if offset < 0 or offset > last:
+        raise InvalidArgumentError(f"Invalid offset for shared memory region: '{name}'")
+    end = offset + byte_size - 1
+    if end < 0 or end > last:
+        raise _bad_window(name)
 
 
 def _bad_window(name: str) -> InvalidArgumentError:

@@ -72,10 +72,12 @@ class T:
 
 @dataclass(frozen=True)
 class Out:
-    """A requested output, optionally into a registered region."""
+    """A requested output, optionally into a registered region or as its top
+    `classification` classes."""
 
     name: str
     shm: tuple[str, int, int] | None = None  # (region, byte_size, offset)
+    classification: int = 0
 
 
 DOORS: dict[str, type[Door]] = {}
@@ -149,6 +151,16 @@ class Door(ABC):
     @abstractmethod
     def shm_unregister(self, name: str = "") -> Outcome: ...
 
+    @abstractmethod
+    def cuda_shm_status(self, name: str = "") -> Outcome: ...
+
+    @abstractmethod
+    def cuda_shm_register(self, name: str, raw_handle: bytes, byte_size: int,
+                          device_id: int = 0) -> Outcome: ...
+
+    @abstractmethod
+    def cuda_shm_unregister(self, name: str = "") -> Outcome: ...
+
 
 def _tensor(datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
     if datatype == "BYTES":
@@ -214,6 +226,8 @@ class HttpDoor(Door):
                         params["shared_memory_offset"] = offset
                 else:
                     params = {"binary_data": True}
+                if o.classification:
+                    params["classification"] = o.classification
                 header["outputs"].append({"name": o.name, "parameters": params})
         if request_id:
             header["id"] = request_id
@@ -289,6 +303,24 @@ class HttpDoor(Door):
             "/v2/systemsharedmemory/unregister"
         return self._json("POST", path)
 
+    def cuda_shm_status(self, name=""):
+        path = f"/v2/cudasharedmemory/region/{name}/status" if name else \
+            "/v2/cudasharedmemory/status"
+        return self._json("GET", path)
+
+    def cuda_shm_register(self, name, raw_handle, byte_size, device_id=0):
+        import base64
+
+        return self._json("POST", f"/v2/cudasharedmemory/region/{name}/register", {
+            "raw_handle": {"b64": base64.b64encode(raw_handle).decode()},
+            "device_id": device_id, "byte_size": byte_size,
+        })
+
+    def cuda_shm_unregister(self, name=""):
+        path = f"/v2/cudasharedmemory/region/{name}/unregister" if name else \
+            "/v2/cudasharedmemory/unregister"
+        return self._json("POST", path)
+
 
 @register_door
 class HypercornHttpDoor(HttpDoor):
@@ -349,6 +381,8 @@ class GrpcDoor(Door):
                 out.parameters["shared_memory_byte_size"].int64_param = size
                 if offset:
                     out.parameters["shared_memory_offset"].int64_param = offset
+            if o.classification:
+                out.parameters["classification"].int64_param = o.classification
         for key, value in (parameters or {}).items():
             if isinstance(value, bool):
                 req.parameters[key].bool_param = value
@@ -454,6 +488,28 @@ class GrpcDoor(Door):
                                service_pb2.SystemSharedMemoryUnregisterRequest(name=name))
         return failed or Outcome(True, "OK")
 
+    def cuda_shm_status(self, name=""):
+        failed, r = self._rpc("CudaSharedMemoryStatus",
+                              service_pb2.CudaSharedMemoryStatusRequest(name=name))
+        if failed is not None:
+            return failed
+        return Outcome(True, "OK", value=[
+            {"name": s.name, "device_id": s.device_id, "byte_size": s.byte_size}
+            for s in r.regions.values()
+        ])
+
+    def cuda_shm_register(self, name, raw_handle, byte_size, device_id=0):
+        failed, _r = self._rpc("CudaSharedMemoryRegister",
+                               service_pb2.CudaSharedMemoryRegisterRequest(
+                                   name=name, raw_handle=raw_handle, device_id=device_id,
+                                   byte_size=byte_size))
+        return failed or Outcome(True, "OK")
+
+    def cuda_shm_unregister(self, name=""):
+        failed, _r = self._rpc("CudaSharedMemoryUnregister",
+                               service_pb2.CudaSharedMemoryUnregisterRequest(name=name))
+        return failed or Outcome(True, "OK")
+
 
 @register_door
 class AioGrpcDoor(GrpcDoor):
@@ -546,6 +602,8 @@ class InProcessDoor(Door):
             pytest.skip("the in-process API takes inputs as a dict: no repeated names")
         if outputs is not None and any(o.shm is not None for o in outputs):
             pytest.skip("the in-process API has no client shared memory regions")
+        if outputs is not None and any(o.classification for o in outputs):
+            pytest.skip("the in-process API names outputs only (no classification)")
 
         def run() -> dict[str, np.ndarray]:
             handle = self._model(model, version)
@@ -607,6 +665,15 @@ class InProcessDoor(Door):
 
     def shm_unregister(self, name=""):
         return Outcome(True, "OK")  # nothing was registered (fixtures clean up with this)
+
+    def cuda_shm_status(self, name=""):
+        pytest.skip("the in-process API has no CUDA shared memory regions")
+
+    def cuda_shm_register(self, name, raw_handle, byte_size, device_id=0):
+        pytest.skip("the in-process API has no CUDA shared memory regions")
+
+    def cuda_shm_unregister(self, name=""):
+        pytest.skip("the in-process API has no CUDA shared memory regions")
 
 
 def _int64_dims(doc: Any) -> Any:

@@ -86,6 +86,12 @@ def _index_of(name: str, items: list[dict]) -> list[dict]:
 
 METADATA_ROWS = {
     "metadata": (lambda d: d.metadata("add_sub"), Ok(ADD_SUB_METADATA)),
+    "metadata of one version lists only it": (
+        lambda d: d.metadata("two_versions", "1"), Ok(lambda v: v["versions"] == ["1"]),
+    ),
+    "metadata of every version": (
+        lambda d: d.metadata("two_versions"), Ok(lambda v: v["versions"] == ["1", "2"]),
+    ),
     "metadata of a batching model": (
         lambda d: d.metadata("add_sub_batch", "1"),
         Ok(lambda v: [i["shape"] for i in v["inputs"]] == [[-1, -1], [-1, -1]]),
@@ -181,6 +187,9 @@ def test_metadata_table(door, row):
 # -- inference -----------------------------------------------------------------------------
 
 BROKEN_BYTES = (3).to_bytes(4, "little") + b"abc" + (200).to_bytes(4, "little")[:2]
+STRINGS3 = b"".join(len(b).to_bytes(4, "little") + b for b in (b"a", b"bc", b""))
+CUT_ELEMENT = (1).to_bytes(4, "little") + b"a" + (10).to_bytes(4, "little") + b"abc"
+CLASSIFIER_IN = [T("INPUT0", "FP32", [5], np.array([0.5, 2, 0.25, 2, -1], np.float32))]
 
 INFER_ROWS = {
     "add_sub": (
@@ -278,9 +287,81 @@ INFER_ROWS = {
         lambda d: d.infer("add_sub", add_sub_inputs(), outputs=[Out("NOPE")]),
         Err("INVALID_ARG", "unexpected inference output 'NOPE' for model 'add_sub'"),
     ),
-    "BYTES element cut short": (
+    # Serialized BYTES: the core's texts, then the Python backend's.
+    "BYTES length prefix cut short": (
         lambda d: d.infer("identity_bytes", [T("INPUT0", "BYTES", [2], BROKEN_BYTES)]),
-        Err("INVALID_ARG", "unexpected end of BYTES data for input 'INPUT0'"),
+        Err("INVALID_ARG",
+            "[request id: <id_unknown>] incomplete string length indicator for inference input "
+            "'INPUT0' for model 'identity_bytes', expecting 4 bytes but only 2 bytes available. "
+            "Please make sure the string length indicator is in one buffer."),
+    ),
+    "BYTES elements beyond the shape": (
+        lambda d: d.infer("identity_bytes", [T("INPUT0", "BYTES", [2], STRINGS3)]),
+        Err("INVALID_ARG",
+            "[request id: <id_unknown>] unexpected number of string elements 3 for inference "
+            "input 'INPUT0' for model 'identity_bytes', expecting 2"),
+    ),
+    "BYTES elements short of the shape": (
+        lambda d: d.infer("identity_bytes", [T("INPUT0", "BYTES", [4], STRINGS3)],
+                          request_id="b4"),
+        Err("INVALID_ARG",
+            "[request id: b4] expected 4 string elements for inference input 'INPUT0' for "
+            "model 'identity_bytes', got 3"),
+    ),
+    "BYTES element cut short": (
+        lambda d: d.infer("identity_bytes", [T("INPUT0", "BYTES", [2], CUT_ELEMENT)]),
+        Err("INVALID_ARG",
+            "incomplete string data for inference input 'INPUT0', expecting string of length 10 "
+            "but only 3 bytes available"),
+    ),
+    # Optional inputs: Triton names the range of counts it accepts.
+    "required input missing beside an optional one": (
+        lambda d: d.infer("optional_input", []),
+        Err("INVALID_ARG",
+            "[request id: <id_unknown>] expected number of inputs between 1 and 2 but got 0 "
+            "inputs for model 'optional_input'. Got input(s) [], but missing required input(s) "
+            "['INPUT0']. Please provide all required input(s)."),
+    ),
+    "too many inputs, none missing": (
+        lambda d: d.infer("add_sub", [*add_sub_inputs(), T("INPUT2", "FP32", [16], ONES)]),
+        Err("INVALID_ARG",
+            "[request id: <id_unknown>] expected 2 inputs but got 3 inputs for model 'add_sub'. "
+            "Got input(s) ['INPUT0','INPUT1','INPUT2'], but missing required input(s) ]. "
+            "Please provide all required input(s)."),
+    ),
+    # The server reads the reserved parameters; the model sees only the others.
+    "reserved parameters are not the model's": (
+        lambda d: d.infer("parameters_echo", [T("INPUT0", "FP32", [1], np.ones(1, np.float32))],
+                          parameters={"sequence_id": 0, "priority": 0, "timeout": 10_000_000,
+                                      "custom": "x", "n": 3, "flag": True}),
+        Ok(lambda v: json.loads(v["PARAMETERS"][0]) == {"custom": "x", "n": 3, "flag": True}),
+    ),
+    # Classification: the top classes as "value:index[:label]" BYTES.
+    "classification with labels": (
+        lambda d: d.infer("classifier", CLASSIFIER_IN, outputs=[Out("SCORES", classification=2)]),
+        Ok(lambda v: list(v["SCORES"]) == [b"2.000000:1:dog", b"2.000000:3"]),
+    ),
+    "classification count clamped to the classes": (
+        lambda d: d.infer("classifier", CLASSIFIER_IN,
+                          outputs=[Out("SCORES", classification=10), Out("INDICES")]),
+        Ok(lambda v: list(v["SCORES"]) == [b"2.000000:1:dog", b"2.000000:3", b"0.500000:0:cat",
+                                           b"0.250000:2:bird", b"-1.000000:4:fish"]
+           and v["INDICES"].tolist() == [0, 2, 0, 2, -1]),
+    ),
+    "classification of integers": (
+        lambda d: d.infer("classifier", CLASSIFIER_IN, outputs=[Out("INDICES", classification=3)]),
+        Ok(lambda v: list(v["INDICES"]) == [b"2:1", b"2:3", b"0:0"]),
+    ),
+    "classification per batch entry": (
+        lambda d: d.infer("classifier_batch", [T("INPUT0", "FP32", [2, 3], np.array(
+            [[1, 3, 2], [0.5, 0.25, 0.75]], np.float32))],
+            outputs=[Out("SCORES", classification=2)]),
+        Ok(lambda v: v["SCORES"].shape == (2, 2) and v["SCORES"].reshape(-1).tolist() == [
+            b"3.000000:1:mid", b"2.000000:2:high", b"0.750000:2:high", b"0.500000:0:low"]),
+    ),
+    "classification of a type that cannot be ranked": (
+        lambda d: d.infer("classifier", CLASSIFIER_IN, outputs=[Out("HALF", classification=1)]),
+        Err("INVALID_ARG", "class result not available for output due to unsupported type 'FP16'"),
     ),
     "priority of the wrong type": (
         lambda d: d.infer("add_sub", add_sub_inputs(), parameters={"priority": -1}),
@@ -388,10 +469,13 @@ def test_shm_register_errors(door, shm_names):
          Err("ALREADY_EXISTS", f"shared memory region '{region('e')}' already in manager")),
         (door.shm_register(region("x"), key("missing"), 64),
          Err("NOT_FOUND", f"Unable to open shared memory region: '{key('missing')}'")),
+        # Beyond the object (Triton's text, without sizes).
         (door.shm_register(region("big"), key("e"), 128),
-         Err("INVALID_ARG", lambda t: region("big") in t)),
+         Err("INVALID_ARG",
+             f"failed to register shared memory region '{region('big')}': invalid args")),
         (door.shm_register(region("off"), key("e"), 32, offset=48),
-         Err("INVALID_ARG", lambda t: region("off") in t)),
+         Err("INVALID_ARG",
+             f"failed to register shared memory region '{region('off')}': invalid args")),
         # The server's own segments are never registrable by their prefix.
         (door.shm_register(region("evil"), "/tritonlite_arena", 16),
          Err("INVALID_ARG", lambda t: "reserved" in t)),
@@ -442,6 +526,18 @@ def test_shm_infer_errors(door, shm_names):
         (door.infer("add_sub", [T("INPUT0", "FP32", [16], shm=(region("small"), 64, 16)), body]),
          Err("INVALID_ARG",
              f"Invalid offset + byte size for shared memory region: '{region('small')}'")),
+        # Two steps, as in Triton: the offset on its own, then offset + byte size.
+        (door.infer("add_sub", add_sub_inputs(),
+                    outputs=[Out("OUTPUT0", shm=(region("small"), 16, 64))]),
+         Err("INVALID_ARG", f"Invalid offset for shared memory region: '{region('small')}'")),
+        (door.infer("add_sub", add_sub_inputs(),
+                    outputs=[Out("OUTPUT0", shm=(region("small"), 2, 63))]),
+         Err("INVALID_ARG",
+             f"Invalid offset + byte size for shared memory region: '{region('small')}'")),
+        (door.infer("add_sub", add_sub_inputs(),
+                    outputs=[Out("OUTPUT0", shm=(region("small"), 0, 0))]),
+         Err("INVALID_ARG",
+             f"Invalid offset + byte size for shared memory region: '{region('small')}'")),
         (door.infer("add_sub", [T("INPUT0", "FP32", [16], shm=(region("small"), 32, 0)), body]),
          Err("INVALID_ARG",
              "[request id: <id_unknown>] input byte size mismatch for input 'INPUT0' for model "
@@ -453,6 +549,79 @@ def test_shm_infer_errors(door, shm_names):
     ]
     for got, expected in rows:
         assert_outcome(door, got, expected)
+
+
+def test_shm_in_use_is_not_unregistered(door, shm_names, tmp_path):
+    """Regions an in-flight request reads or writes stay registered (Triton's
+    texts, INTERNAL), by name and all at once; free ones go; after the answer
+    every one can go."""
+    import threading
+
+    import tritonclient.utils.shared_memory as shm
+
+    make, key, region, made = shm_names
+    x = np.arange(4, dtype=np.float32)
+    make("in", 16, [x])
+    make("out", 16)
+    make("free", 16)
+    for name in ("in", "out", "free"):
+        assert_outcome(door, door.shm_register(region(name), key(name), 16), Ok())
+    gate = tmp_path / door.name
+    gate.mkdir()
+    answer: list = []
+
+    def run() -> None:
+        answer.append(door.infer(
+            "gated_identity", [T("INPUT0", "FP32", [4], shm=(region("in"), 16, 0))],
+            outputs=[Out("OUTPUT0", shm=(region("out"), 16, 0))],
+            parameters={"gate": str(gate)},
+        ))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (gate / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (gate / "started").exists(), "the request never reached the model"
+        for name in ("in", "out"):
+            assert_outcome(door, door.shm_unregister(region(name)), Err(
+                "INTERNAL",
+                f"Cannot unregister shared memory region '{region(name)}', it is currently in "
+                "use.",
+            ))
+        # Unregister-all: the free region goes, the busy ones are named, sorted.
+        mine = {region(n) for n in ("in", "out", "free")}
+        got = door.shm_unregister()
+        assert not got.ok and got.status == door.status_of("INTERNAL"), got
+        listed = got.text.removeprefix(
+            "Failed to unregister the following system shared memory regions: ")
+        names = [n.strip() for n in listed.split(",") if n.strip()]
+        assert names == sorted(names) and mine & set(names) == {region("in"), region("out")}
+        assert_outcome(door, door.shm_status(), Ok(
+            lambda regions: sorted(r["name"] for r in regions if r["name"] in mine)
+            == sorted([region("in"), region("out")])))
+    finally:
+        (gate / "release").touch()
+        worker.join(60)
+    assert_outcome(door, answer[0], Ok({"OUTPUT0": "shm"}))
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(made["out"], np.float32, [4]), x)
+    for name in ("in", "out"):
+        assert_outcome(door, door.shm_unregister(region(name)), Ok())
+    assert_outcome(door, door.shm_status(region("in")), Err(
+        "NOT_FOUND", f"Unable to find system shared memory region: '{region('in')}'"))
+
+
+def test_cuda_shm_on_a_host_without_cuda(door):
+    """As the reference answers where no CUDA region can be opened."""
+    assert_outcome(door, door.cuda_shm_status(), Ok([]))
+    assert_outcome(door, door.cuda_shm_status("cu"), Err(
+        "NOT_FOUND", "Unable to find cuda shared memory region: 'cu'"))
+    assert_outcome(door, door.cuda_shm_register("cu", b"\0" * 64, 64), Err(
+        "INVALID_ARG", "failed to register shared memory region: invalid args"))
+    assert_outcome(door, door.cuda_shm_unregister("cu"), Ok())
+    assert_outcome(door, door.cuda_shm_unregister(), Ok())
+    assert_outcome(door, door.cuda_shm_status(), Ok([]))
 
 
 # -- model control -------------------------------------------------------------------------

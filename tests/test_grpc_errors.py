@@ -116,6 +116,59 @@ def test_parameters_of_the_wrong_type(stub):
     )
 
 
+def test_request_parameters_triton_rules(stub):
+    req = _request()
+    req.parameters["triton_x"].bool_param = True
+    assert _fails(stub, req) == (
+        "INVALID_ARGUMENT",
+        "parameter keys starting with 'triton_' are reserved for Triton usage. Only the "
+        "following keys starting with 'triton_' are allowed: triton_enable_empty_final_response",
+    )
+    req = _request()
+    req.parameters["triton_enable_empty_final_response"].int64_param = 1
+    assert _fails(stub, req) == (
+        "INVALID_ARGUMENT",
+        "invalid value type for 'triton_enable_empty_final_response' parameter, expected "
+        "bool_param.",
+    )
+    req = _request()
+    req.parameters["custom"].uint64_param = 5
+    assert _fails(stub, req) == (
+        "INVALID_ARGUMENT",
+        "invalid value type for 'custom' parameter, expected int64_param, bool_param, or "
+        "string_param.",
+    )
+    # The allowed triton_ key is the frontend's; the model never sees it.
+    req = _request(model="parameters_echo", names=("INPUT0",), shape=(1,),
+                   raw=(np.ones(1, np.float32).tobytes(),))
+    req.parameters["triton_enable_empty_final_response"].bool_param = True
+    req.parameters["ratio"].double_param = 0.5
+    text = stub.ModelInfer(req).raw_output_contents[0][4:].decode()
+    assert text.replace(" ", "") == '{"ratio":0.5}'
+
+
+def test_classification_parameter(stub):
+    def classify(value):
+        req = _request(model="classifier", names=("INPUT0",), shape=(5,),
+                       raw=(np.arange(5, dtype=np.float32).tobytes(),))
+        param = req.outputs.add(name="SCORES").parameters["classification"]
+        if isinstance(value, str):
+            param.string_param = value
+        else:
+            param.int64_param = value
+        return req
+
+    assert _fails(stub, classify(0)) == (
+        "INVALID_ARGUMENT", "invalid value for 'classification' parameter, expected >= 0")
+    assert _fails(stub, classify("2")) == (
+        "INVALID_ARGUMENT",
+        "invalid value type for 'classification' parameter, expected int64_param")
+    response = stub.ModelInfer(classify(2))
+    assert (response.outputs[0].datatype, list(response.outputs[0].shape)) == ("BYTES", [2])
+    assert response.raw_output_contents[0] == b"".join(
+        len(t).to_bytes(4, "little") + t for t in (b"4.000000:4:fish", b"3.000000:3"))
+
+
 def test_limits_are_checked_before_allocation(grpc_transport):
     from tests.conftest import EXAMPLES
     from tests.grpc_fixtures import grpc_server_args

@@ -5,8 +5,6 @@ are rows of tests/test_door_tables.py.
 """
 
 import os
-import threading
-import time
 
 import grpc
 import numpy as np
@@ -92,32 +90,3 @@ def test_shm_and_contents_do_not_mix(grpc_server, client, regions):
         "unexpected 'content' provided when using shared memory for input tensor 'INPUT0' for "
         "model 'identity_fp32'"
     )
-
-
-def test_unregister_while_in_flight_is_safe(grpc_server, regions):
-    """A region unregistered mid-request stays mapped until the request ends."""
-    client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
-    x = np.arange(8, dtype=np.float32)
-    h = regions("r", _key("busy"), x.nbytes)
-    shm.set_shared_memory_region(h, [x])
-    client.register_system_shared_memory("busy", _key("busy"), x.nbytes)
-
-    def busy_input():
-        inp = grpcclient.InferInput("INPUT0", [8], "FP32")
-        inp.set_shared_memory("busy", x.nbytes)
-        return inp
-
-    results = {}
-
-    def run():
-        c = grpcclient.InferenceServerClient(grpc_server.grpc_url)
-        results["out"] = c.infer("slow_identity", [busy_input()]).as_numpy("OUTPUT0")
-
-    t = threading.Thread(target=run)
-    t.start()
-    time.sleep(0.1)
-    client.unregister_system_shared_memory("busy")
-    t.join(30)
-    np.testing.assert_array_equal(results["out"], x)
-    err = _error(lambda: client.infer("slow_identity", [busy_input()]))
-    assert "Unable to find shared memory region: 'busy'" in err.message()

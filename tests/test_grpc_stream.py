@@ -180,3 +180,165 @@ def test_port_in_use_fails_startup(grpc_server, grpc_transport):
     )
     assert proc.returncode == 1
     assert "failed to bind gRPC" in proc.stderr
+
+
+# -- Triton's stream answers: final flags, error fields, triton_grpc_error -------------------
+
+
+def _raw_stream(grpc_server, requests, metadata=(), one_by_one=False):
+    """Send requests on one raw ModelStreamInfer call: (responses, final status,
+    details). `one_by_one`: each request waits for the previous one's answer."""
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+
+    answered = threading.Semaphore(0)
+
+    def send():
+        for i, request in enumerate(requests):
+            if one_by_one and i:
+                answered.acquire(timeout=30)
+            yield request
+
+    channel = grpc.insecure_channel(grpc_server.grpc_url)
+    try:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        call = stub.ModelStreamInfer(send(), metadata=metadata, timeout=60)
+        got = []
+        try:
+            for response in call:
+                got.append(response)
+                answered.release()
+        except grpc.RpcError as exc:
+            return got, exc.code().name, exc.details()
+        return got, "OK", ""
+    finally:
+        answered.release(len(requests))  # a sender still waiting stops waiting
+        channel.close()
+
+
+def _fp32_request(model: str, rid: str, name: str = "INPUT0"):
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model, id=rid)
+    request.inputs.add(name=name, datatype="FP32", shape=[1])
+    request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
+    return request
+
+
+def _final(response) -> bool | None:
+    params = response.infer_response.parameters
+    return params["triton_final_response"].bool_param if "triton_final_response" in params \
+        else None
+
+
+def test_stream_responses_are_marked_final(grpc_server):
+    got, status, _ = _raw_stream(grpc_server, [_fp32_request("identity_fp32", "a")])
+    assert status == "OK" and len(got) == 1
+    response = got[0]
+    assert response.error_message == "" and response.infer_response.id == "a"
+    # Triton marks one-response models' responses too.
+    assert _final(response) is True
+
+
+def test_stream_error_fields(grpc_server):
+    got, status, _ = _raw_stream(grpc_server, [
+        _fp32_request("identity_fp32", "bad", name="NOPE"),  # refused: only the id
+        _fp32_request("error_response", "e1"),  # answered: model, id, final
+        _fp32_request("identity_fp32", "ok"),
+    ])
+    assert status == "OK"
+    refused, answered, ok = got
+    assert refused.error_message == "unexpected inference input 'NOPE' for model 'identity_fp32'"
+    assert (refused.infer_response.id, refused.infer_response.model_name) == ("bad", "")
+    assert _final(refused) is None
+    assert answered.error_message == "input rejected by the model"
+    assert (answered.infer_response.id, answered.infer_response.model_name,
+            answered.infer_response.model_version) == ("e1", "error_response", "")
+    assert _final(answered) is True
+    assert ok.infer_response.id == "ok" and _final(ok) is True
+
+
+GRPC_ERROR = (("triton_grpc_error", "true"),)
+
+
+def test_triton_grpc_error_ends_the_stream_with_the_status(grpc_server):
+    got, status, details = _raw_stream(grpc_server, [
+        _fp32_request("identity_fp32", "first"),
+        _fp32_request("raises", "r1"),
+        _fp32_request("identity_fp32", "never"),
+    ], GRPC_ERROR, one_by_one=True)
+    assert [r.infer_response.id for r in got] == ["first"]
+    assert status == "INTERNAL"
+    assert details.startswith(
+        "Failed to process the request(s) for model 'raises_0', message: ValueError: model says no")
+
+
+def test_triton_grpc_error_status_follows_the_error_code(grpc_server):
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name="error_code", id="c")
+    request.inputs.add(name="INPUT0", datatype="INT32", shape=[1])
+    request.raw_input_contents.append(np.array([0], np.int32).tobytes())  # UNKNOWN
+    got, status, details = _raw_stream(grpc_server, [request], GRPC_ERROR)
+    assert (got, status, details) == ([], "UNKNOWN", "code UNKNOWN")
+
+
+def test_triton_grpc_error_still_answers_refused_requests(grpc_server):
+    # Only an error a request is answered with ends the stream; a refused one
+    # is answered (the reference crashes here; tritonlite keeps the stream).
+    got, status, _ = _raw_stream(grpc_server, [
+        _fp32_request("no_such_model", "bad"),
+        _fp32_request("identity_fp32", "good"),
+    ], GRPC_ERROR, one_by_one=True)
+    assert status == "OK"
+    assert [(r.error_message, r.infer_response.id) for r in got] == [
+        ("Request for unknown model: 'no_such_model' is not found", "bad"), ("", "good")]
+
+
+def test_triton_grpc_error_on_a_decoupled_stream(grpc_server):
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name="prompt_stream", id="d")
+    request.parameters["repeat"].int64_param = 2
+    request.parameters["fail_last"].bool_param = True
+    prompt = request.inputs.add(name="PROMPT", datatype="BYTES", shape=[1, 1])
+    prompt.contents.bytes_contents.append(b"hi")
+    stream = request.inputs.add(name="STREAM", datatype="BOOL", shape=[1, 1])
+    stream.contents.bool_contents.append(True)
+    got, status, details = _raw_stream(grpc_server, [request], GRPC_ERROR)
+    assert [_final(r) for r in got] == [False, False]
+    assert (status, details) == ("INTERNAL", "the last one failed")
+    # Without the metadata the error is the stream's last response.
+    got, status, _ = _raw_stream(grpc_server, [request])
+    assert status == "OK" and [_final(r) for r in got] == [False, False, True]
+    assert got[-1].error_message == "the last one failed"
+    assert got[-1].infer_response.model_name == "prompt_stream"
+
+
+def test_triton_grpc_error_with_tritonclient(grpc_server):
+    """As Triton's QA drives it: start_stream(headers=...), the callback gets
+    the error with its status; without the header the stream goes on."""
+    for headers, expected in ((dict(GRPC_ERROR), ["ok", "StatusCode.INTERNAL"]),
+                              ({"triton_grpc_error": "false"}, ["ok", "error", "ok"])):
+        client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
+        answers: queue.Queue = queue.Queue()
+        client.start_stream(
+            callback=lambda result, error, q=answers: q.put((result, error)), headers=headers
+        )
+        got = []
+        try:
+            for model in ("identity_fp32", "error_response", "identity_fp32"):
+                inp = grpcclient.InferInput("INPUT0", [1], "FP32")
+                inp.set_data_from_numpy(np.ones(1, np.float32))
+                client.async_stream_infer(model, [inp])
+                result, error = answers.get(timeout=30)
+                if error is None:
+                    got.append("ok")
+                elif len(expected) == 2:
+                    got.append(str(error.status()))
+                    break
+                else:
+                    got.append("error")
+        finally:
+            client.stop_stream()
+        assert got == expected

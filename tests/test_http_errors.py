@@ -38,8 +38,11 @@ def _inputs(**overrides):
             b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [16]}]}',
             "Input must set only one of the following fields",
         ),
-        (b'{"inputs": [{"datatype": "FP32", "shape": [1]}]}', "'name'"),
-        (b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": ["a"]}]}', "'shape'"),
+        (b'{"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}',
+         "Unable to parse 'name': attempt to access non-existing object member 'name'"),
+        (b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": ["a"], "data": [1]}]}',
+         "Unable to parse 'shape': attempt to access JSON non-unsigned-integer as "
+         "unsigned-integer"),
     ],
 )
 def test_malformed_json(server, body, needle):
@@ -131,3 +134,100 @@ def test_limits_are_checked_before_allocation(tmp_path):
         assert status == 400 and "1000000000 elements" in err
     finally:
         assert srv.stop() == 0
+
+
+# -- JSON strictness through the server (the rules: test_http_json_tensors.py) ------------------
+
+
+def _typed(datatype: str, data, shape=None):
+    return {"inputs": [{"name": f"IN_{datatype}", "datatype": datatype,
+                        "shape": shape or [len(data)], "data": data}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (_typed("INT32", [1.5]),
+         "Unable to parse 'data': attempt to access JSON non-signed-integer as signed-integer"),
+        (_typed("BOOL", [1]), "Unable to parse 'data': attempt to access JSON non-boolean as "
+                              "boolean"),
+        (_typed("BYTES", ["a", 1]), "Unable to parse JSON bytes array: attempt to access JSON "
+                                    "non-string as string"),
+        (_typed("FP16", [1.0]), "receiving FP16 data via JSON is not supported. Please use the "
+                                "binary data format for input IN_FP16"),
+        (_typed("BF16", [1.0]), "receiving BF16 data via JSON is not supported. Please use the "
+                                "binary data format for input IN_BF16"),
+        ({"inputs": [{"name": "IN_INT32", "datatype": "INT32", "shape": [1], "data": 5}]},
+         "Unable to parse 'data': attempt to access JSON non-array as array"),
+        # BYTES counts are the core's to check, with the request id.
+        (_typed("BYTES", ["a", "b", "c"], [2]),
+         "[request id: <id_unknown>] unexpected number of string elements 3 for inference input "
+         "'IN_BYTES' for model 'typed_echo', expecting 2"),
+        ({**_typed("INT32", [1]), "parameters": {"nested": {"a": 1}}},
+         "parameter 'nested' has invalid type. It should be either 'int', 'bool', or 'string'."),
+        ({**_typed("INT32", [1]), "parameters": {"triton_enable_empty_final_response": True}},
+         "parameter keys starting with 'triton_' are reserved for Triton usage and should not "
+         "be specified."),
+        ({**_typed("INT32", [1]), "parameters": {"priority": -1}},
+         "Unable to parse 'priority': attempt to access JSON non-unsigned-integer as "
+         "unsigned-integer"),
+        ({**_typed("INT32", [1]), "id": 5},
+         "Unable to parse 'id': attempt to access JSON non-string as string"),
+        ({**_typed("INT32", [1]), "outputs": [{"name": "OUT_INT32",
+                                               "parameters": {"binary_data": 1}}]},
+         "Unable to parse 'binary_data': attempt to access JSON non-boolean as boolean"),
+        ({**_typed("INT32", [1]), "outputs": [{"name": "OUT_INT32", "parameters": {
+            "classification": 1, "shared_memory_region": "r", "shared_memory_byte_size": 4}}]},
+         "Output can't set both 'shared_memory_region' and 'classification'"),
+        ({**_typed("INT32", [1]), "outputs": [{"name": "OUT_INT32",
+                                               "parameters": {"classification": "2"}}]},
+         "Unable to set 'classification': attempt to access JSON non-unsigned-integer as "
+         "unsigned-integer"),
+    ],
+)
+def test_json_strictness(server, body, text):
+    assert _infer(server, body, model="typed_echo") == (400, text)
+
+
+def test_json_values_wrap_like_the_reference(server):
+    status, doc = _infer(server, _typed("INT8", [300, -129]), model="typed_echo")
+    assert status == 200 and doc["outputs"][0]["data"] == [44, 127]
+
+
+def test_shm_register_texts(server):
+    def register(body):
+        return _infer(server, body, path="/v2/systemsharedmemory/region/x/register")
+
+    assert register({"byte_size": 4}) == (
+        400, "Shared memory register request has no 'key' field")
+    assert register({"key": "/tltest_nosuch"}) == (
+        400, "Shared memory register request has no 'byte_size' field")
+    assert register({"key": 5, "byte_size": 4}) == (
+        400, "attempt to access JSON non-string as string")
+    assert register({"key": "/tltest_nosuch", "offset": -1, "byte_size": 4}) == (
+        400, "attempt to access JSON non-unsigned-integer as unsigned-integer")
+
+
+def test_cuda_shm_register_texts(server):
+    def register(body):
+        return _infer(server, body, path="/v2/cudasharedmemory/region/cu/register")
+
+    def handle(chars: int) -> dict:
+        return {"b64": "A" * chars}
+
+    # The reference's base64 decoder makes 64 bytes of 86 characters: only
+    # then is the handle well formed (and still cannot be opened here).
+    assert register({"raw_handle": handle(86), "device_id": 0, "byte_size": 64}) == (
+        400, "failed to register shared memory region: invalid args")
+    assert register({"raw_handle": handle(87), "device_id": 0, "byte_size": 64}) == (
+        400, "'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t")
+    assert register({"raw_handle": {"b64": "A" * 86 + "=="}, "device_id": 0,
+                     "byte_size": 64})[0] == 400
+    assert register({"device_id": 0, "byte_size": 64}) == (
+        400, "Shared memory register request has no 'raw_handle' field")
+    assert register({"raw_handle": "x", "device_id": 0, "byte_size": 64}) == (
+        400, "attempt to access non-existing object member 'b64'")
+    assert register({"raw_handle": handle(86), "device_id": 0}) == (
+        400, "attempt to access non-existing object member 'byte_size'")
+    assert register({"raw_handle": handle(86), "byte_size": 64, "device_id": -1}) == (
+        400, "attempt to access JSON non-unsigned-integer as unsigned-integer")

@@ -296,5 +296,7 @@ def test_regression_classification_count_must_be_an_integer(server, count):
         sock.sendall(b"POST /v2/models/add_sub/infer HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
         status, _headers, reply = read_response(sock)
+    # The reference's text (TritonJson's, docs/reference_behaviour.md).
     assert (status, json.loads(reply)["error"]) == (
-        400, "'classification' of output 'OUTPUT0' must be a non-negative integer")
+        400, "Unable to set 'classification': attempt to access JSON non-unsigned-integer as "
+             "unsigned-integer")

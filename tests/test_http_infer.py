@@ -199,3 +199,113 @@ def test_generate_extension(server):
     assert body.startswith(b"data: ") and body.endswith(b"\n\n")
     event = json.loads(body[len(b"data: ") :])
     assert event["text_output"] == "xy"
+
+
+# -- raw binary requests: the whole body is the only input -------------------------------------
+
+
+def _raw(server, model: str, body: bytes, headers=None):
+    headers = {"Inference-Header-Content-Length": "0"} if headers is None else headers
+    status, hdrs, data = call(server.url, "POST", f"/v2/models/{model}/infer", body, headers)
+    length = int(hdrs.get("inference-header-content-length", len(data)))
+    return status, hdrs, json.loads(data[:length]), data[length:]
+
+
+def test_raw_binary_request(server):
+    x = np.arange(5, dtype=np.float32)
+    status, headers, doc, tail = _raw(server, "classifier", x.tobytes())
+    assert status == 200 and headers["content-type"] == "application/octet-stream"
+    # The outputs come back as binary data, in the config's order.
+    assert [(o["name"], o["shape"], o["parameters"]) for o in doc["outputs"]] == [
+        ("SCORES", [5], {"binary_data_size": 20}), ("INDICES", [5], {"binary_data_size": 20}),
+        ("HALF", [5], {"binary_data_size": 10}),
+    ]
+    np.testing.assert_array_equal(np.frombuffer(tail[:20], np.float32), x)
+    np.testing.assert_array_equal(np.frombuffer(tail[40:], np.float16), x.astype(np.float16))
+
+
+def test_raw_binary_request_shapes(server):
+    # A batching model gets a batch of one; a variable dimension follows the size.
+    _status, _h, doc, _tail = _raw(server, "classifier_batch", np.ones(3, np.float32).tobytes())
+    assert doc["outputs"][0]["shape"] == [1, 3]
+    _status, _h, doc, tail = _raw(server, "identity_fp32", np.ones(7, np.float32).tobytes())
+    assert doc["outputs"][0]["shape"] == [7] and len(tail) == 28
+    # A BYTES input of dims [1] takes the body as its one element.
+    _status, _h, doc, tail = _raw(server, "bytes_single", b"hello raw")
+    assert doc["outputs"][0]["shape"] == [1] and tail == b"\x09\0\0\0hello raw"
+    # An empty body without the header is a raw request too; its empty binary
+    # output adds no binary section (plain JSON, as the reference answers).
+    status, headers, doc, tail = _raw(server, "identity_fp32", b"", headers={})
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert doc["outputs"] == [{"name": "OUTPUT0", "datatype": "FP32", "shape": [0],
+                               "parameters": {"binary_data_size": 0}}]
+
+
+def test_raw_binary_request_refusals(server):
+    for model, body, text in [
+        ("add_sub", b"\0" * 4,
+         "[request id: <id_unknown>] Raw request must only have 1 input (found 1) to be deduced "
+         "but got 2 inputs in 'add_sub' model configuration"),
+        ("identity_bytes", b"abc",
+         "[request id: <id_unknown>] For BYTE datatype raw input 'INPUT0', the model must have "
+         "input shape [1]"),
+        ("classifier", b"\0" * 12,
+         "[request id: <id_unknown>] input byte size mismatch for input 'raw_input' for model "
+         "'classifier'. Expected 20, got 12"),
+    ]:
+        status, _h, doc, _tail = _raw(server, model, body)
+        assert (status, doc) == (400, {"error": text})
+
+
+# -- which outputs come back binary --------------------------------------------------------------
+
+
+def _echo(server, body):
+    status, headers, data = call(server.url, "POST", "/v2/models/parameters_echo/infer", body)
+    assert status == 200, data
+    return headers, data
+
+
+X1 = [{"name": "INPUT0", "datatype": "FP32", "shape": [1], "data": [1.0]}]
+
+
+def test_binary_data_output_covers_only_unnamed_outputs(server):
+    # No outputs named: binary_data_output decides.
+    headers, _data = _echo(server, {"inputs": X1, "parameters": {"binary_data_output": True}})
+    assert headers["content-type"] == "application/octet-stream"
+    # A named output is JSON unless it asks for binary itself, whatever
+    # binary_data_output says (the reference's precedence).
+    for output in ({"name": "PARAMETERS"}, {"name": "PARAMETERS",
+                                            "parameters": {"binary_data": False}}):
+        headers, data = _echo(server, {"inputs": X1, "outputs": [output],
+                                       "parameters": {"binary_data_output": True}})
+        assert headers["content-type"] == "application/json"
+        assert "data" in json.loads(data)["outputs"][0]
+    headers, _data = _echo(server, {"inputs": X1, "parameters": {"binary_data_output": False},
+                                    "outputs": [{"name": "PARAMETERS",
+                                                 "parameters": {"binary_data": True}}]})
+    assert headers["content-type"] == "application/octet-stream"
+
+
+def test_model_sees_only_its_own_parameters(server):
+    _headers, data = _echo(server, {"inputs": X1, "parameters": {
+        "sequence_id": 0, "priority": 0, "timeout": 10_000_000, "binary_data_output": False,
+        "custom": "x", "n": 3, "flag": True, "ratio": 0.5}})
+    (text,) = json.loads(data)["outputs"][0]["data"]
+    assert json.loads(text) == {"custom": "x", "n": 3, "flag": True, "ratio": 0.5}
+
+
+def test_fp16_outputs_are_binary_only(server):
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [5],
+                        "data": [1, 2, 3, 4, 5]}]}
+    status, _h, data = call(server.url, "POST", "/v2/models/classifier/infer",
+                            {**body, "outputs": [{"name": "HALF"}]})
+    assert (status, json.loads(data)) == (400, {"error": (
+        "sending FP16 data via JSON is not supported. Please use the binary data format for "
+        "output")})
+    status, headers, data = call(server.url, "POST", "/v2/models/classifier/infer",
+                                 {**body, "outputs": [{"name": "HALF",
+                                                       "parameters": {"binary_data": True}}]})
+    length = int(headers["inference-header-content-length"])
+    assert status == 200
+    np.testing.assert_array_equal(np.frombuffer(data[length:], np.float16), [1, 2, 3, 4, 5])

@@ -135,9 +135,17 @@ def _server_maps(srv: ServerProcess) -> str:
         return f.read()
 
 
+def _unregisters(client, region: str) -> bool:
+    try:
+        client.unregister_system_shared_memory(region)
+    except InferenceServerException:
+        return False
+    return True
+
+
 def test_queued_request_cancelled_releases_its_shm_region(http_srv, regions):
-    """A queued request holds the client's region mapped (even past its
-    unregistration); leaving the queue lets go of it at once."""
+    """A queued request holds the client's region (it cannot be unregistered,
+    as in Triton); leaving the queue lets go of it at once."""
     srv = http_srv
     key = f"/tl_lifecycle_cancel_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     handle = regions("cancel_in", key, 4)
@@ -152,9 +160,13 @@ def test_queued_request_cancelled_releases_its_shm_region(http_srv, regions):
                             shm={"shared_memory_region": "cancel_in",
                                  "shared_memory_byte_size": 4})
         wait_until(lambda: pending_count(srv, "cancel_probe") == 2, 30, "the queued request")
-        client.unregister_system_shared_memory("cancel_in")
+        with pytest.raises(InferenceServerException) as info:
+            client.unregister_system_shared_memory("cancel_in")
+        assert "Cannot unregister shared memory region 'cancel_in', it is currently in use." \
+            in str(info.value)
         assert key in _server_maps(srv), "the queued request's region should stay mapped"
         b.close()
+        wait_until(lambda: _unregisters(client, "cancel_in"), 15, "the region to be let go")
         wait_until(lambda: key not in _server_maps(srv), 15, "the region to be unmapped")
         assert pending_count(srv, "cancel_probe") == 1
     finally:

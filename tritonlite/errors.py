@@ -64,6 +64,11 @@ class TritonLiteError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # True when the error is the request's response (the model, or the
+        # scheduler holding the request, answered with it), False when the
+        # request was refused before it was queued. gRPC streams tell the two
+        # apart as Triton does.
+        self.in_response = False
 
     @property
     def http_status(self) -> int:

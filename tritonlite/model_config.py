@@ -288,15 +288,42 @@ class ModelSpec:
     max_batch_size: int
     inputs: dict[str, TensorSpec] = field(default_factory=dict)
     outputs: dict[str, TensorSpec] = field(default_factory=dict)
+    # Classification labels by output name (the output's label_filename).
+    labels: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> ModelSpec:
+    def from_config(cls, config: ModelConfig, model_dir: str | None = None) -> ModelSpec:
+        """The spec of a config; with `model_dir`, the outputs' label files are
+        read from it (a missing one fails the load, as in Triton)."""
         spec = cls(config.name, config, config.max_batch_size)
         for t in config.input:
             spec.inputs[t.name] = _tensor_spec(t)
         for t in config.output:
             spec.outputs[t.name] = _tensor_spec(t)
+            if model_dir is not None and t.label_filename:
+                spec.labels[t.name] = read_labels(model_dir, t.label_filename)
         return spec
+
+
+def read_labels(model_dir: str, filename: str) -> list[str]:
+    """One label a line; the file must lie inside the model's folder."""
+    root = os.path.realpath(model_dir)
+    path = os.path.realpath(os.path.join(root, filename))
+    if os.path.commonpath([root, path]) != root:
+        raise InvalidArgumentError(
+            f"label_filename '{filename}' points outside the model folder"
+        )
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"failed to open text file for read {path}: {exc.strerror}"
+        ) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # a last line break ends the last label, as getline reads it
+    return lines
 
 
 def _tensor_spec(t: Any) -> TensorSpec:

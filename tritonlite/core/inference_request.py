@@ -6,6 +6,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# Request parameters the server reads itself (sequence batching, scheduling);
+# as in Triton they are consumed, never handed to the model.
+RESERVED_PARAMETERS = frozenset(
+    ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout")
+)
+
+
+def model_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """The request parameters a model sees: all but the reserved ones."""
+    if not params or RESERVED_PARAMETERS.isdisjoint(params):
+        return params
+    return {k: v for k, v in params.items() if k not in RESERVED_PARAMETERS}
+
+
+RAW_INPUT_NAME = "raw_input"
+
 
 @dataclass(slots=True)
 class ShmRef:
@@ -64,6 +80,12 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None  # None: all outputs
     parameters: dict[str, Any] = field(default_factory=dict)
     binary_output_default: bool = False
+    # A raw binary request: one input, RAW_INPUT_NAME, whose name, datatype and
+    # shape the core deduces from the model's configuration.
+    raw_input: bool = False
+    # Whether the RESERVED_PARAMETERS names are options for the server (the
+    # infer APIs) or plain parameters for the model (the generate extension).
+    reserved_parameters: bool = True
 
 
 @dataclass(slots=True)

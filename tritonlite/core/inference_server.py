@@ -20,12 +20,17 @@ from tritonlite.core.inference_request import (
     InferRequest,
     InferResult,
     ShmRef,
+    model_parameters,
 )
 from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.model_registry import ModelRegistry, VersionRuntime
 from tritonlite.core.model_runtime import ModelRuntime, WorkItem
 from tritonlite.core.rate_limiter import ResourcePool
-from tritonlite.core.request_validation import request_prefix, validate_request
+from tritonlite.core.request_validation import (
+    deduce_raw_input,
+    request_prefix,
+    validate_request,
+)
 from tritonlite.core.response_stream import (
     DECOUPLED_HTTP,
     DecoupledModelError,
@@ -53,6 +58,7 @@ log = logging.getLogger("tritonlite")
 
 SERVER_VERSION = "2.51.0"
 EXTENSIONS = [
+    "classification",
     "sequence",
     "model_repository",
     "model_repository(unload_dependents)",
@@ -176,7 +182,10 @@ class InferenceServer:
         config = spec.config
         return {
             "name": name,
-            "versions": [str(r.version) for r in self.registry.ready_versions(name)],
+            # Asked for one version, Triton lists only that one.
+            "versions": [str(rt.version)] if version else [
+                str(r.version) for r in self.registry.ready_versions(name)
+            ],
             "platform": config.platform or config.backend,
             "inputs": [
                 {"name": t.name, "datatype": t.datatype, "shape": prefix + list(t.dims)}
@@ -299,6 +308,8 @@ class InferenceServer:
         self, request: InferRequest, *, stream: ResponseStream | None = None
     ) -> InferResult:
         rt = self.registry.resolve(request.model_name, request.model_version)
+        if request.raw_input and rt.spec is not None:
+            deduce_raw_input(request, rt.spec)
         if isinstance(rt, EnsembleRuntime):
             return await rt.infer(request)
         spec = rt.spec
@@ -321,6 +332,9 @@ class InferenceServer:
             if request.outputs is not None:
                 out_specs, out_regions = self.placer.place_outputs(request.outputs, memory)
             params = request.parameters or {}
+            # The options the server reads from the parameters (none when they
+            # are all the model's, as for the generate extension).
+            scheduling = params if request.reserved_parameters else {}
             batch_size = _batch_size(spec, model_shapes)
             rt.ensure_scheduling()
             seqr = rt.sequencer
@@ -328,21 +342,25 @@ class InferenceServer:
             hidden: set[str] = set()
             if seqr is not None:
                 sequence, hidden = begin_sequence_request(
-                    seqr, params, batch_size, refs, self.placer, memory, out_specs
+                    seqr, scheduling, batch_size, refs, self.placer, memory, out_specs
                 )
-            message = RequestItem(request.request_id, refs, out_specs, params)
+            message = RequestItem(
+                request.request_id, refs, out_specs,
+                model_parameters(params) if request.reserved_parameters else params,
+                correlation_id=_correlation_id(scheduling),
+            )
             if stream is not None:
                 message.stream = stream
                 stream.convert = lambda refs, worker: build_result(
-                    request, rt.version, refs, worker, out_regions
+                    request, rt.version, refs, worker, out_regions, spec
                 )
             queued = rt.submit(
                 message,
                 memory.segments,
                 batch_size=batch_size,
                 shape_key=tuple(tuple(s[1:]) for s in model_shapes) if rt.batcher else None,
-                priority=_int_param(params, "priority"),
-                timeout_us=_int_param(params, "timeout"),
+                priority=_int_param(scheduling, "priority"),
+                timeout_us=_int_param(scheduling, "timeout"),
                 sequence=sequence,
             )
             fut = queued.future
@@ -364,6 +382,7 @@ class InferenceServer:
                     fut.add_done_callback(lambda _f: held.free(self.arena))
                 raise
             except TritonLiteError as exc:
+                exc.in_response = True
                 if seqr is not None and sequence is not None:
                     seqr.finish(sequence)
                 rt.stats.record_request(
@@ -392,7 +411,9 @@ class InferenceServer:
                 record(code != EXECUTE_FAILED)
                 if seqr is not None and sequence is not None:
                     seqr.finish(sequence)
-                raise error_from_code_name(code, text)
+                answered = error_from_code_name(code, text)
+                answered.in_response = True
+                raise answered
             if stream is not None:
                 # A decoupled model may read its inputs until its final response.
                 try:
@@ -405,7 +426,7 @@ class InferenceServer:
             outputs = response.outputs
             if seqr is not None and sequence is not None:
                 outputs = keep_sequence_state(seqr, sequence, outputs, worker, hidden)
-            result = build_result(request, rt.version, outputs, worker, out_regions)
+            result = build_result(request, rt.version, outputs, worker, out_regions, spec)
             record(True)
             result_leases = memory.take_out_leases()
             release_outputs = result._release
@@ -455,6 +476,11 @@ def _end_stream(task: asyncio.Task, stream: ResponseStream) -> None:
         log.error("decoupled request failed: %r", exc)
         exc = InternalError(f"internal error: {exc}")
     stream.refuse(exc)
+
+
+def _correlation_id(params: dict) -> int | str:
+    corr = params.get("sequence_id", 0)
+    return corr if isinstance(corr, (int, str)) and not isinstance(corr, bool) else 0
 
 
 def _int_param(params: dict, name: str) -> int:

@@ -204,7 +204,9 @@ class ModelRuntime:
                 config = config_from_json(self.config_json)
                 normalize(config, self.name, check_tensors=True)
                 self.config_json = config_to_json(config)
-            self.spec = ModelSpec.from_config(config_from_json(self.config_json))
+            self.spec = ModelSpec.from_config(
+                config_from_json(self.config_json), self.model_dir
+            )
             self.execution_timeout_s = execution_timeout_s(json.loads(self.config_json))
             await asyncio.gather(*(self._start_slot(s, False) for s in rest))
         except OSError as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tritonlite.core.inference_request import InferRequest, InputTensor
+import struct
+
+from tritonlite.core.inference_request import RAW_INPUT_NAME, InferRequest, InputTensor
 from tritonlite.core.request_limits import RequestLimits
 from tritonlite.datatypes import WIRE_TYPES, element_count, element_size
 from tritonlite.errors import InvalidArgumentError
@@ -44,7 +46,7 @@ def validate_request(
     required = [n for n, t in spec.inputs.items() if not t.optional]
     # Triton compares counts first, then names each input, then looks for gaps.
     if len(given) < len(required) or len(given) > len(spec.inputs):
-        _raise_count(prefix, model, required, given)
+        _raise_count(prefix, spec, required, given)
     seen: set[str] = set()
     batch_size: int | None = None
     model_shapes: list = []
@@ -68,7 +70,7 @@ def validate_request(
                     f"for '{model}'"
                 )
     if any(n not in seen for n in required):
-        _raise_count(prefix, model, required, given)
+        _raise_count(prefix, spec, required, given)
     if request.outputs is not None:
         names: set[str] = set()
         for out in request.outputs:
@@ -90,17 +92,29 @@ _BATCH_NOTE = (
 )
 
 
-def _raise_count(prefix: str, model: str, required: list[str], given: list[str]) -> None:
+def _raise_count(prefix: str, spec: ModelSpec, required: list[str], given: list[str]) -> None:
     missing = [n for n in required if n not in given]
+    total = len(spec.inputs)
+    # With optional inputs Triton names the range of counts it accepts.
+    if len(required) == total:
+        expected = f"expected {total} inputs"
+    else:
+        expected = f"expected number of inputs between {len(required)} and {total}"
     raise InvalidArgumentError(
-        f"{prefix}expected {len(required)} inputs but got {len(given)} inputs for model "
-        f"'{model}'. Got input(s) {_name_list(given)}, but missing required input(s) "
-        f"{_name_list(missing)}. Please provide all required input(s)."
+        f"{prefix}{expected} but got {len(given)} inputs for model '{spec.name}'. Got input(s) "
+        f"{_name_list(given)}, but missing required input(s) {_missing_list(missing)}. Please "
+        "provide all required input(s)."
     )
 
 
 def _name_list(names: list[str]) -> str:
     return "[" + ",".join(f"'{n}'" for n in names) + "]"
+
+
+def _missing_list(names: list[str]) -> str:
+    # Triton trims its last character off the list text, the "[" when nothing
+    # is missing (too many inputs): "]" alone, as the reference answers.
+    return _name_list(names) if names else "]"
 
 
 def _check_input(
@@ -157,6 +171,107 @@ def _check_input(
     if tspec.reshape is not None:
         return batch + list(tspec.reshape)
     return list(shape)
+
+
+def deduce_raw_input(request: InferRequest, spec: ModelSpec) -> None:
+    """Give a raw binary request's one input the name, datatype and shape of the
+    model's only input (Triton's rules and texts): the configured dims with the
+    one variable dimension sized from the byte count, a leading batch of 1 for
+    a batching model; a BYTES input must have dims [1] and its bytes become one
+    element."""
+    prefix = request_prefix(request.request_id)
+    if len(request.inputs) != 1 or len(spec.inputs) != 1:
+        raise InvalidArgumentError(
+            f"{prefix}Raw request must only have 1 input (found {len(request.inputs)}) to be "
+            f"deduced but got {len(spec.inputs)} inputs in '{spec.name}' model configuration"
+        )
+    tensor = request.inputs[0]
+    if tensor.name != RAW_INPUT_NAME:
+        raise InvalidArgumentError(
+            f"{prefix}Unexpected reference name for raw input '{RAW_INPUT_NAME}' got "
+            f"'{tensor.name}'"
+        )
+    tspec = next(iter(spec.inputs.values()))
+    shape = [1] if spec.max_batch_size != 0 else []
+    variable = -1
+    known = 1
+    for d in tspec.dims:
+        if d == -1:
+            if variable != -1:
+                raise InvalidArgumentError(
+                    f"{prefix}The shape of the raw input '{tspec.name}' can not be deduced "
+                    "because there are more than one variable-sized dimension"
+                )
+            variable = len(shape)
+        else:
+            known *= d
+        shape.append(d)
+    raw = tensor.raw if tensor.raw is not None else b""
+    if tspec.datatype == "BYTES":
+        if variable != -1 or known != 1:
+            raise InvalidArgumentError(
+                f"{prefix}For BYTE datatype raw input '{tspec.name}', the model must have "
+                "input shape [1]"
+            )
+        raw = len(raw).to_bytes(4, "little") + bytes(raw)
+    else:
+        size = element_size(tspec.datatype)
+        if variable != -1:
+            shape[variable] = len(raw) // known // size if known and size else 0
+        # Checked here, where the input still has the name the reference's
+        # text uses for it.
+        expected = element_count(shape) * size
+        if len(raw) != expected:
+            raise InvalidArgumentError(
+                f"{prefix}input byte size mismatch for input '{RAW_INPUT_NAME}' for model "
+                f"'{spec.name}'. Expected {expected}, got {len(raw)}"
+            )
+    tensor.name, tensor.datatype, tensor.shape, tensor.raw = (
+        tspec.name, tspec.datatype, shape, raw
+    )
+    request.raw_input = False
+
+
+def check_bytes_tensor(
+    data: bytes | memoryview, count: int, name: str, model: str, prefix: str
+) -> None:
+    """Check serialized BYTES data (4-byte little-endian length + bytes per
+    element) holds `count` elements, with the texts a Triton client gets: the
+    core's for a cut length prefix and for too many or too few elements, then
+    the Python backend's for an element whose bytes run past the end."""
+    mv = memoryview(data)
+    end = len(mv)
+    pos = checked = 0
+    short: tuple[int, int] | None = None  # (length, bytes left) of a cut element
+    while pos < end:
+        if end - pos < 4:
+            raise InvalidArgumentError(
+                f"{prefix}incomplete string length indicator for inference input '{name}' for "
+                f"model '{model}', expecting 4 bytes but only {end - pos} bytes available. "
+                "Please make sure the string length indicator is in one buffer."
+            )
+        (length,) = struct.unpack_from("<I", mv, pos)
+        checked += 1
+        if checked > count:
+            raise InvalidArgumentError(
+                f"{prefix}unexpected number of string elements {checked} for inference input "
+                f"'{name}' for model '{model}', expecting {count}"
+            )
+        pos += 4
+        if end - pos < length:
+            short = (length, end - pos)
+            break
+        pos += length
+    if checked != count:
+        raise InvalidArgumentError(
+            f"{prefix}expected {count} string elements for inference input '{name}' for "
+            f"model '{model}', got {checked}"
+        )
+    if short is not None:
+        raise InvalidArgumentError(
+            f"incomplete string data for inference input '{name}', expecting string of "
+            f"length {short[0]} but only {short[1]} bytes available"
+        )
 
 
 def resolve_reshape(model_shape: list[int], count: int) -> list[int]:

@@ -64,8 +64,12 @@ class ResponseStream:
         if response is not None:
             if response.error is not None:
                 item.error = error_from_code_name(*response.error)
+                item.error.in_response = True
             elif self.convert is not None:
-                item.result = self.convert(response.outputs, worker)
+                try:
+                    item.result = self.convert(response.outputs, worker)
+                except TritonLiteError as exc:  # e.g. a classification it cannot rank
+                    item.error = exc
             else:  # cannot happen: the server sets convert before dispatch
                 _release_refs(response, worker)
                 item.error = InternalError("response of an unknown request")
@@ -80,6 +84,7 @@ class ResponseStream:
         if self._finished.is_set():
             return
         error = exc if isinstance(exc, TritonLiteError) else InternalError(str(exc))
+        error.in_response = True
         if not self._closed:
             self._queue.put_nowait(StreamItem(error=error, final=True))
         self._finish()

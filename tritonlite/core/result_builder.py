@@ -7,9 +7,12 @@ a client's region become references to that region.
 
 from __future__ import annotations
 
+from tritonlite.core.classification import classify
 from tritonlite.core.inference_request import InferRequest, InferResult, OutputTensor, ShmRef
 from tritonlite.core.tensor_placement import region_key
 from tritonlite.core.worker_process import WorkerProcess
+from tritonlite.errors import TritonLiteError
+from tritonlite.model_config import ModelSpec
 from tritonlite.workers.messages import TensorRef
 
 
@@ -19,23 +22,37 @@ def build_result(
     refs: list[TensorRef],
     worker: WorkerProcess,
     out_regions: dict[int, ShmRef],
+    spec: ModelSpec | None = None,
 ) -> InferResult:
     binary_of: dict[str, bool | None] = {}
+    classes: dict[str, int] = {}
     if request.outputs is not None:
         binary_of = {o.name: o.binary for o in request.outputs}
+        classes = {o.name: o.class_count for o in request.outputs if o.class_count > 0}
     outputs: list[OutputTensor] = []
     to_release: list[tuple[int, int]] = []
     for ref in refs:
         binary = binary_of.get(ref.name)
         if ref.segment_id < 0:
             view = worker.out_segments.get(ref.segment_id).view
-            outputs.append(
-                OutputTensor(
-                    ref.name, ref.datatype, ref.shape,
-                    data=view[ref.offset : ref.offset + ref.nbytes], binary=binary,
-                )
-            )
             to_release.append((ref.segment_id, ref.offset))
+            data = view[ref.offset : ref.offset + ref.nbytes]
+            datatype, shape = ref.datatype, ref.shape
+            if ref.name in classes:
+                try:
+                    shape, classified = classify(
+                        datatype, shape, data, classes[ref.name],
+                        spec is not None and spec.max_batch_size > 0,
+                        spec.labels.get(ref.name, []) if spec is not None else [],
+                    )
+                except TritonLiteError:
+                    data.release()
+                    for other in refs:  # the answer is this error: free every output
+                        if other.segment_id < 0:
+                            worker.release(other.segment_id, other.offset)
+                    raise
+                datatype, data = "BYTES", memoryview(classified)
+            outputs.append(OutputTensor(ref.name, datatype, shape, data=data, binary=binary))
         else:
             shm = out_regions.get(region_key(ref.segment_id, ref.offset))
             assert shm is not None

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tritonlite.core.inference_request import ArenaRef, InputTensor, RequestedOutput, ShmRef
-from tritonlite.core.request_validation import resolve_reshape
+from tritonlite.core.request_validation import check_bytes_tensor, resolve_reshape
 from tritonlite.datatypes import (
-    bytes_tensor_element_count,
     element_count,
     element_size,
     numpy_dtype,
@@ -95,15 +94,16 @@ class TensorPlacer:
                                      count, expected, memory)
         if tensor.shm is not None:
             shm = tensor.shm
+            # Triton finds the region and checks the window before the size.
+            lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size)
+            memory.leases.append(lease)
             if tensor.datatype != "BYTES" and shm.byte_size != expected:
                 raise InvalidArgumentError(
                     f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model_name}'. Expected {expected}, got {shm.byte_size}"
                 )
-            lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size)
-            memory.leases.append(lease)
             if tensor.datatype == "BYTES":
-                _check_bytes(tensor, lease.view, count)
+                _check_bytes(tensor, lease.view, count, model_name, prefix)
             memory.segments.append((lease.segment_id, lease.fd))
             return TensorRef(
                 tensor.name, tensor.datatype, model_shape, lease.segment_id, lease.offset,
@@ -112,7 +112,7 @@ class TensorPlacer:
         if tensor.raw is not None:
             raw: bytes | memoryview = tensor.raw
             if tensor.datatype == "BYTES":
-                _check_bytes(tensor, raw, count)
+                _check_bytes(tensor, raw, count, model_name, prefix)
             elif len(raw) != expected:
                 raise InvalidArgumentError(
                     f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
@@ -149,7 +149,8 @@ class TensorPlacer:
                 f"input '{tensor.name}' refers to memory outside the server's tensor arena"
             )
         if tensor.datatype == "BYTES":
-            _check_bytes(tensor, segment.view[ref.offset : ref.offset + ref.byte_size], count)
+            _check_bytes(tensor, segment.view[ref.offset : ref.offset + ref.byte_size], count,
+                         model_name, prefix)
         elif ref.byte_size != expected:
             raise InvalidArgumentError(
                 f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
@@ -196,18 +197,10 @@ class TensorPlacer:
         return specs, regions
 
 
-def _check_bytes(tensor: InputTensor, raw: bytes | memoryview, count: int) -> None:
-    try:
-        got = bytes_tensor_element_count(raw)
-    except InvalidArgumentError:
-        raise InvalidArgumentError(
-            f"unexpected end of BYTES data for input '{tensor.name}'"
-        ) from None
-    if got != count:
-        raise InvalidArgumentError(
-            f"expected {count} string elements for inference input '{tensor.name}', "
-            f"got {got}"
-        )
+def _check_bytes(
+    tensor: InputTensor, raw: bytes | memoryview, count: int, model_name: str, prefix: str
+) -> None:
+    check_bytes_tensor(raw, count, tensor.name, model_name, prefix)
 
 
 def _json_to_bytes(tensor: InputTensor, count: int) -> bytes:

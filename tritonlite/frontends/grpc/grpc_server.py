@@ -137,7 +137,11 @@ def _aio_stream(method: RpcMethod) -> grpc.RpcMethodHandler:
     call = method.call
 
     async def handler(requests: Any, context: Any) -> None:  # grpc.aio.ServicerContext
-        await call(requests, context.write)
+        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
+        try:
+            await call(requests, context.write, metadata)
+        except RpcAbort as exc:
+            await context.abort(grpc.StatusCode[exc.code.name], exc.message)
 
     return grpc.stream_stream_rpc_method_handler(
         handler, request_deserializer=method.deserialize

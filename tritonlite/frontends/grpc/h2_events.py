@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(slots=True)
 class CallStarted:
-    """A call's HEADERS: `method` is the table's entry; `timeout_s` from grpc-timeout."""
+    """A call's HEADERS: `method` is the table's entry; `timeout_s` from grpc-timeout;
+    `metadata` the regular header fields (name, value) as received."""
 
     stream_id: int
     method: Any
     timeout_s: float | None
+    metadata: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

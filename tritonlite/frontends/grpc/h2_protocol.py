@@ -629,7 +629,7 @@ class H2ServerProtocol:
                                       None if encoding == b"identity" else encoding)
         self.streams[sid] = stream
         timeout = None if head.timeout is None else h2.parse_timeout(head.timeout)
-        self._events.append(CallStarted(sid, method, timeout))
+        self._events.append(CallStarted(sid, method, timeout, head.metadata))
         if end:
             self._end_request(stream)
 

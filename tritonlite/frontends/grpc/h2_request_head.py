@@ -26,7 +26,8 @@ class MalformedRequest(Exception):
 class RequestHead:
     """What the lean server reads from a request's headers."""
 
-    __slots__ = ("method", "path", "content_type", "encoding", "timeout", "content_length")
+    __slots__ = ("method", "path", "content_type", "encoding", "timeout", "content_length",
+                 "metadata")
 
     def __init__(self) -> None:
         self.method: bytes | None = None
@@ -35,6 +36,8 @@ class RequestHead:
         self.encoding: bytes | None = None
         self.timeout: bytes | None = None
         self.content_length: int | None = None
+        # Every regular field as received: the call's metadata for the RPC.
+        self.metadata: list[tuple[bytes, bytes]] = []
 
 
 def _check_field(name: bytes, value: bytes) -> None:
@@ -81,6 +84,7 @@ def parse_request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
             continue
         regular = True
         _check_field(name, value)
+        head.metadata.append((name, value))
         if name == b"content-type":
             head.content_type = value
         elif name == b"grpc-encoding":

@@ -32,15 +32,23 @@ async def run_unary(conn: H2Connection, call: Call, data: Any) -> None:
     conn.respond(call, payload)
 
 
-async def run_stream(conn: H2Connection, call: Call) -> None:
+async def run_stream(conn: H2Connection, call: Call, metadata: dict[str, str]) -> None:
     method = call.method
     try:
-        await method.call(_requests(conn, call), _writer(conn, call))
+        await method.call(_requests(conn, call), _writer(conn, call), metadata)
+    except RpcAbort as exc:  # the call ends on an error it chose
+        conn.finish(call, exc.code.value[0], exc.message)
+        return
     except Exception as exc:
         log.exception("gRPC %s failed", method.name)
         conn.finish(call, INTERNAL, f"internal error: {exc}")
         return
     conn.finish(call, 0)
+
+
+def call_metadata(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A call's metadata (its request header fields other than pseudo-headers)."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in fields}
 
 
 async def _requests(conn: H2Connection, call: Call) -> AsyncIterator[Any]:

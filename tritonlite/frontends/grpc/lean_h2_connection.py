@@ -30,7 +30,7 @@ from tritonlite.frontends.grpc.h2_events import (
 )
 from tritonlite.frontends.grpc.h2_protocol import H2ServerProtocol
 from tritonlite.frontends.grpc.h2_sender import JOIN_BELOW
-from tritonlite.frontends.grpc.lean_h2_calls import run_stream, run_unary
+from tritonlite.frontends.grpc.lean_h2_calls import call_metadata, run_stream, run_unary
 
 if TYPE_CHECKING:
     from tritonlite.frontends.grpc.lean_h2_server import LeanGrpcServer
@@ -168,7 +168,7 @@ class H2Connection(asyncio.BufferedProtocol):
         if event.timeout_s is not None:
             call.timer = self.loop.call_later(event.timeout_s, self._deadline, call)
         if event.method.streaming:
-            call.task = self.owner.spawn(run_stream(self, call))
+            call.task = self.owner.spawn(run_stream(self, call, call_metadata(event.metadata)))
 
     def _unary_request(self, event: UnaryRequest) -> None:
         call = self.calls.get(event.stream_id)

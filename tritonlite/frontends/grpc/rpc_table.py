@@ -23,7 +23,7 @@ from tritonlite.frontends.grpc.inference import InferenceRpcs
 from tritonlite.frontends.grpc.repository import RepositoryRpcs
 from tritonlite.frontends.grpc.shared_memory import SharedMemoryRpcs
 from tritonlite.frontends.grpc.statistics import StatisticsRpcs
-from tritonlite.frontends.grpc.status_codes import StatusCode, status_code_of
+from tritonlite.frontends.grpc.status_codes import RpcAbort, status_code_of
 from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request, undecodable_text
 from tritonlite.frontends.grpc.trace_logging import TraceLoggingRpcs
 from tritonlite.protos import grpc_service_pb2 as pb
@@ -34,21 +34,14 @@ SERVICE = "inference.GRPCInferenceService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
-class RpcAbort(Exception):
-    """A unary RPC's failure: the status code and message to answer with."""
-
-    def __init__(self, code: StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @dataclass(frozen=True)
 class RpcMethod:
     """One method. Unary: `call(request) -> response`, raising RpcAbort.
 
-    Streaming (ModelStreamInfer): `call(requests, write)` where `requests` is
-    an async iterator of parsed messages and `await write(bytes)` sends one.
+    Streaming (ModelStreamInfer): `call(requests, write, metadata)` where
+    `requests` is an async iterator of parsed messages, `await write(bytes)`
+    sends one and `metadata` maps the call's metadata keys to their values;
+    raising RpcAbort ends the call with that status.
     `serialize` is None where `call` already answers with bytes.
     """
 

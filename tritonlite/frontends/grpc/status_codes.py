@@ -1,4 +1,5 @@
-"""TritonLiteError -> gRPC status code, by the one table in tritonlite.errors.
+"""TritonLiteError -> gRPC status code, by the one table in tritonlite.errors;
+the exception an RPC raises to end its call with a status (RpcAbort).
 
 `StatusCode` has grpcio's member names and (number, text) values, so the lean
 transport needs no grpcio; the grpc.aio transport converts by name.
@@ -40,3 +41,13 @@ _STATUS_OF: dict[ErrorCode, StatusCode] = {
 
 def status_code_of(error: TritonLiteError) -> StatusCode:
     return _STATUS_OF[error.code]
+
+
+class RpcAbort(Exception):
+    """An RPC's failure: the status code and message to end the call with
+    (a unary call's answer, or a stream ended on an error)."""
+
+    def __init__(self, code: StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -99,9 +99,24 @@ _RESERVED_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+# The one `triton_` request parameter a client may set (a stream option the
+# frontend reads; the model never sees it).
+_TRITON_ALLOWED = ("triton_enable_empty_final_response",)
+
+
 def request_parameters(params: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, param in params.items():
+        if name.startswith("triton_"):
+            if name not in _TRITON_ALLOWED:
+                raise InvalidArgumentError(
+                    "parameter keys starting with 'triton_' are reserved for Triton usage. "
+                    "Only the following keys starting with 'triton_' are allowed: "
+                    + " ".join(_TRITON_ALLOWED)
+                )
+            if param.WhichOneof("parameter_choice") != "bool_param":
+                raise _reserved_type_error(name, "bool_param")
+            continue
         reserved = _RESERVED_TYPES.get(name)
         if reserved is not None:
             which = param.WhichOneof("parameter_choice")
@@ -112,8 +127,15 @@ def request_parameters(params: Any) -> dict[str, Any]:
                 raise InvalidArgumentError("invalid value for 'priority', expected value >= 0.")
             out[name] = value
         else:
-            out[name] = parameter_value(name, param)
+            which = param.WhichOneof("parameter_choice")
+            if which not in _MODEL_PARAMETER_TYPES:
+                raise _reserved_type_error(name, "int64_param, bool_param, or string_param")
+            out[name] = getattr(param, which)
     return out
+
+
+# What a request parameter for the model may hold (Triton's request parameter types).
+_MODEL_PARAMETER_TYPES = ("int64_param", "bool_param", "string_param", "double_param")
 
 
 def set_parameters(target: Any, values: dict[str, Any]) -> None:
@@ -296,7 +318,7 @@ def _requested_output(o: pb.ModelInferRequest.InferRequestedOutputTensor) -> Req
             )
         if cls.int64_param <= 0:
             raise InvalidArgumentError(
-                "invalid value for 'classification' parameter, expected >= 1"
+                "invalid value for 'classification' parameter, expected >= 0"
             )
         if out.shm is not None:
             raise InvalidArgumentError(
@@ -351,8 +373,23 @@ def stream_response_bytes(result: InferResult) -> bytes:
     return b"".join(pieces)
 
 
+FINAL_PARAM = "triton_final_response"
+
+
 def stream_error_bytes(message: str, request_id: str) -> bytes:
-    """An error on a stream: the text, and the id of the request that failed."""
+    """A request refused on a stream: the text and the id of the request."""
     return pb.ModelStreamInferResponse(
         error_message=message, infer_response=pb.ModelInferResponse(id=request_id)
+    ).SerializeToString()
+
+
+def stream_answer_error_bytes(message: str, request: pb.ModelInferRequest, final: bool) -> bytes:
+    """An error a request was answered with: as Triton, the response also names
+    the model and version as the request did, the id, and whether it is final."""
+    response = pb.ModelInferResponse(
+        id=request.id, model_name=request.model_name, model_version=request.model_version
+    )
+    response.parameters[FINAL_PARAM].bool_param = final
+    return pb.ModelStreamInferResponse(
+        error_message=message, infer_response=response
     ).SerializeToString()

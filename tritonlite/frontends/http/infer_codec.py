@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tritonlite.core.inference_request import (
+    RAW_INPUT_NAME,
     InferRequest,
     InferResult,
     InputTensor,
@@ -18,6 +19,16 @@ from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_
 from tritonlite.errors import InvalidArgumentError
 from tritonlite.frontends.http.http_limits import clip
 from tritonlite.frontends.http.json_bounds import parse_json
+from tritonlite.frontends.http.json_parameters import request_parameters
+from tritonlite.frontends.http.json_tensors import (
+    NON_ARRAY,
+    NON_BOOL,
+    NON_STRING,
+    NON_UNSIGNED,
+    is_unsigned,
+    json_tensor_bytes,
+    missing_member,
+)
 
 HEADER_LENGTH = "inference-header-content-length"
 _MAX_LENGTH_DIGITS = 19  # any larger value is beyond every body limit
@@ -36,59 +47,69 @@ def parse_header_length(text: str | None) -> int | None:
     return int(text)
 
 
-def _shm_ref(params: dict[str, Any], what: str, name: str) -> ShmRef | None:
-    region = params.get("shared_memory_region")
-    if region is None:
+def _unsigned_param(params: dict[str, Any], key: str, label: str = "parse") -> int:
+    value = params[key]
+    if not is_unsigned(value):
+        raise InvalidArgumentError(f"Unable to {label} '{key}': {NON_UNSIGNED}")
+    return value
+
+
+def _shm_ref(params: dict[str, Any]) -> ShmRef | None:
+    """The shared memory window a tensor names; Triton reads an absent offset
+    or byte size as 0 (the window check then refuses a 0-byte one at 0)."""
+    if "shared_memory_region" not in params:
         return None
+    region = params["shared_memory_region"]
     if not isinstance(region, str):
-        raise InvalidArgumentError(
-            f"'shared_memory_region' of {what} '{clip(name)}' must be a string"
-        )
-    size = params.get("shared_memory_byte_size")
-    if size is None:
-        raise InvalidArgumentError(
-            f"'shared_memory_byte_size' must be specified along with "
-            f"'shared_memory_region' for {what} '{clip(name)}'"
-        )
-    offset = params.get("shared_memory_offset", 0)
-    for field_name, value in (("shared_memory_byte_size", size), ("shared_memory_offset", offset)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise InvalidArgumentError(
-                f"'{field_name}' of {what} '{clip(name)}' must be a non-negative integer"
-            )
+        raise InvalidArgumentError(f"Unable to parse 'shared_memory_region': {NON_STRING}")
+    offset = size = 0
+    if "shared_memory_offset" in params:
+        offset = _unsigned_param(params, "shared_memory_offset")
+    if "shared_memory_byte_size" in params:
+        size = _unsigned_param(params, "shared_memory_byte_size")
     return ShmRef(region, offset, size)
+
+
+def raw_infer_request(body: bytes, model_name: str, model_version: str) -> InferRequest:
+    """A raw binary request (Inference-Header-Content-Length: 0, or an empty
+    body): the whole body is the data of the model's only input, whose name,
+    datatype and shape the core takes from the model's configuration. Its
+    outputs come back as binary data."""
+    request = InferRequest(model_name, model_version, raw_input=True)
+    request.inputs.append(InputTensor(RAW_INPUT_NAME, "", [], raw=body))
+    request.binary_output_default = True
+    return request
 
 
 def parse_infer_request(
     body: bytes, header_length: int | None, model_name: str, model_version: str
 ) -> InferRequest:
     if header_length is None:
-        header_bytes = body
-        binary = memoryview(b"")
-    else:
-        if header_length < 0 or header_length > len(body):
-            raise InvalidArgumentError(
-                f"inference header size should be in range (0, {len(body)}), got: "
-                f"{header_length}"
-            )
-        header_bytes = body[:header_length]
-        binary = memoryview(body)[header_length:]
+        header_length = len(body)  # as Triton: no header, the whole body is JSON
+    if header_length < 0 or header_length > len(body):
+        raise InvalidArgumentError(
+            f"inference header size should be in range (0, {len(body)}), got: "
+            f"{header_length}"
+        )
+    if header_length == 0:
+        return raw_infer_request(body, model_name, model_version)
+    header_bytes = body[:header_length]
+    binary = memoryview(body)[header_length:]
     doc = parse_json(header_bytes)
     if not isinstance(doc, dict):
         raise InvalidArgumentError(
             "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
         )
     request = InferRequest(model_name, model_version)
-    rid = doc.get("id")
-    if rid is not None:
+    if "id" in doc:
+        rid = doc["id"]
         if not isinstance(rid, str):
-            raise InvalidArgumentError("'id' must be a string")
+            raise InvalidArgumentError(f"Unable to parse 'id': {NON_STRING}")
         request.request_id = rid
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise InvalidArgumentError("'parameters' must be an object")
-    request.binary_output_default = bool(params.pop("binary_data_output", False))
-    request.parameters = params
+    if "parameters" in doc:
+        request.parameters, request.binary_output_default = request_parameters(
+            doc["parameters"]
+        )
     inputs = doc.get("inputs")
     if inputs is None:
         raise InvalidArgumentError(
@@ -99,18 +120,18 @@ def parse_infer_request(
             "Unable to parse 'inputs': attempt to access JSON non-array as array"
         )
     pos = 0
-    for i, item in enumerate(inputs):
-        tensor, pos = _parse_input(item, i, binary, pos, model_name)
+    for item in inputs:
+        tensor, pos = _parse_input(item, binary, pos, model_name)
         request.inputs.append(tensor)
     if pos != len(binary):
         raise InvalidArgumentError(
             f"unexpected additional input data for model '{clip(model_name)}'"
         )
-    outputs = doc.get("outputs")
-    if outputs is not None:
+    if "outputs" in doc:
+        outputs = doc["outputs"]
         if not isinstance(outputs, list):
-            raise InvalidArgumentError("'outputs' must be an array")
-        request.outputs = [_parse_output(o, request.binary_output_default) for o in outputs]
+            raise InvalidArgumentError(f"Unable to parse 'outputs': {NON_ARRAY}")
+        request.outputs = [_parse_output(o) for o in outputs]
         if len(outputs) > 1:
             _reject_duplicate_outputs(request.outputs)
     return request
@@ -124,76 +145,102 @@ def _reject_duplicate_outputs(outputs: list[RequestedOutput]) -> None:
         seen.add(out.name)
 
 
-def _parse_input(
-    item: Any, index: int, binary: memoryview, pos: int, model_name: str
-) -> tuple[InputTensor, int]:
+def _member(item: dict[str, Any], key: str, kind: type, text: str) -> Any:
+    """A required member of an input or output, with Triton's texts."""
+    if key not in item:
+        raise InvalidArgumentError(f"Unable to parse '{key}': {missing_member(key)}")
+    value = item[key]
+    if not isinstance(value, kind):
+        raise InvalidArgumentError(f"Unable to parse '{key}': {text}")
+    return value
+
+
+def _parameters(item: dict[str, Any]) -> dict[str, Any]:
+    # Triton looks into "parameters" only when it is an object.
+    params = item.get("parameters")
+    return params if isinstance(params, dict) else {}
+
+
+def _content_fields(item: Any) -> list[str]:
     if not isinstance(item, dict):
-        raise InvalidArgumentError(f"input {index} in 'inputs' must be an object")
-    name = item.get("name")
-    if not isinstance(name, str):
-        raise InvalidArgumentError(f"input {index} in 'inputs' is missing a string 'name'")
-    datatype = item.get("datatype")
-    if not isinstance(datatype, str):
-        raise InvalidArgumentError(f"input '{clip(name)}' is missing a string 'datatype'")
-    shape = item.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in shape
-    ):
-        raise InvalidArgumentError(f"input '{clip(name)}' must have a 'shape' array of integers")
-    params = item.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise InvalidArgumentError(f"'parameters' of input '{clip(name)}' must be an object")
-    tensor = InputTensor(name, datatype, shape, parameters=params)
-    tensor.shm = _shm_ref(params, "input", name)
-    size = params.get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidArgumentError(
-                f"'binary_data_size' of input '{clip(name)}' must be a non-negative integer"
-            )
-        if pos + size > len(binary):
-            raise InvalidArgumentError(
-                f"unexpected size for input '{clip(name)}', expecting {pos + size - len(binary)} "
-                f"additional bytes for model '{clip(model_name)}'"
-            )
-        tensor.raw = binary[pos : pos + size]
-        pos += size
-    fields = [f for f, present in (("data", "data" in item),
-                                   ("binary_data_size", size is not None),
-                                   ("shared_memory_region", tensor.shm is not None)) if present]
+        return []
+    params = _parameters(item)
+    return [f for f, present in (("data", "data" in item),
+                                 ("binary_data_size", "binary_data_size" in params),
+                                 ("shared_memory_region", "shared_memory_region" in params))
+            if present]
+
+
+def _parse_input(
+    item: Any, binary: memoryview, pos: int, model_name: str
+) -> tuple[InputTensor, int]:
+    fields = _content_fields(item)
     if len(fields) != 1:
         raise InvalidArgumentError(
             "Input must set only one of the following fields: 'data', 'binary_data_size' in "
             "'parameters', 'shared_memory_region' in 'parameters'. But "
             + (("set " + " ".join(f"'{f}'" for f in fields)) if fields else "no field is set")
         )
-    if "data" in item:
-        tensor.json_data = item["data"]
+    name = _member(item, "name", str, NON_STRING)
+    datatype = _member(item, "datatype", str, NON_STRING)
+    shape = _member(item, "shape", list, NON_ARRAY)
+    if not all(is_unsigned(d) for d in shape):
+        raise InvalidArgumentError(f"Unable to parse 'shape': {NON_UNSIGNED}")
+    params = _parameters(item)
+    tensor = InputTensor(name, datatype, shape, parameters=params)
+    if fields[0] == "binary_data_size":
+        size = _unsigned_param(params, "binary_data_size")
+        if pos + size > len(binary):
+            raise InvalidArgumentError(
+                f"unexpected size for input '{clip(name)}', expecting "
+                f"{pos + size - len(binary)} additional bytes for model '{clip(model_name)}'"
+            )
+        tensor.raw = binary[pos : pos + size]
+        return tensor, pos + size
+    if fields[0] == "shared_memory_region":
+        tensor.shm = _shm_ref(params)
+        return tensor, pos
+    count = element_count(shape)
+    if count == 0:
+        tensor.raw = b""  # Triton reads no "data" for an empty tensor
+        return tensor, pos
+    data = item["data"]
+    if not isinstance(data, list):
+        raise InvalidArgumentError(f"Unable to parse 'data': {NON_ARRAY}")
+    tensor.raw = json_tensor_bytes(name, datatype, count, data)
     return tensor, pos
 
 
-def _parse_output(item: Any, binary_default: bool) -> RequestedOutput:
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        raise InvalidArgumentError("each requested output must be an object with a 'name'")
-    name = item["name"]
-    params = item.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise InvalidArgumentError(f"'parameters' of output '{clip(name)}' must be an object")
-    out = RequestedOutput(name, parameters=params)
-    binary = params.get("binary_data")
-    out.binary = binary_default if binary is None else bool(binary)
-    out.shm = _shm_ref(params, "output", name)
-    if out.shm is not None and params.get("binary_data"):
-        raise InvalidArgumentError(
-            "Output can't set both 'shared_memory_region' and 'binary_data'"
-        )
-    cc = params.get("classification")
-    if cc is not None:
-        if not isinstance(cc, int) or isinstance(cc, bool) or cc < 0:
+def _parse_output(item: Any) -> RequestedOutput:
+    if not isinstance(item, dict):
+        raise InvalidArgumentError(f"Unable to parse 'name': {missing_member('name')}")
+    params = _parameters(item)
+    if "shared_memory_region" in params:
+        # The two checks Triton makes before it reads the output's name.
+        if "classification" in params:
             raise InvalidArgumentError(
-                f"'classification' of output '{clip(name)}' must be a non-negative integer"
+                "Output can't set both 'shared_memory_region' and 'classification'"
             )
-        out.class_count = cc
+        if "binary_data" in params:
+            if not isinstance(params["binary_data"], bool):
+                raise InvalidArgumentError(f"Unable to set 'binary_data': {NON_BOOL}")
+            if params["binary_data"]:
+                raise InvalidArgumentError(
+                    "Output can't set both 'shared_memory_region' and 'binary_data'"
+                )
+    name = _member(item, "name", str, NON_STRING)
+    out = RequestedOutput(name, parameters=params)
+    if "classification" in params:
+        out.class_count = _unsigned_param(params, "classification", "set")
+    out.shm = _shm_ref(params)
+    # A named output is binary only when it says so: `binary_data_output`
+    # covers only the outputs of a request that names none.
+    if out.shm is None:
+        out.binary = False
+        if "binary_data" in params:
+            if not isinstance(params["binary_data"], bool):
+                raise InvalidArgumentError(f"Unable to parse 'binary_data': {NON_BOOL}")
+            out.binary = params["binary_data"]
     return out
 
 
@@ -203,6 +250,13 @@ def output_values(datatype: str, shape: list[int], data: memoryview) -> list:
 
 
 def _json_data(datatype: str, shape: list[int], data: memoryview) -> list:
+    if datatype in ("FP16", "BF16"):
+        error = InvalidArgumentError(
+            f"sending {datatype} data via JSON is not supported. Please use the binary data "
+            "format for output"
+        )
+        error.in_response = True
+        raise error
     if datatype == "BYTES":
         arr = deserialize_bytes_tensor(data, element_count(shape), [element_count(shape)])
         out = []
@@ -231,7 +285,8 @@ def build_infer_response(result: InferResult, binary_default: bool) -> tuple[byt
             binary = binary_default if out.binary is None else out.binary
             if binary:
                 entry["parameters"] = {"binary_data_size": len(out.data)}
-                chunks.append(out.data)
+                if len(out.data):  # as Triton: empty outputs add no binary section
+                    chunks.append(out.data)
             else:
                 entry["data"] = _json_data(out.datatype, out.shape, out.data)
         outputs.append(entry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -41,10 +42,11 @@ def json_depth(text: bytes) -> int:
     return deepest
 
 
-def parse_json(text: bytes) -> Any:
-    """A request's JSON document; malformed or too deep is a 400."""
+def parse_json(text: bytes, object_pairs_hook: Callable[[list], Any] | None = None) -> Any:
+    """A request's JSON document; malformed or too deep is a 400.
+    `object_pairs_hook` as json.loads takes it (objects as their members)."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=object_pairs_hook)
     except RecursionError:
         doc = None  # deeper than the parser's own limit: too deep by far
     except (ValueError, UnicodeDecodeError) as exc:

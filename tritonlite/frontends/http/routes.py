@@ -6,13 +6,12 @@ these, so every route is written once.
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from http import HTTPStatus
 
-from tritonlite.core.inference_request import InferRequest, InferResult, InputTensor
+from tritonlite.core.inference_request import InferRequest
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import NO_FILE_OVER_THE_WIRE, TRACE_DEFAULTS
 from tritonlite.core.response_stream import StreamItem
@@ -21,6 +20,16 @@ from tritonlite.errors import (
     NotFoundError,
     TritonLiteError,
     UnavailableError,
+)
+from tritonlite.frontends.http.cuda_shared_memory import refuse_cuda_register
+from tritonlite.frontends.http.generate import (
+    ONE_RESPONSE,
+    RESPONSE_ERROR_STATUS,
+    SSE,
+    error_doc,
+    generate_request,
+    response_doc,
+    sse_event,
 )
 from tritonlite.frontends.http.http_messages import (
     JSON,
@@ -32,7 +41,6 @@ from tritonlite.frontends.http.http_messages import (
 from tritonlite.frontends.http.infer_codec import (
     HEADER_LENGTH,
     build_infer_response,
-    output_values,
     parse_header_length,
     parse_infer_request,
 )
@@ -60,12 +68,18 @@ def _json_doc(body: bytes) -> dict:
     return doc
 
 
-def _int_field(doc: dict, field_name: str, default: int | None, region: str) -> int:
-    value = doc.get(field_name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
+def _register_field(doc: dict, field_name: str, required: bool, default: int = 0) -> int:
+    """An unsigned integer of a register request, with Triton's texts."""
+    if field_name not in doc:
+        if required:
+            raise InvalidArgumentError(
+                f"Shared memory register request has no '{field_name}' field"
+            )
+        return default
+    value = doc[field_name]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidArgumentError(
-            f"Shared memory register request for region '{region}' needs an integer "
-            f"'{field_name}'"
+            "attempt to access JSON non-unsigned-integer as unsigned-integer"
         )
     return value
 
@@ -108,11 +122,14 @@ class Routes:
             ("POST", r"/v2/systemsharedmemory/unregister", self.shm_unregister),
             ("POST", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/unregister",
              self.shm_unregister),
-            ("GET", r"/v2/cudasharedmemory/status", self.cuda_shm),
-            ("GET", r"/v2/cudasharedmemory/region/[^/]+/status", self.cuda_shm),
-            ("POST", r"/v2/cudasharedmemory/region/[^/]+/register", self.cuda_shm),
-            ("POST", r"/v2/cudasharedmemory/unregister", self.cuda_shm),
-            ("POST", r"/v2/cudasharedmemory/region/[^/]+/unregister", self.cuda_shm),
+            ("GET", r"/v2/cudasharedmemory/status", self.cuda_shm_status),
+            ("GET", r"/v2/cudasharedmemory/region/(?P<region>[^/]+)/status",
+             self.cuda_shm_status),
+            ("POST", r"/v2/cudasharedmemory/region/(?P<region>[^/]+)/register",
+             self.cuda_shm_register),
+            ("POST", r"/v2/cudasharedmemory/unregister", self.cuda_shm_unregister),
+            ("POST", r"/v2/cudasharedmemory/region/(?P<region>[^/]+)/unregister",
+             self.cuda_shm_unregister),
         ]
         self.table = [(meth, re.compile(pat + r"/?$"), h) for meth, pat, h in table]
         # GET and HEAD share handlers; HEAD is treated as GET by the servers.
@@ -207,67 +224,64 @@ class Routes:
         return HttpReply(200, out, media, headers or None)
 
     def _generate_request(self, r: HttpRequest) -> InferRequest:
-        """Triton's generate extension: top-level JSON fields named like model
-        inputs become tensors; outputs come back as fields (one element: a scalar)."""
         name, version = self._model(r)
-        doc = _json_doc(r.body)
         spec = self.server.model_spec(name, version)
-        request = InferRequest(name, version, parameters=dict(doc.get("parameters") or {}))
-        for input_name, tspec in spec.inputs.items():
-            if input_name not in doc:
-                continue
-            value = doc[input_name]
-            data = value if isinstance(value, list) else [value]
-            shape = [len(data)] if isinstance(value, list) or tspec.dims != [] else []
-            if not shape:
-                shape = [1]
-            if spec.max_batch_size > 0:
-                shape = [1, *shape]
-            request.inputs.append(InputTensor(input_name, tspec.datatype, shape, json_data=data))
-        return request
-
-    @staticmethod
-    def _generate_doc(result: InferResult) -> dict:
-        out: dict = {"model_name": result.model_name, "model_version": result.model_version}
-        for t in result.outputs:
-            if t.data is None:
-                continue
-            values = output_values(t.datatype, t.shape, t.data)
-            out[t.name] = values[0] if len(values) == 1 else values
-        return out
+        # The server has undone any Content-Encoding (the reference refuses one here).
+        return generate_request(r.body, name, version, spec)
 
     async def generate(self, r: HttpRequest) -> HttpReply:
-        request = self._generate_request(r)
+        """Exactly one response, or an error; the status is the first response's."""
+        events = self.server.infer_stream(self._generate_request(r))
         docs: list[dict] = []
-        events = self.server.infer_stream(request)
+        status = 0
         try:
             async for item in events:
-                try:
-                    if item.error is not None:
-                        raise item.error
-                    if item.result is not None:
-                        docs.append(self._generate_doc(item.result))
-                finally:
-                    item.release()
+                doc = self._event_doc(item)
+                if doc is not None:
+                    docs.append(doc)
+                if not status:
+                    status = RESPONSE_ERROR_STATUS if item.error is not None else 200
+        except TritonLiteError as exc:
+            if not exc.in_response or status:
+                raise
+            docs, status = [error_doc(exc)], RESPONSE_ERROR_STATUS  # a one-response model's
         finally:
             await events.aclose()
-        if len(docs) != 1:
-            raise InvalidArgumentError(
-                f"model '{request.model_name}' sent {len(docs)} responses to a generate "
-                "request, which returns exactly one: use generate_stream"
-            )
-        return json_reply(docs[0])
+        doc = docs[0] if len(docs) == 1 else {"error": ONE_RESPONSE}
+        return json_reply(doc, status or 200)
+
+    @staticmethod
+    def _event_doc(item: StreamItem) -> dict | None:
+        """A response's JSON (an error as {"error": ...}); None for a bare final flag."""
+        try:
+            if item.error is not None:
+                return error_doc(item.error)
+            if item.result is not None:
+                try:
+                    return response_doc(item.result)
+                except TritonLiteError as exc:  # an output JSON cannot carry
+                    item.error = exc
+                    return error_doc(exc)
+            return None
+        finally:
+            item.release()
 
     async def generate_stream(self, r: HttpRequest) -> HttpReply:
         """Server-sent events, one `data:` event per response as the model sends
-        it. A failure before the first response is a plain JSON error."""
+        it, with the status of the first one. A request refused before the model
+        answers is a plain JSON error."""
         events = self.server.infer_stream(self._generate_request(r))
         try:
             first: StreamItem | None = await anext(events)
         except StopAsyncIteration:
             first = None
-        return HttpReply(200, b"", "text/event-stream; charset=utf-8",
-                         stream=self._sse(first, events))
+        except TritonLiteError as exc:
+            if not exc.in_response:
+                raise
+            # A one-response model's error is the stream's one event.
+            first = StreamItem(error=exc, final=True)
+        status = RESPONSE_ERROR_STATUS if first is not None and first.error else 200
+        return HttpReply(status, b"", SSE, stream=self._sse(first, events))
 
     async def _sse(
         self, first: StreamItem | None, events: AsyncGenerator[StreamItem, None]
@@ -275,17 +289,11 @@ class Routes:
         try:
             item = first
             while item is not None:
-                try:
-                    if item.error is not None:
-                        doc: dict | None = {"error": item.error.message}
-                    elif item.result is not None:
-                        doc = self._generate_doc(item.result)
-                    else:
-                        doc = None  # a bare final flag ends the stream silently
-                finally:
-                    item.release()
+                doc = self._event_doc(item)
                 if doc is not None:
-                    yield b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+                    yield sse_event(doc)
+                if item.final:
+                    break
                 item = await anext(events, None)
         finally:
             await events.aclose()
@@ -335,22 +343,34 @@ class Routes:
     async def shm_register(self, r: HttpRequest) -> HttpReply:
         name = r.params["region"]
         doc = _json_doc(r.body)
-        key = doc.get("key")
+        if "key" not in doc:
+            raise InvalidArgumentError("Shared memory register request has no 'key' field")
+        key = doc["key"]
         if not isinstance(key, str):
-            raise InvalidArgumentError(
-                f"Shared memory register request for region '{name}' is missing a string 'key'"
-            )
-        offset = _int_field(doc, "offset", 0, name)
-        byte_size = _int_field(doc, "byte_size", None, name)
+            raise InvalidArgumentError("attempt to access JSON non-string as string")
+        offset = _register_field(doc, "offset", required=False)
+        byte_size = _register_field(doc, "byte_size", required=True)
         self.server.shm_register(name, key, offset, byte_size)
-        return HttpReply()
+        return HttpReply(200, b"", JSON)
 
     async def shm_unregister(self, r: HttpRequest) -> HttpReply:
         self.server.shm_unregister(r.params.get("region", ""))
-        return HttpReply()
+        return HttpReply(200, b"", JSON)
 
-    async def cuda_shm(self, r: HttpRequest) -> HttpReply:
-        raise InvalidArgumentError("CUDA shared memory is not supported on this server (no GPU)")
+    # No CUDA here: answer as the reference does on a host where no CUDA
+    # region can be opened (nothing registered, every register refused).
+    async def cuda_shm_status(self, r: HttpRequest) -> HttpReply:
+        region = r.params.get("region")
+        if region:
+            raise NotFoundError(f"Unable to find cuda shared memory region: '{region}'")
+        return json_reply([])
+
+    async def cuda_shm_register(self, r: HttpRequest) -> HttpReply:
+        refuse_cuda_register(_json_doc(r.body))
+        return HttpReply(200, b"", JSON)  # not reached: nothing registers here
+
+    async def cuda_shm_unregister(self, r: HttpRequest) -> HttpReply:
+        return HttpReply(200, b"", JSON)
 
 
 __all__ = ["HttpReply", "HttpRequest", "NotFoundError", "Routes"]
