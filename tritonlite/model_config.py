@@ -235,11 +235,13 @@ def _is_repeated(fd: FieldDescriptor) -> bool:
     flag = getattr(fd, "is_repeated", None)
     if flag is not None:
         return bool(flag)
-    return fd.label == FieldDescriptor.LABEL_REPEATED
+    return bool(fd.label == FieldDescriptor.LABEL_REPEATED)  # type: ignore[attr-defined]
 
 
 def _map_key(fd: FieldDescriptor, key: str) -> Any:
-    kfd = fd.message_type.fields_by_name["key"]
+    message = fd.message_type
+    assert message is not None  # only map fields reach here
+    kfd = message.fields_by_name["key"]
     if kfd.type == FieldDescriptor.TYPE_STRING:
         return key
     if kfd.type == FieldDescriptor.TYPE_BOOL:
@@ -298,10 +300,10 @@ class ModelSpec:
         spec = cls(config.name, config, config.max_batch_size)
         for t in config.input:
             spec.inputs[t.name] = _tensor_spec(t)
-        for t in config.output:
-            spec.outputs[t.name] = _tensor_spec(t)
-            if model_dir is not None and t.label_filename:
-                spec.labels[t.name] = read_labels(model_dir, t.label_filename)
+        for out in config.output:
+            spec.outputs[out.name] = _tensor_spec(out)
+            if model_dir is not None and out.label_filename:
+                spec.labels[out.name] = read_labels(model_dir, out.label_filename)
         return spec
 
 
