@@ -3,8 +3,16 @@ import os
 import threading
 
 import pytest
+from hypothesis import settings
 
 from tests.server_harness import ROOT, ServerPool, ServerProcess, ServerSetup
+
+# Fuzz tests run the same examples on every run ("ci"), so a suite run cannot
+# fail on a case an earlier run never met; HYPOTHESIS_PROFILE=explore searches
+# new ones (a case it finds becomes a named regression test).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 EXAMPLES = os.path.join(ROOT, "examples", "models")
 TEST_MODELS = os.path.join(ROOT, "tests", "models")

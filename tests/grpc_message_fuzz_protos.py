@@ -35,6 +35,15 @@ def _request(name: str, rid: str, inputs: list[str], raws: list[bytes]) -> pb.Mo
     return req
 
 
+def _without_raw(message: pb.ModelInferRequest) -> pb.ModelInferRequest:
+    # Below the split threshold (or when the split path gives up) the decoder
+    # keeps raw_input_contents in the message too; `.raw` is what the server reads.
+    copy = pb.ModelInferRequest()
+    copy.CopyFrom(message)
+    del copy.raw_input_contents[:]
+    return copy
+
+
 @FUZZ
 @given(req=_requests)
 def test_fuzz_split_bytes_field_matches_protobuf(req):
@@ -62,7 +71,7 @@ def test_fuzz_infer_request_decoder_never_raises(data, as_view):
     assert not parsed.error
     assert [bytes(r) for r in parsed.raw] == list(expected.raw_input_contents)
     del expected.raw_input_contents[:]
-    assert parsed.message == expected
+    assert _without_raw(parsed.message) == expected
 
 
 @FUZZ
@@ -86,7 +95,7 @@ def test_fuzz_large_infer_request_mutated(req, mutations, cut):
     assert not parsed.error
     assert [bytes(r) for r in parsed.raw] == list(expected.raw_input_contents)
     del expected.raw_input_contents[:]
-    assert parsed.message == expected
+    assert _without_raw(parsed.message) == expected
 
 
 @FUZZ
