@@ -16,6 +16,9 @@ TRITON = {
     for name in TRITON_HTTP_STATUS
 }
 TRITON["FORBIDDEN"] = (403, grpc.StatusCode.UNAVAILABLE.value)
+# tritonlite's tenant boundary (docs/security.md): not Triton codes.
+TRITON["PERMISSION_DENIED"] = (403, grpc.StatusCode.PERMISSION_DENIED.value)
+TRITON["RESOURCE_EXHAUSTED"] = (429, grpc.StatusCode.RESOURCE_EXHAUSTED.value)
 
 
 def test_status_codes_are_grpcios():

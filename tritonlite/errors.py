@@ -24,6 +24,10 @@ class ErrorCode(enum.Enum):
     # Not a Triton core code: Triton's frontends answer a restricted API
     # themselves (HTTP 403, gRPC UNAVAILABLE).
     FORBIDDEN = "FORBIDDEN"
+    # tritonlite's tenant boundary (docs/security.md): a tenant asked for what
+    # its configuration does not grant, or went over one of its quotas.
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
 
 # The one table to HTTP statuses: Triton 2.51 http_server.cc HttpCodeFromError
@@ -38,6 +42,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.ALREADY_EXISTS: 400,
     ErrorCode.CANCELLED: 400,
     ErrorCode.FORBIDDEN: 403,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.RESOURCE_EXHAUSTED: 429,
 }
 
 # The one table to gRPC status codes (grpc.StatusCode names): Triton 2.51
@@ -53,6 +59,8 @@ GRPC_STATUS: dict[ErrorCode, str] = {
     ErrorCode.ALREADY_EXISTS: "ALREADY_EXISTS",
     ErrorCode.CANCELLED: "CANCELLED",
     ErrorCode.FORBIDDEN: "UNAVAILABLE",
+    ErrorCode.PERMISSION_DENIED: "PERMISSION_DENIED",
+    ErrorCode.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
 }
 
 
@@ -117,11 +125,24 @@ class ForbiddenError(TritonLiteError):
     code = ErrorCode.FORBIDDEN
 
 
+class PermissionDeniedError(TritonLiteError):
+    """A tenant asked for a model, API category or object it is not granted."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class ResourceExhaustedError(TritonLiteError):
+    """A tenant went over one of its quotas."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
 _CLASS_OF: dict[ErrorCode, type[TritonLiteError]] = {
     cls.code: cls
     for cls in (
         UnknownError, InternalError, NotFoundError, InvalidArgumentError, UnavailableError,
         UnsupportedError, AlreadyExistsError, CancelledError, ForbiddenError,
+        PermissionDeniedError, ResourceExhaustedError,
     )
 }
 
