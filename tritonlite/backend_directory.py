@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from tritonlite.core.model_paths import backend_file
 from tritonlite.model_config import ConfigError, ModelConfig
 from tritonlite.workers.backends import is_framework_backend
 
@@ -28,7 +29,10 @@ def python_based_backend_file(config: ModelConfig, backend_directory: str) -> st
     if not backend or backend == "python" or is_framework_backend(backend):
         return ""
     path = os.path.join(backend_directory, backend, PYTHON_RUNTIME) if backend_directory else ""
-    found = bool(path) and os.path.isfile(path)
+    # The backend name comes from the config (maybe a load request's): its file must
+    # resolve inside the backend directory (docs/security.md).
+    resolved = backend_file(backend_directory, backend, PYTHON_RUNTIME) if path else ""
+    found = bool(path) and os.path.isfile(resolved)
     if config.runtime == PYTHON_RUNTIME and not found:
         raise ConfigError(
             f"unable to find Python backend based backend library '{PYTHON_RUNTIME}' for "
@@ -40,4 +44,4 @@ def python_based_backend_file(config: ModelConfig, backend_directory: str) -> st
             "runtime on the model configuration."
         )
     config.runtime = PYTHON_RUNTIME
-    return path
+    return resolved

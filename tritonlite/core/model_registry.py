@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from tritonlite.backend_directory import python_based_backend_file
 from tritonlite.core.ensemble import EnsembleRuntime, InferFn
 from tritonlite.core.load_overrides import LoadOverrides, write_model_folder
+from tritonlite.core.model_paths import check_model_paths
 from tritonlite.core.model_runtime import ModelRuntime
 from tritonlite.core.rate_limiter import ResourcePool
 from tritonlite.core.server_options import ServerOptions
@@ -347,6 +348,7 @@ class ModelRegistry:
             if problem:
                 raise ConfigError(problem)
             versions = select_versions(config, available_versions(entry.path))
+            check_model_paths(config, entry.path, versions)
         except ConfigError as exc:
             entry.reason = str(exc)
             log.error("model '%s' failed to load: %s", entry.name, exc)
