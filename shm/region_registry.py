@@ -1,6 +1,11 @@
 """Client system shared memory regions: register/status/unregister and the
 per-request leases that keep a region mapped while a tensor uses it.
 
+Regions live in namespaces, one per tenant ("" when tenants are not
+configured): a caller sees, uses and unregisters only the regions of its
+own namespace, two namespaces may hold the same region name, and nothing a
+caller is told names another namespace's region or key.
+
 A plain state machine around fds; error texts follow Triton's where clients
 may match on them.
 """
@@ -13,13 +18,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tritonlite.shm.segments import Segment, is_reserved_key, open_client_region
+from tritonlite.shm.segments import ClientAccess, Segment, is_reserved_key, open_client_region
 
 from tritonlite.errors import (
     AlreadyExistsError,
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
 )
 
 # Larger offsets or sizes cannot come from a real client (Triton keeps them in
@@ -27,8 +33,18 @@ from tritonlite.errors import (
 _MAX_VALUE = 1 << 63
 
 
+@dataclass(frozen=True)
+class RegionQuota:
+    """A namespace's limits (a tenant's shm quotas); None: no limit."""
+
+    owner: str  # the tenant's name, for the refusal's text
+    max_regions: int | None = None
+    max_bytes: int | None = None
+
+
 @dataclass(eq=False)
 class _Region:
+    namespace: str
     name: str
     key: str
     offset: int
@@ -84,20 +100,38 @@ class RegionRegistry:
 
     def __init__(self, next_id: Callable[[], int] | None = None) -> None:
         self._next_id = next_id if next_id is not None else itertools.count(1).__next__
-        self._regions: dict[str, _Region] = {}
+        self._spaces: dict[str, dict[str, _Region]] = {}  # namespace -> name -> region
         self._lock = threading.Lock()
         self.on_region_closed: Callable[[int], None] | None = None
 
-    def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+    def _space(self, namespace: str) -> dict[str, _Region]:
+        space = self._spaces.get(namespace)
+        if space is None:
+            space = self._spaces[namespace] = {}
+        return space
+
+    def register(
+        self,
+        name: str,
+        key: str,
+        offset: int,
+        byte_size: int,
+        *,
+        namespace: str = "",
+        access: ClientAccess | None = None,
+        quota: RegionQuota | None = None,
+    ) -> None:
+        """`access`: whose behalf the object is opened on (None: trusted caller)."""
         if is_reserved_key(key):
             raise InvalidArgumentError(
                 f"cannot register shared memory region '{name}': key '{key}' is reserved "
                 "for the server"
             )
         with self._lock:
-            if name in self._regions:
+            if name in self._space(namespace):
                 raise AlreadyExistsError(f"shared memory region '{name}' already in manager")
-        fd, real_size = open_client_region(key)
+            _check_quota(self._space(namespace), quota, byte_size)
+        fd, real_size = open_client_region(key, access)
         try:
             _check_window(name, offset, byte_size, real_size)
         except BaseException:
@@ -114,22 +148,26 @@ class RegionRegistry:
                 f"{offset} + byte_size {byte_size} of the shared memory object"
             ) from None
         with self._lock:
-            if name in self._regions:  # lost a race with another register
-                segment.close()
-                raise AlreadyExistsError(f"shared memory region '{name}' already in manager")
+            space = self._space(namespace)
             try:
+                if name in space:  # lost a race with another register
+                    raise AlreadyExistsError(
+                        f"shared memory region '{name}' already in manager"
+                    )
+                _check_quota(space, quota, byte_size)
                 segment_id = self._next_id()
             except BaseException:
                 segment.close()
                 raise
-            self._regions[name] = _Region(name, key, offset, byte_size, segment_id, segment)
+            space[name] = _Region(namespace, name, key, offset, byte_size, segment_id, segment)
 
-    def status(self, name: str | None = None) -> list[dict]:
+    def status(self, name: str | None = None, *, namespace: str = "") -> list[dict]:
         with self._lock:
+            space = self._space(namespace)
             if name is None:
-                regions = list(self._regions.values())
+                regions = list(space.values())
             else:
-                region = self._regions.get(name)
+                region = space.get(name)
                 if region is None:
                     raise NotFoundError(f"Unable to find system shared memory region: '{name}'")
                 regions = [region]
@@ -138,26 +176,29 @@ class RegionRegistry:
                 for r in regions
             ]
 
-    def unregister(self, name: str) -> None:
+    def unregister(self, name: str, *, namespace: str = "") -> None:
         """Forget a region; unknown names are not an error (as in Triton)."""
         with self._lock:
-            region = self._regions.get(name)
+            space = self._space(namespace)
+            region = space.get(name)
             if region is None:
                 return
             if region.leases:
                 raise InternalError(
                     f"Cannot unregister shared memory region '{name}', it is currently in use."
                 )
-            del self._regions[name]
+            del space[name]
         self._close_region(region)
 
-    def unregister_all(self) -> None:
-        """Forget every region not in use; fail naming the ones in use (Triton's text)."""
+    def unregister_all(self, *, namespace: str = "") -> None:
+        """Forget every region of the namespace not in use; fail naming the ones in
+        use (Triton's text)."""
         with self._lock:
-            busy = sorted(name for name, r in self._regions.items() if r.leases)
-            closing = [r for name, r in self._regions.items() if not r.leases]
+            space = self._space(namespace)
+            busy = sorted(name for name, r in space.items() if r.leases)
+            closing = [r for name, r in space.items() if not r.leases]
             for region in closing:
-                del self._regions[region.name]
+                del space[region.name]
         for region in closing:
             self._close_region(region)
         if busy:
@@ -167,10 +208,11 @@ class RegionRegistry:
                 + "".join(f"{name} ," for name in busy)
             )
 
-    def acquire(self, name: str, offset: int, byte_size: int) -> RegionLease:
+    def acquire(self, name: str, offset: int, byte_size: int, namespace: str = ""
+                ) -> RegionLease:
         """Hold bytes [offset, offset + byte_size) of the registered window for a tensor."""
         with self._lock:
-            region = self._regions.get(name)
+            region = self._space(namespace).get(name)
             if region is None:
                 raise NotFoundError(f"Unable to find shared memory region: '{name}'")
             _check_tensor_window(name, offset, byte_size, region.byte_size)
@@ -210,13 +252,37 @@ class RegionRegistry:
     def close(self) -> None:
         """Shutdown: close every mapping now, leased or not; no hooks fire."""
         with self._lock:
-            regions = list(self._regions.values())
-            self._regions.clear()
+            regions = [r for space in self._spaces.values() for r in space.values()]
+            self._spaces.clear()
         for region in regions:
             region.segment.close()
 
+    def usage(self, namespace: str = "") -> tuple[int, int]:
+        """(regions, bytes of their windows) registered in a namespace."""
+        with self._lock:
+            space = self._spaces.get(namespace, {})
+            return len(space), sum(r.byte_size for r in space.values())
+
     def __len__(self) -> int:
-        return len(self._regions)
+        return sum(len(space) for space in self._spaces.values())
+
+
+def _check_quota(space: dict[str, _Region], quota: RegionQuota | None, byte_size: int) -> None:
+    """Under the lock: would one more region of `byte_size` go over the quota?"""
+    if quota is None:
+        return
+    if quota.max_regions is not None and len(space) + 1 > quota.max_regions:
+        raise ResourceExhaustedError(
+            f"tenant '{quota.owner}' is over its quota of {quota.max_regions} shared memory "
+            "regions (shm_regions)"
+        )
+    if quota.max_bytes is not None and isinstance(byte_size, int):
+        held = sum(r.byte_size for r in space.values())
+        if held + byte_size > quota.max_bytes:
+            raise ResourceExhaustedError(
+                f"tenant '{quota.owner}' is over its quota of {quota.max_bytes} bytes of "
+                f"shared memory (shm_bytes): {held} registered, {byte_size} more asked"
+            )
 
 
 def _check_window(name: str, offset: int, byte_size: int, real_size: int) -> None:

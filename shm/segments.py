@@ -12,12 +12,12 @@ import mmap
 import os
 import stat
 import sys
+from dataclasses import dataclass
 
 import numpy as np
-import posix_ipc
 from numpy.typing import DTypeLike
 
-from tritonlite.errors import InvalidArgumentError, NotFoundError
+from tritonlite.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 
 RESERVED_PREFIX = "tritonlite"
 
@@ -161,31 +161,73 @@ def _open_failed(key: str) -> str:
     return f"Unable to open shared memory region: '{key}'"
 
 
-def open_client_region(key: str) -> tuple[int, int]:
+SHM_DIR = "/dev/shm"  # where glibc's shm_open keeps POSIX shared memory objects
+
+
+@dataclass(frozen=True)
+class ClientAccess:
+    """On whose behalf the server opens a client's object (docs/security.md).
+
+    The server opens it only when the client could open it itself: the object's
+    owner is the connecting process's uid (root may open any), or the key
+    carries the prefix configured for the client's tenant.
+    """
+
+    uid: int | None  # the connecting process's uid; None: unknown (another host)
+    key_prefix: str = ""  # the tenant's key prefix; "" none
+
+
+def _may_open(bare: str, owner: int, access: ClientAccess) -> bool:
+    prefix = access.key_prefix.lstrip("/")
+    if prefix and bare.startswith(prefix):
+        return True
+    return access.uid is not None and (access.uid == 0 or access.uid == owner)
+
+
+def _not_yours(key: str, access: ClientAccess) -> PermissionDeniedError:
+    if access.uid is None:
+        why = ("the connecting process's uid is unknown (it is not on this host, or in "
+               "another network namespace)")
+    else:
+        why = f"it is not owned by the connecting process's user (uid {access.uid})"
+    if access.key_prefix:
+        why += f" and its key does not start with this tenant's prefix '{access.key_prefix}'"
+    return PermissionDeniedError(
+        f"Unable to open shared memory region: '{key}': {why}"
+    )
+
+
+def open_client_region(key: str, access: ClientAccess | None = None) -> tuple[int, int]:
     """Open a client's existing POSIX shm object read-write; returns (fd, size).
 
-    The returned fd is ours (CLOEXEC, not inheritable). Errors name only the
-    key the client gave.
+    The object is opened without following a link (O_NOFOLLOW), must be a
+    regular file (S_ISREG), and, with `access`, must be one the client could
+    open itself (`ClientAccess`); `access` None: a trusted caller (the
+    in-process API). The returned fd is ours (CLOEXEC, not inheritable).
+    Errors name only the key the client gave.
     """
     bare = key.lstrip("/")
     # shm_open would reject these too, but we must never reach outside /dev/shm.
     if not bare or "/" in bare or "\0" in bare or bare in (".", ".."):
         raise InvalidArgumentError(_open_failed(key))
     try:
-        # flags=0: open an existing object only, never create one.
-        obj = posix_ipc.SharedMemory("/" + bare, flags=0, read_only=False)
-    except posix_ipc.ExistentialError:
+        # No O_CREAT: an existing object only. O_NONBLOCK: a FIFO planted under
+        # the name must not block us (it is refused below as not regular).
+        fd = os.open(
+            os.path.join(SHM_DIR, bare),
+            os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY,
+        )
+    except FileNotFoundError:
         raise NotFoundError(_open_failed(key)) from None
-    except (posix_ipc.Error, OSError, ValueError):
+    except OSError:
+        # ELOOP (a link), EACCES (the server itself may not), ENXIO, ...
         raise InvalidArgumentError(_open_failed(key)) from None
-    try:
-        fd = os.dup(obj.fd)  # os.dup gives a non-inheritable fd
-    finally:
-        obj.close_fd()
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise InvalidArgumentError(_open_failed(key))
+        if access is not None and not _may_open(bare, st.st_uid, access):
+            raise _not_yours(key, access)
     except BaseException:
         os.close(fd)
         raise

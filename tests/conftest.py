@@ -16,8 +16,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 EXAMPLES = os.path.join(ROOT, "examples", "models")
 TEST_MODELS = os.path.join(ROOT, "tests", "models")
-# The examples plus the tests' own models (some fail to load on purpose).
-SHARED = ServerSetup((EXAMPLES, TEST_MODELS), ("--exit-on-error", "false"))
+# The examples plus the tests' own models (some fail to load on purpose);
+# client shared memory on, as the shm tests need (it is off by default).
+SHARED = ServerSetup(
+    (EXAMPLES, TEST_MODELS), ("--exit-on-error", "false", "--allow-client-shm", "true")
+)
 
 
 def _tritonlite_shm() -> set[str]:

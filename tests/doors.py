@@ -42,6 +42,11 @@ TRITON_GRPC_STATUS = {
     "INVALID_ARG": "INVALID_ARGUMENT", "UNAVAILABLE": "UNAVAILABLE",
     "UNSUPPORTED": "UNIMPLEMENTED", "ALREADY_EXISTS": "ALREADY_EXISTS", "CANCELLED": "CANCELLED",
 }
+# Beyond the core codes: a restricted API (Triton's frontends answer it
+# themselves) and tritonlite's tenant boundary (docs/security.md).
+ACCESS_HTTP_STATUS = {"FORBIDDEN": "403", "PERMISSION_DENIED": "403", "RESOURCE_EXHAUSTED": "429"}
+ACCESS_GRPC_STATUS = {"FORBIDDEN": "UNAVAILABLE", "PERMISSION_DENIED": "PERMISSION_DENIED",
+                      "RESOURCE_EXHAUSTED": "RESOURCE_EXHAUSTED"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,9 @@ class Door(ABC):
     def __init__(self, server: ServerProcess | None) -> None:
         self.server = server
         self.owns_server = False
+        # Sent with every call: HTTP headers / gRPC metadata (restricted-API keys,
+        # a tenant's token). Tests set it; lower-case names.
+        self.credentials: dict[str, str] = {}
 
     @classmethod
     def open(cls, pool: ServerPool, setup: ServerSetup) -> Door:
@@ -179,12 +187,12 @@ class HttpDoor(Door):
     family = "http"
 
     def status_of(self, code: str) -> str:
-        return TRITON_HTTP_STATUS[code]
+        return {**TRITON_HTTP_STATUS, **ACCESS_HTTP_STATUS}[code]
 
     def _call(self, method: str, path: str, body: Any = None,
               headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         assert self.server is not None
-        return call(self.server.url, method, path, body, headers)
+        return call(self.server.url, method, path, body, {**self.credentials, **(headers or {})})
 
     def _json(self, method: str, path: str, body: Any = None) -> Outcome:
         status, _headers, data = self._call(method, path, body)
@@ -352,11 +360,12 @@ class GrpcDoor(Door):
         return super().close()
 
     def status_of(self, code: str) -> str:
-        return TRITON_GRPC_STATUS[code]
+        return {**TRITON_GRPC_STATUS, **ACCESS_GRPC_STATUS}[code]
 
     def _rpc(self, method: str, request: Any) -> tuple[Outcome | None, Any]:
         try:
-            return None, getattr(self.stub, method)(request, timeout=60)
+            metadata = list(self.credentials.items()) or None
+            return None, getattr(self.stub, method)(request, timeout=60, metadata=metadata)
         except grpc.RpcError as exc:
             return Outcome(False, exc.code().name, exc.details() or ""), None
 

@@ -101,7 +101,8 @@ def test_flag_table_has_no_names_beyond_the_lists_and_tritonlites_own():
             "grpc-http2-send-timeout", "grpc-http2-max-unsent-bytes",
             "http-max-connections", "http-keepalive-timeout", "http-header-timeout",
             "http-body-timeout", "http-send-timeout", "http-max-url-bytes",
-            "http-max-header-bytes", "http-max-headers", "frontend-processes"}
+            "http-max-header-bytes", "http-max-headers", "frontend-processes",
+            "tenant-config"}
     assert {f.name for f in FLAGS} == set(TRITON_251_FLAGS) | set(LATER_FLAGS) | ours
 
 

@@ -21,6 +21,7 @@ from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.request_limits import RequestLimits
 from tritonlite.core.server_options import ServerOptions
+from tritonlite.core.tenant_config import TenantConfigError, load_tenant_config
 from tritonlite.frontends.http import http_limits
 
 if TYPE_CHECKING:
@@ -63,6 +64,10 @@ def server_options(ns: argparse.Namespace) -> ServerOptions:
         server_id=ns.id,
         backend_directory=ns.backend_directory,
         model_config_name=ns.model_config_name,
+        http_restrictions=ns.http_restrictions,
+        grpc_restrictions=ns.grpc_restrictions,
+        tenants=load_tenant_config(ns.tenant_config) if ns.tenant_config else None,
+        allow_client_shm=ns.allow_client_shm,
     )
 
 
@@ -79,7 +84,12 @@ def log_settings_of(ns: argparse.Namespace) -> LogSettings:
 
 async def serve(ns: argparse.Namespace, settings: LogSettings,
                 argv: Sequence[str] = ()) -> int:
-    server = InferenceServer(server_options(ns))
+    try:
+        options = server_options(ns)
+    except TenantConfigError as exc:
+        print(f"error: creating server: Invalid argument - {exc}", file=sys.stderr)
+        return 1
+    server = InferenceServer(options)
     server.log_settings = settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

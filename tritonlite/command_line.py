@@ -292,7 +292,6 @@ _NO_TRACE = "tracing is not built; /v2/trace/setting reports it off"
 _NO_CACHE = "there is no response cache"
 _NO_POOL = "tensors live in the server's shared-memory arena (--shm-arena-bytes)"
 _RESTRICTED = "<<string>:<string>=<string>>"
-_NOT_ENFORCED = "restricted APIs are NOT enforced: every endpoint stays open"
 
 
 def _deprecated_trace(flag: str, instead: str) -> str:
@@ -351,8 +350,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("http-header-forward-pattern", string, "", "HTTP", "",
          effect="headers are not forwarded as request parameters"),
     Flag("http-thread-count", int32, 8, "HTTP", "", effect="one event loop serves HTTP"),
-    Flag("http-restricted-api", restricted("http-restricted-api"), [], "HTTP", "",
-         effect=_NOT_ENFORCED, repeat=True, warn=True, arg=_RESTRICTED),
+    Flag("http-restricted-api", restricted("http-restricted-api"), [], "HTTP",
+         "<categories>:<header>=<value>: those API categories need the header (repeatable)",
+         repeat=True, arg=_RESTRICTED),
     Flag("http-max-input-size", int64, None, "HTTP",
          "largest request body in bytes (same as --max-request-bytes)"),
     # GRPC
@@ -390,8 +390,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("grpc-max-connection-age", int32, None, "GRPC", "longest life of a connection (ms)"),
     Flag("grpc-max-connection-age-grace", int32, None, "GRPC",
          "grace after the maximum age (ms)"),
-    Flag("grpc-restricted-protocol", restricted("grpc-restricted-protocol"), [], "GRPC", "",
-         effect=_NOT_ENFORCED, repeat=True, warn=True, arg=_RESTRICTED),
+    Flag("grpc-restricted-protocol", restricted("grpc-restricted-protocol"), [], "GRPC",
+         "<categories>:<key>=<value>: those RPCs need metadata triton-grpc-protocol-<key> "
+         "(repeatable)", repeat=True, arg=_RESTRICTED),
     # Sagemaker, Vertex AI
     Flag("allow-sagemaker", boolean, False, "Sagemaker", "", effect="no SageMaker endpoint"),
     Flag("sagemaker-port", int32, 8080, "Sagemaker", "", effect="no SageMaker endpoint"),
@@ -449,8 +450,9 @@ FLAGS: tuple[Flag, ...] = (
          effect="GPU memory is not checked before a load", repeat=True,
          arg="<<device_id>:<fraction>>"),
     # Client shared memory (a later release's flag)
-    Flag("allow-client-shm", boolean, None, "Shared Memory", "",
-         effect="client shared memory stays allowed in this release"),
+    Flag("allow-client-shm", boolean, False, "Shared Memory",
+         "let clients register shared memory regions for inputs and outputs (default false, "
+         "as tritonserver 26.04+)"),
     # Deprecated by tritonserver
     Flag("strict-model-config", boolean, False, "DEPRECATED",
          "same as --disable-auto-complete-config when true",
@@ -508,6 +510,9 @@ FLAGS: tuple[Flag, ...] = (
          "header names and values per request, in bytes (431 past it)"),
     Flag("http-max-headers", positive(int32), 100, "tritonlite",
          "header fields per request (431 past it)"),
+    Flag("tenant-config", string, "", "tritonlite",
+         "JSON file of tenants: credentials, models, API categories, quotas "
+         "(docs/security.md)", arg="<path>"),
 )
 
 # tritonserver's response-cache flag and --cache-config exclude each other.
@@ -616,7 +621,19 @@ def _check_together(ns: argparse.Namespace) -> None:
         ns.strict_model_config = True
     if not ns.metrics_address:
         ns.metrics_address = ns.http_address
+    _check_restrictions(ns)
     _check_ports(ns)
+
+
+def _check_restrictions(ns: argparse.Namespace) -> None:
+    """Each restricted category once per protocol, named as tritonserver names them."""
+    from tritonlite.core.authorization import Door, restrictions_of
+
+    try:
+        ns.http_restrictions = restrictions_of(ns.http_restricted_api, Door.HTTP)
+        ns.grpc_restrictions = restrictions_of(ns.grpc_restricted_protocol, Door.GRPC)
+    except ValueError as exc:
+        raise FlagError(str(exc)) from None
 
 
 def _check_ports(ns: argparse.Namespace) -> None:

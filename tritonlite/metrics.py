@@ -8,7 +8,12 @@ The metrics port that serves it is a frontend (frontends/http/metrics_port.py).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tritonlite.core.inference_server import InferenceServer
+
+if TYPE_CHECKING:
+    from tritonlite.core.tenants import Tenant
 
 CONTENT_TYPE = "text/plain; charset=utf-8"
 
@@ -69,15 +74,35 @@ class HostSampler:
             pass
 
 
-def _labels(model: str, version: str, reason: str | None = None) -> str:
-    model = model.replace("\\", "\\\\").replace('"', '\\"')
-    if reason is None:
-        return f'{{model="{model}",version="{version}"}}'
-    return f'{{model="{model}",reason="{reason}",version="{version}"}}'
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(server: InferenceServer, host: HostSampler) -> str:
-    runtimes = [(rt.name, str(rt.version), rt) for rt in server.registry.ready_runtimes()]
+def _model_labels(model: str, version: str, reason: str | None = None,
+                  tenant: str | None = None) -> str:
+    pairs = [("model", _escape(model))]
+    if reason is not None:
+        pairs.append(("reason", reason))
+    if tenant is not None:
+        pairs.append(("tenant", _escape(tenant)))
+    pairs.append(("version", version))
+    return "{" + ",".join(f'{k}="{v}"' for k, v in pairs) + "}"
+
+
+def render(server: InferenceServer, host: HostSampler, viewer: Tenant | None = None) -> str:
+    """The exposition text. With tenants configured, per-model series carry a
+    `tenant` label (the model's owner, TenantTable.owner_of) and `viewer`, the
+    scraping tenant, sees only the models it may see and its own usage."""
+    tenants = server.gate.tenants
+    ready = server.registry.ready_runtimes()
+    if viewer is not None:
+        ready = [rt for rt in ready if viewer.may_see(rt.name)]
+    runtimes = [(rt.name, str(rt.version), rt) for rt in ready]
+    owner = {name: tenants.owner_of(name) for name, _v, _rt in runtimes} if tenants else {}
+
+    def _labels(model: str, version: str, reason: str | None = None) -> str:
+        return _model_labels(model, version, reason, owner.get(model) if tenants else None)
+
     out: list[str] = []
 
     def family(name: str, help_text: str, kind: str) -> None:
@@ -114,4 +139,35 @@ def render(server: InferenceServer, host: HostSampler) -> str:
     out.append(f"nv_cpu_memory_total_bytes {host.mem_total}")
     family("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes", "gauge")
     out.append(f"nv_cpu_memory_used_bytes {host.mem_used}")
+    if tenants is not None:
+        shown = [viewer] if viewer is not None and not viewer.anonymous else []
+        _tenant_families(server, shown, family, out)
     return "\n".join(out) + "\n"
+
+
+def _tenant_families(server: InferenceServer, shown: list[Tenant], family, out: list[str]
+                     ) -> None:
+    """tritonlite's own: what each tenant holds and what its quotas refused."""
+    rows = [(f'{{tenant="{_escape(t.name)}"}}', t, server.shm_usage(t)) for t in shown]
+    family("tritonlite_tenant_inference_in_flight",
+           "Inference requests of the tenant being served now", "gauge")
+    out.extend(f"tritonlite_tenant_inference_in_flight{lab} {t.usage.in_flight}"
+               for lab, t, _u in rows)
+    family("tritonlite_tenant_inference_admitted",
+           "Inference requests of the tenant admitted by its quotas", "counter")
+    out.extend(f"tritonlite_tenant_inference_admitted{lab} {t.usage.admitted}"
+               for lab, t, _u in rows)
+    family("tritonlite_tenant_requests_refused",
+           "Requests of the tenant refused by a quota", "counter")
+    for _lab, t, _u in rows:
+        name = _escape(t.name)
+        out.append(f'tritonlite_tenant_requests_refused{{quota="max_in_flight",tenant="{name}"}} '
+                   f"{t.usage.refused_in_flight}")
+        out.append(f'tritonlite_tenant_requests_refused{{quota="requests_per_second",'
+                   f'tenant="{name}"}} {t.usage.refused_rate}')
+    family("tritonlite_tenant_shm_regions", "Shared memory regions the tenant registered",
+           "gauge")
+    out.extend(f"tritonlite_tenant_shm_regions{lab} {u[0]}" for lab, _t, u in rows)
+    family("tritonlite_tenant_shm_bytes",
+           "Bytes of the shared memory windows the tenant registered", "gauge")
+    out.extend(f"tritonlite_tenant_shm_bytes{lab} {u[1]}" for lab, _t, u in rows)

@@ -209,7 +209,7 @@ class EnsembleRuntime:
                     )
                 if want.shm is not None:
                     lease = self._regions.acquire(
-                        want.shm.region, want.shm.offset, want.shm.byte_size
+                        want.shm.region, want.shm.offset, want.shm.byte_size, want.shm.namespace
                     )
                     leases.append(lease)
                     if len(t.raw) > lease.nbytes:

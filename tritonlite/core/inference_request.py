@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tritonlite.core.authorization import Caller
 
 # Request parameters the server reads itself (sequence batching, scheduling);
 # as in Triton they are consumed, never handed to the model.
@@ -30,6 +33,7 @@ class ShmRef:
     region: str
     offset: int
     byte_size: int
+    namespace: str = ""  # the region registry's namespace (the caller's tenant); set by the core
 
 
 @dataclass(slots=True)
@@ -86,6 +90,9 @@ class InferRequest:
     # Whether the RESERVED_PARAMETERS names are options for the server (the
     # infer APIs) or plain parameters for the model (the generate extension).
     reserved_parameters: bool = True
+    # Who asked (the authorization check's answer); None: the server itself
+    # (ensemble steps, BLS) or a caller with no tenant rules to apply.
+    caller: Caller | None = None
 
 
 @dataclass(slots=True)

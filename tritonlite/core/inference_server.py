@@ -12,9 +12,10 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any
 
+from tritonlite.core.authorization import TRUSTED, Caller, Category, Door, Gate
 from tritonlite.core.ensemble import EnsembleRuntime
 from tritonlite.core.inference_request import (
     InferRequest,
@@ -45,14 +46,22 @@ from tritonlite.core.worker_services import ServerWorkerServices
 from tritonlite.errors import (
     InternalError,
     InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
     TritonLiteError,
     UnavailableError,
+    UnsupportedError,
     error_from_code_name,
 )
 from tritonlite.model_config import ModelSpec, config_to_dict
 from tritonlite.shm.arena import Arena
-from tritonlite.shm.region_registry import RegionRegistry
+from tritonlite.shm.region_registry import RegionQuota, RegionRegistry
+from tritonlite.shm.segments import ClientAccess
 from tritonlite.workers.messages import EXECUTE_FAILED, RequestItem
+
+if TYPE_CHECKING:
+    from tritonlite.core.peer_identity import Peer
+    from tritonlite.core.tenants import Tenant
 
 log = logging.getLogger("tritonlite")
 
@@ -71,6 +80,22 @@ EXTENSIONS = [
     "logging",
 ]
 
+# Triton 26.04+ (common.h kClientShmDisabledErrorStr), answered UNSUPPORTED.
+CLIENT_SHM_DISABLED = (
+    "Client shared memory is disabled. Start the server with '--allow-client-shm=true' "
+    "to enable."
+)
+
+
+def _unknown_model(name: str) -> NotFoundError:
+    # A model a tenant may not see is answered exactly like one that does not exist.
+    return NotFoundError(f"Request for unknown model: '{name}' is not found")
+
+
+def _namespace(caller: Caller) -> str:
+    """The caller's shared-memory namespace ("" without tenants or when trusted)."""
+    return "" if caller.tenant is None else "tenant:" + caller.tenant.name
+
 
 class InferenceServer:
     def __init__(self, options: ServerOptions) -> None:
@@ -86,6 +111,8 @@ class InferenceServer:
         self.regions = RegionRegistry(next_id=self._next_id)
         self.regions.on_region_closed = self._on_region_closed
         self.placer = TensorPlacer(self.arena, self.regions)
+        # The one authorization check every door calls first (authorization.py).
+        self.gate = Gate(options.http_restrictions, options.grpc_restrictions, options.tenants)
         self.log_settings = LogSettings()  # shared by the HTTP and gRPC logging APIs
         resource_pool = (
             ResourcePool(options.rate_limit_resources)
@@ -160,21 +187,43 @@ class InferenceServer:
             "extensions": list(EXTENSIONS),
         }
 
-    def model_ready(self, name: str, version: str = "") -> bool:
+    # -- authorization ---------------------------------------------------------
+    def authorize(
+        self,
+        door: Door,
+        category: Category,
+        headers: Mapping[str, str] | None = None,
+        peer: Peer | None = None,
+    ) -> Caller:
+        """The choke point (Gate.check): refuse, or the Caller to serve the request as."""
+        return self.gate.check(door, category, headers, peer)
+
+    @staticmethod
+    def _check_visible(caller: Caller, name: str) -> None:
+        tenant = caller.tenant
+        if tenant is not None and not tenant.may_see(name):
+            raise _unknown_model(name)
+
+    def model_ready(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> bool:
         """READY with an instance alive (no is_ready() hook asked: sync callers)."""
+        tenant = caller.tenant
+        if tenant is not None and not tenant.may_see(name):
+            return False
         if not self.registry.model_ready(name, version):
             return False
         return _serving(self.registry.resolve(name, version))
 
-    async def check_model_ready(self, name: str, version: str = "") -> bool:
+    async def check_model_ready(self, name: str, version: str = "", *,
+                                caller: Caller = TRUSTED) -> bool:
         """Model readiness as the health API reports it: READY, an instance
         alive, and the model's is_ready() hook (if it has one) saying True on
         every live instance within 5 s."""
-        if not self.model_ready(name, version):
+        if not self.model_ready(name, version, caller=caller):
             return False
         return await _check_ready(self.registry.resolve(name, version))
 
-    def model_metadata(self, name: str, version: str = "") -> dict:
+    def model_metadata(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> dict:
+        self._check_visible(caller, name)
         rt = self.registry.resolve(name, version)
         spec = rt.spec
         assert spec is not None
@@ -197,24 +246,35 @@ class InferenceServer:
             ],
         }
 
-    def model_config(self, name: str, version: str = "") -> dict:
+    def model_config(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> dict:
+        self._check_visible(caller, name)
         rt = self.registry.resolve(name, version)
         assert rt.spec is not None
         return config_to_dict(rt.spec.config)
 
-    def model_spec(self, name: str, version: str = "") -> ModelSpec:
+    def model_spec(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> ModelSpec:
+        self._check_visible(caller, name)
         spec = self.registry.resolve(name, version).spec
         assert spec is not None
         return spec
 
-    def repository_index(self, ready_only: bool = False) -> list[dict]:
-        return self.registry.repository_index(ready_only)
+    def repository_index(self, ready_only: bool = False, *, caller: Caller = TRUSTED
+                         ) -> list[dict]:
+        index = self.registry.repository_index(ready_only)
+        tenant = caller.tenant
+        if tenant is not None:
+            index = [item for item in index if tenant.may_see(item["name"])]
+        return index
 
-    def model_statistics(self, name: str = "", version: str = "") -> list[dict]:
+    def model_statistics(self, name: str = "", version: str = "", *,
+                         caller: Caller = TRUSTED) -> list[dict]:
+        tenant = caller.tenant
         if not name:
             return [rt.stats.as_dict(rt.name, str(rt.version))
-                    for rt in self.registry.ready_runtimes()]
-        ready = self.registry.ready_versions(name)
+                    for rt in self.registry.ready_runtimes()
+                    if tenant is None or tenant.may_see(rt.name)]
+        ready = self.registry.ready_versions(name) if tenant is None or tenant.may_see(name) \
+            else []
         if not ready:
             raise InvalidArgumentError(f"requested model '{name}' is not available")
         if version:
@@ -226,25 +286,55 @@ class InferenceServer:
         return [rt.stats.as_dict(name, str(rt.version)) for rt in ready]
 
     # -- model control (explicit mode) ------------------------------------------
-    async def load_model(self, name: str, parameters: dict[str, Any] | None = None) -> None:
-        """Load or reload `name`; parameters as in the load API (`config`, `file:<path>`)."""
+    async def load_model(self, name: str, parameters: dict[str, Any] | None = None, *,
+                         caller: Caller = TRUSTED) -> None:
+        """Load or reload `name`; parameters as in the load API (`config`, `file:<path>`).
+
+        File overrides are code upload (a model.py runs as the server's user):
+        the model-repository category and a tenant's `control` rule guard it.
+        """
+        _check_control(caller.tenant, "load", [name])
         await self.registry.load(name, parameters)
 
-    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+    async def unload_model(self, name: str, unload_dependents: bool = False, *,
+                           caller: Caller = TRUSTED) -> None:
+        if caller.tenant is not None:
+            names = [name, *(self.registry.dependents(name) if unload_dependents else [])]
+            _check_control(caller.tenant, "unload", names)
         await self.registry.unload(name, unload_dependents)
 
     # -- system shared memory ------------------------------------------------
-    def shm_register(self, name: str, key: str, offset: int, byte_size: int) -> None:
-        self.regions.register(name, key, offset, byte_size)
+    def check_client_shm(self) -> None:
+        """Register and unregister answer this first while client shm is off (Triton 26.04)."""
+        if not self.options.allow_client_shm:
+            raise UnsupportedError(CLIENT_SHM_DISABLED)
 
-    def shm_status(self, name: str = "") -> list[dict]:
-        return self.regions.status(name or None)
+    def shm_register(self, name: str, key: str, offset: int, byte_size: int, *,
+                     caller: Caller = TRUSTED) -> None:
+        self.check_client_shm()
+        tenant = caller.tenant
+        access = None
+        if not caller.trusted:
+            access = ClientAccess(caller.uid(), tenant.shm_key_prefix if tenant else "")
+        quota = None
+        if tenant is not None:
+            quota = RegionQuota(tenant.name, tenant.quotas.shm_regions, tenant.quotas.shm_bytes)
+        self.regions.register(name, key, offset, byte_size, namespace=_namespace(caller),
+                              access=access, quota=quota)
 
-    def shm_unregister(self, name: str = "") -> None:
+    def shm_status(self, name: str = "", *, caller: Caller = TRUSTED) -> list[dict]:
+        return self.regions.status(name or None, namespace=_namespace(caller))
+
+    def shm_unregister(self, name: str = "", *, caller: Caller = TRUSTED) -> None:
+        self.check_client_shm()
         if name:
-            self.regions.unregister(name)
+            self.regions.unregister(name, namespace=_namespace(caller))
         else:
-            self.regions.unregister_all()
+            self.regions.unregister_all(namespace=_namespace(caller))
+
+    def shm_usage(self, tenant: Tenant) -> tuple[int, int]:
+        """(regions, bytes) a tenant has registered (for /metrics)."""
+        return self.regions.usage(_namespace(Caller(tenant)))
 
     def _on_region_closed(self, segment_id: int) -> None:
         for rt in self.registry.runtimes():
@@ -253,8 +343,11 @@ class InferenceServer:
                     slot.worker.detach(segment_id)
 
     # -- inference -----------------------------------------------------------
-    def is_decoupled(self, name: str, version: str = "") -> bool:
+    def is_decoupled(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> bool:
         """Whether the model answers with a stream (False if it is not ready)."""
+        tenant = caller.tenant
+        if tenant is not None and not tenant.may_see(name):
+            return False
         try:
             spec = self.registry.resolve(name, version).spec
         except TritonLiteError:
@@ -270,6 +363,8 @@ class InferenceServer:
         Failures before the model answers (unknown model, invalid request)
         are raised. The consumer releases each item after using it.
         """
+        if request.caller is not None and request.caller.tenant is not None:
+            self._check_visible(request.caller, request.model_name)
         rt = self.registry.resolve(request.model_name, request.model_version)
         spec = rt.spec
         if (
@@ -306,6 +401,56 @@ class InferenceServer:
 
     async def infer(
         self, request: InferRequest, *, stream: ResponseStream | None = None
+    ) -> InferResult:
+        """Serve one request; a tenant's (request.caller) rules and quotas apply first."""
+        caller = request.caller
+        tenant = caller.tenant if caller is not None else None
+        if tenant is None:
+            return await self._infer(request, stream)
+        self._admit(tenant, request)
+        tenant.enter_inference()  # raises over its rate or in-flight quota
+        try:
+            return await self._infer(request, stream)
+        finally:
+            tenant.leave_inference()
+
+    def _admit(self, tenant: Tenant, request: InferRequest) -> None:
+        """A tenant's request: the model (and an ensemble's steps) must be its to
+        infer; its shm references are looked up in its own namespace."""
+        name = request.model_name
+        if not tenant.may_see(name):
+            raise _unknown_model(name)
+        if not tenant.may_infer(name):
+            raise PermissionDeniedError(f"tenant '{tenant.name}' may not infer with model '{name}'")
+        # An ensemble would run its steps for the tenant (nested ones too): each
+        # must be the tenant's to infer, or the ensemble is refused whole.
+        todo = [self.registry.resolve(name, request.model_version)]
+        seen: set[str] = set()
+        while todo:
+            ensemble = todo.pop()
+            if not isinstance(ensemble, EnsembleRuntime) or ensemble.name in seen:
+                continue
+            seen.add(ensemble.name)
+            for step in ensemble.steps:
+                if not tenant.may_infer(step.model_name):
+                    raise PermissionDeniedError(
+                        f"tenant '{tenant.name}' may not infer with model '{name}': its step "
+                        f"model '{step.model_name}' is not the tenant's to infer"
+                    )
+                try:
+                    todo.append(self.registry.resolve(step.model_name, step.model_version))
+                except TritonLiteError:
+                    pass  # the step itself reports a model that is not ready
+        namespace = "tenant:" + tenant.name
+        for tensor in request.inputs:
+            if tensor.shm is not None:
+                tensor.shm.namespace = namespace
+        for out in request.outputs or ():
+            if out.shm is not None:
+                out.shm.namespace = namespace
+
+    async def _infer(
+        self, request: InferRequest, stream: ResponseStream | None = None
     ) -> InferResult:
         rt = self.registry.resolve(request.model_name, request.model_version)
         if request.raw_input and rt.spec is not None:
@@ -445,7 +590,6 @@ class InferenceServer:
             if self.in_flight == 0:
                 self._idle.set()
 
-
     def _cancelled(self, rt: ModelRuntime, queued: WorkItem, t_start: int) -> None:
         """Take a request whose caller went away out of the model's hands."""
         if queued.cancelled or queued.future.cancelled():
@@ -454,6 +598,16 @@ class InferenceServer:
         rt.stats.record_request(
             ok=False, total_ns=time.perf_counter_ns() - t_start, queue_ns=0, reason="CANCELED"
         )
+
+
+def _check_control(tenant: Tenant | None, action: str, names: list[str]) -> None:
+    if tenant is None:
+        return
+    for name in names:
+        if not tenant.may_control(name):
+            raise PermissionDeniedError(
+                f"tenant '{tenant.name}' may not {action} model '{name}'"
+            )
 
 
 def _serving(rt: VersionRuntime) -> bool:

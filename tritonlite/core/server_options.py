@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tritonlite.core.request_limits import RequestLimits
+
+if TYPE_CHECKING:
+    from tritonlite.core.authorization import Category, Restriction
+    from tritonlite.core.tenants import TenantTable
 
 
 @dataclass
@@ -25,3 +30,10 @@ class ServerOptions:
     server_id: str = "triton"  # --id: the name in the server metadata
     model_config_name: str = ""  # --model-config-name: <model>/configs/<name>.pbtxt
     backend_directory: str = ""  # --backend-directory: Python-based backends live here
+    # Security (docs/security.md): Triton's restricted API categories per
+    # protocol, tenants (--tenant-config), and client shared memory, off unless
+    # allowed as in Triton 26.04+ (--allow-client-shm).
+    http_restrictions: dict[Category, Restriction] = field(default_factory=dict)
+    grpc_restrictions: dict[Category, Restriction] = field(default_factory=dict)
+    tenants: TenantTable | None = None
+    allow_client_shm: bool = False

@@ -95,7 +95,7 @@ class TensorPlacer:
         if tensor.shm is not None:
             shm = tensor.shm
             # Triton finds the region and checks the window before the size.
-            lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size)
+            lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size, shm.namespace)
             memory.leases.append(lease)
             if tensor.datatype != "BYTES" and shm.byte_size != expected:
                 raise InvalidArgumentError(
@@ -188,7 +188,9 @@ class TensorPlacer:
         for out in outputs:
             dest = None
             if out.shm is not None:
-                lease = self.regions.acquire(out.shm.region, out.shm.offset, out.shm.byte_size)
+                lease = self.regions.acquire(
+                    out.shm.region, out.shm.offset, out.shm.byte_size, out.shm.namespace
+                )
                 memory.out_leases.append(lease)
                 memory.segments.append((lease.segment_id, lease.fd))
                 dest = (lease.segment_id, lease.offset, lease.nbytes)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from tritonlite.core.authorization import Caller
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.response_stream import StreamItem
 from tritonlite.errors import TritonLiteError
@@ -34,11 +35,12 @@ log = logging.getLogger("tritonlite.grpc")
 EMPTY_FINAL_PARAM = "triton_enable_empty_final_response"
 
 
-def is_decoupled_request(server: InferenceServer, parsed: ParsedInferRequest) -> bool:
+def is_decoupled_request(server: InferenceServer, parsed: ParsedInferRequest, caller: Caller
+                         ) -> bool:
     if parsed.error:
         return False
     msg = parsed.message
-    return server.is_decoupled(msg.model_name, msg.model_version)
+    return server.is_decoupled(msg.model_name, msg.model_version, caller=caller)
 
 
 def _wants_empty_final(msg: pb.ModelInferRequest) -> bool:
@@ -69,6 +71,7 @@ async def stream_decoupled(
     server: InferenceServer,
     parsed: ParsedInferRequest,
     write: Callable[[bytes], Awaitable[object]],
+    caller: Caller,
     ending: StreamEnd | None = None,
 ) -> None:
     """Answer one request of a stream with all of its responses; with `ending`
@@ -76,6 +79,7 @@ async def stream_decoupled(
     msg = parsed.message
     try:
         request = to_core_request(parsed)  # reads (and drops) EMPTY_FINAL_PARAM's type
+        request.caller = caller
         empty_final = _wants_empty_final(msg)
         events = server.infer_stream(request)
         try:

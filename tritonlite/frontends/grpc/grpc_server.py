@@ -12,8 +12,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tritonlite.core.authorization import Door
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import LogSettings
+from tritonlite.core.peer_identity import Address, peer_of_grpc_string
 from tritonlite.frontends.grpc.inference import InferenceRpcs
 from tritonlite.frontends.grpc.rpc_table import (
     HEALTH_SERVICE,
@@ -116,13 +118,26 @@ class GrpcOptions:
         return f"{host}:{self.port}"
 
 
-def _aio_unary(method: RpcMethod) -> grpc.RpcMethodHandler:
+def _metadata(context: Any) -> dict[str, str]:
+    """A call's metadata, for the authorization check (a repeated key's values joined)."""
+    metadata: dict[str, str] = {}
+    for item in context.invocation_metadata() or ():
+        value = item.value if isinstance(item.value, str) else item.value.decode("latin-1")
+        previous = metadata.get(item.key)
+        metadata[item.key] = value if previous is None else f"{previous}, {value}"
+    return metadata
+
+
+def _aio_unary(method: RpcMethod, checked: bool, local: Address) -> grpc.RpcMethodHandler:
+    """`checked`: the authorization check reads metadata (else none is collected).
+    The peer always goes along: shared-memory registration asks for its uid."""
     grpc = import_grpcio()
     call = method.call
 
     async def handler(request: Any, context: Any) -> Any:  # grpc.aio.ServicerContext
         try:
-            return await call(request)
+            return await call(request, _metadata(context) if checked else None,
+                              peer_of_grpc_string(context.peer(), local))
         except RpcAbort as exc:
             await context.abort(grpc.StatusCode[exc.code.name], exc.message)
 
@@ -132,14 +147,15 @@ def _aio_unary(method: RpcMethod) -> grpc.RpcMethodHandler:
     )
 
 
-def _aio_stream(method: RpcMethod) -> grpc.RpcMethodHandler:
+def _aio_stream(method: RpcMethod, _checked: bool, local: Address) -> grpc.RpcMethodHandler:
     grpc = import_grpcio()
     call = method.call
 
     async def handler(requests: Any, context: Any) -> None:  # grpc.aio.ServicerContext
-        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
         try:
-            await call(requests, context.write, metadata)
+            # A stream's metadata is always read: ModelStreamInfer looks at it.
+            await call(requests, context.write, _metadata(context),
+                       peer_of_grpc_string(context.peer(), local))
         except RpcAbort as exc:
             await context.abort(grpc.StatusCode[exc.code.name], exc.message)
 
@@ -163,9 +179,12 @@ class GrpcFrontend:
         grpc = import_grpcio()
         limit = self.server.options.limits.max_body_bytes
         server = grpc.aio.server(options=self.options.channel_options(limit))
+        checked = not self.server.gate.is_open(Door.GRPC)
+        host = self.options.address.strip("[]") or "0.0.0.0"
+        local = (host, self.options.port)
         for name in (SERVICE, HEALTH_SERVICE):
             handlers = {
-                m.name: _aio_stream(m) if m.streaming else _aio_unary(m)
+                m.name: (_aio_stream if m.streaming else _aio_unary)(m, checked, local)
                 for m in self.methods
                 if m.service == name
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,12 +10,12 @@ from typing import Any
 @dataclass(slots=True)
 class CallStarted:
     """A call's HEADERS: `method` is the table's entry; `timeout_s` from grpc-timeout;
-    `metadata` the regular header fields (name, value) as received."""
+    `metadata` the call's metadata (RequestHead.metadata: read-only, shared)."""
 
     stream_id: int
     method: Any
     timeout_s: float | None
-    metadata: list[tuple[bytes, bytes]] = field(default_factory=list)
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

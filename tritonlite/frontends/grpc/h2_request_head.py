@@ -24,7 +24,13 @@ class MalformedRequest(Exception):
 
 
 class RequestHead:
-    """What the lean server reads from a request's headers."""
+    """What the lean server reads from a request's headers.
+
+    `metadata`: every regular field (name -> value; a repeated name's values
+    joined with ", ", so a secret sent twice never matches), what grpc.aio
+    calls invocation metadata: the RPCs and the authorization check read it.
+    Shared by every call with the same header block: read-only.
+    """
 
     __slots__ = ("method", "path", "content_type", "encoding", "timeout", "content_length",
                  "metadata")
@@ -36,8 +42,7 @@ class RequestHead:
         self.encoding: bytes | None = None
         self.timeout: bytes | None = None
         self.content_length: int | None = None
-        # Every regular field as received: the call's metadata for the RPC.
-        self.metadata: list[tuple[bytes, bytes]] = []
+        self.metadata: dict[str, str] = {}
 
 
 def _check_field(name: bytes, value: bytes) -> None:
@@ -84,7 +89,10 @@ def parse_request_head(headers: list[tuple[bytes, bytes]]) -> RequestHead:
             continue
         regular = True
         _check_field(name, value)
-        head.metadata.append((name, value))
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        previous = head.metadata.get(key)
+        head.metadata[key] = text if previous is None else f"{previous}, {text}"
         if name == b"content-type":
             head.content_type = value
         elif name == b"grpc-encoding":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tritonlite.core.authorization import Caller
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.frontends.grpc.model_version import checked_version
 from tritonlite.protos import grpc_service_pb2 as pb
@@ -14,27 +15,34 @@ class HealthMetadataRpcs:
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
 
-    async def ServerLive(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: pb.ServerLiveRequest, caller: Caller
+                         ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.server.is_live())
 
-    async def ServerReady(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: pb.ServerReadyRequest, caller: Caller
+                          ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=await self.server.check_ready())
 
-    async def ModelReady(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+    async def ModelReady(self, request: pb.ModelReadyRequest, caller: Caller
+                         ) -> pb.ModelReadyResponse:
         # Triton answers OK with ready=false for unknown and failed models.
-        ready = await self.server.check_model_ready(request.name, request.version)
+        ready = await self.server.check_model_ready(request.name, request.version,
+                                                    caller=caller)
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest
+        self, request: pb.ServerMetadataRequest, caller: Caller
     ) -> pb.ServerMetadataResponse:
         meta = self.server.server_metadata()
         return pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
-        meta = self.server.model_metadata(request.name, checked_version(request.version))
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, caller: Caller
+                            ) -> pb.ModelMetadataResponse:
+        meta = self.server.model_metadata(
+            request.name, checked_version(request.version), caller=caller
+        )
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"],
@@ -44,8 +52,11 @@ class HealthMetadataRpcs:
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
 
-    async def ModelConfig(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
-        spec = self.server.model_spec(request.name, checked_version(request.version))
+    async def ModelConfig(self, request: pb.ModelConfigRequest, caller: Caller
+                          ) -> pb.ModelConfigResponse:
+        spec = self.server.model_spec(
+            request.name, checked_version(request.version), caller=caller
+        )
         return pb.ModelConfigResponse(config=spec.config)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
+from tritonlite.core.authorization import TRUSTED, Caller
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.response_stream import DECOUPLED_GRPC, DecoupledModelError
 from tritonlite.errors import TritonLiteError
@@ -66,9 +67,11 @@ class InferenceRpcs:
         self._readers: set[asyncio.Task] = set()
         self._closing = False
 
-    async def ModelInfer(self, parsed: ParsedInferRequest) -> bytes:
+    async def ModelInfer(self, parsed: ParsedInferRequest, caller: Caller) -> bytes:
+        request = to_core_request(parsed)
+        request.caller = caller
         try:
-            result = await self.server.infer(to_core_request(parsed))
+            result = await self.server.infer(request)
         except DecoupledModelError:
             raise DecoupledModelError(DECOUPLED_GRPC) from None
         try:
@@ -76,12 +79,15 @@ class InferenceRpcs:
         finally:
             result.release()
 
-    async def _stream_one(self, parsed: ParsedInferRequest, ending: StreamEnd | None) -> bytes:
+    async def _stream_one(self, parsed: ParsedInferRequest, ending: StreamEnd | None,
+                          caller: Caller) -> bytes:
         """One request of a stream, answered with its response or its error
         (b"" once the stream has ended on an error)."""
         msg = parsed.message
         try:
-            result = await self.server.infer(to_core_request(parsed))
+            request = to_core_request(parsed)
+            request.caller = caller
+            result = await self.server.infer(request)
         except TritonLiteError as exc:
             if not exc.in_response:
                 return stream_error_bytes(exc.message, msg.id)
@@ -104,6 +110,7 @@ class InferenceRpcs:
         requests: AsyncIterator[ParsedInferRequest],
         write: Callable[[bytes], Awaitable[object]],
         metadata: Mapping[str, str] | None = None,
+        caller: Caller = TRUSTED,
     ) -> None:
         """Each request runs as soon as it arrives, several at once.
 
@@ -139,14 +146,16 @@ class InferenceRpcs:
             try:
                 async for parsed in requests:
                     await slots.acquire()
-                    if is_decoupled_request(self.server, parsed):
+                    if is_decoupled_request(self.server, parsed, caller):
                         task = asyncio.ensure_future(
-                            stream_decoupled(self.server, parsed, write_one, ending)
+                            stream_decoupled(self.server, parsed, write_one, caller, ending)
                         )
                         decoupled.add(task)
                         task.add_done_callback(decoupled_done)
                         continue
-                    answers.put_nowait(asyncio.ensure_future(self._stream_one(parsed, ending)))
+                    answers.put_nowait(
+                        asyncio.ensure_future(self._stream_one(parsed, ending, caller))
+                    )
             finally:
                 answers.put_nowait(None)  # the writer stops after the last answer
 

@@ -20,7 +20,7 @@ async def run_unary(conn: H2Connection, call: Call, data: Any) -> None:
     method = call.method
     try:
         request = data if method.deserialize is None else method.deserialize(data)
-        response = await method.call(request)
+        response = await method.call(request, call.metadata, conn.peer)
         payload = response if method.serialize is None else method.serialize(response)
     except RpcAbort as exc:
         conn.finish(call, exc.code.value[0], exc.message)
@@ -32,11 +32,11 @@ async def run_unary(conn: H2Connection, call: Call, data: Any) -> None:
     conn.respond(call, payload)
 
 
-async def run_stream(conn: H2Connection, call: Call, metadata: dict[str, str]) -> None:
+async def run_stream(conn: H2Connection, call: Call) -> None:
     method = call.method
     try:
-        await method.call(_requests(conn, call), _writer(conn, call), metadata)
-    except RpcAbort as exc:  # the call ends on an error it chose
+        await method.call(_requests(conn, call), _writer(conn, call), call.metadata, conn.peer)
+    except RpcAbort as exc:  # the call ends on an error it chose (a refused stream)
         conn.finish(call, exc.code.value[0], exc.message)
         return
     except Exception as exc:
@@ -44,11 +44,6 @@ async def run_stream(conn: H2Connection, call: Call, metadata: dict[str, str]) -
         conn.finish(call, INTERNAL, f"internal error: {exc}")
         return
     conn.finish(call, 0)
-
-
-def call_metadata(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """A call's metadata (its request header fields other than pseudo-headers)."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in fields}
 
 
 async def _requests(conn: H2Connection, call: Call) -> AsyncIterator[Any]:

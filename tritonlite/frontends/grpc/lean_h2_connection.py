@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tritonlite.core.peer_identity import Peer, peer_of_transport
 from tritonlite.frontends.grpc.grpc_messages import DEADLINE_EXCEEDED, UNAVAILABLE
 from tritonlite.frontends.grpc.h2_events import (
     CallEnded,
@@ -30,7 +32,7 @@ from tritonlite.frontends.grpc.h2_events import (
 )
 from tritonlite.frontends.grpc.h2_protocol import H2ServerProtocol
 from tritonlite.frontends.grpc.h2_sender import JOIN_BELOW
-from tritonlite.frontends.grpc.lean_h2_calls import call_metadata, run_stream, run_unary
+from tritonlite.frontends.grpc.lean_h2_calls import run_stream, run_unary
 
 if TYPE_CHECKING:
     from tritonlite.frontends.grpc.lean_h2_server import LeanGrpcServer
@@ -43,12 +45,13 @@ _KEEPALIVE_PING = b"tl-keep\x00"
 class Call:
     """The asyncio side of one call: its task, deadline and the messages not yet taken."""
 
-    __slots__ = ("sid", "method", "task", "timer", "messages", "request_done", "ended",
-                 "waiter", "drained")
+    __slots__ = ("sid", "method", "metadata", "task", "timer", "messages", "request_done",
+                 "ended", "waiter", "drained")
 
-    def __init__(self, sid: int, method: Any) -> None:
+    def __init__(self, sid: int, method: Any, metadata: Mapping[str, str]) -> None:
         self.sid = sid
         self.method = method
+        self.metadata = metadata  # for the authorization check
         self.task: asyncio.Task | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.messages: deque[Any] = deque()  # streaming: parsed on the handler's side
@@ -74,6 +77,7 @@ class H2Connection(asyncio.BufferedProtocol):
             owner.methods, owner.limits, owner.max_receive, read_buffer=owner.read_view
         )
         self.calls: dict[int, Call] = {}
+        self.peer: Peer | None = None  # the client, for the authorization check
         self._handlers = {
             CallStarted: self._call_started,
             UnaryRequest: self._unary_request,
@@ -91,6 +95,7 @@ class H2Connection(asyncio.BufferedProtocol):
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.peer = peer_of_transport(transport)
         self.owner.connections.add(self)
         self.protocol.initiate()
         self._sync()
@@ -164,11 +169,11 @@ class H2Connection(asyncio.BufferedProtocol):
 
     # -- events --------------------------------------------------------------
     def _call_started(self, event: CallStarted) -> None:
-        call = self.calls[event.stream_id] = Call(event.stream_id, event.method)
+        call = self.calls[event.stream_id] = Call(event.stream_id, event.method, event.metadata)
         if event.timeout_s is not None:
             call.timer = self.loop.call_later(event.timeout_s, self._deadline, call)
         if event.method.streaming:
-            call.task = self.owner.spawn(run_stream(self, call, call_metadata(event.metadata)))
+            call.task = self.owner.spawn(run_stream(self, call))
 
     def _unary_request(self, event: UnaryRequest) -> None:
         call = self.calls.get(event.stream_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tritonlite.core.authorization import Caller
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.load_overrides import FILE_PREFIX
 from tritonlite.errors import InvalidArgumentError, UnsupportedError
@@ -55,24 +56,25 @@ class RepositoryRpcs:
         self.server = server
 
     async def RepositoryIndex(
-        self, request: pb.RepositoryIndexRequest
+        self, request: pb.RepositoryIndexRequest, caller: Caller
     ) -> pb.RepositoryIndexResponse:
         _no_repository_name(request.repository_name)
         index = pb.RepositoryIndexResponse.ModelIndex
-        return pb.RepositoryIndexResponse(
-            models=[index(**item) for item in self.server.repository_index(request.ready)]
-        )
+        items = self.server.repository_index(request.ready, caller=caller)
+        return pb.RepositoryIndexResponse(models=[index(**item) for item in items])
 
     async def RepositoryModelLoad(
-        self, request: pb.RepositoryModelLoadRequest
+        self, request: pb.RepositoryModelLoadRequest, caller: Caller
     ) -> pb.RepositoryModelLoadResponse:
         _no_repository_name(request.repository_name)
-        await self.server.load_model(request.model_name, load_parameters(request))
+        await self.server.load_model(request.model_name, load_parameters(request), caller=caller)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
-        self, request: pb.RepositoryModelUnloadRequest
+        self, request: pb.RepositoryModelUnloadRequest, caller: Caller
     ) -> pb.RepositoryModelUnloadResponse:
         _no_repository_name(request.repository_name)
-        await self.server.unload_model(request.model_name, unload_dependents(request))
+        await self.server.unload_model(
+            request.model_name, unload_dependents(request), caller=caller
+        )
         return pb.RepositoryModelUnloadResponse()

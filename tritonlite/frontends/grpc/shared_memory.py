@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tritonlite.core.authorization import Caller
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.errors import InvalidArgumentError, NotFoundError
 from tritonlite.protos import grpc_service_pb2 as pb
@@ -12,10 +13,10 @@ class SharedMemoryRpcs:
         self.server = server
 
     async def SystemSharedMemoryStatus(
-        self, request: pb.SystemSharedMemoryStatusRequest
+        self, request: pb.SystemSharedMemoryStatusRequest, caller: Caller
     ) -> pb.SystemSharedMemoryStatusResponse:
         response = pb.SystemSharedMemoryStatusResponse()
-        for region in self.server.shm_status(request.name):
+        for region in self.server.shm_status(request.name, caller=caller):
             response.regions[region["name"]].CopyFrom(
                 pb.SystemSharedMemoryStatusResponse.RegionStatus(
                     name=region["name"],
@@ -27,31 +28,34 @@ class SharedMemoryRpcs:
         return response
 
     async def SystemSharedMemoryRegister(
-        self, request: pb.SystemSharedMemoryRegisterRequest
+        self, request: pb.SystemSharedMemoryRegisterRequest, caller: Caller
     ) -> pb.SystemSharedMemoryRegisterResponse:
-        self.server.shm_register(request.name, request.key, request.offset, request.byte_size)
+        self.server.shm_register(request.name, request.key, request.offset, request.byte_size,
+                                 caller=caller)
         return pb.SystemSharedMemoryRegisterResponse()
 
     async def SystemSharedMemoryUnregister(
-        self, request: pb.SystemSharedMemoryUnregisterRequest
+        self, request: pb.SystemSharedMemoryUnregisterRequest, caller: Caller
     ) -> pb.SystemSharedMemoryUnregisterResponse:
-        self.server.shm_unregister(request.name)
+        self.server.shm_unregister(request.name, caller=caller)
         return pb.SystemSharedMemoryUnregisterResponse()
 
     # No CUDA here: answer as Triton does on a host without a usable GPU.
     async def CudaSharedMemoryStatus(
-        self, request: pb.CudaSharedMemoryStatusRequest
+        self, request: pb.CudaSharedMemoryStatusRequest, caller: Caller
     ) -> pb.CudaSharedMemoryStatusResponse:
         if request.name:
             raise NotFoundError(f"Unable to find cuda shared memory region: '{request.name}'")
         return pb.CudaSharedMemoryStatusResponse()
 
     async def CudaSharedMemoryRegister(
-        self, request: pb.CudaSharedMemoryRegisterRequest
+        self, request: pb.CudaSharedMemoryRegisterRequest, caller: Caller
     ) -> pb.CudaSharedMemoryRegisterResponse:
+        self.server.check_client_shm()  # Triton 26.04 answers this first
         raise InvalidArgumentError("failed to register shared memory region: invalid args")
 
     async def CudaSharedMemoryUnregister(
-        self, request: pb.CudaSharedMemoryUnregisterRequest
+        self, request: pb.CudaSharedMemoryUnregisterRequest, caller: Caller
     ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self.server.check_client_shm()
         return pb.CudaSharedMemoryUnregisterResponse()

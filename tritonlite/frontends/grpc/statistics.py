@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tritonlite.core.authorization import Caller
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.frontends.grpc.model_version import checked_version
 from tritonlite.protos import grpc_service_pb2 as pb
@@ -51,9 +52,11 @@ class StatisticsRpcs:
         self.server = server
 
     async def ModelStatistics(
-        self, request: pb.ModelStatisticsRequest
+        self, request: pb.ModelStatisticsRequest, caller: Caller
     ) -> pb.ModelStatisticsResponse:
-        stats = self.server.model_statistics(request.name, checked_version(request.version))
+        stats = self.server.model_statistics(
+            request.name, checked_version(request.version), caller=caller
+        )
         return pb.ModelStatisticsResponse(
             model_stats=[model_statistics_message(s) for s in stats]
         )

@@ -7,6 +7,7 @@ chosen on the command line only.
 
 from __future__ import annotations
 
+from tritonlite.core.authorization import Caller
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import (
     BOOL_SETTINGS,
@@ -23,7 +24,8 @@ class TraceLoggingRpcs:
         self.server = server
         self.log = log_settings
 
-    async def LogSettings(self, request: pb.LogSettingsRequest) -> pb.LogSettingsResponse:
+    async def LogSettings(self, request: pb.LogSettingsRequest, caller: Caller
+                          ) -> pb.LogSettingsResponse:
         settings = request.settings
         if settings:
             self._update(settings)
@@ -46,8 +48,10 @@ class TraceLoggingRpcs:
                 raise InvalidArgumentError(f"expect int32 for '{name}'")
         self.log.update(values)
 
-    async def TraceSetting(self, request: pb.TraceSettingRequest) -> pb.TraceSettingResponse:
-        if request.model_name and not self.server.model_ready(request.model_name):
+    async def TraceSetting(self, request: pb.TraceSettingRequest, caller: Caller
+                           ) -> pb.TraceSettingResponse:
+        if request.model_name and not self.server.model_ready(request.model_name,
+                                                              caller=caller):
             raise InvalidArgumentError(f"Request for unknown model : {request.model_name}")
         if request.settings:
             file_setting = request.settings.get("trace_file")

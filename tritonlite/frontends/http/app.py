@@ -10,6 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tritonlite.core.inference_server import InferenceServer
+from tritonlite.core.peer_identity import Peer
 from tritonlite.errors import TritonLiteError
 from tritonlite.frontends.http.request_body import decode_body, is_identity, too_large
 from tritonlite.frontends.http.routes import HttpRequest, Routes, error_reply
@@ -45,7 +46,8 @@ def build_app(server: InferenceServer) -> Starlette:
         except TritonLiteError as exc:
             reply = error_reply(exc)
         else:
-            req = HttpRequest(request.method, request.url.path, headers, body)
+            req = HttpRequest(request.method, request.url.path, headers, body,
+                              peer=_peer(request))
             reply = await routes.dispatch(req)
         if reply.stream is not None:
             return StreamingResponse(reply.stream, reply.status, headers=reply.headers,
@@ -54,3 +56,11 @@ def build_app(server: InferenceServer) -> Starlette:
                         media_type=reply.content_type)
 
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST", "HEAD"])])
+
+
+def _peer(request: Request) -> Peer | None:
+    """The client's and our address, from the ASGI scope (for uid rules)."""
+    client, server = request.scope.get("client"), request.scope.get("server")
+    if not client or not server:
+        return None
+    return Peer((str(client[0]), int(client[1])), (str(server[0]), int(server[1])))

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tritonlite.errors import TritonLiteError
+from tritonlite.core.authorization import TRUSTED, Caller
+from tritonlite.errors import ForbiddenError, TritonLiteError
+
+if TYPE_CHECKING:
+    from tritonlite.core.peer_identity import Peer
 
 JSON = "application/json"
 
@@ -23,6 +27,8 @@ class HttpRequest:
     headers: dict[str, str]  # lower-case names
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
+    peer: Peer | None = None  # the connection's client (uid rules, shm ownership)
+    caller: Caller = TRUSTED  # set by Routes.dispatch from the authorization check
 
 
 @dataclass(slots=True)
@@ -41,4 +47,7 @@ def json_reply(doc: Any, status: int = 200) -> HttpReply:
 
 
 def error_reply(exc: TritonLiteError) -> HttpReply:
-    return json_reply({"error": exc.message}, exc.http_status)
+    reply = json_reply({"error": exc.message}, exc.http_status)
+    if isinstance(exc, ForbiddenError):
+        reply.content_type = "text/plain"  # Triton's restricted-API answer (RespondIfRestricted)
+    return reply

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 
+from tritonlite.core.authorization import Category, Door
 from tritonlite.core.inference_server import InferenceServer
+from tritonlite.errors import TritonLiteError
 from tritonlite.frontends.http.lean_server import LeanHttpServer
-from tritonlite.frontends.http.routes import HttpReply, HttpRequest
+from tritonlite.frontends.http.routes import HttpReply, HttpRequest, error_reply
 from tritonlite.metrics import CONTENT_TYPE, HostSampler, render
 
 
@@ -22,7 +24,16 @@ class MetricsRoutes:
         if request.method not in ("GET", "HEAD"):
             return HttpReply(HTTPStatus.METHOD_NOT_ALLOWED, b"", CONTENT_TYPE)
         if request.path.rstrip("/") == "/metrics":
-            return HttpReply(HTTPStatus.OK, render(self.server, self.host).encode(), CONTENT_TYPE)
+            # The same choke point as every other door: with tenants configured a
+            # scrape needs a tenant's credentials and shows that tenant's models.
+            try:
+                caller = self.server.authorize(
+                    Door.METRICS, Category.STATISTICS, request.headers, request.peer
+                )
+            except TritonLiteError as exc:
+                return error_reply(exc)
+            text = render(self.server, self.host, caller.tenant)
+            return HttpReply(HTTPStatus.OK, text.encode(), CONTENT_TYPE)
         return HttpReply(HTTPStatus.OK, b"", CONTENT_TYPE)
 
 

@@ -11,6 +11,7 @@ import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from http import HTTPStatus
 
+from tritonlite.core.authorization import Category, Door
 from tritonlite.core.inference_request import InferRequest
 from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import NO_FILE_OVER_THE_WIRE, TRACE_DEFAULTS
@@ -94,71 +95,91 @@ class Routes:
         self.server = server
         self.max_body = server.options.limits.max_body_bytes
         m = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
-        table: list[tuple[str, str, Handler]] = [
-            ("GET", r"/v2/health/live", self.live),
-            ("GET", r"/v2/health/ready", self.ready),
-            ("GET", r"/v2", self.server_metadata),
-            ("GET", r"/v2/models/stats", self.model_stats),
-            ("GET", m, self.model_metadata),
-            ("GET", m + "/config", self.model_config),
-            ("GET", m + "/ready", self.model_ready),
-            ("GET", m + "/stats", self.model_stats),
-            ("POST", m + "/infer", self.infer),
-            ("POST", m + "/generate", self.generate),
-            ("POST", m + "/generate_stream", self.generate_stream),
-            ("GET", r"/v2/logging", self.logging),
-            ("POST", r"/v2/logging", self.logging),
-            ("GET", r"/v2/trace/setting", self.trace_setting),
-            ("POST", r"/v2/trace/setting", self.trace_setting),
-            ("GET", m + "/trace/setting", self.trace_setting),
-            ("POST", m + "/trace/setting", self.trace_setting),
-            ("POST", r"/v2/repository/index", self.repository_index),
-            ("POST", r"/v2/repository/models/(?P<model>[^/]+)/load", self.model_load),
-            ("POST", r"/v2/repository/models/(?P<model>[^/]+)/unload", self.model_unload),
-            ("GET", r"/v2/systemsharedmemory/status", self.shm_status),
-            ("GET", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/status", self.shm_status),
-            ("POST", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/register",
-             self.shm_register),
-            ("POST", r"/v2/systemsharedmemory/unregister", self.shm_unregister),
-            ("POST", r"/v2/systemsharedmemory/region/(?P<region>[^/]+)/unregister",
-             self.shm_unregister),
-            ("GET", r"/v2/cudasharedmemory/status", self.cuda_shm_status),
-            ("GET", r"/v2/cudasharedmemory/region/(?P<region>[^/]+)/status",
-             self.cuda_shm_status),
-            ("POST", r"/v2/cudasharedmemory/region/(?P<region>[^/]+)/register",
-             self.cuda_shm_register),
-            ("POST", r"/v2/cudasharedmemory/unregister", self.cuda_shm_unregister),
-            ("POST", r"/v2/cudasharedmemory/region/(?P<region>[^/]+)/unregister",
-             self.cuda_shm_unregister),
+        H, MD, INF, SHM = (Category.HEALTH, Category.METADATA, Category.INFERENCE,
+                           Category.SHARED_MEMORY)
+        REPO, STATS, TRACE, LOG = (Category.MODEL_REPOSITORY, Category.STATISTICS,
+                                   Category.TRACE, Category.LOGGING)
+        region = r"(?P<region>[^/]+)"
+        # Each route's restricted-API category: Triton 2.51 http_server.cc's handlers.
+        table: list[tuple[str, str, Handler, Category]] = [
+            ("GET", r"/v2/health/live", self.live, H),
+            ("GET", r"/v2/health/ready", self.ready, H),
+            ("GET", r"/v2", self.server_metadata, MD),
+            ("GET", r"/v2/models/stats", self.model_stats, STATS),
+            ("GET", m, self.model_metadata, MD),
+            ("GET", m + "/config", self.model_config, Category.MODEL_CONFIG),
+            ("GET", m + "/ready", self.model_ready, H),
+            ("GET", m + "/stats", self.model_stats, STATS),
+            ("POST", m + "/infer", self.infer, INF),
+            ("POST", m + "/generate", self.generate, INF),
+            ("POST", m + "/generate_stream", self.generate_stream, INF),
+            ("GET", r"/v2/logging", self.logging, LOG),
+            ("POST", r"/v2/logging", self.logging, LOG),
+            ("GET", r"/v2/trace/setting", self.trace_setting, TRACE),
+            ("POST", r"/v2/trace/setting", self.trace_setting, TRACE),
+            ("GET", m + "/trace/setting", self.trace_setting, TRACE),
+            ("POST", m + "/trace/setting", self.trace_setting, TRACE),
+            ("POST", r"/v2/repository/index", self.repository_index, REPO),
+            ("POST", r"/v2/repository/models/(?P<model>[^/]+)/load", self.model_load, REPO),
+            ("POST", r"/v2/repository/models/(?P<model>[^/]+)/unload", self.model_unload, REPO),
+            ("GET", r"/v2/systemsharedmemory/status", self.shm_status, SHM),
+            ("GET", rf"/v2/systemsharedmemory/region/{region}/status", self.shm_status, SHM),
+            ("POST", rf"/v2/systemsharedmemory/region/{region}/register", self.shm_register,
+             SHM),
+            ("POST", r"/v2/systemsharedmemory/unregister", self.shm_unregister, SHM),
+            ("POST", rf"/v2/systemsharedmemory/region/{region}/unregister", self.shm_unregister,
+             SHM),
+            ("GET", r"/v2/cudasharedmemory/status", self.cuda_shm_status, SHM),
+            ("GET", rf"/v2/cudasharedmemory/region/{region}/status", self.cuda_shm_status, SHM),
+            ("POST", rf"/v2/cudasharedmemory/region/{region}/register", self.cuda_shm_register,
+             SHM),
+            ("POST", r"/v2/cudasharedmemory/unregister", self.cuda_shm_unregister, SHM),
+            ("POST", rf"/v2/cudasharedmemory/region/{region}/unregister",
+             self.cuda_shm_unregister, SHM),
         ]
-        self.table = [(meth, re.compile(pat + r"/?$"), h) for meth, pat, h in table]
+        self.table = [(meth, re.compile(pat + r"/?$"), h, c) for meth, pat, h, c in table]
         # GET and HEAD share handlers; HEAD is treated as GET by the servers.
         self.infer_re = re.compile(m + r"/infer$")
 
-    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
-        """(handler, path params, path known) for a request line."""
+    def match(
+        self, method: str, path: str
+    ) -> tuple[Handler | None, dict[str, str], Category | None]:
+        """(handler, path params, category) for a request line; the category is
+        the path's even when the method is wrong, None for an unknown path."""
         if method == "POST" and path.endswith("/infer"):
             mt = self.infer_re.match(path)
             if mt is not None:  # the hot path: skip the table walk
-                return self.infer, {k: v for k, v in mt.groupdict().items() if v}, True
-        known = False
+                params = {k: v for k, v in mt.groupdict().items() if v}
+                return self.infer, params, Category.INFERENCE
+        category: Category | None = None
         if method == "HEAD":
             method = "GET"
-        for meth, regex, handler in self.table:
+        for meth, regex, handler, cat in self.table:
             mt = regex.match(path)
             if mt is None:
                 continue
-            known = True
+            if category is None:
+                category = cat
             if meth == method:
-                return handler, {k: v for k, v in mt.groupdict().items() if v is not None}, True
-        return None, {}, known
+                params = {k: v for k, v in mt.groupdict().items() if v is not None}
+                return handler, params, cat
+        return None, {}, category
 
     async def dispatch(self, request: HttpRequest) -> HttpReply:
-        handler, params, known = self.match(request.method, request.path)
-        if handler is None:
-            if known:
-                return HttpReply(HTTPStatus.METHOD_NOT_ALLOWED, b"", "text/plain")
+        handler, params, category = self.match(request.method, request.path)
+        if category is None:
             return HttpReply(HTTPStatus.NOT_FOUND, b"Not Found", "text/plain")
+        try:
+            # The choke point, before the method check as in Triton (every handler opens
+            # with RETURN_AND_RESPOND_IF_RESTRICTED): a restricted path answers 403
+            # whatever the method.
+            request.caller = self.server.authorize(
+                Door.HTTP, category, request.headers, request.peer
+            )
+        except TritonLiteError as exc:
+            return error_reply(exc)
+        if handler is None:
+            return HttpReply(HTTPStatus.METHOD_NOT_ALLOWED, b"", "text/plain")
         request.params = params
         try:
             return await handler(request)
@@ -182,19 +203,20 @@ class Routes:
         return r.params["model"], r.params.get("version", "")
 
     async def model_metadata(self, r: HttpRequest) -> HttpReply:
-        return json_reply(self.server.model_metadata(*self._model(r)))
+        return json_reply(self.server.model_metadata(*self._model(r), caller=r.caller))
 
     async def model_config(self, r: HttpRequest) -> HttpReply:
-        return json_reply(self.server.model_config(*self._model(r)))
+        return json_reply(self.server.model_config(*self._model(r), caller=r.caller))
 
     async def model_ready(self, r: HttpRequest) -> HttpReply:
-        if await self.server.check_model_ready(*self._model(r)):
+        if await self.server.check_model_ready(*self._model(r), caller=r.caller):
             return HttpReply()
         raise InvalidArgumentError("Model version not ready")
 
     async def model_stats(self, r: HttpRequest) -> HttpReply:
         name, version = self._model(r) if "model" in r.params else ("", "")
-        return json_reply({"model_stats": self.server.model_statistics(name, version)})
+        stats = self.server.model_statistics(name, version, caller=r.caller)
+        return json_reply({"model_stats": stats})
 
     async def infer(self, r: HttpRequest) -> HttpReply:
         name, version = self._model(r)
@@ -207,6 +229,7 @@ class Routes:
         # Content-Encoding was undone by the server as the body arrived.
         header_length = parse_header_length(r.headers.get(HEADER_LENGTH))
         request = parse_infer_request(body, header_length, name, version)
+        request.caller = r.caller
         result = await self.server.infer(request)
         try:
             out, out_hl = build_infer_response(result, request.binary_output_default)
@@ -225,9 +248,11 @@ class Routes:
 
     def _generate_request(self, r: HttpRequest) -> InferRequest:
         name, version = self._model(r)
-        spec = self.server.model_spec(name, version)
+        spec = self.server.model_spec(name, version, caller=r.caller)
         # The server has undone any Content-Encoding (the reference refuses one here).
-        return generate_request(r.body, name, version, spec)
+        request = generate_request(r.body, name, version, spec)
+        request.caller = r.caller
+        return request
 
     async def generate(self, r: HttpRequest) -> HttpReply:
         """Exactly one response, or an error; the status is the first response's."""
@@ -305,7 +330,8 @@ class Routes:
         return json_reply(settings.as_dict())
 
     async def trace_setting(self, r: HttpRequest) -> HttpReply:
-        if "model" in r.params and not self.server.model_ready(r.params["model"]):
+        if "model" in r.params and not self.server.model_ready(r.params["model"],
+                                                               caller=r.caller):
             raise InvalidArgumentError(f"Request for unknown model : {r.params['model']}")
         if r.method == "POST":
             doc = _json_doc(r.body)
@@ -320,13 +346,14 @@ class Routes:
 
     async def repository_index(self, r: HttpRequest) -> HttpReply:
         doc = _json_doc(r.body)
-        return json_reply(self.server.repository_index(bool(doc.get("ready", False))))
+        ready_only = bool(doc.get("ready", False))
+        return json_reply(self.server.repository_index(ready_only, caller=r.caller))
 
     async def model_load(self, r: HttpRequest) -> HttpReply:
         params = _json_doc(r.body).get("parameters") or {}
         if not isinstance(params, dict):
             raise InvalidArgumentError("'parameters' of a load request must be an object")
-        await self.server.load_model(r.params["model"], params)
+        await self.server.load_model(r.params["model"], params, caller=r.caller)
         return HttpReply(200, b"", JSON)
 
     async def model_unload(self, r: HttpRequest) -> HttpReply:
@@ -334,13 +361,14 @@ class Routes:
         if not isinstance(params, dict):
             raise InvalidArgumentError("'parameters' of an unload request must be an object")
         dependents = bool(params.get("unload_dependents", False))
-        await self.server.unload_model(r.params["model"], dependents)
+        await self.server.unload_model(r.params["model"], dependents, caller=r.caller)
         return HttpReply(200, b"", JSON)
 
     async def shm_status(self, r: HttpRequest) -> HttpReply:
-        return json_reply(self.server.shm_status(r.params.get("region", "")))
+        return json_reply(self.server.shm_status(r.params.get("region", ""), caller=r.caller))
 
     async def shm_register(self, r: HttpRequest) -> HttpReply:
+        self.server.check_client_shm()  # before the body is read, as Triton 26.04
         name = r.params["region"]
         doc = _json_doc(r.body)
         if "key" not in doc:
@@ -350,11 +378,11 @@ class Routes:
             raise InvalidArgumentError("attempt to access JSON non-string as string")
         offset = _register_field(doc, "offset", required=False)
         byte_size = _register_field(doc, "byte_size", required=True)
-        self.server.shm_register(name, key, offset, byte_size)
+        self.server.shm_register(name, key, offset, byte_size, caller=r.caller)
         return HttpReply(200, b"", JSON)
 
     async def shm_unregister(self, r: HttpRequest) -> HttpReply:
-        self.server.shm_unregister(r.params.get("region", ""))
+        self.server.shm_unregister(r.params.get("region", ""), caller=r.caller)
         return HttpReply(200, b"", JSON)
 
     # No CUDA here: answer as the reference does on a host where no CUDA
@@ -366,10 +394,12 @@ class Routes:
         return json_reply([])
 
     async def cuda_shm_register(self, r: HttpRequest) -> HttpReply:
+        self.server.check_client_shm()  # Triton 26.04 answers this first
         refuse_cuda_register(_json_doc(r.body))
         return HttpReply(200, b"", JSON)  # not reached: nothing registers here
 
     async def cuda_shm_unregister(self, r: HttpRequest) -> HttpReply:
+        self.server.check_client_shm()
         return HttpReply(200, b"", JSON)
 
 
