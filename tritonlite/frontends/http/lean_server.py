@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
+from tritonlite.core.peer_identity import Peer, peer_of_transport
 from tritonlite.errors import InvalidArgumentError, TritonLiteError, UnavailableError
 from tritonlite.frontends.http.http_limits import (
     EVICT_IDLE_S,
@@ -160,6 +161,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False  # an error reply is queued: input is dropped unread
         self._writable: asyncio.Event | None = None  # made by the first streamed reply
         self.task: asyncio.Task | None = None  # the request being answered
+        self.peer: Peer | None = None  # the client, for the authorization check
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -169,6 +171,7 @@ class _Connection(asyncio.Protocol):
             self._refuse()
             return
         owner.connections.add(self)
+        self.peer = peer_of_transport(transport)
         self._enter_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -388,7 +391,7 @@ class _Connection(asyncio.Protocol):
                     body = decode_body(body, self.encoding, self.limit)
                 except TritonLiteError as exc:
                     raise _Reject(exc.http_status, exc.message) from None
-        request = HttpRequest(method, path, self.headers, body)
+        request = HttpRequest(method, path, self.headers, body, peer=self.peer)
         self.pending.append((request, keep_alive, None, encoding))
         if self.busy or self.write_paused:
             self._pause_reading()  # read no further until this one is answered
