@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
@@ -67,6 +68,9 @@ class ServerProcess:
                 ) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError as exc:
+                if exc.code == 403:  # a restricted health API: serving, just not to us
+                    return
             except OSError:
                 pass
             time.sleep(0.1)

@@ -57,7 +57,8 @@ def test_every_route_and_rpc_refuses_as_the_reference(restricted_server):
             assert got == expected, head
         else:  # the key was sent: served (an error's own text may differ from Triton's)
             assert "is restricted, expecting header" not in got, head
-            if expected.split(" ", 1)[0] in ("200", "OK"):
+            # (CUDA shared memory answers differ on their own: no CUDA here.)
+            if expected.split(" ", 1)[0] in ("200", "OK") and "cuda" not in head.lower():
                 assert got.split(" ", 1)[0] == expected.split(" ", 1)[0], head
 
 
@@ -117,7 +118,9 @@ def test_a_restricted_category_answers_triton_on_every_door(restricted_door, ope
     door.credentials = _key(door, cat)
     got = getattr(door, operation)(*args)
     assert "is restricted" not in got.text, got
-    if operation != "infer":  # an empty infer request is still refused by the model
+    # With the key the request is served: an empty infer request and an unload
+    # without --model-control-mode=explicit are then refused on their own merits.
+    if operation not in ("infer", "unload"):
         assert_outcome(door, got, Ok())
     door.credentials = {}
 
