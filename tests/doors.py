@@ -96,6 +96,7 @@ def register_door(cls: type[Door]) -> type[Door]:
 class Door(ABC):
     name: ClassVar[str]
     family: ClassVar[str]  # "http" | "grpc" | ...: where a door's own texts differ
+    network: ClassVar[bool] = True  # a wire protocol: it carries `credentials`
     server_args: ClassVar[tuple[str, ...]] = ()  # flags this door needs on its server
 
     def __init__(self, server: ServerProcess | None) -> None:
@@ -543,6 +544,7 @@ class InProcessDoor(Door):
 
     name = "inprocess"
     family = "http"
+    network = False
 
     def __init__(self, server: Any) -> None:
         super().__init__(None)
@@ -562,6 +564,8 @@ class InProcessDoor(Door):
                 options["model_control_mode"] = value
             elif flag == "--load-model":
                 options["startup_models"].append(value)
+            elif flag == "--allow-client-shm":
+                pass  # the in-process API has no client shared memory regions
             else:
                 raise AssertionError(f"no in-process option for {flag}")
         return cls(tritonlite.Server(list(setup.repositories), **options).start())
@@ -741,3 +745,8 @@ def assert_outcome(door: Door, got: Outcome, expected: Ok | Err) -> None:
         assert text(got.text), where
     elif text is not None:
         assert got.text == text, where
+
+
+# The doors that speak a wire protocol (they send `credentials`): the
+# restricted-API and tenant tables run through these.
+NETWORK_DOORS = sorted(name for name, door in DOORS.items() if door.network)

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests.doors import DOORS, Err, Ok, assert_outcome
+from tests.doors import DOORS, NETWORK_DOORS, Err, Ok, assert_outcome
 from tests.uid_child import NOBODY, call_http, make_shm_object, run_as
 
 ROOT_KEY = "/tltest_own_root_only"
@@ -64,7 +64,7 @@ def test_another_users_object_is_refused_and_ones_own_accepted(server, root_obje
     assert got["unregister"][0] == 200
 
 
-@pytest.fixture(scope="module", params=sorted(d for d in DOORS if d.startswith(("http", "grpc"))))
+@pytest.fixture(scope="module", params=NETWORK_DOORS)
 def door(request, server_pool):
     from tests.conftest import SHARED
 
