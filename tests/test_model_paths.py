@@ -136,3 +136,22 @@ def test_a_python_based_backend_name_cannot_leave_the_backend_directory(tmp_path
         assert not os.path.exists("/tmp/tritonlite-test-escaped")
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_a_model_name_cannot_put_file_overrides_outside(explicit_server):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    srv, _base = explicit_server
+    target = "/tmp/tltest-escaped-model-folder"
+    shutil.rmtree(target, ignore_errors=True)
+    client = grpcclient.InferenceServerClient(srv.grpc_url)
+    config = json.dumps({"backend": "python"})
+    for name in ("../../../../../../tmp/tltest-escaped-model-folder", ".."):
+        with pytest.raises(InferenceServerException) as info:
+            client.load_model(name, config=config, files={"file:1/model.py": EVIL.encode()})
+        assert info.value.message() == (
+            f"failed to load '{name}': a model loaded with file overrides needs a plain name "
+            "(letters, digits, '_', '.', '-')")
+    client.close()
+    assert not os.path.exists(target)

@@ -1,7 +1,8 @@
 """A load request's overrides: a config JSON and `file:` contents.
 
 Security rule: a file override never lands outside the model's folder
-(absolute paths, `..`, links are refused; Triton CVE-2023-31036).
+(absolute paths, `..`, links are refused; Triton CVE-2023-31036), and the
+folder itself is named by a plain model name.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tritonlite.errors import InvalidArgumentError
+from tritonlite.model_repository import is_valid_model_name
 
 FILE_PREFIX = "file:"
 
@@ -50,7 +52,16 @@ class LoadOverrides:
 
 
 def write_model_folder(name: str, files: dict[str, bytes], workdir: str) -> str:
-    """Materialize file overrides as `<workdir>/<name>`; return that folder."""
+    """Materialize file overrides as `<workdir>/<name>`; return that folder.
+
+    The name comes from the request: one that is not a plain model name
+    ('..', '../x', ...) would put the folder outside `workdir`.
+    """
+    if not is_valid_model_name(name):
+        raise InvalidArgumentError(
+            f"failed to load '{name}': a model loaded with file overrides needs a plain "
+            "name (letters, digits, '_', '.', '-')"
+        )
     model_dir = os.path.join(workdir, name)
     os.makedirs(model_dir)
     root = os.path.realpath(model_dir)
