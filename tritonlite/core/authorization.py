@@ -106,21 +106,29 @@ def same_secret(given: str | None, expected: str) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a request comes from, as the core needs it.
+    """Who a request comes from, as the core needs it (read-only by convention).
 
     `tenant` None: no tenant configuration (Triton's behaviour), or a trusted
     caller. `trusted`: the server itself or the in-process API: shared-memory
-    objects are opened without the owner check.
+    objects are opened without the owner check. A plain slotted class: one is
+    made for most requests, and a frozen dataclass costs several times more.
     """
 
-    tenant: Tenant | None = None
-    peer: Peer | None = None
-    trusted: bool = False
+    __slots__ = ("tenant", "peer", "trusted")
+
+    def __init__(self, tenant: Tenant | None = None, peer: Peer | None = None,
+                 trusted: bool = False) -> None:
+        self.tenant = tenant
+        self.peer = peer
+        self.trusted = trusted
 
     def uid(self) -> int | None:
         return self.peer.uid() if self.peer is not None else None
+
+    def __repr__(self) -> str:
+        name = None if self.tenant is None else self.tenant.name
+        return f"Caller(tenant={name!r}, peer={self.peer!r}, trusted={self.trusted})"
 
 
 TRUSTED = Caller(trusted=True)
@@ -167,7 +175,12 @@ class Gate:
         if door is Door.IN_PROCESS and not headers:
             return TRUSTED  # the embedding program itself
         if self._open[door]:
-            return _ANYONE if peer is None else Caller(None, peer)
+            if peer is None:
+                return _ANYONE
+            caller = peer.open_caller  # one per connection, not one per request
+            if caller is None:
+                caller = peer.open_caller = Caller(None, peer)
+            return caller
         restriction = self._restrictions[door].get(category)
         if restriction is not None:
             given = headers.get(restriction.header) if headers is not None else None

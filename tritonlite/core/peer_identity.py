@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from typing import Any
 
 PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
 _UID_FIELD = 7  # sl, local, remote, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode
@@ -25,7 +26,7 @@ Address = tuple[str, int]
 class Peer:
     """One connection's client: its addresses, and its uid once someone asks."""
 
-    __slots__ = ("remote", "local", "_sock", "_uid", "_looked_up")
+    __slots__ = ("remote", "local", "_sock", "_uid", "_looked_up", "open_caller")
 
     def __init__(
         self,
@@ -39,6 +40,9 @@ class Peer:
         self._sock = sock  # kept for SO_PEERCRED (Unix sockets) only
         self._uid = uid
         self._looked_up = uid is not None
+        # The authorization check's answer for this connection while nothing is
+        # restricted (authorization.Gate keeps it here: one per connection).
+        self.open_caller: Any = None
 
     def uid(self) -> int | None:
         """The uid the client process runs as; None when it cannot be known."""
