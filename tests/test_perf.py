@@ -50,7 +50,7 @@ def perf_server(tmp_path_factory):
     shutil.copytree(os.path.join(ROOT, "examples", "models", "add_sub"), repo / "add_sub")
     shutil.copytree(os.path.join(ROOT, "tests", "models", "add_sub_batch"),
                     repo / "add_sub_batch")
-    srv = ServerProcess([str(repo)])
+    srv = ServerProcess([str(repo)], "--allow-client-shm=true")  # the shm kind's test
     yield srv
     assert srv.stop() == 0, srv.log()
 

@@ -43,7 +43,8 @@ def servers(tmp_path_factory):
     def get(transport: str) -> ServerProcess:
         if transport not in started:
             repo = copy_models(str(tmp_path_factory.mktemp("cancel") / "models"), *MODELS)
-            started[transport] = ServerProcess([repo], *grpc_server_args(transport))
+            started[transport] = ServerProcess([repo], *grpc_server_args(transport),
+                                               "--allow-client-shm=true")
         return started[transport]
 
     yield get
