@@ -118,6 +118,7 @@ class Server:
                 "--grpc-address",
                 "127.0.0.1",
                 *ports,
+                "--allow-client-shm=true",  # the shm16 cell (off by default since 26.04)
             ]
             # TRITONLITE_BENCH_GRPC_SERVER=aio|lean picks the gRPC transport.
             if os.environ.get("TRITONLITE_BENCH_GRPC_SERVER"):
