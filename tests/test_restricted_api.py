@@ -168,3 +168,24 @@ def test_one_category_per_protocol_each_flag():
     (grpc_rule,) = ns.grpc_restrictions.values()
     assert grpc_rule.header == "triton-grpc-protocol-k"
     assert set(CATEGORIES) == set(CATEGORY_NAMES)
+
+
+def test_several_frontend_processes_refuse_as_one():
+    """--frontend-processes 2: each process checks its own doors; the answers
+    are the same whichever process a connection lands on (every probe request
+    is a new connection)."""
+    srv = ServerProcess([EXAMPLES], *restricted_flags(), "--model-control-mode=explicit",
+                        "--load-model=add_sub", "--allow-client-shm=true",
+                        "--frontend-processes=2")
+    try:
+        with open(REFERENCE) as f:
+            reference = [line.rstrip("\n") for line in f if line.strip()]
+        ours = probe(srv.url, srv.grpc_url)
+    finally:
+        assert srv.stop() == 0, srv.log()
+    for theirs, mine in zip(reference, ours, strict=True):
+        head, expected = _split(theirs)
+        if head.rsplit("] ", 1)[1] in ("no key", "wrong value", "bare key"):
+            assert _split(mine)[1] == expected, head
+        else:
+            assert "is restricted, expecting header" not in mine, head

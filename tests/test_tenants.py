@@ -419,3 +419,56 @@ def test_metrics_show_the_scraping_tenants_models_with_a_tenant_label(tenant_ser
     assert status == 403
     assert json.loads(body)["error"] == (
         f"the 'statistics' API needs a tenant's credentials (header '{HEADER}')")
+
+
+def test_the_rules_hold_with_several_frontend_processes(setup, regions):
+    """--frontend-processes 2: a request may land on either process (a new
+    connection each time); identity is found where it lands, the model rules,
+    namespaces and quotas are applied once, in the main process."""
+    from tests.http_raw import call
+    from tests.server_harness import ServerProcess
+
+    srv = ServerProcess(list(setup.repositories), *setup.args, "--frontend-processes=2")
+    key = "/tltest_ten_multi"
+    regions("m", key, 64)
+    alpha, beta = {HEADER: ALPHA}, {HEADER: BETA}
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
+    try:
+        status, _h, _b = call(srv.url, "POST", "/v2/systemsharedmemory/region/m/register",
+                              {"key": key, "byte_size": 64}, alpha)
+        assert status == 200
+        for _ in range(8):
+            status, _h, data = call(srv.url, "GET", "/v2/models/beta_identity", None, alpha)
+            assert (status, json.loads(data)["error"]) == (404, unknown("beta_identity"))
+            status, _h, data = call(srv.url, "POST", "/v2/models/alpha_identity/infer", body,
+                                    alpha)
+            assert status == 200, data
+            status, _h, data = call(srv.url, "GET", "/v2/models/alpha_identity", None, {})
+            assert status == 403
+            status, _h, data = call(srv.url, "GET", "/v2/systemsharedmemory/status", None,
+                                    beta)
+            assert (status, json.loads(data)) == (200, [])
+            status, _h, data = call(srv.url, "GET", "/v2/systemsharedmemory/status", None,
+                                    alpha)
+            assert [r["key"] for r in json.loads(data)] == [key]
+        # The in-flight quota is counted once for both processes.
+        results: list[int] = []
+        start = threading.Barrier(6)
+
+        def slow() -> None:
+            start.wait(30)
+            status, _h, _d = call(srv.url, "POST", "/v2/models/alpha_slow/infer",
+                                  {"inputs": [{"name": "INPUT0", "datatype": "FP32",
+                                               "shape": [1], "data": [1]}]}, alpha)
+            results.append(status)
+
+        threads = [threading.Thread(target=slow) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        # Two at once in all (each process counting its own would let up to four in).
+        assert sorted(results) == [200, 200, 429, 429, 429, 429], results
+    finally:
+        call(srv.url, "POST", "/v2/systemsharedmemory/unregister", None, alpha)
+        assert srv.stop() == 0, srv.log()

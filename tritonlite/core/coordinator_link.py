@@ -22,23 +22,27 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from tritonlite.core import coordinator_messages as m
+from tritonlite.core.authorization import TRUSTED, Caller, Category, Door, Gate
 from tritonlite.core.inference_request import InferRequest, InferResult, OutputTensor, ShmRef
 from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.response_stream import StreamItem
 from tritonlite.core.server_options import ServerOptions
 from tritonlite.core.tensor_placement import _json_to_bytes
 from tritonlite.datatypes import element_count
-from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
+from tritonlite.errors import InternalError, TritonLiteError, UnavailableError, UnsupportedError
 from tritonlite.model_config import ModelSpec, config_from_json
 from tritonlite.shm.arena import Arena, Block
 from tritonlite.shm.segments import Segment
+
+if TYPE_CHECKING:
+    from tritonlite.core.peer_identity import Peer
 
 # How long a synchronous control-plane call waits for the coordinator.
 SYNC_CALL_TIMEOUT_S = 60.0
@@ -109,6 +113,13 @@ class CoordinatorLink:
         self._sync_replies: dict[int, list | None] = {}
         self._outs: dict[int, Segment] = {}
         self.gone = asyncio.Event()  # the coordinator closed the link
+        # The authorization check runs here, in front of this process's doors,
+        # from the same command line: Triton's restricted APIs, tenants and their
+        # categories. Requests cross the link with their Caller (m.caller_wire);
+        # the coordinator applies the model rules, namespaces and the inference
+        # and shared-memory quotas once for every process. (A tenant's rate
+        # quota for calls other than inference is counted per frontend process.)
+        self.gate = Gate(options.http_restrictions, options.grpc_restrictions, options.tenants)
         self.channel = m.LinkChannel(sock, self._on_messages, self._on_closed)
 
     async def start(self) -> None:
@@ -180,13 +191,15 @@ class CoordinatorLink:
         self._replies.clear()
 
     # -- control plane -----------------------------------------------------------
-    def _call_sync(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call_sync(self, method: str, *args: Any, caller: Caller | None = None,
+                   **kwargs: Any) -> Any:
         if self.channel.closed:
             raise UnavailableError(_GONE)
         call_id = next(self._ids)
         self._sync_replies[call_id] = None
         try:
-            self.channel.queue([m.CALL, call_id, method, list(args), kwargs, None])
+            self.channel.queue([m.CALL, call_id, method, list(args), kwargs,
+                                m.caller_wire(caller)])
             deadline = time.monotonic() + SYNC_CALL_TIMEOUT_S
             self.channel.flush_blocking(deadline)
             while self._sync_replies[call_id] is None:
@@ -202,13 +215,15 @@ class CoordinatorLink:
             raise error
         return reply[1]
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, method: str, *args: Any, caller: Caller | None = None,
+                    **kwargs: Any) -> Any:
         if self.channel.closed:
             raise UnavailableError(_GONE)
         call_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._replies[call_id] = fut
-        self.channel.queue([m.CALL, call_id, method, list(args), kwargs, None])
+        self.channel.queue([m.CALL, call_id, method, list(args), kwargs,
+                            m.caller_wire(caller)])
         try:
             return await fut
         finally:
@@ -231,6 +246,17 @@ class CoordinatorLink:
         doc: dict = self._call_sync("log_update", settings)
         return doc
 
+    # -- authorization ---------------------------------------------------------------
+    def authorize(self, door: Door, category: Category,
+                  headers: Mapping[str, str] | None = None, peer: Peer | None = None) -> Caller:
+        return self.gate.check(door, category, headers, peer)
+
+    def check_client_shm(self) -> None:
+        if not self.options.allow_client_shm:
+            from tritonlite.core.inference_server import CLIENT_SHM_DISABLED
+
+            raise UnsupportedError(CLIENT_SHM_DISABLED)
+
     # -- health and metadata -------------------------------------------------------
     def is_live(self) -> bool:
         return True
@@ -248,52 +274,58 @@ class CoordinatorLink:
         doc: dict = self._call_sync("server_metadata")
         return doc
 
-    def model_ready(self, name: str, version: str = "") -> bool:
-        return bool(self._call_sync("model_ready", name, version))
+    def model_ready(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> bool:
+        return bool(self._call_sync("model_ready", name, version, caller=caller))
 
-    async def check_model_ready(self, name: str, version: str = "") -> bool:
-        return bool(await self._call("check_model_ready", name, version))
+    async def check_model_ready(self, name: str, version: str = "", *,
+                                caller: Caller = TRUSTED) -> bool:
+        return bool(await self._call("check_model_ready", name, version, caller=caller))
 
-    def model_metadata(self, name: str, version: str = "") -> dict:
-        doc: dict = self._call_sync("model_metadata", name, version)
+    def model_metadata(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> dict:
+        doc: dict = self._call_sync("model_metadata", name, version, caller=caller)
         return doc
 
-    def model_config(self, name: str, version: str = "") -> dict:
-        doc: dict = self._call_sync("model_config", name, version)
+    def model_config(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> dict:
+        doc: dict = self._call_sync("model_config", name, version, caller=caller)
         return doc
 
-    def model_spec(self, name: str, version: str = "") -> ModelSpec:
+    def model_spec(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> ModelSpec:
         # Asked each time (not cached): a reload must never leave a stale copy here.
         return ModelSpec.from_config(
-            config_from_json(self._call_sync("model_config_json", name, version))
+            config_from_json(self._call_sync("model_config_json", name, version, caller=caller))
         )
 
-    def repository_index(self, ready_only: bool = False) -> list[dict]:
-        index: list[dict] = self._call_sync("repository_index", ready_only)
+    def repository_index(self, ready_only: bool = False, *, caller: Caller = TRUSTED
+                         ) -> list[dict]:
+        index: list[dict] = self._call_sync("repository_index", ready_only, caller=caller)
         return index
 
-    def model_statistics(self, name: str = "", version: str = "") -> list[dict]:
-        stats: list[dict] = self._call_sync("model_statistics", name, version)
+    def model_statistics(self, name: str = "", version: str = "", *,
+                         caller: Caller = TRUSTED) -> list[dict]:
+        stats: list[dict] = self._call_sync("model_statistics", name, version, caller=caller)
         return stats
 
-    async def load_model(self, name: str, parameters: dict[str, Any] | None = None) -> None:
-        await self._call("load_model", name, parameters)
+    async def load_model(self, name: str, parameters: dict[str, Any] | None = None, *,
+                         caller: Caller = TRUSTED) -> None:
+        await self._call("load_model", name, parameters, caller=caller)
 
-    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
-        await self._call("unload_model", name, unload_dependents)
+    async def unload_model(self, name: str, unload_dependents: bool = False, *,
+                           caller: Caller = TRUSTED) -> None:
+        await self._call("unload_model", name, unload_dependents, caller=caller)
 
-    def shm_register(self, name: str, key: str, offset: int, byte_size: int) -> None:
-        self._call_sync("shm_register", name, key, offset, byte_size)
+    def shm_register(self, name: str, key: str, offset: int, byte_size: int, *,
+                     caller: Caller = TRUSTED) -> None:
+        self._call_sync("shm_register", name, key, offset, byte_size, caller=caller)
 
-    def shm_status(self, name: str = "") -> list[dict]:
-        status: list[dict] = self._call_sync("shm_status", name)
+    def shm_status(self, name: str = "", *, caller: Caller = TRUSTED) -> list[dict]:
+        status: list[dict] = self._call_sync("shm_status", name, caller=caller)
         return status
 
-    def shm_unregister(self, name: str = "") -> None:
-        self._call_sync("shm_unregister", name)
+    def shm_unregister(self, name: str = "", *, caller: Caller = TRUSTED) -> None:
+        self._call_sync("shm_unregister", name, caller=caller)
 
-    def is_decoupled(self, name: str, version: str = "") -> bool:
-        return bool(self._call_sync("is_decoupled", name, version))
+    def is_decoupled(self, name: str, version: str = "", *, caller: Caller = TRUSTED) -> bool:
+        return bool(self._call_sync("is_decoupled", name, version, caller=caller))
 
     # -- inference -----------------------------------------------------------------
     def _send_infer(self, request: InferRequest, streaming: bool) -> tuple[int, _Pending]:
@@ -323,7 +355,8 @@ class CoordinatorLink:
         self._pending[call_id] = pending
         self.channel.queue([
             m.INFER, call_id, streaming, request.model_name, request.model_version,
-            request.request_id, inputs, outputs, request.parameters or None, None,
+            request.request_id, inputs, outputs, request.parameters or None,
+            m.caller_wire(request.caller),
         ])
         return call_id, pending
 

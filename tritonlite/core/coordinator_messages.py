@@ -21,10 +21,14 @@ import select
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgpack
 
+from tritonlite.core.authorization import TRUSTED, Caller
+from tritonlite.core.peer_identity import Peer
 from tritonlite.errors import (
+    PermissionDeniedError,
     TritonLiteError,
     UnavailableError,
     code_name_of,
@@ -32,10 +36,15 @@ from tritonlite.errors import (
 )
 from tritonlite.workers import channel
 
+if TYPE_CHECKING:
+    from tritonlite.core.tenants import TenantTable
+
 # -- frontend process -> coordinator ---------------------------------------------
 READY = 1  # [READY, pid]: listening on the ports
 SEGMENT = 2  # [SEGMENT, local id, size] + fd: a new segment of the frontend's arena
 INFER = 3  # [INFER, call, stream, model, version, id, inputs, outputs, parameters, caller]
+# `caller` (INFER, CALL): who asked, as the frontend process's authorization check
+# found it (caller_wire); None: the server itself, trusted.
 CANCEL = 4  # [CANCEL, call]: the client went away
 RELEASE = 5  # [RELEASE, call, item]: the frontend is done with a result's outputs
 CALL = 6  # [CALL, call, method, args, kwargs, caller]: a core method (control plane)
@@ -258,3 +267,32 @@ def result_error(error: list | None) -> TritonLiteError | None:
         return None
     return error_from_code_name(error[0], error[1])
 
+
+def caller_wire(caller: Caller | None) -> list | None:
+    """A Caller as it crosses the link: [tenant name | None, client address,
+    server address]; None for a trusted caller. The coordinator finds the uid
+    from the addresses itself when a rule needs it (same network namespace)."""
+    if caller is None or caller.trusted:
+        return None
+    peer = caller.peer
+    remote = list(peer.remote) if peer is not None and peer.remote is not None else None
+    local = list(peer.local) if peer is not None and peer.local is not None else None
+    name = None if caller.tenant is None else caller.tenant.name
+    return [name, remote, local]
+
+
+def caller_of_wire(wire: list | None, tenants: TenantTable | None) -> Caller:
+    """The coordinator's Caller for a frontend process's `caller_wire`: the
+    tenant is the coordinator's own object (its quotas are counted once, here)."""
+    if wire is None:
+        return TRUSTED
+    name, remote, local = wire
+    tenant = None
+    if name is not None:
+        tenant = tenants.find(name) if tenants is not None else None
+        if tenant is None:
+            raise PermissionDeniedError(f"tenant '{name}' is not configured in this server")
+    peer = None
+    if remote is not None and local is not None:
+        peer = Peer((str(remote[0]), int(remote[1])), (str(local[0]), int(local[1])))
+    return Caller(tenant, peer)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tritonlite.core import coordinator_messages as m
+from tritonlite.core.authorization import TRUSTED, Caller
 from tritonlite.core.inference_request import (
     ArenaRef,
     InferRequest,
@@ -68,6 +69,12 @@ CORE_METHODS: dict[str, bool] = {
 }
 # Calls the link answers itself (they need something msgpack cannot carry as is).
 LINK_METHODS = ("model_config_json", "log_update")
+# Methods that serve a request as its caller (the CALL's caller slot, m.caller_wire).
+CALLER_METHODS = frozenset((
+    "model_ready", "check_model_ready", "model_metadata", "model_config", "model_config_json",
+    "repository_index", "model_statistics", "load_model", "unload_model", "shm_register",
+    "shm_status", "shm_unregister", "is_decoupled",
+))
 
 
 @dataclass
@@ -205,7 +212,7 @@ class FrontendPeer:
                 elif tag == m.SEGMENT:
                     self._segment(msg[1], msg[2], next(fd_iter))
                 elif tag == m.CALL:
-                    self._call(msg[1], msg[2], msg[3], msg[4])
+                    self._call(msg[1], msg[2], msg[3], msg[4], msg[5])
                 elif tag == m.READY:
                     self.pid = msg[1]
                     if not self.ready.done():
@@ -234,7 +241,7 @@ class FrontendPeer:
     # -- inference ---------------------------------------------------------------
     def _request(self, msg: list, call: _Call) -> InferRequest:
         (_tag, _cid, _stream, model, version, request_id, inputs, outputs, params,
-         _caller) = msg
+         caller) = msg
         hold = self._holder(call)
         tensors = []
         for name, datatype, shape, tparams, kind, a, b, c in inputs:
@@ -258,7 +265,8 @@ class FrontendPeer:
                                 oparams or {})
                 for name, binary, shm, count, oparams in outputs
             ]
-        return InferRequest(model, version, request_id, tensors, wanted, params or {})
+        return InferRequest(model, version, request_id, tensors, wanted, params or {},
+                            caller=m.caller_of_wire(caller, self.server.gate.tenants))
 
     def _holder(self, call: _Call) -> Callable[[], Callable[[], None]]:
         def hold() -> Callable[[], None]:
@@ -389,7 +397,14 @@ class FrontendPeer:
             self.channel.queue([m.FORGET, mine])
 
     # -- control plane -----------------------------------------------------------
-    def _call(self, call_id: int, method: str, args: list, kwargs: dict) -> None:
+    def _call(self, call_id: int, method: str, args: list, kwargs: dict,
+              caller: list | None) -> None:
+        if method in CALLER_METHODS:
+            try:
+                kwargs = {**kwargs, "caller": m.caller_of_wire(caller, self.server.gate.tenants)}
+            except TritonLiteError as exc:
+                self.channel.queue([m.REPLY, call_id, m.error_of(exc), None])
+                return
         if method in LINK_METHODS:
             target: Callable[..., Any] = getattr(self, "_" + method)
         elif method in CORE_METHODS:
@@ -416,8 +431,9 @@ class FrontendPeer:
         else:
             self.channel.queue([m.REPLY, call_id, None, value])
 
-    def _model_config_json(self, name: str, version: str = "") -> str:
-        spec = self.server.model_spec(name, version)
+    def _model_config_json(self, name: str, version: str = "", *,
+                           caller: Caller = TRUSTED) -> str:
+        spec = self.server.model_spec(name, version, caller=caller)
         return config_to_json(spec.config)
 
     def _log_update(self, settings: dict) -> dict:

@@ -196,6 +196,12 @@ class TenantTable:
                         return tenant
         return self.anonymous
 
+    def find(self, name: str) -> Tenant | None:
+        """The tenant of this name ("": the anonymous one); None for no such tenant."""
+        if not name:
+            return self.anonymous
+        return next((t for t in self.tenants if t.name == name), None)
+
     def owner_of(self, model: str) -> str:
         """The tenant a model's series are labelled with: the first (in the file's
         order) that may infer it, else the first that may see it; "" for none."""
