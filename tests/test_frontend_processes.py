@@ -55,7 +55,8 @@ def _repository(where: Path) -> str:
 
 def _start(n: int, where: Path, gate_dir: str) -> ServerProcess:
     os.environ["TRITONLITE_TEST_GATE_DIR"] = gate_dir
-    args = ["--frontend-processes", str(n), "--model-control-mode", "explicit"]
+    args = ["--frontend-processes", str(n), "--model-control-mode", "explicit",
+            "--allow-client-shm", "true"]  # the system shared memory test
     for name in LOADED:
         args += ["--load-model", name]
     server = ServerProcess([_repository(where)], *args)
