@@ -65,6 +65,9 @@ class RequestItem:
     flags: int = 0
     # The request's flag on the worker's cancel board (-1: none).
     cancel_slot: int = -1
+    # The client's timeout in microseconds (0: none), what request.timeout()
+    # returns. The server consumes the `timeout` parameter, so it travels here.
+    timeout_us: int = 0
     # Frontend only, never sent: where a decoupled request's responses go.
     stream: Any = field(default=None, repr=False, compare=False)
 
@@ -77,6 +80,7 @@ class RequestItem:
             self.correlation_id,
             self.flags,
             self.cancel_slot,
+            self.timeout_us,
         ]
 
     @classmethod
@@ -89,6 +93,7 @@ class RequestItem:
             v[4],
             v[5],
             v[6] if len(v) > 6 else -1,
+            v[7] if len(v) > 7 else 0,
         )
 
 

@@ -26,29 +26,17 @@ _request = pb_utils.InferenceRequest._from_worker
 DEFERRED = ResponseItem([], None, True)
 
 
-# Request parameters Triton's frontends consume as request settings instead of
-# passing them to the model (sequence and scheduling settings, output options).
-_RESERVED = frozenset({
-    "sequence_id", "sequence_start", "sequence_end", "priority", "timeout",
-    "binary_data_output", "triton_enable_empty_final_response",
-})
-_START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
-_END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
-
-
 def _settings(item: RequestItem) -> tuple[str, int | str, int, int]:
-    """(parameters JSON, correlation id, flags, timeout in µs) as the model sees them."""
+    """(parameters JSON, correlation id, flags, timeout in µs) as the model sees them.
+    The server already took its own settings out of the parameters (sequence,
+    priority, timeout) and sends them as fields; what is left is the model's."""
     params = item.parameters
-    correlation_id = item.correlation_id or params.get("sequence_id", 0)
-    flags = item.flags
-    if params.get("sequence_start"):
-        flags |= _START
-    if params.get("sequence_end"):
-        flags |= _END
-    timeout = params.get("timeout", 0)
-    timeout = timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else 0
-    kept = {k: v for k, v in params.items() if k not in _RESERVED}
-    return (json.dumps(kept) if kept else "{}"), correlation_id, flags, max(timeout, 0)
+    return (
+        json.dumps(params, separators=(",", ":")) if params else "{}",
+        item.correlation_id,
+        item.flags,
+        max(item.timeout_us, 0),
+    )
 
 
 class PythonExecutor:
@@ -90,14 +78,10 @@ class PythonExecutor:
             )
             senders.append(sender)
             names = [o.name for o in item.outputs] if item.outputs is not None else []
-            if item.parameters:
-                parameters, correlation_id, flags, timeout = _settings(item)
-                request = _request(tensors, item.request_id, correlation_id, names,
-                                   parameters, flags, sender, timeout=timeout,
-                                   is_cancelled=sender.is_cancelled)
-            else:  # the common case: nothing to sort out
-                request = _request(tensors, item.request_id, item.correlation_id, names, "{}",
-                                   item.flags, sender, is_cancelled=sender.is_cancelled)
+            parameters, correlation_id, flags, timeout = _settings(item)
+            request = _request(tensors, item.request_id, correlation_id, names,
+                               parameters, flags, sender, timeout=timeout,
+                               is_cancelled=sender.is_cancelled)
             requests.append(request)
         t1 = time.perf_counter_ns()
         run = [r for i, r in enumerate(requests) if i not in early]

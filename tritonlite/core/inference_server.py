@@ -489,10 +489,13 @@ class InferenceServer:
                 sequence, hidden = begin_sequence_request(
                     seqr, scheduling, batch_size, refs, self.placer, memory, out_specs
                 )
+            timeout_us = _int_param(scheduling, "timeout")
             message = RequestItem(
                 request.request_id, refs, out_specs,
                 model_parameters(params) if request.reserved_parameters else params,
                 correlation_id=_correlation_id(scheduling),
+                flags=_sequence_flags(scheduling),
+                timeout_us=timeout_us,
             )
             if stream is not None:
                 message.stream = stream
@@ -505,7 +508,7 @@ class InferenceServer:
                 batch_size=batch_size,
                 shape_key=tuple(tuple(s[1:]) for s in model_shapes) if rt.batcher else None,
                 priority=_int_param(scheduling, "priority"),
-                timeout_us=_int_param(scheduling, "timeout"),
+                timeout_us=timeout_us,
                 sequence=sequence,
             )
             fut = queued.future
@@ -635,6 +638,20 @@ def _end_stream(task: asyncio.Task, stream: ResponseStream) -> None:
 def _correlation_id(params: dict) -> int | str:
     corr = params.get("sequence_id", 0)
     return corr if isinstance(corr, (int, str)) and not isinstance(corr, bool) else 0
+
+
+# TRITONSERVER_REQUEST_FLAG_SEQUENCE_START / _END, as request.flags() shows them.
+_FLAG_START = 1
+_FLAG_END = 2
+
+
+def _sequence_flags(params: dict) -> int:
+    flags = 0
+    if params.get("sequence_start") is True:
+        flags |= _FLAG_START
+    if params.get("sequence_end") is True:
+        flags |= _FLAG_END
+    return flags
 
 
 def _int_param(params: dict, name: str) -> int:
