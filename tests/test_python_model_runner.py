@@ -74,6 +74,9 @@ def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
     # The runner appends model folders to sys.path and sets the model dir hook.
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(pb_utils.server_hooks, "model_dir", None)
+    # finalize() leaves bls_allowed False, as a worker that is ending wants;
+    # later tests in this process (test_pb_utils) expect the import-time True.
+    monkeypatch.setattr(pb_utils.server_hooks, "bls_allowed", True)
 
 
 def write_model(root: Path, source: str, name: str = "m", **siblings: str) -> Path:
