@@ -1,15 +1,15 @@
 """One loaded model version: its instance workers and the queue in front of them.
 
 Requests wait in a FIFO queue and go to the first idle instance; an instance
-of a backend that pipelines (pytorch on a GPU) may hold more than one batch at
-once (placement.pipeline_depth), so it copies one batch in while another
-computes. An instance
-whose worker dies fails its in-flight batch, is restarted with backoff, and
-the others keep serving; repeated crashes at start take the model out of
-service with the reason. A restart that fails for lack of resources (no file
-descriptors, no memory) is retried with a growing delay for as long as it
-takes; meanwhile the model is not ready, and the requests queued when an
-attempt fails are failed rather than left waiting.
+of a backend that pipelines (pytorch on a GPU) may hold more than one batch
+at once (placement.pipeline_depth), so it copies one batch in while another
+computes. An instance whose worker dies fails its in-flight batch, is
+restarted with backoff, and the others keep serving; repeated crashes at
+start take the model out of service with the reason. A restart that fails
+for lack of resources (no file descriptors, no memory) is retried with a
+growing delay for as long as it takes; meanwhile the model is not ready, and
+the requests queued when an attempt fails are failed rather than left
+waiting.
 
 A request whose client goes away (`cancel`) leaves the queue at once, or, if
 it is running, is flagged so the model's `is_cancelled()` says so. With the
@@ -151,7 +151,8 @@ class ModelRuntime:
         self.execution_timeout_s = 0.0
         # Per-stage totals for benchmarks, only when asked for (stage_counters.py).
         self._stages: StageCounters | None = (
-            counters_for(f"{name}.frontend", FRONTEND_FIELDS) if os.environ.get(STAGES_ENV)
+            counters_for(f"{name}.{version}.frontend", FRONTEND_FIELDS)
+            if os.environ.get(STAGES_ENV)
             else None
         )
 
