@@ -224,7 +224,7 @@ def test_second_batch_is_sent_while_the_first_runs(tmp_path, monkeypatch):
             got[i] = c.infer("mlp2", [_fp32("INPUT__0", xs[i])]).as_numpy("OUTPUT__0")
 
         def sent() -> dict[str, int]:
-            (name,) = [n for n in os.listdir(stages) if n.startswith("mlp2.frontend.")]
+            (name,) = [n for n in os.listdir(stages) if n.startswith("mlp2.1.frontend.")]
             values = np.fromfile(stages / name, dtype=np.int64)
             return dict(zip(FRONTEND_FIELDS, (int(v) for v in values), strict=True))
 
@@ -234,7 +234,7 @@ def test_second_batch_is_sent_while_the_first_runs(tmp_path, monkeypatch):
             for t in threads:
                 t.start()
             deadline = time.monotonic() + 30
-            while not any(n.startswith("mlp2.frontend.") for n in os.listdir(stages)) or (
+            while not any(n.startswith("mlp2.1.frontend.") for n in os.listdir(stages)) or (
                 sent()["batches"] < 2
             ):
                 assert time.monotonic() < deadline, srv.log()

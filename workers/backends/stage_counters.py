@@ -6,9 +6,9 @@ a directory, the totals live in a small file there, `<instance>.<pid>.stages`
 (int64 values in FIELDS order, mapped into memory, so an update is a store
 and costs no system call); a benchmark reads the files at the start and end
 of its window and subtracts. The frontend keeps its own per-model totals the
-same way (FRONTEND_FIELDS, `<model>.frontend.<pid>.stages`). Without the
-variable the totals stay in process memory and the worker logs them when it
-exits.
+same way (FRONTEND_FIELDS, `<model>.<version>.frontend.<pid>.stages`).
+Without the variable the totals stay in process memory; with it, a worker
+also logs its totals when it exits.
 """
 
 from __future__ import annotations
