@@ -37,6 +37,17 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's tritonlite, installed or not
+# The layout of the per-stage counters files the server writes.
+from tritonlite.workers.backends.stage_counters import (  # noqa: E402
+    FIELDS as _WORKER_FIELDS,
+)
+from tritonlite.workers.backends.stage_counters import (  # noqa: E402
+    FRONTEND_FIELDS as _FRONTEND_FIELDS,
+)
+
+STAGE_FIELDS = {"worker": _WORKER_FIELDS, "frontend": _FRONTEND_FIELDS}
 MODEL = "resnet18"
 CLASSES = 1000
 N_IMAGES = 8  # distinct images; client i sends image i % N_IMAGES
@@ -114,18 +125,25 @@ dynamic_batching {{
   max_queue_delay_microseconds: {delay}
 }}
 """
+DEPTH_PARAMETER = """parameters {{ key: "PIPELINE_DEPTH" value: {{ string_value: "{depth}" }} }}
+"""
 
 
-def write_repo(base: str, model_file: str, args, count: int) -> str:
-    repo = os.path.join(base, f"repo_i{count}")
+def write_repo(base: str, model_file: str, args, count: int, delay: int, depth: str,
+               tag: str) -> tuple[str, str]:
+    """A model repository for one server; returns (repo, its config text)."""
+    repo = os.path.join(base, f"repo_{tag}")
     os.makedirs(os.path.join(repo, MODEL, "1"))
     shutil.copy(model_file, os.path.join(repo, MODEL, "1", "model.pt"))
+    text = CONFIG.format(
+        name=MODEL, batch=args.batch, hw=args.hw, classes=CLASSES,
+        kind="KIND_CPU" if args.cpu else "KIND_GPU", count=count, delay=delay,
+    )
+    if depth != "default":
+        text += DEPTH_PARAMETER.format(depth=depth)
     with open(os.path.join(repo, MODEL, "config.pbtxt"), "w") as f:
-        f.write(CONFIG.format(
-            name=MODEL, batch=args.batch, hw=args.hw, classes=CLASSES,
-            kind="KIND_CPU" if args.cpu else "KIND_GPU", count=count, delay=args.delay_us,
-        ))
-    return repo
+        f.write(text)
+    return repo, text
 
 
 # --------------------------------------------------------------------------
@@ -289,12 +307,12 @@ def run_plain(model_file: str, images: np.ndarray, args):
     parent, child = ctx.Pipe(duplex=False)
     p = ctx.Process(
         target=plain_child,
-        args=(model_file, images, args.batch, args.seconds, args.warmup, args.cpu,
+        args=(model_file, images, args.batch, args.plain_seconds, args.warmup, args.cpu,
               args.variants, args.variant_seconds, child),
     )
     p.start()
     child.close()
-    deadline = time.time() + args.seconds + args.warmup + 4 * args.variant_seconds + 180
+    deadline = time.time() + args.plain_seconds + args.warmup + 4 * args.variant_seconds + 180
     result = None
     while time.time() < deadline:
         if parent.poll(1.0):
@@ -336,17 +354,22 @@ def http_json(port: int, method: str, path: str, body: dict | None = None,
 
 
 class Server:
-    def __init__(self, repo: str, log_path: str) -> None:
+    def __init__(self, repo: str, log_path: str, root: str = ROOT,
+                 stages_dir: str | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "w")
+        self.stages_dir = stages_dir
         env = dict(os.environ)
-        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if stages_dir:
+            os.makedirs(stages_dir, exist_ok=True)
+            env["TRITONLITE_STAGE_COUNTERS"] = stages_dir
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tritonlite", "serve", "--model-repository", repo,
              "--allow-grpc", "false", "--allow-metrics", "false",
              "--http-port", str(self.port), "--http-address", "127.0.0.1"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=root,
             start_new_session=True,
         )
 
@@ -535,6 +558,31 @@ def client_proc(idx: int, mode: str, port: int, image: np.ndarray, start_at: flo
                     pass
 
 
+def stages_snapshot(server: Server) -> dict[str, dict[str, int]]:
+    """The per-stage totals the server's processes keep (empty when that
+    server's code keeps none)."""
+    if not server.stages_dir:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for name in sorted(os.listdir(server.stages_dir)):
+        if not name.endswith(".stages"):
+            continue
+        side = "frontend" if ".frontend." in name else "worker"
+        fields = STAGE_FIELDS[side]
+        raw = np.fromfile(os.path.join(server.stages_dir, name), dtype=np.int64)
+        if raw.size != len(fields):
+            continue
+        total = out.setdefault(side, dict.fromkeys(fields, 0))
+        for f, v in zip(fields, raw, strict=True):
+            total[f] += int(v)
+    return out
+
+
+def stages_diff(a: dict, b: dict) -> dict[str, dict[str, int]]:
+    return {side: {k: v - a.get(side, {}).get(k, 0) for k, v in vals.items()}
+            for side, vals in b.items()}
+
+
 def stats_snapshot(port: int) -> dict:
     status, doc = http_json(port, "GET", f"/v2/models/{MODEL}/stats")
     if status != 200:
@@ -587,10 +635,12 @@ def run_clients(server: Server, mode: str, images: np.ndarray, refs: np.ndarray,
     # Window: [start_at + warmup, start_at + warmup + seconds]
     t_win = start_at + args.warmup
     time.sleep(max(0.0, t_win - time.time()))
+    g0 = stages_snapshot(server)
     s0 = stats_snapshot(server.port)
     c0 = (cpu_seconds(fe_pid), sum(cpu_seconds(w) for w in workers))
     w0 = time.time()
     time.sleep(max(0.0, t_win + args.seconds - time.time()))
+    g1 = stages_snapshot(server)
     s1 = stats_snapshot(server.port)
     c1 = (cpu_seconds(fe_pid), sum(cpu_seconds(w) for w in workers))
     w1 = time.time()
@@ -629,6 +679,8 @@ def run_clients(server: Server, mode: str, images: np.ndarray, refs: np.ndarray,
         "clients_reported": len(results),
         "lat_p50_ms": 1e3 * float(np.percentile(lat, 50)) if lat.size else float("nan"),
         "lat_p99_ms": 1e3 * float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        "lat_mean_ms": 1e3 * float(lat.mean()) if lat.size else float("nan"),
+        "stages": stages_diff(g0, g1),
         "max_rel_err": max(rel_errs) if rel_errs else float("nan"),
         "checked": len(rel_errs),
         "stats": stats_diff(s0, s1) if s0 and s1 else {},
@@ -679,6 +731,7 @@ def describe(res: dict, window: float) -> list[str]:
                 f"    per request: queue {st['queue_ns'] / st['inference_count'] / 1e6:.2f} ms,"
                 f" total in server {st['success_ns'] / st['inference_count'] / 1e6:.2f} ms"
             )
+    lines.extend(describe_stages(res, window))
     lines.append(
         f"    CPU cores busy: frontend {res['frontend_cpu']:.2f}, workers "
         f"{res['worker_cpu']:.2f}, clients {res['client_cpu']:.2f} "
@@ -686,6 +739,116 @@ def describe(res: dict, window: float) -> list[str]:
         f"request)"
     )
     return lines
+
+
+def describe_stages(res: dict, window: float) -> list[str]:
+    """Where the time went: per request (client's view vs the server's
+    statistics), per batch in the worker (host stages and GPU events), and the
+    frontend's dispatch -> completion round trip."""
+    lines = []
+    st = res["stats"]
+    n_req = st.get("inference_count", 0) if st else 0
+    if n_req:
+        b = st["batches"]
+        execs = max(sum(v[0] for v in b.values()), 1)
+        in_server = st["success_ns"] / n_req / 1e6
+        queue = st["queue_ns"] / n_req / 1e6
+        compute = sum(v[1] + v[2] + v[3] for v in b.values()) / execs / 1e6
+        lines.append(
+            f"    request time (means): client round trip {res['lat_mean_ms']:.2f} ms = in server "
+            f"{in_server:.2f} (queued {queue:.2f}, batch in worker {compute:.2f}, rest "
+            f"{in_server - queue - compute:.2f}) + HTTP, frontend loop and client "
+            f"{res['lat_mean_ms'] - in_server:.2f}"
+        )
+    stages = res.get("stages") or {}
+    wk = stages.get("worker")
+    if wk and wk.get("batches"):
+        nb = wk["batches"]
+
+        def per(key: str) -> float:
+            return wk[key] / nb / 1e6
+
+        host = ("idle", "recv", "gather", "launch", "sync", "write", "send")
+        lines.append(
+            f"    worker per batch ({nb} batches, {wk['images'] / nb:.1f} images, "
+            f"{100 * wk['overlapped'] / nb:.0f}% taken while another ran): "
+            + ", ".join(f"{k} {per(k + '_ns'):.2f}" for k in host) + " ms"
+        )
+        if wk["gpu_span_ns"]:
+            busy = 100 * wk["compute_gpu_ns"] / 1e9 / window
+            copying = 100 * wk["h2d_gpu_ns"] / 1e9 / window
+            lines.append(
+                f"    GPU per batch: h2d {per('h2d_gpu_ns'):.2f}, compute "
+                f"{per('compute_gpu_ns'):.2f}, d2h {per('d2h_gpu_ns'):.2f}, first copy to last "
+                f"{per('gpu_span_ns'):.2f} ms; busy computing {busy:.0f}% and copying in "
+                f"{copying:.0f}% of the window"
+            )
+    fe = stages.get("frontend")
+    if fe and fe.get("batches"):
+        nb = fe["batches"]
+        lines.append(
+            f"    frontend: batch sent -> answer handled {fe['round_trip_ns'] / nb / 1e6:.2f} ms, "
+            f"request queued -> sent {fe['batch_wait_ns'] / max(fe['requests'], 1) / 1e6:.2f} "
+            f"ms, {100 * fe['dispatched_in_flight'] / nb:.0f}% of batches sent to an instance "
+            f"already running one"
+        )
+    return lines
+
+
+def server_setups(args) -> list[tuple[str, int, int, str]]:
+    """(code root, instances, max_queue_delay us, PIPELINE_DEPTH) per server, in order."""
+    out = []
+    if args.setup:
+        for spec in args.setup:
+            parts = spec.split(",")
+            if len(parts) != 4:
+                raise SystemExit(f"--setup '{spec}': expected ROOT,INSTANCES,DELAY,DEPTH")
+            root, counts, delay, depth = parts
+            for count in counts.split("+"):
+                out.append((os.path.abspath(root), int(count), int(delay), depth))
+        return out
+    for root in args.server_root or [ROOT]:
+        for depth in [x.strip() for x in args.depth.split(",") if x.strip()]:
+            for delay in [int(x) for x in args.delay_us.split(",") if x]:
+                for count in [int(x) for x in args.instances.split(",") if x]:
+                    out.append((os.path.abspath(root), count, delay, depth))
+    return out
+
+
+def serve_cells(server: Server, label: str, config_text: str, root: str, count: int,
+                concurrencies: list[int], images: np.ndarray, refs_b1: np.ndarray,
+                refs_full: np.ndarray, plain: dict, args) -> list[tuple]:
+    t0 = time.time()
+    server.wait_ready(240)
+    print(f"\nserver {label} (code: {root}): ready in {time.time() - t0:.1f} s; config:",
+          flush=True)
+    for line in config_text.strip().splitlines():
+        if not line.startswith(("input", "output", "name")):
+            print(f"    {line}", flush=True)
+    err = check_once(server.port, images[0], refs_b1[0])
+    print(f"  check: one request (batch 1) vs plain model, rel. L2 error {err:.2e}", flush=True)
+    if not err < 1e-2:
+        raise SystemExit("check failed: server output differs from the plain model")
+    rows = []
+    for conc in concurrencies:
+        for mode in args.modes.split(","):
+            tag = f"p{server.port}{mode}{conc}"  # names the clients' shm regions
+            res = run_clients(server, mode, images, refs_full, args, tag, conc)
+            ratio = res["images_per_s"] / plain["images_per_s"]
+            st = res["stats"]
+            mean_batch = st["inference_count"] / max(st["execution_count"], 1) if st else 0.0
+            rows.append((label, mode, conc, res["images_per_s"], ratio, mean_batch))
+            print(f"  {mode:4s} c={conc}: {res['images_per_s']:.0f} images/s, ratio {ratio:.3f}; "
+                  f"latency p50 {res['lat_p50_ms']:.1f} ms p99 {res['lat_p99_ms']:.1f} ms; "
+                  f"errors {res['errors']}; {res['checked']} responses checked, max rel. "
+                  f"err {res['max_rel_err']:.1e}", flush=True)
+            for line in describe(res, res["window_s"]):
+                print(line, flush=True)
+            if res["first_errors"]:
+                print("    first errors: " + " | ".join(res["first_errors"]), flush=True)
+            if res["checked"] and not res["max_rel_err"] < 1e-2:
+                print("    WARNING: responses differ from the plain model", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -697,7 +860,18 @@ def main() -> None:
     ap.add_argument("--concurrency", default="32",
                     help="client processes; a comma list runs each (the first is the headline)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--delay-us", type=int, default=2000)
+    ap.add_argument("--delay-us", default="2000",
+                    help="max_queue_delay_microseconds; a comma list runs each")
+    ap.add_argument("--depth", default="default",
+                    help="PIPELINE_DEPTH parameter ('default': not set); a comma list runs each")
+    ap.add_argument("--server-root", action="append", default=None,
+                    help="serve with the tritonlite checkout at this path (repeat to compare "
+                         "checkouts in one run; default: this script's checkout)")
+    ap.add_argument("--setup", action="append", default=None, metavar="ROOT,INSTANCES,DELAY,DEPTH",
+                    help="one server setup, e.g. '.,1+2,2000,default' (repeat; replaces the "
+                         "cross product of --server-root, --instances, --delay-us and --depth)")
+    ap.add_argument("--plain-seconds", type=float, default=None,
+                    help="timed window of the plain loop (default: --seconds)")
     ap.add_argument("--instances", default="1,2", help="instance counts to serve, e.g. 1,2")
     ap.add_argument("--modes", default="http,shm")
     ap.add_argument("--variants", action="store_true",
@@ -707,6 +881,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.warmup is None:
         args.warmup = min(5.0, max(1.0, args.seconds / 4))
+    if args.plain_seconds is None:
+        args.plain_seconds = args.seconds
     args.hw = 64 if args.tiny else 224
     concurrencies = [int(x) for x in args.concurrency.split(",") if x]
     width = 8 if args.tiny else 64
@@ -738,46 +914,22 @@ def main() -> None:
         print(f"  what-if, {name}: {ips:.0f} images/s ({ms:.2f} ms per batch)", flush=True)
 
     rows = []
-    for count in [int(x) for x in args.instances.split(",") if x]:
-        repo = write_repo(base, model_file, args, count)
-        log_path = os.path.join(base, f"server_i{count}.log")
-        server = Server(repo, log_path)
+    for n_server, (root, count, delay, depth) in enumerate(server_setups(args), 1):
+        tag = f"s{n_server}"
+        repo, config_text = write_repo(base, model_file, args, count, delay, depth, tag)
+        server = Server(repo, os.path.join(base, f"server_{tag}.log"), root,
+                        os.path.join(base, f"stages_{tag}"))
+        label = f"{os.path.basename(root) or root} i{count} delay {delay} depth {depth}"
         try:
-            t0 = time.time()
-            server.wait_ready(240)
-            print(f"\nserver ({count} instance{'s' if count > 1 else ''}, "
-                  f"{'KIND_CPU' if args.cpu else 'KIND_GPU'}, preferred batch {args.batch}, "
-                  f"max_queue_delay {args.delay_us} us): ready in {time.time() - t0:.1f} s",
-                  flush=True)
-            err = check_once(server.port, images[0], refs_b1[0])
-            print(f"  check: one request (batch 1) vs plain model, rel. L2 error {err:.2e}",
-                  flush=True)
-            if not err < 1e-2:
-                raise SystemExit("check failed: server output differs from the plain model")
-            cells = [(c, m) for c in concurrencies for m in args.modes.split(",")]
-            for conc, mode in cells:
-                res = run_clients(server, mode, images, refs_full, args, f"i{count}{mode}{conc}",
-                                  conc)
-                ratio = res["images_per_s"] / plain["images_per_s"]
-                rows.append((count, mode, conc, res["images_per_s"], ratio))
-                print(f"  {mode:4s} c={conc}: {res['images_per_s']:.0f} images/s, "
-                      f"ratio {ratio:.3f}; "
-                      f"latency p50 {res['lat_p50_ms']:.1f} ms p99 {res['lat_p99_ms']:.1f} ms; "
-                      f"errors {res['errors']}; {res['checked']} responses checked, max rel. "
-                      f"err {res['max_rel_err']:.1e}", flush=True)
-                for line in describe(res, res["window_s"]):
-                    print(line, flush=True)
-                if res["first_errors"]:
-                    print("    first errors: " + " | ".join(res["first_errors"]), flush=True)
-                if res["checked"] and not res["max_rel_err"] < 1e-2:
-                    print("    WARNING: responses differ from the plain model", flush=True)
+            rows.extend(serve_cells(server, label, config_text, root, count, concurrencies,
+                                    images, refs_b1, refs_full, plain, args))
         finally:
             server.stop()
     print("\nsummary (images/s; ratio = server / plain loop, goal >= 0.90):")
     print(f"  plain loop, batch {args.batch}: {plain['images_per_s']:.0f}")
-    for count, mode, conc, ips, ratio in rows:
-        print(f"  server {count} instance(s), {mode:4s}, concurrency {conc:3d}: "
-              f"{ips:6.0f}  ratio {ratio:.3f}")
+    for label, mode, conc, ips, ratio, mean_batch in rows:
+        print(f"  {label}, {mode:4s}, concurrency {conc:3d}: {ips:6.0f}  ratio {ratio:.3f}"
+              f"  (mean batch {mean_batch:.1f})")
     print(f"total wall time {time.time() - t_begin:.0f} s")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)

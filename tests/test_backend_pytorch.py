@@ -20,6 +20,7 @@ from tritonlite.workers.backends.pytorch_backend import (  # noqa: E402
     apply_thread_settings,
     binding_indices,
 )
+from tritonlite.workers.backends.stage_counters import FRONTEND_FIELDS  # noqa: E402
 from tritonlite.workers.backends.tensor_backend import BackendError, InstanceInfo  # noqa: E402
 
 from tests.server_harness import ROOT, ServerProcess  # noqa: E402
@@ -183,3 +184,68 @@ def test_torch_worker_crash_is_contained(torch_server):
             assert time.monotonic() < deadline, torch_server.log()
             time.sleep(0.2)
     np.testing.assert_array_equal(got, _direct(torch_server.repo, "torch_mlp", x).numpy())
+
+
+# -- batches in flight -----------------------------------------------------------------
+
+PIPELINED = """backend: "pytorch"
+max_batch_size: 8
+input [{ name: "INPUT__0" data_type: TYPE_FP32 dims: [8] }]
+output [{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [4] }]
+instance_group [{ count: 1 kind: KIND_CPU }]
+dynamic_batching { }
+parameters [{ key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } },
+            { key: "PIPELINE_DEPTH" value: { string_value: "2" } }]
+"""
+
+
+def test_second_batch_is_sent_while_the_first_runs(tmp_path, monkeypatch):
+    """PIPELINE_DEPTH 2: the frontend sends a second batch to an instance
+    whose first has not come back; both are answered correctly."""
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    monkeypatch.setenv("TRITONLITE_STAGE_COUNTERS", str(stages))
+    repo = tmp_path / "repo"
+    gen.write_model(str(repo), "torch_mlp", seed=5, config=PIPELINED, folder="mlp2")
+    gen.write_model(str(repo), "torch_mlp", config=PIPELINED.replace('"2"', '"two"'),
+                    folder="mlp_bad_depth")
+    srv = ServerProcess([str(repo)], "--exit-on-error", "false")
+    try:
+        client = httpclient.InferenceServerClient(srv.url)
+        index = {e["name"]: e for e in client.get_model_repository_index()}
+        assert "PIPELINE_DEPTH 'two'" in index["mlp_bad_depth"].get("reason", ""), index
+        pid = _worker_pid(srv, "mlp2_0_0")
+        xs = [np.random.default_rng(i).standard_normal((1 + i % 3, 8)).astype(np.float32)
+              for i in range(12)]
+        got: dict[int, np.ndarray] = {}
+
+        def call(i: int) -> None:
+            c = httpclient.InferenceServerClient(srv.url)
+            got[i] = c.infer("mlp2", [_fp32("INPUT__0", xs[i])]).as_numpy("OUTPUT__0")
+
+        def sent() -> dict[str, int]:
+            (name,) = [n for n in os.listdir(stages) if n.startswith("mlp2.1.frontend.")]
+            values = np.fromfile(stages / name, dtype=np.int64)
+            return dict(zip(FRONTEND_FIELDS, (int(v) for v in values), strict=True))
+
+        os.kill(pid, signal.SIGSTOP)  # the first batch cannot come back
+        try:
+            threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            while not any(n.startswith("mlp2.1.frontend.") for n in os.listdir(stages)) or (
+                sent()["batches"] < 2
+            ):
+                assert time.monotonic() < deadline, srv.log()
+                time.sleep(0.02)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for t in threads:
+            t.join(60)
+        assert sent()["dispatched_in_flight"] >= 1
+        for i, x in enumerate(xs):
+            want = _direct(str(repo), "mlp2", x).numpy()
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
+    finally:
+        assert srv.stop() == 0, srv.log()

@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
 from tritonlite.workers.backends import placement
+from tritonlite.workers.backends.host_staging import PARALLEL_MIN_BYTES
+from tritonlite.workers.backends.tensor_backend import BackendError, InstanceInfo
 
 from tests.http_raw import call_json
 from tests.server_harness import ROOT, ServerProcess
@@ -91,12 +94,17 @@ output [{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [4] }]
 instance_group [{ count: 1 kind: KIND_GPU gpus: [0] }]
 """
 
+# Dynamic batching on a GPU instance: two batches in flight by default.
+TORCH_GPU_BATCHED_CONFIG = TORCH_GPU_CONFIG + "dynamic_batching { }\n"
+
 
 @pytest.fixture(scope="module")
 def gpu_server(tmp_path_factory):
     repo = tmp_path_factory.mktemp("gpu_models")
     gen = _gen()
     gen.write_model(str(repo), "torch_mlp", seed=4, config=TORCH_GPU_CONFIG, folder="torch_gpu")
+    gen.write_model(str(repo), "torch_mlp", seed=6, config=TORCH_GPU_BATCHED_CONFIG,
+                    folder="torch_gpu_batched")
     model = repo / "dlpack_gpu"
     (model / "1").mkdir(parents=True)
     (model / "1" / "model.py").write_text(DLPACK_MODEL)
@@ -164,3 +172,73 @@ def test_placement_visible_in_the_worker(gpu_server):
     assert info["visible"] == placement.gpu_devices()[0]
     assert info["device_count"] == 1  # the worker sees only its own GPU
     assert info["current_device"] == 0 and info["device_id"] == "0"
+
+
+def test_concurrent_requests_through_the_gpu_pipeline(gpu_server):
+    """Many clients at once: batches overlap on the instance (depth 2 by
+    default); every request gets its own rows back."""
+    module = torch.jit.load(os.path.join(gpu_server.repo, "torch_gpu_batched", "1", "model.pt"))
+    xs = [np.random.default_rng(100 + i).standard_normal((1 + i % 4, 8)).astype(np.float32)
+          for i in range(48)]
+    got: dict[int, dict] = {}
+
+    def call(i: int) -> None:
+        got[i] = _infer(gpu_server, "torch_gpu_batched", "INPUT__0", xs[i])["OUTPUT__0"]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(got) == len(xs), gpu_server.log()[-4000:]
+    for i, x in enumerate(xs):
+        with torch.inference_mode():
+            want = module(torch.from_numpy(x)).numpy()
+        out = np.array(got[i]["data"], np.float32).reshape(want.shape)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+class _Double(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0 + 1.0
+
+
+def test_pytorch_backend_overlaps_two_batches_on_the_gpu(tmp_path):
+    """In process: two gathered batches submitted before either is collected,
+    each in its own pinned slot; a third is refused until one is collected."""
+    from tritonlite.workers.backends.pytorch_backend import PyTorchBackend
+
+    path = str(tmp_path / "double.pt")
+    torch.jit.script(_Double()).save(path)
+    dims = [3, 128, 128]
+    config = {
+        "name": "double", "backend": "pytorch", "max_batch_size": 32,
+        "input": [{"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": dims}],
+        "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": dims}],
+    }
+    backend = PyTorchBackend(path, config, InstanceInfo("double_0_0", "GPU", 0))
+    backend.load()
+    backend.prepare(config)
+    try:
+        assert backend.pipeline_depth == 2 and backend.completion_fd() is not None
+        rng = np.random.default_rng(9)
+        batches = [[rng.standard_normal([1, *dims]).astype(np.float32) for _ in range(n)]
+                   for n in (20, 7)]
+        assert sum(p.nbytes for p in batches[0]) > PARALLEL_MIN_BYTES  # threads copy it
+        handles = []
+        for parts in batches:
+            merged = backend.gather("INPUT__0", parts)
+            handles.append(backend.submit({"INPUT__0": merged}))
+        with pytest.raises(BackendError, match="more than 2 batches"):
+            backend.submit({"INPUT__0": batches[1][0]})
+        first = backend.collect(handles[0])["OUTPUT__0"].copy()
+        np.testing.assert_allclose(first, np.concatenate(batches[0]) * 2 + 1, rtol=1e-6)
+        # One request, not gathered: staged into the freed slot, then copied.
+        alone = backend.submit({"INPUT__0": batches[0][3]})
+        second = backend.collect(handles[1])["OUTPUT__0"]
+        np.testing.assert_allclose(second, np.concatenate(batches[1]) * 2 + 1, rtol=1e-6)
+        out = backend.collect(alone)["OUTPUT__0"]
+        np.testing.assert_allclose(out, batches[0][3] * 2 + 1, rtol=1e-6)
+        assert backend.counters.snapshot()["sync_ns"] >= 0
+    finally:
+        backend.finalize()

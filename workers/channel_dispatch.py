@@ -34,6 +34,7 @@ from tritonlite.workers.messages import (
 from tritonlite.workers.worker_link import CallClosed, PendingCall
 
 Work = ExecuteBatch | Shutdown
+ROUTED = object()  # receive_one: a message applied on arrival, nothing to run
 
 
 class ChannelEndpoint:
@@ -97,6 +98,22 @@ class ChannelEndpoint:
                 work = self._route(messages.decode(data), fds)
             if work is not None:
                 return work
+
+    @property
+    def has_reader(self) -> bool:
+        """Whether a reader thread owns the receive side."""
+        return self._inbox is not None
+
+    def receive_one(self) -> Work | object | None:
+        """One message, read by the main thread once the socket is readable
+        (no reader thread): the batch or Shutdown to run, ROUTED for a
+        message applied here, None when the server went away."""
+        with self._recv_lock:
+            data, fds = channel.recv(self.sock)
+            if not data:
+                return None
+            work = self._route(messages.decode(data), fds)
+        return ROUTED if work is None else work
 
     def start_reader(self) -> None:
         """Hand the receive side to a reader thread (idempotent)."""

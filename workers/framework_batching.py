@@ -2,17 +2,33 @@
 
 Compatible requests (same inputs, same per-item shapes) are gathered into one
 execution: a single request's own view, one view over requests that lie
-back to back in one segment, or (last resort) a concatenated copy. The
-outputs are split by each request's batch size and written out.
+back to back in one segment, or a copy made by the backend (into its pinned
+staging memory, on a GPU). The outputs are split by each request's batch
+size and written out.
+
+A backend that pipelines (pipeline_depth > 1: PyTorch on a GPU) gets the
+next batch while the current one runs on the device: `serve` submits it
+(gathered, its input copy queued behind the running compute) and answers
+each batch as soon as the device is done with it. Time per stage is added
+to the backend's counters (stage_counters.py).
 """
 
 from __future__ import annotations
 
+import os
+import select
+import sys
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tritonlite.shm.arena import SegmentCache
+from tritonlite.workers.backends.stage_counters import ENV_DIR as STAGES_ENV
 from tritonlite.workers.backends.tensor_backend import CONFIG_NUMPY, TensorBackend
+from tritonlite.workers.channel_dispatch import ROUTED, ChannelEndpoint
 from tritonlite.workers.messages import (
     EXECUTE_FAILED,
     BatchDone,
@@ -41,14 +57,63 @@ class FrameworkExecutor:
         self.output_config: dict[str, dict] = {
             o["name"]: o for o in model_config.get("output", [])
         }
+        self.stages = backend.counters
 
     def execute(self, batch: ExecuteBatch) -> BatchDone:
+        """One batch, start to end."""
+        return self._finish(self._begin(batch))
+
+    def serve(self, link: ChannelEndpoint, release: Callable[[list[tuple[int, int]]], None]
+              ) -> None:
+        """Answer batches from the channel until Shutdown (main thread, no
+        reader thread), keeping up to the backend's pipeline depth submitted.
+        The oldest batch is answered as soon as it finishes, before a waiting
+        batch is taken, so its requests are not held up."""
+        depth = max(1, int(self.backend.pipeline_depth))
+        done_fd = self.backend.completion_fd()
+        stages = self.stages
+        running: deque[_Job] = deque()
+        while True:
+            t0 = time.perf_counter_ns()
+            if running:
+                if len(running) >= depth or done_fd is None or not _message_first(link, done_fd):
+                    stages.add("sync_ns", time.perf_counter_ns() - t0)
+                    link.send(self._finish(running.popleft()))
+                    continue
+                stages.add("sync_ns", time.perf_counter_ns() - t0)
+            else:
+                select.select([link.sock.fileno()], [], [])
+                stages.add("idle_ns", time.perf_counter_ns() - t0)
+            t1 = time.perf_counter_ns()
+            msg = link.receive_one()
+            stages.add("recv_ns", time.perf_counter_ns() - t1)
+            if msg is ROUTED:
+                continue
+            if not isinstance(msg, ExecuteBatch):  # Shutdown, or the server went away
+                while running:
+                    link.send(self._finish(running.popleft()))
+                return
+            release(msg.release)
+            if running and len(self._group_requests(msg.requests)) > 1:
+                # Several groups take several backend slots: answer what runs first.
+                while running:
+                    link.send(self._finish(running.popleft()))
+            if running:
+                stages.add("overlapped")
+            job = self._begin(msg)
+            if job.runs:
+                running.append(job)
+            else:  # nothing left on the device (failed, or ran group by group)
+                link.send(self._finish(job))
+
+    def _begin(self, batch: ExecuteBatch) -> _Job:
+        """Gather each group of compatible requests and submit it. A batch of
+        several groups runs them one by one (each collected before the next
+        is submitted), so it uses one backend slot."""
         t0 = time.perf_counter_ns()
-        responses: list[ResponseItem | None] = [None] * len(batch.requests)
+        job = _Job(batch, [None] * len(batch.requests))
         groups = self._group_requests(batch.requests)
-        infer_ns = 0
-        output_ns = 0
-        input_ns = time.perf_counter_ns() - t0
+        job.input_ns = time.perf_counter_ns() - t0
         for indices in groups:
             items = [batch.requests[i] for i in indices]
             ts = time.perf_counter_ns()
@@ -56,29 +121,49 @@ class FrameworkExecutor:
                 merged = self._gather(items)
             except Exception as exc:  # malformed data that slipped past the frontend
                 for i in indices:
-                    responses[i] = ResponseItem([], ("INVALID_ARG", str(exc)))
+                    job.responses[i] = ResponseItem([], ("INVALID_ARG", str(exc)))
                 continue
             tm = time.perf_counter_ns()
-            input_ns += tm - ts
+            job.input_ns += tm - ts
             sizes = [self._batch_of(item) for item in items]
             try:
-                outputs = self.run_merged(merged, sizes)
+                handle = self.backend.submit(merged)
             except Exception as exc:
-                text = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-                for i in indices:
-                    responses[i] = ResponseItem([], (EXECUTE_FAILED, text))
-                infer_ns += time.perf_counter_ns() - tm
+                _fail(job, indices, exc)
+                job.infer_ns += time.perf_counter_ns() - tm
+                continue
+            job.runs.append(_Run(indices, items, sizes, handle, tm))
+            if len(groups) > 1:
+                self._complete(job)
+        self.stages.add("gather_ns", job.input_ns)
+        return job
+
+    def _complete(self, job: _Job) -> None:
+        """Collect the job's submitted groups, in order, and write their outputs."""
+        runs, job.runs = job.runs, []
+        for run in runs:
+            try:
+                outputs = self.split_outputs(self.backend.collect(run.handle), run.sizes)
+            except Exception as exc:
+                _fail(job, run.indices, exc)
+                job.infer_ns += time.perf_counter_ns() - run.submitted_ns
                 continue
             tr = time.perf_counter_ns()
-            infer_ns += tr - tm
-            for i, item, produced in zip(indices, items, outputs, strict=True):
-                responses[i] = self.writer.write_arrays(
+            job.infer_ns += tr - run.submitted_ns
+            for i, item, produced in zip(run.indices, run.items, outputs, strict=True):
+                job.responses[i] = self.writer.write_arrays(
                     item, produced, self.output_config, self.batched
                 )
-            output_ns += time.perf_counter_ns() - tr
+            job.output_ns += time.perf_counter_ns() - tr
+            self.stages.add("batches")
+            self.stages.add("images", sum(run.sizes))
+
+    def _finish(self, job: _Job) -> BatchDone:
+        self._complete(job)
+        self.stages.add("write_ns", job.output_ns)
         missing = ResponseItem([], ("INTERNAL", "no response"))
-        done = [r if r is not None else missing for r in responses]
-        return BatchDone(batch.batch_id, done, input_ns, infer_ns, output_ns)
+        done = [r if r is not None else missing for r in job.responses]
+        return BatchDone(job.batch.batch_id, done, job.input_ns, job.infer_ns, job.output_ns)
 
     def run_in_memory(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Run in-memory requests (warmup) as one batch."""
@@ -96,7 +181,12 @@ class FrameworkExecutor:
     def run_merged(
         self, merged: dict[str, np.ndarray], sizes: list[int]
     ) -> list[dict[str, np.ndarray]]:
-        outputs = self.backend.execute(merged)
+        return self.split_outputs(self.backend.execute(merged), sizes)
+
+    def split_outputs(
+        self, outputs: dict[str, np.ndarray], sizes: list[int]
+    ) -> list[dict[str, np.ndarray]]:
+        """Check the backend's outputs and split them by each request's rows."""
         total = sum(sizes)
         for name, array in outputs.items():
             self._check_output(name, array)
@@ -144,13 +234,7 @@ class FrameworkExecutor:
             refs = [next(r for r in item.inputs if r.name == name) for item in items]
             view = self._adjacent_view(refs)
             if view is None:
-                parts = [self._input(r) for r in refs]
-                dest = None
-                staging = getattr(self.backend, "gather_buffer", None)
-                if staging is not None:
-                    shape = [sum(int(p.shape[0]) for p in parts), *parts[0].shape[1:]]
-                    dest = staging(name, parts[0].dtype, shape)
-                view = np.concatenate(parts, axis=0, out=dest)
+                view = self.backend.gather(name, [self._input(r) for r in refs])
             merged[name] = view
         return merged
 
@@ -185,3 +269,42 @@ class FrameworkExecutor:
 
     def finalize(self) -> None:
         self.backend.finalize()
+        if os.environ.get(STAGES_ENV):
+            print(f"instance '{self.backend.instance.name}' stages: {self.stages.summary()}",
+                  file=sys.stderr, flush=True)
+
+
+@dataclass(slots=True)
+class _Run:
+    """One group of a batch, submitted to the backend."""
+
+    indices: list[int]  # the requests' places in the batch
+    items: list[RequestItem]
+    sizes: list[int]  # their batch sizes
+    handle: Any
+    submitted_ns: int
+
+
+@dataclass(slots=True)
+class _Job:
+    """A batch whose groups were gathered and submitted, not yet answered."""
+
+    batch: ExecuteBatch
+    responses: list[ResponseItem | None]
+    runs: list[_Run] = field(default_factory=list)
+    input_ns: int = 0
+    infer_ns: int = 0
+    output_ns: int = 0
+
+
+def _fail(job: _Job, indices: list[int], exc: BaseException) -> None:
+    text = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    for i in indices:
+        job.responses[i] = ResponseItem([], (EXECUTE_FAILED, text))
+
+
+def _message_first(link: ChannelEndpoint, done_fd: int) -> bool:
+    """Wait for a message or for the oldest batch to finish; True when a
+    message came while that batch still runs."""
+    readable, _, _ = select.select([link.sock.fileno(), done_fd], [], [])
+    return done_fd not in readable

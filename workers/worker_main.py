@@ -28,6 +28,7 @@ from tritonlite.workers import channel, messages
 from tritonlite.workers.backends import backend_class, is_framework_backend
 from tritonlite.workers.backends.model_warmup import python_executor, run_warmup, warmup_samples
 from tritonlite.workers.backends.placement import apply_cpu_set, group_of_instance
+from tritonlite.workers.backends.stage_counters import counters_for
 from tritonlite.workers.backends.tensor_backend import InstanceInfo
 from tritonlite.workers.bls_client import BLSClient
 from tritonlite.workers.cancel_board import CancelBoard
@@ -159,6 +160,7 @@ class Worker:
                 f"'{args.get('model_name', '')}'",
             )
         backend = backend_class(self.backend_name)(init.model_file, config, instance)
+        backend.counters = counters_for(self.instance_name)  # time per stage
         backend.load()
         if init.auto_complete:
             config = backend.auto_complete(config)
@@ -216,6 +218,9 @@ class Worker:
             )
 
     def serve(self) -> None:
+        if self.framework is not None and not self.link.has_reader:
+            self.framework.serve(self.link, self._free_blocks)
+            return
         while True:
             msg = self.link.next_work()
             if not isinstance(msg, ExecuteBatch):

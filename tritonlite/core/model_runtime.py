@@ -1,12 +1,15 @@
 """One loaded model version: its instance workers and the queue in front of them.
 
-Requests wait in a FIFO queue and go to the first idle instance. An instance
-whose worker dies fails its in-flight batch, is restarted with backoff, and
-the others keep serving; repeated crashes at start take the model out of
-service with the reason. A restart that fails for lack of resources (no file
-descriptors, no memory) is retried with a growing delay for as long as it
-takes; meanwhile the model is not ready, and the requests queued when an
-attempt fails are failed rather than left waiting.
+Requests wait in a FIFO queue and go to the first idle instance; an instance
+of a backend that pipelines (pytorch on a GPU) may hold more than one batch
+at once (placement.pipeline_depth), so it copies one batch in while another
+computes. An instance whose worker dies fails its in-flight batch, is
+restarted with backoff, and the others keep serving; repeated crashes at
+start take the model out of service with the reason. A restart that fails
+for lack of resources (no file descriptors, no memory) is retried with a
+growing delay for as long as it takes; meanwhile the model is not ready, and
+the requests queued when an attempt fails are failed rather than left
+waiting.
 
 A request whose client goes away (`cancel`) leaves the queue at once, or, if
 it is running, is flagged so the model's `is_cancelled()` says so. With the
@@ -40,6 +43,14 @@ from tritonlite.core.worker_process import (
 from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
 from tritonlite.workers.backends import placement
+from tritonlite.workers.backends.stage_counters import (
+    ENV_DIR as STAGES_ENV,
+)
+from tritonlite.workers.backends.stage_counters import (
+    FRONTEND_FIELDS,
+    StageCounters,
+    counters_for,
+)
 from tritonlite.workers.messages import BatchDone, Init, RequestItem, ResponseItem
 
 log = logging.getLogger("tritonlite")
@@ -88,7 +99,8 @@ class InstanceSlot:
     kind: str
     device_id: int
     worker: WorkerProcess | None = None
-    busy: bool = False
+    in_flight: int = 0  # batches sent and not yet answered
+    depth: int = 1  # batches it may hold at once
     start_failures: int = 0
     resource_failures: int = 0
     retired: bool = False
@@ -137,6 +149,12 @@ class ModelRuntime:
         self.reason = ""
         self._stopping = False
         self.execution_timeout_s = 0.0
+        # Per-stage totals for benchmarks, only when asked for (stage_counters.py).
+        self._stages: StageCounters | None = (
+            counters_for(f"{name}.{version}.frontend", FRONTEND_FIELDS)
+            if os.environ.get(STAGES_ENV)
+            else None
+        )
 
     # -- loading -------------------------------------------------------------
     def _model_file(self, config: dict) -> str:
@@ -226,7 +244,7 @@ class ModelRuntime:
         if auto_complete:
             self.config_json = config_json
         slot.worker = worker
-        slot.busy = False
+        slot.in_flight = 0
         slot.start_failures = 0
         self._pump()
 
@@ -235,7 +253,7 @@ class ModelRuntime:
         if slot.worker is not worker:
             return
         slot.worker = None
-        slot.busy = False
+        slot.in_flight = 0
         if self._stopping or self.state != "READY":
             return
         log.warning(
@@ -343,6 +361,11 @@ class ModelRuntime:
         sb = config.get("sequence_batching")
         if sb is not None:
             self.sequencer = SequenceTracker(self.name, sb, [s.name for s in self.slots], mbs)
+        for slot in self.slots:
+            # Sequences stick to one batch per instance, as does a rate limiter's
+            # accounting; otherwise the backend's pipeline depth applies.
+            pipelined = sb is None and self.resource_pool is None
+            slot.depth = placement.pipeline_depth(config, slot.kind) if pipelined else 1
         if self.resource_pool is not None:
             by_group: dict[str, list[str]] = {}
             for group in config.get("instance_group", []):
@@ -425,11 +448,15 @@ class ModelRuntime:
         return queued + self.in_flight + streams + self._deferred
 
     def _idle_slots(self) -> list[InstanceSlot]:
-        return [
+        """Instances that can take a batch now, emptiest first."""
+        free = [
             s for s in self.slots
-            if s.worker is not None and not s.busy and s.worker.alive
+            if s.worker is not None and s.in_flight < s.depth and s.worker.alive
             and (self.rate_limiter is None or self.rate_limiter.can_run(s.name))
         ]
+        if len(free) > 1:
+            free.sort(key=lambda s: s.in_flight)
+        return free
 
     def ensure_scheduling(self) -> None:
         if not self._scheduling_ready:
@@ -525,7 +552,13 @@ class ModelRuntime:
             for item in items:
                 self._finish(item, exc=InternalError(str(exc)))
             return
-        slot.busy = True
+        if self._stages is not None:
+            self._stages.add("batches")
+            self._stages.add("requests", len(items))
+            self._stages.add("batch_wait_ns", sum(now - i.enqueued_ns for i in items))
+            if slot.in_flight:
+                self._stages.add("dispatched_in_flight")
+        slot.in_flight += 1
         self.in_flight += len(items)
         if self.rate_limiter is not None:
             self.rate_limiter.acquire(slot.name)
@@ -564,7 +597,9 @@ class ModelRuntime:
         if timer is not None:
             timer.cancel()
         if slot.worker is worker:
-            slot.busy = False
+            slot.in_flight = max(0, slot.in_flight - 1)
+        if self._stages is not None and items:
+            self._stages.add("round_trip_ns", time.perf_counter_ns() - items[0].started_ns)
         self.in_flight -= len(items)
         if self.rate_limiter is not None:
             self.rate_limiter.release(slot.name)

@@ -11,6 +11,10 @@ the driver exposes in /proc and /dev, never by loading a CUDA library.
   else key "cpu_set" for every KIND_CPU group, with a Linux cpu-list value
   such as "0-1" or "0,2-3". The worker applies it with os.sched_setaffinity
   before it loads the model.
+- Batches in flight: an instance of a backend that pipelines (pytorch on a
+  GPU) may be sent a second batch while its first still runs, so the next
+  batch's input copy overlaps the current one's compute. Parameter
+  "PIPELINE_DEPTH" (string value, >= 1) sets how many; 1 turns it off.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from typing import Any
 
 CPU_SET_ENV = "TRITONLITE_CPU_SET"
 CPU_SET_PARAMETER = "cpu_set"
+PIPELINE_DEPTH_PARAMETER = "PIPELINE_DEPTH"
+# Backends whose GPU instances overlap one batch's copies with another's compute.
+_PIPELINING_BACKENDS = frozenset({"pytorch"})
+_DEFAULT_PIPELINE_DEPTH = 2
 
 # Triton's default minimum compute capability, as its messages print it.
 _MIN_COMPUTE_CAPABILITY = "6.000000"
@@ -256,6 +264,26 @@ def format_cpu_list(cpus: Iterable[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def pipeline_depth_text(config: Mapping[str, Any]) -> str | None:
+    value = (config.get("parameters") or {}).get(PIPELINE_DEPTH_PARAMETER)
+    if value is None:
+        return None
+    return str(value.get("string_value", "")) if isinstance(value, Mapping) else str(value)
+
+
+def pipeline_depth(config: Mapping[str, Any], kind: str) -> int:
+    """How many batches an instance of `kind` ("GPU", "CPU", "MODEL") may hold
+    at once: the PIPELINE_DEPTH parameter, else 2 for a pipelining backend's
+    GPU instances and 1 otherwise. An unreadable value counts as 1 here; the
+    worker refuses it with the reason when it loads."""
+    text = pipeline_depth_text(config)
+    if text is None:
+        backend = config.get("backend") or ""
+        return _DEFAULT_PIPELINE_DEPTH if kind == "GPU" and backend in _PIPELINING_BACKENDS else 1
+    text = text.strip()
+    return max(1, int(text)) if text.isdigit() else 1
 
 
 def dla_core_of(group: Mapping[str, Any] | None) -> int | None:

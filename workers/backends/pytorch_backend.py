@@ -10,17 +10,29 @@ Parameters read (string values): INTRA_OP_THREAD_COUNT / NUM_THREADS
 (torch.set_num_threads), INTER_OP_THREAD_COUNT / NUM_INTEROP_THREADS,
 INFERENCE_MODE (default true: torch.inference_mode, else no_grad),
 DISABLE_OPTIMIZED_EXECUTION, DISABLE_CUDNN, ENABLE_JIT_EXECUTOR,
-ENABLE_JIT_PROFILING, ENABLE_CACHE_CLEANING.
+ENABLE_JIT_PROFILING, ENABLE_CACHE_CLEANING; PIPELINE_DEPTH (batches in
+flight per GPU instance, default 2, see placement.py) and GATHER_THREADS
+(threads copying a batch into pinned memory, default up to 4).
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import re
+import threading
+import time
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
+from tritonlite.workers.backends.host_staging import ParallelCopier, default_threads
+from tritonlite.workers.backends.placement import (
+    PIPELINE_DEPTH_PARAMETER,
+    pipeline_depth,
+    pipeline_depth_text,
+)
 from tritonlite.workers.backends.tensor_backend import (
     BackendError,
     InstanceInfo,
@@ -81,6 +93,48 @@ def apply_thread_settings(config: dict[str, Any]) -> tuple[int | None, int | Non
     return (intra or None, inter or None)
 
 
+class _Slot:
+    """Page-locked host and device memory for one batch in flight (CUDA)."""
+
+    def __init__(self) -> None:
+        self.host: dict[str, torch.Tensor] = {}  # pinned input bytes
+        self.device: dict[str, torch.Tensor] = {}  # device input bytes
+        self.out: dict[str, torch.Tensor] = {}  # pinned output bytes
+        # Inputs gathered into `host` for the coming submit: name -> (numpy, torch) views.
+        self.staged: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
+        self.busy = False
+
+
+class _Flight:
+    """A submitted CUDA batch: its outputs fill pinned memory once `done` fires."""
+
+    __slots__ = ("slot", "outputs", "done", "timing", "error")
+
+    def __init__(self, slot: _Slot, outputs: dict[str, Any], done: Any, timing: tuple | None
+                 ) -> None:
+        self.slot = slot
+        self.outputs = outputs
+        self.done = done
+        self.timing = timing  # CUDA events around the copy in and the compute, when timed
+        self.error: BaseException | None = None
+
+
+def _grow(store: dict[str, torch.Tensor], key: str, nbytes: int, **alloc: Any) -> torch.Tensor:
+    """A byte buffer of at least `nbytes` kept in `store` (reallocated only to grow)."""
+    buf = store.get(key)
+    if buf is None or buf.numel() < nbytes:
+        buf = torch.empty(max(nbytes, 1), dtype=torch.uint8, **alloc)
+        store[key] = buf
+    return buf
+
+
+def _typed(buf: torch.Tensor, dtype: torch.dtype, shape: tuple[int, ...] | list[int]
+           ) -> torch.Tensor:
+    """The first bytes of `buf` as a tensor of `dtype` and `shape`."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    return buf[:nbytes].view(dtype).view(tuple(shape))
+
+
 class PyTorchBackend(TensorBackend):
     name = "pytorch"
 
@@ -88,13 +142,22 @@ class PyTorchBackend(TensorBackend):
         super().__init__(model_file, config, instance)
         self.module: Any = None
         self.device = torch.device("cpu")
-        # Page-locked staging buffers (CUDA instances): batches are gathered
-        # straight into them and copied to and from the GPU asynchronously.
-        self._pinned: dict[str, torch.Tensor] = {}
         self._input_slots: list[tuple[str, int]] = []
         self._output_slots: list[tuple[str, int]] = []
         self._inference_mode = True
         self._cache_cleaning = False
+        # CUDA instances: batches are gathered into page-locked slots (one per
+        # batch in flight), copied in on a copy stream while the previous batch
+        # computes on the compute stream, and copied out into pinned memory. A
+        # waiter thread turns each batch's completion into a byte on a pipe.
+        self._slots: list[_Slot] = []
+        self._next = 0
+        self._copier = ParallelCopier(1)
+        self._copy_stream: Any = None
+        self._stream: Any = None
+        self._waiting: queue.SimpleQueue[_Flight | None] = queue.SimpleQueue()
+        self._done_r = -1
+        self._done_w = -1
 
     def load(self) -> None:
         config = self.config
@@ -111,6 +174,13 @@ class PyTorchBackend(TensorBackend):
             torch.backends.cudnn.enabled = False
         self._inference_mode = bool_parameter(config, "INFERENCE_MODE", True)
         self._cache_cleaning = bool_parameter(config, "ENABLE_CACHE_CLEANING", False)
+        depth = pipeline_depth(config, self.instance.kind)
+        text = pipeline_depth_text(config)
+        if text is not None and (not text.strip().isdigit() or int(text) < 1):
+            raise BackendError(
+                f"parameter {PIPELINE_DEPTH_PARAMETER} '{text}' must be a whole number >= 1"
+            )
+        threads = int_parameter(config, "GATHER_THREADS", 0) or default_threads()
         map_location: Any = None
         if self.instance.kind == "GPU":
             if not torch.cuda.is_available():
@@ -130,6 +200,14 @@ class PyTorchBackend(TensorBackend):
                 f"failed to load TorchScript model '{self.model_file}': {exc}"
             ) from exc
         self.module.eval()
+        if self.device.type == "cuda":
+            self.pipeline_depth = depth
+            self._slots = [_Slot() for _ in range(depth)]
+            self._copier = ParallelCopier(threads)
+            self._copy_stream = torch.cuda.Stream(self.device)
+            self._stream = torch.cuda.Stream(self.device)
+            self._done_r, self._done_w = os.pipe()
+            threading.Thread(target=self._wait_loop, name="cuda-waiter", daemon=True).start()
 
     def prepare(self, config: dict[str, Any]) -> None:
         super().prepare(config)
@@ -158,73 +236,187 @@ class PyTorchBackend(TensorBackend):
                         f"{len(args)} arguments"
                     )
 
-    def _staging(self, key: str, nbytes: int) -> torch.Tensor:
-        buf = self._pinned.get(key)
-        if buf is None or buf.numel() < nbytes:
-            buf = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=True)
-            self._pinned[key] = buf
-        return buf
+    # -- host staging ----------------------------------------------------------------
+    def _stage(self, slot: _Slot, name: str, dtype: np.dtype, shape: list[int]
+               ) -> tuple[np.ndarray, torch.Tensor]:
+        host = torch.from_numpy(np.empty(0, dtype=dtype))  # only for its torch dtype
+        buf = _grow(slot.host, name, int(np.prod(shape)) * dtype.itemsize, pin_memory=True)
+        tensor = _typed(buf, host.dtype, shape)
+        return tensor.numpy(), tensor
 
-    def gather_buffer(self, name: str, dtype: np.dtype, shape: list[int]) -> np.ndarray | None:
-        """Where the worker should gather a batched input: pinned memory on CUDA."""
-        if self.device.type != "cuda" or dtype.kind == "O":
-            return None
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        buf = self._staging("in:" + name, nbytes)
-        return buf.numpy()[:nbytes].view(dtype).reshape(shape)
+    def gather(self, name: str, parts: list[np.ndarray]) -> np.ndarray:
+        """Gather straight into the next slot's pinned memory (CUDA)."""
+        if self.device.type != "cuda" or parts[0].dtype.kind == "O":
+            return super().gather(name, parts)
+        slot = self._slots[self._next]
+        shape = [sum(int(p.shape[0]) for p in parts), *parts[0].shape[1:]]
+        view, tensor = self._stage(slot, name, parts[0].dtype, shape)
+        self._copier.concatenate(parts, view)
+        slot.staged[name] = (view, tensor)
+        return view
 
+    # -- execution -------------------------------------------------------------------
     def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.collect(self.submit(inputs))
+
+    def _guard(self) -> Any:
+        return torch.inference_mode() if self._inference_mode else torch.no_grad()
+
+    def _results(self, result: Any) -> list[tuple[str, torch.Tensor]]:
+        if not isinstance(result, (tuple, list)):
+            result = (result,)
+        out = []
+        for name, index in self._output_slots:
+            if index >= len(result):
+                raise BackendError(
+                    f"output '{name}' is bound to element {index} but the model returned "
+                    f"{len(result)} outputs"
+                )
+            value = result[index]
+            if not isinstance(value, torch.Tensor):
+                raise BackendError(f"output '{name}' is not a tensor ({type(value).__name__})")
+            out.append((name, value.detach()))
+        return out
+
+    def _arguments(self) -> list[Any]:
         count = max((i for _, i in self._input_slots), default=-1) + 1
-        args: list[Any] = [None] * count
-        for name, index in self._input_slots:
-            array = inputs.get(name)
-            if array is None:
-                continue  # optional input left out
-            tensor = torch.from_numpy(array)
-            if self.device.type != "cpu":
-                tensor = tensor.to(self.device, non_blocking=True)
-            args[index] = tensor
-        guard = torch.inference_mode() if self._inference_mode else torch.no_grad()
+        return [None] * count
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> Any:
+        if self.device.type != "cuda":
+            return self._run_on_host(inputs)
+        slot = self._slots[self._next]
+        if slot.busy:
+            raise BackendError(
+                f"more than {len(self._slots)} batches submitted to instance "
+                f"'{self.instance.name}' before the oldest was collected"
+            )
+        t0 = time.perf_counter_ns()
+        staged, slot.staged = slot.staged, {}
+        timed = self.counters.path is not None
+        # (copy start, copy end, compute start, compute end), when timed.
+        events = tuple(torch.cuda.Event(enable_timing=True) for _ in range(4)) if timed else None
         try:
-            with guard:
-                result = self.module(*args)
-            if not isinstance(result, (tuple, list)):
-                result = (result,)
-            outputs: dict[str, np.ndarray] = {}
-            for name, index in self._output_slots:
-                if index >= len(result):
-                    raise BackendError(
-                        f"output '{name}' is bound to element {index} but the model returned "
-                        f"{len(result)} outputs"
-                    )
-                value = result[index]
-                if not isinstance(value, torch.Tensor):
-                    raise BackendError(f"output '{name}' is not a tensor ({type(value).__name__})")
-                if self.device.type == "cuda" and value.is_cuda:
-                    nbytes = value.numel() * value.element_size()
-                    host = self._staging("out:" + name, nbytes)[:nbytes]
-                    host = host.view(value.dtype).view(value.shape)
-                    host.copy_(value.detach(), non_blocking=True)
-                    outputs[name] = host  # type: ignore[assignment]  # converted after the sync
-                else:
-                    outputs[name] = value.detach().cpu().numpy()
-            if self.device.type == "cuda":
-                torch.cuda.current_stream(self.device).synchronize()
-                # The views stay valid until the next execute; the worker copies
-                # them into shared memory before that.
-                outputs = {
-                    n: v.numpy() if isinstance(v, torch.Tensor) else v for n, v in outputs.items()
-                }
+            args = self._arguments()
+            with torch.cuda.stream(self._copy_stream):
+                if events:
+                    events[0].record()
+                for name, index in self._input_slots:
+                    array = inputs.get(name)
+                    if array is None:
+                        continue  # optional input left out
+                    pair = staged.get(name)
+                    if pair is None or pair[0] is not array:
+                        # Not gathered here (one request, or requests adjacent in one
+                        # segment): into pinned memory first, so the copy is async.
+                        pair = self._stage(slot, name, array.dtype, list(array.shape))
+                        self._copier.copy(array, pair[0])
+                    host = pair[1]
+                    nbytes = host.numel() * host.element_size()
+                    dev = _grow(slot.device, name, nbytes, device=self.device)
+                    dev = _typed(dev, host.dtype, tuple(host.shape))
+                    dev.copy_(host, non_blocking=True)
+                    args[index] = dev
+                copied = events[1] if events else torch.cuda.Event()
+                copied.record()
+            self._stream.wait_event(copied)
+            outputs: dict[str, Any] = {}
+            with torch.cuda.stream(self._stream):
+                if events:
+                    events[2].record()  # after the copy and the previous batch's compute
+                with self._guard():
+                    result = self.module(*args)
+                values = self._results(result)
+                if events:
+                    events[3].record()
+                for name, value in values:
+                    if value.is_cuda:
+                        nbytes = value.numel() * value.element_size()
+                        buf = _grow(slot.out, name, nbytes, pin_memory=True)
+                        host_out = _typed(buf, value.dtype, tuple(value.shape))
+                        host_out.copy_(value, non_blocking=True)
+                        outputs[name] = host_out
+                    else:
+                        outputs[name] = value.cpu().numpy()
+                done = torch.cuda.Event(enable_timing=timed)
+                done.record()
         except BackendError:
             raise
         except Exception as exc:
             raise BackendError(f"PyTorch execute failure: {exc}") from exc
-        finally:
-            if self._cache_cleaning and self.device.type == "cuda":
-                torch.cuda.empty_cache()
+        slot.busy = True
+        self._next = (self._next + 1) % len(self._slots)
+        flight = _Flight(slot, outputs, done, events)
+        self._waiting.put(flight)
+        self.counters.add("launch_ns", time.perf_counter_ns() - t0)
+        return flight
+
+    def _run_on_host(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter_ns()
+        args = self._arguments()
+        for name, index in self._input_slots:
+            array = inputs.get(name)
+            if array is not None:
+                args[index] = torch.from_numpy(array)
+        try:
+            with self._guard():
+                result = self.module(*args)
+            outputs = {name: value.cpu().numpy() for name, value in self._results(result)}
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"PyTorch execute failure: {exc}") from exc
+        self.counters.add("launch_ns", time.perf_counter_ns() - t0)
         return outputs
 
+    def _wait_loop(self) -> None:
+        """Waiter thread: one byte on the pipe per finished batch, in submit order."""
+        while True:
+            flight = self._waiting.get()
+            if flight is None:
+                return
+            try:
+                flight.done.synchronize()  # releases the GIL
+            except Exception as exc:  # a CUDA error surfaces here
+                flight.error = exc
+            try:
+                os.write(self._done_w, b"\x01")
+            except OSError:
+                return
+
+    def completion_fd(self) -> int | None:
+        return self._done_r if self.device.type == "cuda" else None
+
+    def collect(self, handle: Any) -> dict[str, np.ndarray]:
+        if not isinstance(handle, _Flight):
+            return handle  # type: ignore[no-any-return]
+        t0 = time.perf_counter_ns()
+        os.read(self._done_r, 1)  # this batch's byte: batches finish in submit order
+        self.counters.add("sync_ns", time.perf_counter_ns() - t0)
+        handle.slot.busy = False
+        try:
+            if handle.error is not None:
+                raise BackendError(f"PyTorch execute failure: {handle.error}")
+            if handle.timing is not None:
+                start, copied, began, computed = handle.timing
+                self.counters.add("h2d_gpu_ns", int(start.elapsed_time(copied) * 1e6))
+                self.counters.add("compute_gpu_ns", int(began.elapsed_time(computed) * 1e6))
+                self.counters.add("d2h_gpu_ns", int(computed.elapsed_time(handle.done) * 1e6))
+                self.counters.add("gpu_span_ns", int(start.elapsed_time(handle.done) * 1e6))
+            # Views of the slot's pinned memory: valid until the slot is reused,
+            # after the worker has written them out.
+            return {
+                n: v.numpy() if isinstance(v, torch.Tensor) else v
+                for n, v in handle.outputs.items()
+            }
+        finally:
+            if self._cache_cleaning:
+                torch.cuda.empty_cache()
+
     def finalize(self) -> None:
+        if self._done_w >= 0:
+            self._waiting.put(None)
+        self._copier.close()
         self.module = None
 
 

@@ -10,6 +10,14 @@ and splits the outputs by request. Lifecycle, in order:
     backend.prepare(config)             # final config: bind inputs/outputs
     outputs = backend.execute(inputs)   # many times
     backend.finalize()
+
+A backend that overlaps batches (a GPU backend copying the next batch's
+inputs while the current one computes) sets `pipeline_depth` above 1 and
+splits `execute` into `submit` (start the work, return a handle) and
+`collect` (wait for it, return the outputs); the worker then keeps up to
+`pipeline_depth` batches submitted and collects them in order. `gather`
+copies a batch's requests into one array, into the backend's own staging
+memory where it has some.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tritonlite.workers.backends.stage_counters import FIELDS, StageCounters
 
 
 class BackendError(Exception):
@@ -65,11 +74,15 @@ class TensorBackend:
     """Base class: the defaults and the config helpers all backends share."""
 
     name = "tensor"
+    # Batches the worker may keep submitted at once (see submit/collect).
+    pipeline_depth = 1
 
     def __init__(self, model_file: str, config: dict[str, Any], instance: InstanceInfo) -> None:
         self.model_file = model_file
         self.config = config
         self.instance = instance
+        # The worker's per-stage totals; a backend adds its own stages to them.
+        self.counters = StageCounters(FIELDS)
 
     # -- lifecycle (override) ------------------------------------------------------
     def load(self) -> None:
@@ -84,6 +97,24 @@ class TensorBackend:
 
     def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def gather(self, name: str, parts: list[np.ndarray]) -> np.ndarray:
+        """The requests' arrays of one input, concatenated along the batch axis."""
+        return np.concatenate(parts, axis=0)
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> Any:
+        """Start a batch; `collect` returns its outputs. Synchronous here."""
+        return self.execute(inputs)
+
+    def collect(self, handle: Any) -> dict[str, np.ndarray]:
+        """The outputs of a submitted batch, in submit order. They stay valid
+        until `pipeline_depth` more batches have been submitted."""
+        return handle  # type: ignore[no-any-return]
+
+    def completion_fd(self) -> int | None:
+        """A file descriptor readable once the oldest submitted batch has
+        finished (None: submit is synchronous, so it always has)."""
+        return None
 
     def finalize(self) -> None:
         """Release the framework's resources (the process exits after this anyway)."""
