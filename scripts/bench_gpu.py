@@ -367,7 +367,7 @@ class Server:
             env["TRITONLITE_STAGE_COUNTERS"] = stages_dir
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tritonlite", "serve", "--model-repository", repo,
-             "--allow-grpc", "false", "--allow-metrics", "false",
+             "--allow-grpc", "false", "--allow-metrics", "false", "--allow-client-shm", "true",
              "--http-port", str(self.port), "--http-address", "127.0.0.1"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=root,
             start_new_session=True,
