@@ -111,7 +111,7 @@ def test_stage_counters_without_the_variable_stay_in_memory(tmp_path, monkeypatc
 
 def test_pipeline_depth_defaults_and_parameter():
     torch_gpu = {"backend": "pytorch"}
-    assert placement.pipeline_depth(torch_gpu, "GPU") == 2
+    assert placement.pipeline_depth(torch_gpu, "GPU") == 1  # measured: depth 2 was slower
     assert placement.pipeline_depth(torch_gpu, "CPU") == 1
     assert placement.pipeline_depth({"backend": "onnxruntime"}, "GPU") == 1
     assert placement.pipeline_depth({"backend": "python"}, "GPU") == 1

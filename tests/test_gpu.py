@@ -94,8 +94,11 @@ output [{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [4] }]
 instance_group [{ count: 1 kind: KIND_GPU gpus: [0] }]
 """
 
-# Dynamic batching on a GPU instance: two batches in flight by default.
-TORCH_GPU_BATCHED_CONFIG = TORCH_GPU_CONFIG + "dynamic_batching { }\n"
+# Dynamic batching on a GPU instance with two batches in flight (the default is one).
+TORCH_GPU_BATCHED_CONFIG = (
+    TORCH_GPU_CONFIG + "dynamic_batching { }\n"
+    'parameters { key: "PIPELINE_DEPTH" value: { string_value: "2" } }\n'
+)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +178,8 @@ def test_placement_visible_in_the_worker(gpu_server):
 
 
 def test_concurrent_requests_through_the_gpu_pipeline(gpu_server):
-    """Many clients at once: batches overlap on the instance (depth 2 by
-    default); every request gets its own rows back."""
+    """Many clients at once: batches overlap on the instance (PIPELINE_DEPTH
+    "2"); every request gets its own rows back."""
     module = torch.jit.load(os.path.join(gpu_server.repo, "torch_gpu_batched", "1", "model.pt"))
     xs = [np.random.default_rng(100 + i).standard_normal((1 + i % 4, 8)).astype(np.float32)
           for i in range(48)]
@@ -215,6 +218,7 @@ def test_pytorch_backend_overlaps_two_batches_on_the_gpu(tmp_path):
         "name": "double", "backend": "pytorch", "max_batch_size": 32,
         "input": [{"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": dims}],
         "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": dims}],
+        "parameters": {"PIPELINE_DEPTH": {"string_value": "2"}},
     }
     backend = PyTorchBackend(path, config, InstanceInfo("double_0_0", "GPU", 0))
     backend.load()

@@ -31,7 +31,10 @@ CPU_SET_PARAMETER = "cpu_set"
 PIPELINE_DEPTH_PARAMETER = "PIPELINE_DEPTH"
 # Backends whose GPU instances overlap one batch's copies with another's compute.
 _PIPELINING_BACKENDS = frozenset({"pytorch"})
-_DEFAULT_PIPELINE_DEPTH = 2
+# 1: measured on an H100 (docs/benchmarks_gpu.md, run 5), two batches in flight
+# formed smaller batches and served fewer images/s than one (0.53-0.65 of the
+# plain loop against 0.80-0.83); PIPELINE_DEPTH "2" still turns it on.
+_DEFAULT_PIPELINE_DEPTH = 1
 
 # Triton's default minimum compute capability, as its messages print it.
 _MIN_COMPUTE_CAPABILITY = "6.000000"
@@ -275,8 +278,8 @@ def pipeline_depth_text(config: Mapping[str, Any]) -> str | None:
 
 def pipeline_depth(config: Mapping[str, Any], kind: str) -> int:
     """How many batches an instance of `kind` ("GPU", "CPU", "MODEL") may hold
-    at once: the PIPELINE_DEPTH parameter, else 2 for a pipelining backend's
-    GPU instances and 1 otherwise. An unreadable value counts as 1 here; the
+    at once: the PIPELINE_DEPTH parameter, else 1 (_DEFAULT_PIPELINE_DEPTH
+    for a pipelining backend's GPU instances). An unreadable value counts as 1 here; the
     worker refuses it with the reason when it loads."""
     text = pipeline_depth_text(config)
     if text is None:
