@@ -570,11 +570,12 @@ def test_logger_writes_prefixed_lines(capsys: pytest.CaptureFixture[str]) -> Non
     pb_utils.Logger.log_verbose("hidden")  # verbose is off by default
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4
-    assert err[0].startswith("I") and err[0].endswith("] hello info")
+    # Triton's layout: the message quoted as a JSON string.
+    assert err[0].startswith("I") and err[0].endswith('] "hello info"')
     assert "test_pb_utils.py:" in err[0]
-    assert err[1].startswith("W") and err[1].endswith("] careful")
-    assert err[2].startswith("E") and err[2].endswith("] broken")
-    assert err[3].startswith("W") and err[3].endswith("] plain")
+    assert err[1].startswith("W") and err[1].endswith('] "careful"')
+    assert err[2].startswith("E") and err[2].endswith('] "broken"')
+    assert err[3].startswith("W") and err[3].endswith('] "plain"')
     assert pb_utils.LogLevel.VERBOSE == pb_utils.Logger.LogLevel.VERBOSE == 3
 
 

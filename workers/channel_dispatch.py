@@ -27,6 +27,9 @@ from tritonlite.workers.messages import (
     ControlResponse,
     DetachSegment,
     ExecuteBatch,
+    LogSettingsUpdate,
+    MetricPull,
+    MetricReply,
     ReadinessRequest,
     ReleaseOutputs,
     Shutdown,
@@ -44,11 +47,15 @@ class ChannelEndpoint:
         segments: SegmentCache,
         on_release: Callable[[list[tuple[int, int]]], None],
         on_readiness: Callable[[int], None] | None = None,
+        on_log_settings: Callable[[dict[str, str]], None] | None = None,
+        on_metric_pull: Callable[[int], None] | None = None,
     ) -> None:
         self.sock = sock
         self.segments = segments
         self._on_release = on_release
         self._on_readiness = on_readiness
+        self._on_log_settings = on_log_settings
+        self.on_metric_pull = on_metric_pull  # set once the model makes metrics
         # Sends come from the main thread, the model's asyncio thread and the
         # model's own threads.
         self._send_lock = threading.RLock()
@@ -150,15 +157,19 @@ class ChannelEndpoint:
             self.segments.attach(msg.segment_id, fds[0], msg.size)
         elif isinstance(msg, DetachSegment):
             self.segments.detach(msg.segment_id)
-        elif isinstance(msg, (BLSResponse, ControlResponse)):
+        elif isinstance(msg, (BLSResponse, ControlResponse, MetricReply)):
             self._deliver(msg)
         elif isinstance(msg, ReleaseOutputs):
             self._on_release(msg.blocks)
         elif isinstance(msg, ReadinessRequest) and self._on_readiness is not None:
             self._on_readiness(msg.call_id)
+        elif isinstance(msg, LogSettingsUpdate) and self._on_log_settings is not None:
+            self._on_log_settings(msg.environment)
+        elif isinstance(msg, MetricPull) and self.on_metric_pull is not None:
+            self.on_metric_pull(msg.pull_id)
         return None
 
-    def _deliver(self, msg: BLSResponse | ControlResponse) -> None:
+    def _deliver(self, msg: BLSResponse | ControlResponse | MetricReply) -> None:
         final = msg.final if isinstance(msg, BLSResponse) else True
         call = self._calls.pop(msg.call_id, None) if final else self._calls.get(msg.call_id)
         if call is not None:

@@ -104,16 +104,23 @@ class ResponseItem:
 
     `deferred` (in a BatchDone): this request's one response travels on its
     own, as a DeferredResponse, sent when the model's response sender sends
-    it (before or after execute returned)."""
+    it (before or after execute returned).
+
+    `rescheduled` (in a BatchDone): the model released the request with
+    TRITONSERVER_REQUEST_RELEASE_RESCHEDULE; it has no answer yet and goes
+    back to the scheduler to be executed again."""
 
     outputs: list[TensorRef]
     error: tuple[str, str] | None = None
     deferred: bool = False
+    rescheduled: bool = False
 
     def pack(self) -> list:
         packed: list = [[t.pack() for t in self.outputs], list(self.error) if self.error else None]
-        if self.deferred:
-            packed.append(True)
+        if self.deferred or self.rescheduled:
+            packed.append(self.deferred)
+            if self.rescheduled:
+                packed.append(True)
         return packed
 
     @classmethod
@@ -122,6 +129,7 @@ class ResponseItem:
             [TensorRef.unpack(t) for t in v[0]],
             tuple(v[1]) if v[1] else None,
             len(v) > 2 and bool(v[2]),
+            len(v) > 3 and bool(v[3]),
         )
 
 
@@ -283,6 +291,47 @@ class ReadinessResponse:
     error: str = ""
 
 
+@dataclass(slots=True)
+class LogSettingsUpdate:
+    """Frontend -> worker: the server's log settings changed (/v2/logging).
+    `environment` is what a worker started now would find in its
+    environment (TRITONLITE_LOG_VERBOSE, _INFO, _WARNING, _ERROR, _FORMAT)."""
+
+    environment: dict[str, str]
+
+
+@dataclass(slots=True)
+class MetricOps:
+    """Worker -> frontend: custom-metric operations, in the order the model
+    made them (see tritonlite/custom_metrics.py for the operations). A
+    `call_id` asks for a MetricReply (creating a family or a metric, reading
+    a value); a `pull_id` answers the frontend's MetricPull."""
+
+    ops: list
+    call_id: int = 0
+    pull_id: int = 0
+
+
+@dataclass(slots=True)
+class MetricReply:
+    """Frontend -> worker: the answer to a MetricOps call. `error` is the
+    text of a refused operation; `value` a metric's value; `buckets` the
+    bucket boundaries a histogram metric really has (the first wins)."""
+
+    call_id: int
+    error: str = ""
+    value: float = 0.0
+    buckets: list[float] | None = None
+
+
+@dataclass(slots=True)
+class MetricPull:
+    """Frontend -> worker: send the custom-metric operations you hold now
+    (a /metrics scrape, or another model reading a shared metric)."""
+
+    pull_id: int
+
+
 _TAGS: dict[type, int] = {
     Init: 1,
     Ready: 2,
@@ -303,6 +352,10 @@ _TAGS: dict[type, int] = {
     ReadinessResponse: 17,
     DeferredResponse: 18,
     OpenLink: 19,
+    LogSettingsUpdate: 20,
+    MetricOps: 21,
+    MetricReply: 22,
+    MetricPull: 23,
 }
 
 
@@ -346,6 +399,14 @@ def encode(msg: object) -> bytes:
         body = [msg.call_id]
     elif isinstance(msg, ReadinessResponse):
         body = [msg.call_id, msg.ready, msg.error]
+    elif isinstance(msg, MetricOps):
+        body = [msg.ops, msg.call_id, msg.pull_id]
+    elif isinstance(msg, MetricReply):
+        body = [msg.call_id, msg.error, msg.value, msg.buckets]
+    elif isinstance(msg, MetricPull):
+        body = [msg.pull_id]
+    elif isinstance(msg, LogSettingsUpdate):
+        body = [msg.environment]
     else:
         body = []
     return msgpack.packb([tag, *body], use_bin_type=True)
@@ -392,6 +453,14 @@ def decode(data: bytes) -> object:
         return DeferredResponse(v[1], v[2], ResponseItem.unpack(v[3]))
     if tag == 19:
         return OpenLink()
+    if tag == 20:
+        return LogSettingsUpdate(v[1])
+    if tag == 21:
+        return MetricOps(v[1], v[2], v[3])
+    if tag == 22:
+        return MetricReply(v[1], v[2], v[3], v[4])
+    if tag == 23:
+        return MetricPull(v[1])
     raise ValueError(f"unknown worker message tag {tag}")
 
 

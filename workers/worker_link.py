@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from tritonlite.workers.messages import BLSResponse, ControlResponse
+from tritonlite.workers.messages import BLSResponse, ControlResponse, MetricReply
 
 
 class CallClosed:
@@ -27,7 +27,7 @@ class CallClosed:
         self.reason = reason
 
 
-Reply = BLSResponse | ControlResponse | CallClosed
+Reply = BLSResponse | ControlResponse | MetricReply | CallClosed
 
 
 class PendingCall:

@@ -47,6 +47,7 @@ from tritonlite.workers.messages import (
 from tritonlite.workers.output_writer import OutputWriter
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 from tritonlite.workers.python_backend.model_runner import PythonModelRunner
+from tritonlite.workers.python_backend.triton_python_backend_utils import logger as model_logger
 from tritonlite.workers.python_execution import PythonExecutor
 from tritonlite.workers.worker_error import WorkerError
 
@@ -60,7 +61,8 @@ class Worker:
         self.backend_name = backend
         self.segments = SegmentCache()
         self.link = ChannelEndpoint(
-            sock, self.segments, self._free_blocks, on_readiness=self._answer_readiness
+            sock, self.segments, self._free_blocks, on_readiness=self._answer_readiness,
+            on_log_settings=model_logger.configure,
         )
         self._bls_link = self.link  # the link BLS uses in this process
         self.writer: OutputWriter | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -135,8 +136,20 @@ class InferenceServer:
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
+        # Models log under the live settings: running workers are told of a
+        # change, workers started later find it in their environment.
+        self.log_settings.listeners.append(self._log_settings_changed)
         await self.registry.start()
         self.ready = True
+
+    def _log_settings_changed(self, settings: LogSettings) -> None:
+        environment = settings.worker_environment()
+        os.environ.update(environment)
+        for rt in self.registry.runtimes():
+            if isinstance(rt, ModelRuntime):
+                for slot in rt.slots:
+                    if slot.worker is not None:
+                        slot.worker.update_log_settings(environment)
 
     async def stop(self) -> None:
         """Drain in-flight requests (up to the exit timeout), then stop workers."""

@@ -17,26 +17,25 @@ chosen on the command line only.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
 from tritonlite.errors import InvalidArgumentError
+from tritonlite.log_layout import (
+    LOG_FORMATS,
+    escape_messages,
+    quote_message,
+    triton_line_prefix,
+)
 
 NO_FILE_OVER_THE_WIRE = (
     "'{name}' cannot be set through the API; choose the file on the server's command line"
 )
 BOOL_SETTINGS = ("log_info", "log_warning", "log_error")
 SETTING_NAMES = ("log_file", *BOOL_SETTINGS, "log_verbose_level", "log_format")
-LOG_FORMATS = ("default", "ISO8601")
-
-# tritonserver quotes each message as a JSON string unless this is "0".
-ESCAPE_ENV = "TRITON_SERVER_ESCAPE_LOG_MESSAGES"
-
 # The loggers whose debug records are tritonlite's verbose lines; other
 # libraries' debug chatter (hpack, asyncio, ...) stays out of verbose logs.
 SERVER_LOGGER = "tritonlite"
@@ -107,7 +106,8 @@ class LogSettings:
         return {name: getattr(self, name) for name in SETTING_NAMES}
 
     def worker_environment(self) -> dict[str, str]:
-        """The settings as the environment a model worker starts with."""
+        """The settings as the environment a model worker starts with (and
+        as a running worker is told them, LogSettingsUpdate)."""
         return {
             "TRITONLITE_LOG_VERBOSE": str(self.log_verbose_level),
             "TRITONLITE_LOG_INFO": "1" if self.log_info else "0",
@@ -144,6 +144,21 @@ class LogSettings:
         self.apply()
 
 
+# The environment entries worker_environment() fills.
+WORKER_LOG_KEYS = (
+    "TRITONLITE_LOG_VERBOSE",
+    "TRITONLITE_LOG_INFO",
+    "TRITONLITE_LOG_WARNING",
+    "TRITONLITE_LOG_ERROR",
+    "TRITONLITE_LOG_FORMAT",
+)
+
+
+def exported_worker_environment() -> dict[str, str]:
+    """The log settings a worker started now finds in its environment."""
+    return {key: os.environ[key] for key in WORKER_LOG_KEYS if key in os.environ}
+
+
 def _level_letter(levelno: int) -> str:
     if levelno >= logging.ERROR:
         return "E"
@@ -152,34 +167,20 @@ def _level_letter(levelno: int) -> str:
     return "I"  # Triton writes verbose lines with the info letter
 
 
-def triton_line_prefix(
-    log_format: str, letter: str, created: float, pid: int, where: str
-) -> str:
-    """`I1207 09:29:29.542214 21231 file.py:12] ` or, for ISO8601,
-    `2026-12-07T09:29:29Z I 21231 file.py:12] ` (UTC, as tritonserver)."""
-    seconds, micros = divmod(round(created * 1_000_000), 1_000_000)
-    tm = time.gmtime(seconds)
-    if log_format == "ISO8601":
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", tm)
-        return f"{stamp} {letter} {pid} {where}] "
-    stamp = time.strftime("%m%d %H:%M:%S", tm) + f".{micros:06d}"
-    return f"{letter}{stamp} {pid} {where}] "
-
-
 class TritonLogFormatter(logging.Formatter):
     """Formats records as tritonserver's log lines, in the live format."""
 
     def __init__(self, settings: LogSettings) -> None:
         super().__init__()
         self.settings = settings
-        self.escape = os.environ.get(ESCAPE_ENV) != "0"
+        self.escape = escape_messages()
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info:
             message = f"{message}\n{self.formatException(record.exc_info)}"
         if self.escape:
-            message = json.dumps(message, ensure_ascii=False)
+            message = quote_message(message)
         where = f"{record.filename}:{record.lineno}"
         prefix = triton_line_prefix(
             self.settings.log_format,

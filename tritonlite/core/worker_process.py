@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tritonlite.core.cancel_board import NO_SLOT, CancelBoard
+from tritonlite.core.log_settings import WORKER_LOG_KEYS, exported_worker_environment
 from tritonlite.core.process_exit import ExitWatch
 from tritonlite.core.worker_output import OutputRelay, limits_from_env
 from tritonlite.errors import InternalError, TritonLiteError, error_from_code_name
@@ -48,6 +49,7 @@ from tritonlite.workers.messages import (
     ExecuteBatch,
     Init,
     InitFailed,
+    LogSettingsUpdate,
     OpenLink,
     ReadinessRequest,
     ReadinessResponse,
@@ -161,6 +163,8 @@ class WorkerProcess:
         self.failure: TritonLiteError | None = None
         # Channels of processes the model forked (OpenLink), until they close.
         self.links: set[WorkerProcess] = set()
+        # The log settings the worker has: from its environment, then as sent.
+        self._log_environment: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self, init: Init, timeout: float = 120.0) -> str:
@@ -176,6 +180,7 @@ class WorkerProcess:
         # The worker must import this very checkout's packages.
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._log_environment = {k: env[k] for k in WORKER_LOG_KEYS if k in env}
         self._spawn(env)
         assert self.proc is not None and self.sock is not None
         self.alive = True
@@ -189,7 +194,7 @@ class WorkerProcess:
         assert self.board is not None
         self.ensure_attached(CANCEL_BOARD_SEGMENT_ID, self.board.fd)
         try:
-            return await asyncio.wait_for(self._ready, timeout)
+            config_json = await asyncio.wait_for(self._ready, timeout)
         except asyncio.TimeoutError:
             self.kill()
             raise WorkerStartError(
@@ -200,6 +205,9 @@ class WorkerProcess:
             # process, so it must not outlive the cancelled start.
             self.kill()
             raise
+        # Settings changed while it started (before anyone could tell it).
+        self.update_log_settings(exported_worker_environment())
+        return config_json
 
     def _spawn(self, env: dict[str, str]) -> None:
         """Make the board, channel and output pipes and start the process;
@@ -342,6 +350,17 @@ class WorkerProcess:
             self._outbox.pop(0)
         if self.sock is not None and self._loop is not None:
             self._loop.remove_writer(self.sock.fileno())
+
+    def update_log_settings(self, environment: dict[str, str]) -> None:
+        """Tell the worker the server's log settings (when they differ from
+        what it has); its model's pb_utils.Logger follows them from now on."""
+        if environment == self._log_environment or not self.alive:
+            return
+        try:
+            self.send(LogSettingsUpdate(dict(environment)))
+        except (OSError, WorkerDied):
+            return
+        self._log_environment = dict(environment)
 
     def ensure_attached(self, segment_id: int, fd: int) -> None:
         if segment_id not in self.attached:
