@@ -24,6 +24,9 @@ from tritonlite.workers.worker_link import WorkerLink
 _tensor = pb_utils.Tensor._from_worker
 _request = pb_utils.InferenceRequest._from_worker
 DEFERRED = ResponseItem([], None, True)
+# The model released the request with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE.
+RESCHEDULED = ResponseItem([], None, False, True)
+_RESCHEDULE = pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE
 
 
 def _settings(item: RequestItem) -> tuple[str, int | str, int, int]:
@@ -92,10 +95,14 @@ class PythonExecutor:
         for i in range(len(requests)):
             if i not in early:
                 returned[i] = next(it, None)
+        rescheduled = {
+            i for i, request in enumerate(requests)
+            if i not in early and request.release_flags() == _RESCHEDULE
+        }
         if self.decoupled:
-            responses = self._decoupled_answers(batch, returned, senders, early)
+            responses = self._decoupled_answers(batch, returned, senders, early, rescheduled)
         else:
-            responses = self._answers(batch, returned, senders, early)
+            responses = self._answers(batch, returned, senders, early, rescheduled)
         t3 = time.perf_counter_ns()
         return BatchDone(batch.batch_id, responses, t1 - t0, t2 - t1, t3 - t2)
 
@@ -105,9 +112,12 @@ class PythonExecutor:
         returned: list[object],
         senders: list[ResponseSender],
         early: dict[int, ResponseItem],
+        rescheduled: set[int],
     ) -> list[ResponseItem]:
         """Responses went (or will go) out through the senders; a failed
-        execute() ends each request its sender has not closed yet."""
+        execute() ends each request its sender has not closed yet. A request
+        the model rescheduled (and has not ended with its final flag) runs
+        again: responses it sends then continue the same stream."""
         answers: list[ResponseItem] = []
         failure = next((r for r in returned if isinstance(r, BatchFailure)), None)
         for i, item in enumerate(batch.requests):
@@ -118,6 +128,9 @@ class PythonExecutor:
             elif failure is not None and not sender.closed:
                 sender.close()
                 answers.append(self.writer.write_response(item, failure))
+            elif failure is None and i in rescheduled and not sender.closed:
+                sender.close()  # the next execution brings its own sender
+                answers.append(RESCHEDULED)
             else:
                 answers.append(ResponseItem([]))
         return answers
@@ -128,9 +141,12 @@ class PythonExecutor:
         returned: list[object],
         senders: list[ResponseSender],
         early: dict[int, ResponseItem],
+        rescheduled: set[int],
     ) -> list[ResponseItem]:
         """A model that is not decoupled: each request's response is the one
-        execute() returned, or the one its sender sends (deferred)."""
+        execute() returned, or the one its sender sends (deferred). A
+        rescheduled request (its entry must be None, else the batch fails as
+        in Triton) has no answer yet: it runs again."""
         failure = next((r for r in returned if isinstance(r, BatchFailure)), None)
         if failure is None:
             # A returned response is sent with the final flag (Triton's
@@ -153,6 +169,9 @@ class PythonExecutor:
                 answers.append(DEFERRED)
             elif failure is not None:
                 answers.append(self.writer.write_response(item, failure))
+            elif i in rescheduled:
+                sender.close()  # the next execution brings its own sender
+                answers.append(RESCHEDULED)
             elif returned[i] is None:
                 answers.append(DEFERRED)  # the sender will answer after execute()
             else:

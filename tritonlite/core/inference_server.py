@@ -40,7 +40,11 @@ from tritonlite.core.response_stream import (
     StreamItem,
 )
 from tritonlite.core.result_builder import build_result
-from tritonlite.core.sequence_requests import begin_sequence_request, keep_sequence_state
+from tritonlite.core.sequence_requests import (
+    begin_sequence_request,
+    keep_sequence_state,
+    sequence_message,
+)
 from tritonlite.core.server_options import ServerOptions
 from tritonlite.core.tensor_placement import RequestMemory, TensorPlacer
 from tritonlite.core.worker_services import ServerWorkerServices
@@ -510,6 +514,11 @@ class InferenceServer:
                 flags=_sequence_flags(scheduling),
                 timeout_us=timeout_us,
             )
+            restart = None
+            if seqr is not None and sequence is not None:
+                restart = sequence_message(
+                    seqr, sequence, scheduling, message, batch_size, self.placer, memory
+                )
             if stream is not None:
                 message.stream = stream
                 stream.convert = lambda refs, worker: build_result(
@@ -523,6 +532,7 @@ class InferenceServer:
                 priority=_int_param(scheduling, "priority"),
                 timeout_us=timeout_us,
                 sequence=sequence,
+                restart=restart,
             )
             fut = queued.future
             try:

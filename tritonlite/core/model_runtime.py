@@ -12,7 +12,12 @@ the requests queued when an attempt fails are failed rather than left
 waiting.
 
 A request whose client goes away (`cancel`) leaves the queue at once, or, if
-it is running, is flagged so the model's `is_cancelled()` says so. With the
+it is running, is flagged so the model's `is_cancelled()` says so.
+
+A request the model releases with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE
+goes back into the queue before the instance takes its next batch, when the
+model's sequence batcher has `iterative_sequence: true` (it runs again as a
+continuation of its sequence); any other model fails it with Triton's text. With the
 `execution_timeout_ms` parameter, a batch still in `execute` after that long
 fails with a clear error and its instance is killed and restarted; the queue
 moves on to the other instances (or waits for the restart).
@@ -27,6 +32,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tritonlite.core.dynamic_batcher import BatcherConfig, DynamicBatcher, Pending, QueueFull
@@ -60,6 +66,14 @@ MAX_START_FAILURES = 3
 # Restarts that fail for lack of resources wait longer each time, up to the last.
 RESOURCE_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
+# Triton 2.51's text (core infer_request.cc) for a rescheduled request of a
+# model without an iterative sequence batcher. Triton logs it and drops the
+# request (its client waits forever); here the client gets it as the error.
+RESCHEDULE_NOT_CONFIGURED = (
+    "Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE, while the model is "
+    "not configured to handle such a flag."
+)
+
 
 def describe_os_error(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0, "")
@@ -82,6 +96,8 @@ class WorkItem:
     batch_id: int = 0
     index: int = 0
     cancelled: bool = False
+    # Makes the request a continuation before it runs again (rescheduled).
+    restart: Callable[[], None] | None = None
 
 
 _CANCELLED = object()  # an outcome: the caller went away (the future is cancelled)
@@ -389,12 +405,15 @@ class ModelRuntime:
         priority: int = 0,
         timeout_us: int = 0,
         sequence: Sequence | None = None,
+        restart: Callable[[], None] | None = None,
     ) -> WorkItem:
-        """Queue one request; its future resolves to (response, item, BatchDone, worker)."""
+        """Queue one request; its future resolves to (response, item, BatchDone, worker).
+        `restart` prepares the request to run again if the model reschedules it."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         now = time.perf_counter_ns()
-        item = WorkItem(message, segments, fut, now, batch_size=batch_size, sequence=sequence)
+        item = WorkItem(message, segments, fut, now, batch_size=batch_size, sequence=sequence,
+                        restart=restart)
         if self.state != "READY":
             fut.set_exception(UnavailableError(f"model '{self.name}' is not ready"))
             return item
@@ -618,7 +637,9 @@ class ModelRuntime:
                 done.compute_output_ns,
             )
             for index, (item, response) in enumerate(zip(items, done.responses, strict=False)):
-                if response.deferred:  # the model's response sender answers it
+                if response.rescheduled:
+                    self._reschedule(item)
+                elif response.deferred:  # the model's response sender answers it
                     self._finish_later(item, worker.deferred_response(done.batch_id, index),
                                        done, worker)
                 else:
@@ -627,6 +648,30 @@ class ModelRuntime:
             if item.sequence is not None:
                 self._busy_sequences.discard(item.sequence.corr)
         self._pump()
+
+    def _reschedule(self, item: WorkItem) -> None:
+        """The model released the request with RESCHEDULE: back into the
+        queue, as a continuation of its sequence, ahead of the next batch."""
+        seqr = self.sequencer
+        if seqr is None or not seqr.iterative:
+            log.error("Failed to release request: %s", RESCHEDULE_NOT_CONFIGURED)
+            self._finish(item, exc=InternalError(RESCHEDULE_NOT_CONFIGURED))
+            return
+        now = time.perf_counter_ns()
+        # The queue time reported in the end is the time spent waiting.
+        item.enqueued_ns += now - item.started_ns
+        item.worker = None
+        if item.cancelled:  # its client went away while it ran: done
+            stream = item.message.stream
+            if stream is not None:
+                stream.fail(UnavailableError("the request was cancelled"))
+            self._finish(item, result=_CANCELLED)
+            return
+        if item.sequence is not None:
+            item.sequence.last_ns = now  # not idle: it is running
+        if item.restart is not None:
+            item.restart()
+        self.queue.append(item)
 
     def _finish_later(self, item: WorkItem, answer: asyncio.Future, done: BatchDone,
                       worker: WorkerProcess) -> None:

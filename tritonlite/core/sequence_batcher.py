@@ -2,6 +2,12 @@
 control tensors Triton injects (START, END, READY, CORRID) and implicit
 state carried between the requests of a sequence. A plain state machine:
 the runtime feeds it requests and clock readings.
+
+With `iterative_sequence: true` (Triton's IterativeSequencer) a request
+without a correlation id starts a sequence of its own, numbered 1, 2, ...
+per model, and a request that starts a sequence ends it when the model
+finally releases it: the model may reschedule it any number of times
+meanwhile (each run after the first is a continuation, flags 0).
 """
 
 from __future__ import annotations
@@ -86,6 +92,17 @@ class SequenceTracker:
         self.slots = list(slots)
         self.max_batch_size = max_batch_size
         self.sequences: dict[int | str, Sequence] = {}
+        self.iterative = bool(sb.get("iterative_sequence", False))
+        self._next_id = 1
+
+    def new_sequence_id(self) -> int:
+        """A correlation id for a request that has none (iterative sequences):
+        Triton counts from 1 per model; ids a client's sequence holds are skipped."""
+        while self._next_id in self.sequences:
+            self._next_id += 1
+        corr = self._next_id
+        self._next_id += 1
+        return corr
 
     def begin(self, corr: int | str, start: bool, end: bool, now_ns: int) -> Sequence:
         """Route a request of sequence `corr`; raise Triton's errors for bad ones."""
@@ -106,7 +123,8 @@ class SequenceTracker:
                 "the START flag on the first request of the sequence"
             )
         seq.last_ns = now_ns
-        seq.ending = end
+        # An iterative sequence ends when the request that started it is released.
+        seq.ending = end or (self.iterative and start)
         return seq
 
     def _least_loaded(self) -> str:

@@ -493,6 +493,10 @@ class WorkerProcess:
                 fut.set_result(msg)
             if self.streams:
                 self._end_failed_streams(msg)
+                for index, response in enumerate(msg.responses):
+                    if response.rescheduled:
+                        # It runs again as a new batch entry, same stream.
+                        self.streams.pop((msg.batch_id, index), None)
             if self.cancel_slots:
                 for index in range(len(msg.responses)):
                     key = (msg.batch_id, index)

@@ -38,6 +38,15 @@ _PLUMBING_DIRS = tuple(
 _THREADING_FILE = threading.__file__
 
 
+def _type_text(value: object) -> str:
+    """str(type(value)) as Triton's stub shows it: its classes live in the
+    pybind11 module c_python_backend_utils."""
+    kind = type(value)
+    if kind.__module__.startswith(pb_utils.__name__):
+        return f"<class 'c_python_backend_utils.{kind.__qualname__}'>"
+    return str(kind)
+
+
 class ModelLoadError(Exception):
     """The model could not be imported, auto-completed or initialized."""
 
@@ -253,7 +262,7 @@ class PythonModelRunner:
             )
         if not isinstance(result, list):
             raise _BackendError(
-                f"Expected a list in the execute return, found type '{type(result)}'."
+                f"Expected a list in the execute return, found type '{_type_text(result)}'."
             )
         if len(result) != len(requests):
             raise _BackendError(
@@ -267,12 +276,12 @@ class PythonModelRunner:
             if request.release_flags() == pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
                 raise _BackendError(
                     "Expected a None object in the execute function return list for "
-                    f"reschduled request, found type '{type(response)}'."
+                    f"reschduled request, found type '{_type_text(response)}'."
                 )
             if not isinstance(response, pb_utils.InferenceResponse):
                 raise _BackendError(
                     "Expected an 'InferenceResponse' object in the execute function "
-                    f"return list, found type '{type(response)}'."
+                    f"return list, found type '{_type_text(response)}'."
                 )
         return list(result)
 
