@@ -32,7 +32,8 @@ def _no_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each test starts without worker hooks, as in a bare import.
     monkeypatch.setattr(pb_utils.server_hooks, "bls_executor", None)
     monkeypatch.setattr(pb_utils.server_hooks, "model_control", None)
-    monkeypatch.setattr(pb_utils.metrics, "_metric_families", {})
+    monkeypatch.setattr(pb_utils.server_hooks, "metrics", None)
+    monkeypatch.setattr(pb_utils.metrics, "_local", None)  # a fresh in-process registry
 
 
 # -- constants and errors ------------------------------------------------------
@@ -580,6 +581,8 @@ def test_logger_writes_prefixed_lines(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_metrics_in_process() -> None:
+    """Run on its own (no server), a model's metrics live in its own process,
+    with Triton's rules."""
     counter_family = pb_utils.MetricFamily(
         "requests_total", "Requests", pb_utils.MetricFamily.COUNTER
     )
@@ -587,27 +590,44 @@ def test_metrics_in_process() -> None:
     counter.increment(2)
     counter.increment(3)
     assert counter.value() == 5
-    assert counter_family.Metric(labels={"model": "m"}) is counter
-    with pytest.raises(pb_utils.TritonModelException):
+    again = counter_family.Metric(labels={"model": "m"})
+    assert again is not counter and again.value() == 5  # the same series
+    with pytest.raises(pb_utils.TritonModelException, match="non-negative values"):
         counter.increment(-1)
-    with pytest.raises(pb_utils.TritonModelException):
+    with pytest.raises(pb_utils.TritonModelException, match="does not support Set"):
         counter.set(1)
 
-    gauge = pb_utils.MetricFamily("temp", "Temperature", pb_utils.MetricFamily.GAUGE).Metric()
+    gauge_family = pb_utils.MetricFamily("temp", "Temperature", pb_utils.MetricFamily.GAUGE)
+    gauge = gauge_family.Metric()
     gauge.set(4.5)
     gauge.increment(-1.5)
     assert gauge.value() == 3.0
+    # Same name and kind: shared, whatever the description.
+    other = pb_utils.MetricFamily("temp", "Other text", pb_utils.MetricFamily.GAUGE)
+    assert other.Metric().value() == 3.0
+    with pytest.raises(pb_utils.TritonModelException, match="different type"):
+        pb_utils.MetricFamily("temp", "Temperature", pb_utils.MetricFamily.COUNTER)
 
     hist_family = pb_utils.MetricFamily("lat", "Latency", pb_utils.MetricFamily.HISTOGRAM)
-    with pytest.raises(pb_utils.TritonModelException):
+    with pytest.raises(pb_utils.TritonModelException, match="Missing required buckets"):
         hist_family.Metric()
     hist = hist_family.Metric(buckets=[1.0, 10.0])
     hist.observe(0.5)
     hist.observe(5)
-    with pytest.raises(pb_utils.TritonModelException):
+    with pytest.raises(pb_utils.TritonModelException, match="does not support Value"):
         hist.value()
-    with pytest.raises(pb_utils.TritonModelException):
-        pb_utils.MetricFamily("temp", "Other text", pb_utils.MetricFamily.GAUGE)
+
+    # A metric does not keep its family alive.
+    del gauge_family
+    with pytest.raises(pb_utils.TritonModelException, match="'MetricFamily' has been deleted"):
+        gauge.set(1)
+    temporary = pb_utils.MetricFamily("short", "d", pb_utils.MetricFamily.GAUGE).Metric()
+    with pytest.raises(pb_utils.TritonModelException, match="'MetricFamily' has been deleted"):
+        temporary.value()
+    with pytest.raises(TypeError, match="incompatible constructor arguments"):
+        pb_utils.MetricFamily("bad_kind", "d", 0)
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        counter.increment("1")
 
 
 def test_model_control_hooks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,13 +4,18 @@ prometheus-client's exposition appends `_total` to counter names, which
 Triton's names do not have; dashboards built on Triton query the bare names,
 so the text is written here and checked with prometheus-client's parser.
 The metrics port that serves it is a frontend (frontends/http/metrics_port.py).
+After Triton's own families come the custom ones Python models make
+(tritonlite/custom_metrics.py); a custom family named like one of Triton's
+adds its series to that family, as in Triton's one registry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from tritonlite.core.inference_server import InferenceServer
+from tritonlite.custom_metrics import CustomMetricRegistry
 
 if TYPE_CHECKING:
     from tritonlite.core.tenants import Tenant
@@ -142,6 +147,13 @@ def render(server: InferenceServer, host: HostSampler, viewer: Tenant | None = N
     if tenants is not None:
         shown = [viewer] if viewer is not None and not viewer.anonymous else []
         _tenant_families(server, shown, family, out)
+    # A tenant sees the custom series of the models it may see (any model
+    # holding the series), no others; without tenants, every series.
+    registry = server.worker_services.metrics.registry
+    if tenants is None:
+        out = with_custom_metrics(out, registry)
+    else:
+        out = with_custom_metrics(out, registry, lambda worker: _holder_seen(worker, viewer))
     return "\n".join(out) + "\n"
 
 
@@ -171,3 +183,29 @@ def _tenant_families(server: InferenceServer, shown: list[Tenant], family, out: 
     family("tritonlite_tenant_shm_bytes",
            "Bytes of the shared memory windows the tenant registered", "gauge")
     out.extend(f"tritonlite_tenant_shm_bytes{lab} {u[1]}" for lab, _t, u in rows)
+
+
+def _holder_seen(worker: object, viewer: Tenant | None) -> bool:
+    model = getattr(worker, "model_name", None)
+    return viewer is not None and isinstance(model, str) and viewer.may_see(model)
+
+
+def with_custom_metrics(lines: list[str], registry: CustomMetricRegistry,
+                        shown: Callable[[Hashable], bool] | None = None) -> list[str]:
+    """Triton's families (each with the custom series of its name), then the
+    custom families; `shown` picks the owners whose series are listed."""
+    held = registry.held_by(shown) if shown is not None else None
+    merged: list[str] = []
+    named: set[str] = set()
+    current = ""
+    for line in lines:
+        if line.startswith("# HELP "):
+            if current:
+                merged.extend(registry.series_lines(current, held))
+            current = line.split(" ", 3)[2]
+            named.add(current)
+        merged.append(line)
+    if current:
+        merged.extend(registry.series_lines(current, held))
+    merged.extend(registry.render(held, skip=named))
+    return merged

@@ -44,6 +44,7 @@ from tritonlite.workers.messages import (
     ReadinessResponse,
     Ready,
 )
+from tritonlite.workers.metrics_client import MetricsClient
 from tritonlite.workers.output_writer import OutputWriter
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 from tritonlite.workers.python_backend.model_runner import PythonModelRunner
@@ -69,6 +70,7 @@ class Worker:
         self.python: PythonExecutor | None = None
         self.framework: FrameworkExecutor | None = None
         self.bls: BLSClient | None = None
+        self.metrics: MetricsClient | None = None
         self.model_config: dict = {}
         self._segment_size = 0
 
@@ -129,6 +131,10 @@ class Worker:
         self.bls = BLSClient(self.link, self.writer.arena, self.segments)
         pb_utils.server_hooks.bls_executor = self.bls
         pb_utils.server_hooks.model_control = self.bls
+        # Custom metrics: updates wait in a batch the server collects.
+        self.metrics = MetricsClient(self.link, self.instance_name)
+        self.link.on_metric_pull = self.metrics.flush
+        pb_utils.server_hooks.metrics = self.metrics
         version_dir = None
         if config.get("runtime") == "model.py":
             # A Python-based backend: the code is the backend's, the model folder is ours.
@@ -195,6 +201,9 @@ class Worker:
         segments = SegmentCache()
         link = ChannelEndpoint(ours, segments, lambda _keys: None)
         self._bls_link = link
+        if self.metrics is not None:
+            self.metrics.rebind(link)
+            link.on_metric_pull = self.metrics.flush
         arena = Arena(
             segment_size=self._segment_size,
             label=f"out-{self.instance_name}-{os.getpid()}",
@@ -237,6 +246,8 @@ class Worker:
         else:
             assert self.python is not None
             done = self.python.execute(batch)
+        if self.metrics is not None:
+            self.metrics.flush()  # the batch's metric updates, ahead of its answer
         self.send(done)
 
     def finalize(self) -> None:

@@ -50,6 +50,7 @@ from tritonlite.workers.messages import (
     Init,
     InitFailed,
     LogSettingsUpdate,
+    MetricOps,
     OpenLink,
     ReadinessRequest,
     ReadinessResponse,
@@ -70,10 +71,12 @@ EXIT_GRACE_S = 5.0
 
 
 class WorkerServices(Protocol):
-    """What the server does for a worker's model: BLS calls, model control."""
+    """What the server does for a worker's model: BLS calls, model control,
+    custom metrics."""
 
-    def handle(self, worker: WorkerProcess, msg: BLSRequest | BLSRelease | ControlRequest
-               ) -> None: ...
+    def handle(
+        self, worker: WorkerProcess, msg: BLSRequest | BLSRelease | ControlRequest | MetricOps
+    ) -> None: ...
 
     def worker_exited(self, worker: WorkerProcess) -> None: ...
 
@@ -511,7 +514,7 @@ class WorkerProcess:
                     waiter.set_result(msg.response)
             else:
                 self.deferred[(msg.batch_id, msg.index)] = msg.response
-        elif isinstance(msg, (BLSRequest, BLSRelease, ControlRequest)):
+        elif isinstance(msg, (BLSRequest, BLSRelease, ControlRequest, MetricOps)):
             if self.services is not None:
                 self.services.handle(self, msg)
         elif isinstance(msg, AttachSegment):

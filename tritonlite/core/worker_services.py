@@ -1,4 +1,4 @@
-"""The server's side of BLS and model control asked for by Python models.
+"""The server's side of BLS, model control and custom metrics asked for by Python models.
 
 A model's worker sends BLSRequest / ControlRequest over its channel; each is
 served here as its own task, so the worker's other calls and every other
@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
+from tritonlite.core.custom_metric_service import CustomMetricService
 from tritonlite.core.inference_request import (
     InferRequest,
     InferResult,
@@ -39,6 +40,7 @@ from tritonlite.workers.messages import (
     BLSResponse,
     ControlRequest,
     ControlResponse,
+    MetricOps,
     ResponseItem,
     TensorRef,
 )
@@ -82,10 +84,16 @@ class ServerWorkerServices:
         self._tasks: set[asyncio.Task] = set()
         # BLS output blocks each worker still reads: (segment, offset) -> block.
         self._held: dict[WorkerProcess, dict[tuple[int, int], Block]] = {}
+        # The custom metrics models make (pb_utils.MetricFamily).
+        self.metrics = CustomMetricService()
 
     # -- WorkerServices ------------------------------------------------------
-    def handle(self, worker: WorkerProcess, msg: BLSRequest | BLSRelease | ControlRequest
-               ) -> None:
+    def handle(
+        self, worker: WorkerProcess, msg: BLSRequest | BLSRelease | ControlRequest | MetricOps
+    ) -> None:
+        if isinstance(msg, MetricOps):
+            self.metrics.handle(worker, msg)
+            return
         if isinstance(msg, BLSRelease):
             self._release(worker, msg.blocks)
             return
@@ -98,6 +106,7 @@ class ServerWorkerServices:
         task.add_done_callback(self._tasks.discard)
 
     def worker_exited(self, worker: WorkerProcess) -> None:
+        self.metrics.worker_exited(worker)
         held = self._held.pop(worker, {})
         for block in held.values():
             self.arena.free(block)

@@ -32,6 +32,8 @@ class MetricsRoutes:
                 )
             except TritonLiteError as exc:
                 return error_reply(exc)
+            # Custom metric updates models still hold are fetched first.
+            await self.server.worker_services.metrics.pull()
             text = render(self.server, self.host, caller.tenant)
             return HttpReply(HTTPStatus.OK, text.encode(), CONTENT_TYPE)
         return HttpReply(HTTPStatus.OK, b"", CONTENT_TYPE)

@@ -52,11 +52,15 @@ def bind(
     owner: str = "",
     keywords: bool = True,
     returns: str = "None",
+    self_obj: Any = MISSING,
+    factory: bool = False,
 ) -> list[Any]:
     """The converted arguments, in parameter order, or TypeError as pybind11 words it.
 
-    `owner` names the class for a constructor (`__init__`); `keywords` is
-    False for bindings declared without py::arg (positional only).
+    `owner` names the class for a constructor (`__init__`); `factory` words
+    it as a py::init factory function does. `self_obj` is the object of a
+    method, which pybind11 shows in the message. `keywords` is False for
+    bindings declared without py::arg (positional only).
     """
     values: list[Any] = [MISSING] * len(params)
     ok = len(args) <= len(params) and (keywords or not kwargs)
@@ -85,7 +89,9 @@ def bind(
                 ok = False
                 break
     if not ok:
-        raise TypeError(_mismatch_text(name, params, args, kwargs, owner, keywords, returns))
+        raise TypeError(_mismatch_text(
+            name, params, args, kwargs, owner, keywords, returns, self_obj, factory
+        ))
     return out
 
 
@@ -97,8 +103,12 @@ def _mismatch_text(
     owner: str,
     keywords: bool,
     returns: str,
+    self_obj: Any = MISSING,
+    factory: bool = False,
 ) -> str:
-    parts = [f"self: c_python_backend_utils.{owner}"] if owner else []
+    parts = [f"self: c_python_backend_utils.{owner}"] if owner and not factory else []
+    if self_obj is not MISSING:
+        parts = [f"self: c_python_backend_utils.{type(self_obj).__name__}"]
     for i, p in enumerate(params):
         label = p.name if keywords else f"arg{i}"
         text = f"{label}: {p.type_text}"
@@ -106,13 +116,17 @@ def _mismatch_text(
             text += f" = {p.default_text or repr(p.default)}"
         parts.append(text)
     kind = "constructor" if owner else "function"
-    invoked = ", ".join(repr(a) for a in args)
+    shown = ((self_obj,) if self_obj is not MISSING else ()) + tuple(args)
+    invoked = ", ".join(repr(a) for a in shown)
     if kwargs:
         listed = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         invoked += ("; " if invoked else "") + "kwargs: " + listed
+    signature = f"({', '.join(parts)}) -> {returns}"
+    if factory:
+        signature = f"c_python_backend_utils.{owner}({', '.join(parts)})"
     return (
         f"{name}(): incompatible {kind} arguments. The following argument types are "
-        f"supported:\n    1. ({', '.join(parts)}) -> {returns}\n\nInvoked with: {invoked}"
+        f"supported:\n    1. {signature}\n\nInvoked with: {invoked}"
     )
 
 
@@ -152,6 +166,22 @@ def integer(low: int, high: int) -> Convert:
 INT64 = integer(-(2**63), 2**63 - 1)
 UINT32 = integer(0, 2**32 - 1)
 UINT64 = integer(0, 2**64 - 1)
+
+
+def real(value: Any) -> float:
+    """double: a float, or anything Python turns into one (int, bool, numpy
+    scalars); never str or None."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, (str, bytes, bytearray)) or value is None:
+        raise NoMatch
+    kind = type(value)
+    if not (hasattr(kind, "__float__") or hasattr(kind, "__index__")):
+        raise NoMatch
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise NoMatch from None
 
 
 def boolean(*, none: bool = False) -> Convert:

@@ -1,4 +1,4 @@
-"""What the worker process plugs in: BLS, model control, the model's folder.
+"""What the worker process plugs in: BLS, model control, custom metrics, the model's folder.
 
 The worker installs its BLS client and the model's folder here when it loads
 a model. They stay None in unit tests and where the server does not offer
@@ -40,6 +40,8 @@ class ModelControl(Protocol):
 
 bls_executor: BLSExecutor | None = None
 model_control: ModelControl | None = None
+# The client that takes custom metrics to the server (metrics.MetricsBackend).
+metrics: Any = None
 model_dir: str | None = None
 # False while the model's initialize() or finalize() runs (the runner sets it).
 bls_allowed = True
