@@ -55,7 +55,9 @@ class MetricsClient:
         # Send every update at once (a registry in this process: nobody flushes).
         self._eager = eager
         self._handles = itertools.count(1)
-        self._lock = threading.Lock()
+        # Reentrant: a MetricFamily the garbage collector finalizes while this
+        # thread holds the lock (any allocation may run it) drops itself here.
+        self._lock = threading.RLock()
         self._ops: list[list[Any]] = []
         # The pending value operation of each metric (a list inside _ops).
         self._open: dict[int, list[Any]] = {}

@@ -132,8 +132,10 @@ class Metric:
             ))
 
     def increment(self, *args: Any, **kwargs: Any) -> None:
-        (value,) = binding.bind("increment", _VALUE, args, kwargs, keywords=False,
-                                self_obj=self)
+        value = _plain_number(args, kwargs)
+        if value is None:
+            (value,) = binding.bind("increment", _VALUE, args, kwargs, keywords=False,
+                                    self_obj=self)
         prefix = "Failed to increment metric value: "
         self._check(prefix, "Increment", (MetricKind.COUNTER, MetricKind.GAUGE))
         if self._kind == MetricKind.COUNTER and value < 0.0:
@@ -144,13 +146,18 @@ class Metric:
         self._backend.add(self._handle, value)
 
     def set(self, *args: Any, **kwargs: Any) -> None:
-        (value,) = binding.bind("set", _VALUE, args, kwargs, keywords=False, self_obj=self)
+        value = _plain_number(args, kwargs)
+        if value is None:
+            (value,) = binding.bind("set", _VALUE, args, kwargs, keywords=False,
+                                    self_obj=self)
         self._check("Failed to set metric value: ", "Set", (MetricKind.GAUGE,))
         self._backend.set(self._handle, value)
 
     def observe(self, *args: Any, **kwargs: Any) -> None:
-        (value,) = binding.bind("observe", _VALUE, args, kwargs, keywords=False,
-                                self_obj=self)
+        value = _plain_number(args, kwargs)
+        if value is None:
+            (value,) = binding.bind("observe", _VALUE, args, kwargs, keywords=False,
+                                    self_obj=self)
         self._check("Failed to observe metric value: ", "Observe", (MetricKind.HISTOGRAM,))
         self._backend.observe(self._handle, value)
 
@@ -244,6 +251,13 @@ class MetricFamily:
 
 
 _VALUE = (binding.Param("value", binding.real, "float"),)
+
+
+def _plain_number(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+    """The common call, `metric.increment(1.0)`, without the general binder."""
+    if not kwargs and len(args) == 1 and type(args[0]) in (float, int):
+        return float(args[0])
+    return None
 _FAMILY = (
     binding.Param("name", binding.string, "str"),
     binding.Param("description", binding.string, "str"),
