@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -334,6 +335,82 @@ def test_unloading_a_model_takes_its_series_away(server) -> None:
     client.load_model("gamma")
 
 
+TENANT_HEADER = "tenant-token"
+TENANTS = {
+    "token_header": TENANT_HEADER,
+    "tenants": [
+        {"name": "alpha", "token": "alpha-token-metrics-0123",
+         "models": {"infer": ["alpha_*"]}, "categories": ["inference", "statistics"]},
+        {"name": "beta", "token": "beta-token-metrics-01234",
+         "models": {"infer": ["beta_*"]}, "categories": ["inference", "statistics"]},
+    ],
+}
+
+
+def test_tenants_and_several_frontend_processes(tmp_path: Path) -> None:
+    """With tenants a scrape shows the custom series of the scraping tenant's
+    models only; with --frontend-processes 2 requests land on either process
+    (a new connection each) and the one metrics port, in the main process
+    beside the models' workers, counts every update."""
+    root = tmp_path / "models"
+    for name in ("alpha_m", "beta_m"):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(CONFIG)
+        (root / name / "1" / "model.py").write_text(SCRIPTED)
+    config = tmp_path / "tenants.json"
+    config.write_text(json.dumps(TENANTS))
+    srv = ServerProcess([str(root)], "--tenant-config", str(config), "--frontend-processes=2")
+    alpha, beta = ({TENANT_HEADER: t["token"]} for t in TENANTS["tenants"])
+
+    def infer(model: str, token: dict, actions: list) -> list:
+        client = httpclient.InferenceServerClient(srv.url)  # a new connection each time
+        x = httpclient.InferInput("ACTIONS", [1], "BYTES")
+        x.set_data_from_numpy(np.array([json.dumps(actions).encode()], dtype=object))
+        try:
+            reply = client.infer(model, [x], headers=token)
+        finally:
+            client.close()
+        return _ok(json.loads(reply.as_numpy("RESULTS")[0]))
+
+    def scrape(token: dict) -> tuple[int, list[str]]:
+        request = urllib.request.Request(f"http://127.0.0.1:{srv.metrics_port}/metrics",
+                                         headers=token)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status, [ln for ln in reply.read().decode().splitlines()
+                                      if "jobs" in ln]
+        except urllib.error.HTTPError as exc:
+            return exc.code, []
+
+    try:
+        for model, token, who in (("alpha_m", alpha, "a"), ("beta_m", beta, "b")):
+            infer(model, token, [
+                ["family", "tenant_jobs", f"jobs of {who}", "counter"],
+                ["metric", "tenant_jobs", {"who": who}, None, "j"],
+                ["family", f"only_{who}_jobs", "own", "gauge"],
+                ["metric", f"only_{who}_jobs", {}, None, "o"],
+                ["set", "o", 7.0],
+            ])
+        for _ in range(6):
+            infer("alpha_m", alpha, [["inc", "j", 1]])
+        for _ in range(4):
+            infer("beta_m", beta, [["inc", "j", 2]])
+        assert scrape(alpha) == (200, [
+            "# HELP tenant_jobs jobs of a", "# TYPE tenant_jobs counter",
+            'tenant_jobs{who="a"} 6',
+            "# HELP only_a_jobs own", "# TYPE only_a_jobs gauge", "only_a_jobs 7",
+        ])
+        # The shared family keeps its first description; beta sees only its series.
+        assert scrape(beta) == (200, [
+            "# HELP tenant_jobs jobs of a", "# TYPE tenant_jobs counter",
+            'tenant_jobs{who="b"} 8',
+            "# HELP only_b_jobs own", "# TYPE only_b_jobs gauge", "only_b_jobs 7",
+        ])
+        assert scrape({}) == (403, [])  # no credentials: refused, as every scrape
+    finally:
+        srv.stop()
+
+
 # -- the registry, without a server -----------------------------------------------
 
 
@@ -352,6 +429,26 @@ def test_registry_shares_families_and_series_by_name_and_labels() -> None:
     registry.release(b)
     assert registry.render() == []
     assert registry.owners() == []
+
+
+def test_registry_lists_only_the_series_of_owners_shown() -> None:
+    registry = CustomMetricRegistry()
+    a, b = "model_a", "model_b"
+    registry.apply(a, [[FAMILY, 1, "jobs", "d", COUNTER], [METRIC, 2, 1, {"q": "a"}, None],
+                       [ADD, 2, 1.0], [FAMILY, 3, "tenant_x", "d", GAUGE],
+                       [METRIC, 4, 3, {}, None], [SET, 4, 2.0, 0.0]])
+    registry.apply(b, [[FAMILY, 1, "jobs", "d", COUNTER], [METRIC, 2, 1, {"q": "b"}, None],
+                       [ADD, 2, 5.0], [METRIC, 3, 1, {"q": "a"}, None]])
+    held_by_b = registry.held_by(lambda owner: owner == b)
+    # b holds q="a" too (same labels): it is b's to see.
+    assert registry.render(held_by_b) == [
+        "# HELP jobs d", "# TYPE jobs counter", 'jobs{q="a"} 1', 'jobs{q="b"} 5'
+    ]
+    assert registry.render(registry.held_by(lambda owner: False)) == []
+    # A family already on the page (skip) gets no second HELP/TYPE from render.
+    assert registry.render(skip={"jobs"}) == [
+        "# HELP tenant_x d", "# TYPE tenant_x gauge", "tenant_x 2"
+    ]
 
 
 def test_registry_histograms_keep_their_first_buckets() -> None:

@@ -24,6 +24,8 @@ from tests.server_harness import ServerProcess
 
 # Logs one line of each kind in execute, tagged with the request's input value.
 TALKER = '''
+import sys
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -47,6 +49,8 @@ class TritonPythonModel:
             logger.log_warn("warning-" + tag)
             logger.log_error("error-" + tag)
             logger.log_verbose("verbose-" + tag)
+            # Always written, after the logger's lines on the same stream.
+            print("end-" + tag, file=sys.stderr, flush=True)
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x)]))
         return out
 '''
@@ -112,10 +116,13 @@ def _wait_for(srv: ServerProcess, text: str, count: int, timeout: float = 20.0) 
         time.sleep(0.05)
 
 
-def _kinds_logged(srv: ServerProcess, tag: int) -> set[str]:
-    # The error line is written last but one; wait for a line that is always
-    # on in these tests, then read the others (same worker, same stream).
-    _wait_for(srv, f"error-{tag}", 1)
+def _kinds_logged(srv: ServerProcess, tag: int, timeout: float = 20.0) -> set[str]:
+    # The model prints end-<tag> after its logger lines, on the same stream:
+    # once it is in, every line the settings let through is in too.
+    deadline = time.monotonic() + timeout
+    while f"end-{tag}" not in srv.log().splitlines():
+        assert time.monotonic() < deadline, f"end-{tag} never logged"
+        time.sleep(0.05)
     return {kind for kind in KINDS if _lines(srv, f"{kind}-{tag}")}
 
 
@@ -139,9 +146,7 @@ def test_live_switches_reach_the_worker_over_http_and_grpc(repo: str) -> None:
         # Errors off too: nothing at all but verbose.
         _http_logging(srv, {"log_error": False})
         _http_infer(srv, "talker", 4)
-        assert _wait_for(srv, "verbose-4", 1)
-        time.sleep(0.2)  # the other lines would have come with it
-        assert {kind for kind in KINDS if _lines(srv, f"{kind}-4")} == {"verbose"}
+        assert _kinds_logged(srv, 4) == {"verbose"}
 
         # Everything back on, verbose off.
         _http_logging(srv, {"log_info": True, "log_warning": True, "log_error": True,
@@ -215,6 +220,22 @@ def test_a_model_loaded_after_a_change_starts_with_it(repo: str, tmp_path: Path)
         _http_infer(srv, "pair", 40)
         assert _kinds_logged(srv, 40) == {"warning", "error"}
         assert not _lines(srv, "hello from pair_0_0")  # initialize logged with info off
+    finally:
+        srv.stop()
+
+
+def test_a_change_made_through_another_frontend_process_reaches_the_worker(
+        repo: str) -> None:
+    """--frontend-processes 2: /v2/logging may land on either process (a new
+    connection each call); the one setting lives in the main process, which
+    tells the workers."""
+    srv = ServerProcess([repo], "--frontend-processes=2")
+    try:
+        for tag, level in ((50, 1), (51, 0), (52, 1), (53, 0)):
+            assert _http_logging(srv, {"log_verbose_level": level})["log_verbose_level"] == level
+            _http_infer(srv, "talker", tag)
+            expected = {"specific", "info", "warning", "error"} | ({"verbose"} if level else set())
+            assert _kinds_logged(srv, tag) == expected
     finally:
         srv.stop()
 
