@@ -65,8 +65,14 @@ instance_group [ { count: 2 kind: KIND_CPU } ]
 
 def tree_cpu_seconds(root: int) -> float:
     """User+system CPU of process `root` and all its descendants."""
+    return tree_usage(root)[0]
+
+
+def tree_usage(root: int) -> tuple[float, int]:
+    """(user+system CPU seconds, minor page faults) of `root` and its descendants."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
+    faults = 0
     pids = {root}
     children: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
@@ -90,7 +96,8 @@ def tree_cpu_seconds(root: int) -> float:
         f = stats.get(pid)
         if f:
             total += (int(f[11]) + int(f[12])) / ticks
-    return total
+            faults += int(f[7])
+    return total, faults
 
 
 class Server:
@@ -151,6 +158,10 @@ class Server:
     def cpu_seconds(self) -> float:
         """User+system CPU of the server and all its descendants."""
         return tree_cpu_seconds(self.proc.pid)
+
+    def usage(self) -> tuple[float, int]:
+        """(CPU seconds, minor page faults) of the server and all its descendants."""
+        return tree_usage(self.proc.pid)
 
     def stop(self) -> None:
         try:
@@ -258,6 +269,22 @@ def _client_loop(
                     shm.destroy_shared_memory_region(h)
 
 
+def one_copy_bound(seconds: float = 1.0) -> float:
+    """Median ms of one 16 MiB copy between two pre-faulted numpy buffers, as the
+    worker of the 16 MiB identity cells copies (input region -> output region):
+    the floor of one copy per inference on this machine, now."""
+    src = np.random.rand(MIB16).astype(np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault the destination in
+    times: list[float] = []
+    t_end = time.perf_counter() + seconds
+    while len(times) < 20 or (time.perf_counter() < t_end and len(times) < 2000):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
 def run_cell(
     server: Server, cell: str, protocol: str, concurrency: int, seconds: float, warmup: float
 ) -> dict:
@@ -275,9 +302,9 @@ def run_cell(
         p.start()
     wait = max(0.0, start_at + warmup - time.time())
     time.sleep(wait)
-    cpu0 = server.cpu_seconds()
+    cpu0, faults0 = server.usage()
     results = [q.get(timeout=start_at - time.time() + warmup + seconds + 120) for _ in procs]
-    cpu1 = server.cpu_seconds()
+    cpu1, faults1 = server.usage()
     for p in procs:
         p.join(30)
     lat = np.array(sorted(x for _i, xs in results for x in xs))
@@ -288,6 +315,7 @@ def run_cell(
         "p50_ms": float(np.percentile(lat, 50) * 1000) if n else float("nan"),
         "p99_ms": float(np.percentile(lat, 99) * 1000) if n else float("nan"),
         "cpu_ms_per_inf": (cpu1 - cpu0) * 1000 / n if n else float("nan"),
+        "faults_per_inf": (faults1 - faults0) / n if n else float("nan"),
     }
 
 
@@ -391,12 +419,29 @@ def _row(kind: str, label: str, r: dict) -> None:
     )
 
 
+def _median_row(rows: list[dict]) -> dict:
+    """The round whose throughput is the median (its p50/p99/CPU go with it)."""
+    ordered = sorted(rows, key=lambda r: r["throughput"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--only", choices=["tritonlite", "reference"])
     parser.add_argument("--cells", default="", help="comma-separated label substrings")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="servers measured in ABBA order this many times; the tables "
+                             "show each cell's median round (for a noisy machine)")
     ns = parser.parse_args()
 
     def wanted(label: str) -> bool:
@@ -404,28 +449,47 @@ def main() -> None:
 
     cells = [c for c in CELLS if wanted(c[0])]
     inproc_cells = [c for c in INPROCESS_CELLS if wanted(c[0])]
+    big = any(label.startswith("16MiB") for label, *_ in cells)
     repo = make_repo()
     kinds = [ns.only] if ns.only else ["tritonlite", "reference"]
-    table: dict[str, dict[str, dict]] = {}
+    rounds: dict[str, dict[str, list[dict]]] = {}
+    bounds: list[float] = []
+    print(f"load average at start: {_loadavg()}", flush=True)
     try:
         if "tritonlite" in kinds:
             # The server inside the benchmark process: no HTTP, no port. "server
             # CPU" here is the whole application process with its workers.
             for label, cell, event_loop in inproc_cells:
                 r = run_inprocess_cell(repo, cell, event_loop, ns.seconds, ns.warmup)
-                table.setdefault(label, {})["tritonlite"] = r
+                rounds.setdefault(label, {}).setdefault("tritonlite", []).append(r)
                 _row("tritonlite", label, r)
-        for kind in kinds:
-            server = Server(kind, repo)
-            try:
-                for label, cell, protocol, conc in cells:
-                    r = run_cell(server, cell, protocol, conc, ns.seconds, ns.warmup)
-                    table.setdefault(label, {})[kind] = r
-                    _row(kind, label, r)
-            finally:
-                server.stop()
+        for n in range(max(ns.rounds, 1)):
+            order = kinds if n % 2 == 0 else kinds[::-1]  # ABBA: neither goes first always
+            for kind in order:
+                if big:
+                    bounds.append(one_copy_bound())
+                    print(f"{'':>10} | one-copy bound (numpy 16 MiB copy): {bounds[-1]:.3f} ms "
+                          f"= {1000 / bounds[-1]:.0f} inf/s (load {_loadavg()})", flush=True)
+                server = Server(kind, repo)
+                try:
+                    for label, cell, protocol, conc in cells:
+                        r = run_cell(server, cell, protocol, conc, ns.seconds, ns.warmup)
+                        rounds.setdefault(label, {}).setdefault(kind, []).append(r)
+                        _row(kind, label, r)
+                finally:
+                    server.stop()
     finally:
         shutil.rmtree(repo, ignore_errors=True)
+    print(f"load average at end: {_loadavg()}", flush=True)
+    table = {label: {kind: _median_row(rows) for kind, rows in by_kind.items()}
+             for label, by_kind in rounds.items()}
+    if ns.rounds > 1:
+        print()
+        print(f"median of {ns.rounds} rounds per cell:")
+        for label, by_kind in table.items():
+            for kind, r in by_kind.items():
+                _row(kind, label, r)
+    bound = float(np.median(bounds)) if bounds else None
     if len(kinds) == 2:
         print()
         print(
@@ -443,6 +507,8 @@ def main() -> None:
                 f"{_ratio(a['cpu_ms_per_inf'], b['cpu_ms_per_inf']):>9}"
             )
         _goals(table)
+    if bound is not None:
+        _large_tensor_goals(table, bound, len(bounds))
 
 
 def _ratio(a: float, b: float) -> str:
@@ -477,6 +543,46 @@ def _goals(table: dict[str, dict[str, dict]]) -> None:
     if lines:
         print()
         print("\n".join(lines))
+
+
+def _large_tensor_goals(table: dict[str, dict[str, dict]], bound_ms: float, samples: int
+                        ) -> None:
+    """Issue 12's 16 MiB goals: against the reference, and against the one-copy
+    bound measured in this run (an identity model needs one copy at least)."""
+    bound = 1000 / bound_ms
+    print()
+    print(f"one-copy bound: 16 MiB numpy copy {bound_ms:.3f} ms (median of {samples} "
+          f"measurements in this run) = {bound:.0f} inf/s")
+    goals = {  # label: (throughput ratio to reach, fraction of the bound to reach)
+        "16MiB shm http c=1": (3.0, 0.5),
+        "16MiB shm http c=4": (3.0, 0.5),
+        "16MiB body http c=1": (1.5, None),
+        "16MiB shm grpc c=1": (None, None),
+        "16MiB body grpc c=1": (None, None),
+    }
+    for label, (ratio_goal, bound_goal) in goals.items():
+        row = table.get(label, {}).get("tritonlite")
+        if row is None:
+            continue
+        ref = table.get(label, {}).get("reference")
+        parts = [f"{label}: {row['throughput']:.1f} inf/s, server "
+                 f"{row.get('faults_per_inf', float('nan')):.0f} page faults/inf"]
+        verdicts = []
+        if ref is not None and ref["throughput"]:
+            ratio = row["throughput"] / ref["throughput"]
+            parts.append(f"{ratio:.2f} x reference")
+            if ratio_goal is not None:
+                verdicts.append(ratio >= ratio_goal)
+                parts[-1] += f" (goal >= {ratio_goal:g})"
+        share = row["throughput"] / bound
+        parts.append(f"{share:.0%} of the one-copy bound")
+        if bound_goal is not None:
+            verdicts.append(share >= bound_goal)
+            parts[-1] += f" (goal >= {bound_goal:.0%})"
+        line = ", ".join(parts)
+        if verdicts:
+            line += ": " + ("met" if all(verdicts) else "NOT met")
+        print(line)
 
 
 if __name__ == "__main__":
