@@ -37,6 +37,42 @@ class Block:
         return self.segment.view[self.offset : self.offset + self.nbytes]
 
 
+class SharedBlock:
+    """An arena block several owners hold (e.g. a request body received straight
+    into the arena, and each input of it a worker reads in place); it goes back
+    to the arena when the last holder lets go. Used from one thread (the loop).
+    """
+
+    __slots__ = ("arena", "block", "view", "_holders")
+
+    def __init__(self, arena: Arena, nbytes: int) -> None:
+        self.arena = arena
+        self.block = arena.allocate(nbytes)
+        self.view = self.block.view
+        self._holders = 1  # the creator's hold, given back with release()
+
+    def hold(self) -> Callable[[], None]:
+        """One more holder; the callable returned lets go of it (once)."""
+        self._holders += 1
+        held = [True]
+
+        def let_go() -> None:
+            if held[0]:
+                held[0] = False
+                self.release()
+
+        return let_go
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0:
+            self.arena.free(self.block)
+
+    @property
+    def freed(self) -> bool:
+        return self.block.freed
+
+
 class Arena:
     """Allocates tensor buffers out of shared segments, growing up to a limit.
 

@@ -82,6 +82,8 @@ class _Pending:
     no worker reads them) and where its answer goes."""
 
     blocks: list[Block]
+    # Holds on blocks shared with others (a request body read into the arena).
+    holds: list[Callable[[], None]] = field(default_factory=list)
     future: asyncio.Future | None = None
     items: asyncio.Queue | None = None
     answered: bool = False  # the final result or an error arrived
@@ -332,11 +334,14 @@ class CoordinatorLink:
         if self.channel.closed:
             raise UnavailableError(_GONE)
         blocks: list[Block] = []
+        holds: list[Callable[[], None]] = []
         try:
-            inputs = [self._input(t, blocks) for t in request.inputs]
+            inputs = [self._input(t, blocks, holds) for t in request.inputs]
         except BaseException:
             for block in blocks:
                 self.arena.free(block)
+            for let_go in holds:
+                let_go()
             raise
         outputs = None
         if request.outputs is not None:
@@ -347,7 +352,7 @@ class CoordinatorLink:
                 for o in request.outputs
             ]
         call_id = next(self._ids)
-        pending = _Pending(blocks)
+        pending = _Pending(blocks, holds)
         if streaming:
             pending.items = asyncio.Queue()
         else:
@@ -360,11 +365,17 @@ class CoordinatorLink:
         ])
         return call_id, pending
 
-    def _input(self, tensor: Any, blocks: list[Block]) -> list:
+    def _input(self, tensor: Any, blocks: list[Block], holds: list[Callable[[], None]]
+               ) -> list:
         head = [tensor.name, tensor.datatype, tensor.shape, tensor.parameters or None]
         shm = tensor.shm
         if shm is not None:
             return [*head, m.IN_SHM, shm.region, shm.offset, shm.byte_size]
+        ref = tensor.arena
+        if ref is not None:  # already in this process's arena (a body read into it)
+            if ref.hold is not None:
+                holds.append(ref.hold())
+            return [*head, m.IN_ARENA, ref.segment_id, ref.offset, ref.byte_size]
         raw = tensor.raw
         if raw is None and tensor.json_data is not None:
             try:
@@ -429,6 +440,9 @@ class CoordinatorLink:
         blocks, pending.blocks = pending.blocks, []
         for block in blocks:
             self.arena.free(block)
+        holds, pending.holds = pending.holds, []
+        for let_go in holds:
+            let_go()
         pending.freed = True
         self._forget_if_done(call_id, pending)
 

@@ -48,11 +48,14 @@ def build_app(server: InferenceServer) -> Starlette:
         else:
             req = HttpRequest(request.method, request.url.path, headers, body,
                               peer=_peer(request))
-            reply = await routes.dispatch(req)
+            try:
+                reply = await routes.dispatch(req)
+            finally:
+                req.release()
         if reply.stream is not None:
             return StreamingResponse(reply.stream, reply.status, headers=reply.headers,
                                      media_type=reply.content_type)
-        return Response(reply.body, reply.status, headers=reply.headers,
+        return Response(reply.whole_body(), reply.status, headers=reply.headers,
                         media_type=reply.content_type)
 
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST", "HEAD"])])

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tritonlite.core.inference_request import (
     RAW_INPUT_NAME,
+    ArenaRef,
     InferRequest,
     InferResult,
     InputTensor,
     RequestedOutput,
     ShmRef,
 )
-from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_dtype
+from tritonlite.datatypes import (
+    deserialize_bytes_tensor,
+    element_count,
+    element_size,
+    numpy_dtype,
+)
 from tritonlite.errors import InvalidArgumentError
 from tritonlite.frontends.http.http_limits import clip
 from tritonlite.frontends.http.json_bounds import parse_json
@@ -29,6 +35,9 @@ from tritonlite.frontends.http.json_tensors import (
     json_tensor_bytes,
     missing_member,
 )
+
+if TYPE_CHECKING:
+    from tritonlite.shm.arena import SharedBlock
 
 HEADER_LENGTH = "inference-header-content-length"
 _MAX_LENGTH_DIGITS = 19  # any larger value is beyond every body limit
@@ -70,7 +79,8 @@ def _shm_ref(params: dict[str, Any]) -> ShmRef | None:
     return ShmRef(region, offset, size)
 
 
-def raw_infer_request(body: bytes, model_name: str, model_version: str) -> InferRequest:
+def raw_infer_request(body: bytes | memoryview, model_name: str, model_version: str
+                      ) -> InferRequest:
     """A raw binary request (Inference-Header-Content-Length: 0, or an empty
     body): the whole body is the data of the model's only input, whose name,
     datatype and shape the core takes from the model's configuration. Its
@@ -82,8 +92,14 @@ def raw_infer_request(body: bytes, model_name: str, model_version: str) -> Infer
 
 
 def parse_infer_request(
-    body: bytes, header_length: int | None, model_name: str, model_version: str
+    body: bytes, header_length: int | None, model_name: str, model_version: str,
+    tensor_data: SharedBlock | None = None,
 ) -> InferRequest:
+    """`tensor_data`: the binary part of the body already in the arena (then
+    `body` is only the JSON head); inputs there are referenced in place."""
+    if tensor_data is not None:
+        return _parse_split_request(body, header_length, model_name, model_version,
+                                    tensor_data)
     if header_length is None:
         header_length = len(body)  # as Triton: no header, the whole body is JSON
     if header_length < 0 or header_length > len(body):
@@ -93,8 +109,45 @@ def parse_infer_request(
         )
     if header_length == 0:
         return raw_infer_request(body, model_name, model_version)
-    header_bytes = body[:header_length]
-    binary = memoryview(body)[header_length:]
+    return _parse_head(body[:header_length], memoryview(body)[header_length:], model_name,
+                       model_version, None)
+
+
+def _parse_split_request(
+    head: bytes, header_length: int | None, model_name: str, model_version: str,
+    data: SharedBlock,
+) -> InferRequest:
+    """A body whose binary part the server read into an arena block."""
+    if header_length is None or header_length != len(head):  # the server split it so
+        raise InvalidArgumentError(
+            f"inference header size should be in range (0, {len(head) + len(data.view)}), "
+            f"got: {header_length}"
+        )
+    if header_length == 0:
+        # Placement copies it (the raw input's name and shape are deduced first).
+        return raw_infer_request(data.view, model_name, model_version)
+    return _parse_head(head, data.view, model_name, model_version, data)
+
+
+def _in_place(tensor: InputTensor, data: SharedBlock, pos: int, size: int) -> None:
+    """Refer to an input's bytes in the arena block instead of copying them, when
+    they are aligned for its datatype (a worker hands them to the model as is)."""
+    if tensor.datatype != "BYTES":
+        try:
+            itemsize = element_size(tensor.datatype)
+        except (KeyError, ValueError, InvalidArgumentError):
+            return  # an unknown datatype: validation says so
+        if (data.block.offset + pos) % itemsize:
+            return
+    block = data.block
+    tensor.arena = ArenaRef(block.segment_id, block.offset + pos, size, data.hold)
+    tensor.raw = None
+
+
+def _parse_head(
+    header_bytes: bytes, binary: memoryview, model_name: str, model_version: str,
+    data: SharedBlock | None,
+) -> InferRequest:
     doc = parse_json(header_bytes)
     if not isinstance(doc, dict):
         raise InvalidArgumentError(
@@ -121,7 +174,10 @@ def parse_infer_request(
         )
     pos = 0
     for item in inputs:
+        start = pos
         tensor, pos = _parse_input(item, binary, pos, model_name)
+        if data is not None and pos > start:
+            _in_place(tensor, data, start, pos - start)
         request.inputs.append(tensor)
     if pos != len(binary):
         raise InvalidArgumentError(
@@ -274,6 +330,17 @@ def build_infer_response(result: InferResult, binary_default: bool) -> tuple[byt
 
     Binary outputs are copied exactly once: from shared memory into the body.
     """
+    header, chunks = infer_response_pieces(result, binary_default)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def infer_response_pieces(
+    result: InferResult, binary_default: bool
+) -> tuple[bytes, list[bytes | memoryview]]:
+    """The JSON head and the binary outputs that follow it, not joined: views
+    of shared memory stay valid until the result is released."""
     outputs = []
     chunks: list[bytes | memoryview] = []
     for out in result.outputs:
@@ -298,7 +365,4 @@ def build_infer_response(result: InferResult, binary_default: bool) -> tuple[byt
     if result.parameters:
         doc["parameters"] = result.parameters
     doc["outputs"] = outputs
-    header = json.dumps(doc, separators=(",", ":")).encode()
-    if not chunks:
-        return header, None
-    return b"".join([header, *chunks]), len(header)
+    return json.dumps(doc, separators=(",", ":")).encode(), chunks

@@ -5,6 +5,12 @@ does only what the KServe routes need (keep-alive, pipelining, Content-Length
 and chunked bodies, Content-Encoding, Expect: 100-continue) and hands complete
 requests to the shared route table.
 
+A large binary inference body is read straight into the server's shared
+memory (`_BodySink`): the JSON head into its own bytes, the tensor data into
+an arena block the worker then reads in place, with no copy in this process.
+A reply whose tensors sit in a worker's output memory is written from there
+(`HttpReply.tail`), and that memory is handed back once the socket took it.
+
 What one connection may cost is bounded (`HttpLimits`): the request URL,
 header count and bytes, the body (declared, received and decompressed), the
 time a head, a body or an unread reply may take, and how much is read ahead
@@ -40,6 +46,7 @@ from tritonlite.frontends.http.request_body import decode_body, is_identity, too
 
 if TYPE_CHECKING:
     from tritonlite.core.inference_server import InferenceServer
+    from tritonlite.shm.arena import Arena, SharedBlock
 
 log = logging.getLogger("tritonlite.http")
 
@@ -59,6 +66,11 @@ _NO_REQUEST = HttpRequest("GET", "", {}, b"")
 _INFLATE_INLINE = 1024
 # A dropped body of this size or more is handed back to the OS at once.
 _TRIM_BYTES = 1 << 20
+# Reads go into one buffer per server (a read is parsed before the next one).
+_READ_SIZE = 256 * 1024
+# Binary tensor data of an inference body from this size on is read straight
+# into the arena; a smaller body costs less as bytes.
+DIRECT_BODY_MIN = 64 * 1024
 
 _malloc_trim: Callable[[int], int] | None
 try:  # glibc keeps freed body pieces in its heap; malloc_trim returns them.
@@ -115,7 +127,42 @@ class _Reject(Exception):
 _PARSE_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade, _Reject)
 
 
-class _Connection(asyncio.Protocol):
+class _BodySink:
+    """Where an inference body goes as it arrives: its JSON head (the
+    Inference-Header-Content-Length bytes) into a bytearray, its binary tensor
+    data into an arena block (the one copy, done by the socket read)."""
+
+    __slots__ = ("head", "data", "head_len", "size", "filled", "method", "keep_alive")
+
+    def __init__(self, data: SharedBlock, head_len: int, size: int, method: str,
+                 keep_alive: bool) -> None:
+        self.head = bytearray(head_len)
+        self.data = data
+        self.head_len = head_len
+        self.size = size  # the whole body (Content-Length)
+        self.filled = 0
+        # Read from the parser at the head: a fresh parser takes the next request.
+        self.method = method
+        self.keep_alive = keep_alive
+
+    def window(self) -> memoryview:
+        """Where the next body bytes go."""
+        if self.filled < self.head_len:
+            return memoryview(self.head)[self.filled:]
+        return self.data.view[self.filled - self.head_len:]
+
+    def write(self, piece: bytes) -> None:
+        """Body bytes the parser handed over (those read with the head)."""
+        src = memoryview(piece)
+        while src:
+            target = self.window()
+            n = min(len(target), len(src))
+            target[:n] = src[:n]
+            src = src[n:]
+            self.filled += n
+
+
+class _Connection(asyncio.BufferedProtocol):
     def __init__(self, owner: LeanHttpServer) -> None:
         self.owner = owner
         self.routes = owner.routes
@@ -162,6 +209,12 @@ class _Connection(asyncio.Protocol):
         self._writable: asyncio.Event | None = None  # made by the first streamed reply
         self.task: asyncio.Task | None = None  # the request being answered
         self.peer: Peer | None = None  # the client, for the authorization check
+        # Direct body reception (None: bodies arrive as bytes through the parser).
+        self.body_arena: Arena | None = getattr(self.routes, "body_arena", None)
+        self.sink: _BodySink | None = None
+        self.direct = False  # the buffer get_buffer() gave is the sink's
+        # Written replies whose memory goes back once the socket took them.
+        self.unsent: list[Callable[[], None]] = []
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,8 +234,9 @@ class _Connection(asyncio.Protocol):
             self.owner.idle.pop(self, None)
             self.in_idle = False
         self.stash = None
-        self.pending.clear()
+        self._drop_pending()
         self._drop_body()
+        self._sent()  # nothing more will be written: its memory goes back
         if self.task is not None and not self.task.done():
             # Nobody waits for the answer: the core drops the request from the
             # queue, or tells the model it is cancelled.
@@ -198,10 +252,39 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.unsent and self.transport is not None:
+            # Paused until the buffer was empty (`_write`): now it is.
+            self.transport.set_write_buffer_limits()
+            self._sent()
         if self._writable is not None:
             self._writable.set()
         if not self.busy and self.pending:
             self._next()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        sink = self.sink
+        if sink is not None and not self.closing and self.stash is None:
+            self.direct = True
+            return sink.window()
+        self.direct = False
+        return self.owner.read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if not self.direct:
+            # The read buffer is reused by the next read (of any connection).
+            self.data_received(bytes(self.owner.read_view[:nbytes]))
+            return
+        self.direct = False
+        sink = self.sink
+        if sink is None:
+            return
+        sink.filled += nbytes
+        self.body_size += nbytes  # progress, as the timeout sweep sees it
+        self.expected -= nbytes
+        if sink.filled == sink.size:
+            # The parser still waits for these bytes: a fresh one reads the next request.
+            self.parser = httptools.HttpRequestParser(self)
+            self._complete(sink.method, sink.keep_alive)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -352,6 +435,9 @@ class _Connection(asyncio.Protocol):
         encoding = headers.get("content-encoding")
         if encoding is not None and not is_identity(encoding):
             self.encoding = encoding
+        if (self.expected >= DIRECT_BODY_MIN and self.encoding is None
+                and self.body_arena is not None):
+            self._begin_direct(headers)
         expect = headers.get("expect")
         if (expect is not None and expect.lower() == "100-continue"
                 and self.expected != 0 and self.parser.get_http_version() == "1.1"):
@@ -359,6 +445,32 @@ class _Connection(asyncio.Protocol):
                 self.continue_owed = True  # after the replies before this one
             elif self.transport is not None:
                 self.transport.write(_CONTINUE)
+
+    def _begin_direct(self, headers: dict[str, str]) -> None:
+        """An inference body with enough binary data: read it into the arena."""
+        # Loaded on use: a server of other routes (the metrics port) needs neither.
+        from tritonlite.frontends.http.infer_codec import HEADER_LENGTH, parse_header_length
+        from tritonlite.shm.arena import SharedBlock
+
+        method = self.parser.get_method()
+        if method != b"POST" or not self.url or not self.url[-1]:
+            return
+        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        if not url.split(b"?", 1)[0].endswith(b"/infer"):
+            return
+        try:
+            head_len = parse_header_length(headers.get(HEADER_LENGTH))
+        except InvalidArgumentError:
+            return  # the route says what is wrong with it
+        if head_len is None or self.expected - head_len < DIRECT_BODY_MIN:
+            return  # a JSON body is parsed as a whole
+        assert self.body_arena is not None
+        try:
+            data = SharedBlock(self.body_arena, self.expected - head_len)
+        except TritonLiteError:
+            return  # the arena is full: the body comes as bytes, and placement says so
+        self.sink = _BodySink(data, head_len, self.expected, method.decode("latin-1"),
+                              self.parser.should_keep_alive())
 
     def on_chunk_header(self) -> None:
         self.chunks += 1
@@ -371,15 +483,35 @@ class _Connection(asyncio.Protocol):
             self.expected -= len(body)
         if self.body_size > self.limit:
             raise _reject_error(too_large(self.limit))
+        if self.sink is not None:
+            self.sink.write(body)
+            return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        sink = self.sink
+        if sink is not None:
+            self._complete(sink.method, sink.keep_alive)
+        else:
+            self._complete(self.parser.get_method().decode("latin-1"),
+                           self.parser.should_keep_alive())
+
+    def _complete(self, method: str, keep_alive: bool) -> None:
+        """A whole request is in: queue it."""
         self.phase = _BETWEEN
         self.continue_owed = False
-        method = self.parser.get_method().decode("latin-1")
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
         path = url.split(b"?", 1)[0].decode("latin-1")
-        keep_alive = self.parser.should_keep_alive()
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            request = HttpRequest(method, path, self.headers, bytes(sink.head),
+                                  peer=self.peer, tensor_data=sink.data)
+            self.pending.append((request, keep_alive, None, None))
+            if self.busy or self.write_paused:
+                self._pause_reading()
+            else:
+                self._next()
+            return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
         encoding = self.encoding
@@ -445,6 +577,8 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a bug, not a client error: answer 500 and keep serving
             log.exception("unhandled error serving %s %s", request.method, clip(request.path))
             reply = HttpReply(500, b'{"error":"internal server error"}', "application/json")
+        finally:
+            request.release()  # a worker still reading the body holds it on its own
         if reply.stream is not None:
             await self._write_stream(request, reply, keep_alive)
             return
@@ -502,9 +636,13 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             self.busy = False
+            reply.sent()
             return
         if self.owner.closing:
             keep_alive = False
+        if reply.tail is not None:
+            self._write_tail(request, reply, keep_alive, transport)
+            return
         body = b"" if request.method == "HEAD" else reply.body
         head = _head(reply, keep_alive, len(reply.body))
         if len(body) < 65536:
@@ -513,6 +651,35 @@ class _Connection(asyncio.Protocol):
             transport.write(head)
             transport.write(body)
         self._finish(keep_alive)
+
+    def _write_tail(self, request: HttpRequest, reply: HttpReply, keep_alive: bool,
+                    transport: asyncio.Transport) -> None:
+        """A reply whose tensors are written from shared memory, no copy here:
+        the memory goes back once the transport's buffer is empty."""
+        tail = reply.tail
+        assert tail is not None
+        head = _head(reply, keep_alive, len(reply.body) + sum(map(len, tail)))
+        if request.method == "HEAD":
+            transport.write(head)
+            reply.sent()
+        else:
+            transport.writelines([head + reply.body, *tail])
+            if transport.get_write_buffer_size():
+                self.unsent.append(reply.sent)
+                # Paused now, resumed when the buffer is empty, not merely low.
+                transport.set_write_buffer_limits(high=0)
+            else:
+                reply.sent()
+        self._finish(keep_alive)
+
+    def _sent(self) -> None:
+        """The replies written so far are out (or never will be): let go of their memory."""
+        unsent, self.unsent = self.unsent, []
+        for sent in unsent:
+            try:
+                sent()
+            except Exception:  # noqa: BLE001 - one failure must not keep the others
+                log.exception("releasing a written reply's memory failed")
 
     def _finish(self, keep_alive: bool) -> None:
         """After a reply: close the connection, or go on with the next request."""
@@ -544,10 +711,19 @@ class _Connection(asyncio.Protocol):
         else:
             self._next()
 
+    def _drop_pending(self) -> None:
+        """Forget requests that will never be served (their bodies go back)."""
+        for request, _keep_alive, _early, _encoding in self.pending:
+            request.release()
+        self.pending.clear()
+
     def _drop_body(self) -> None:
         """Free a request body that will never be served."""
         size = self.body_size
         self.body = []
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.data.release()
         if size >= _TRIM_BYTES and self.phase == _BODY:
             self.body_size = 0
             _return_freed_memory()
@@ -559,7 +735,7 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        self.pending.clear()
+        self._drop_pending()
         if transport.can_write_eof():
             transport.write_eof()
         self._resume_reading()
@@ -655,6 +831,7 @@ class LeanHttpServer:
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
         self.loop_time: Callable[[], float] = time.monotonic  # the loop's clock once started
+        self.read_view = memoryview(bytearray(_READ_SIZE))
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
 

@@ -41,11 +41,15 @@ from tritonlite.frontends.http.http_messages import (
 )
 from tritonlite.frontends.http.infer_codec import (
     HEADER_LENGTH,
-    build_infer_response,
+    infer_response_pieces,
     parse_header_length,
     parse_infer_request,
 )
 from tritonlite.frontends.http.json_bounds import parse_json
+
+# Binary outputs from this size on are written from shared memory, not joined
+# into one bytes (below it a copy costs less than holding the worker's memory).
+WRITE_IN_PLACE_MIN = 64 * 1024
 
 
 def _compress(accept: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -94,6 +98,8 @@ class Routes:
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
         self.max_body = server.options.limits.max_body_bytes
+        # Where the lean server reads large inference bodies into (no copy later).
+        self.body_arena = getattr(server, "arena", None)
         m = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
         H, MD, INF, SHM = (Category.HEALTH, Category.METADATA, Category.INFERENCE,
                            Category.SHARED_MEMORY)
@@ -221,27 +227,36 @@ class Routes:
     async def infer(self, r: HttpRequest) -> HttpReply:
         name, version = self._model(r)
         body = r.body
-        if len(body) > self.max_body:
+        size = len(body) + (len(r.tensor_data.view) if r.tensor_data is not None else 0)
+        if size > self.max_body:
             raise InvalidArgumentError(
-                f"request body of {len(body)} bytes is larger than the limit of "
+                f"request body of {size} bytes is larger than the limit of "
                 f"{self.max_body} bytes"
             )
         # Content-Encoding was undone by the server as the body arrived.
         header_length = parse_header_length(r.headers.get(HEADER_LENGTH))
-        request = parse_infer_request(body, header_length, name, version)
+        request = parse_infer_request(body, header_length, name, version, r.tensor_data)
         request.caller = r.caller
         result = await self.server.infer(request)
         try:
-            out, out_hl = build_infer_response(result, request.binary_output_default)
+            out, chunks = infer_response_pieces(result, request.binary_output_default)
+        except BaseException:
+            result.release()
+            raise
+        headers: dict[str, str] = {}
+        media = JSON
+        if chunks:
+            headers["Inference-Header-Content-Length"] = str(len(out))
+            media = "application/octet-stream"
+        accept = r.headers.get("accept-encoding")
+        if chunks and not accept and sum(map(len, chunks)) >= WRITE_IN_PLACE_MIN:
+            # Written from the worker's memory; released once the socket took it.
+            return HttpReply(200, out, media, headers, tail=chunks, on_sent=result.release)
+        try:
+            if chunks:
+                out = b"".join([out, *chunks])
         finally:
             result.release()
-        headers: dict[str, str] = {}
-        if out_hl is not None:
-            headers["Inference-Header-Content-Length"] = str(out_hl)
-            media = "application/octet-stream"
-        else:
-            media = JSON
-        accept = r.headers.get("accept-encoding")
         if accept:
             out = _compress(accept, out, headers)
         return HttpReply(200, out, media, headers or None)
