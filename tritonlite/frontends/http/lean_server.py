@@ -68,6 +68,7 @@ _INFLATE_INLINE = 1024
 _TRIM_BYTES = 1 << 20
 # Reads go into one buffer per server (a read is parsed before the next one).
 _READ_SIZE = 256 * 1024
+_HEAD_READ_SIZE = 64 * 1024  # while no body is being read
 # Binary tensor data of an inference body from this size on is read straight
 # into the arena; a smaller body costs less as bytes.
 DIRECT_BODY_MIN = 64 * 1024
@@ -267,12 +268,17 @@ class _Connection(asyncio.BufferedProtocol):
             self.direct = True
             return sink.window()
         self.direct = False
-        return self.owner.read_view
+        if self.phase == _BODY:
+            return self.owner.read_view
+        # Heads are read in smaller pieces: the start of a large body read along
+        # with its head is copied (as bytes, then by the parser) before the sink
+        # takes over, and a piece under malloc's mmap threshold costs no page faults.
+        return self.owner.head_view
 
     def buffer_updated(self, nbytes: int) -> None:
         if not self.direct:
             # The read buffer is reused by the next read (of any connection).
-            self.data_received(bytes(self.owner.read_view[:nbytes]))
+            self.data_received(self.owner.read_view[:nbytes].tobytes())
             return
         self.direct = False
         sink = self.sink
@@ -832,6 +838,7 @@ class LeanHttpServer:
         self.closing = False
         self.loop_time: Callable[[], float] = time.monotonic  # the loop's clock once started
         self.read_view = memoryview(bytearray(_READ_SIZE))
+        self.head_view = self.read_view[:_HEAD_READ_SIZE]
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
 
