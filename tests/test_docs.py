@@ -27,7 +27,7 @@ LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
 # A path inside the repository, written in backticks or plain text.
 TOP_FOLDERS = ("tritonlite", "workers", "shm", "protos", "scripts", "tests", "examples",
                "deploy", "docs")
-REPO_PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./-]*)" % "|".join(TOP_FOLDERS))
+REPO_PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(TOP_FOLDERS) + r")/[\w./-]*)")
 # Places a reader of the repository cannot follow: the workplace's folders and
 # the notes kept outside the repository.
 OUTSIDE = re.compile(r"\.\./shared|/work/|closing notes|session notes|notes outside")
@@ -37,7 +37,7 @@ def _doc_id(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _defined_names(test_file: Path) -> frozenset[str]:
     """Top-level functions and classes, and `Class::method` for methods."""
     tree = ast.parse(test_file.read_text(), filename=str(test_file))
@@ -60,7 +60,7 @@ def _slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _anchors(doc: Path) -> frozenset[str]:
     seen: dict[str, int] = {}
     anchors: set[str] = set()
