@@ -134,3 +134,24 @@ def test_no_pointer_outside_the_repository(doc: Path):
         if OUTSIDE.search(line)
     ]
     assert found == [], f"{_doc_id(doc)} points outside the repository"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_doc_id)
+def test_table_rows_have_the_header_s_columns(doc: Path):
+    # A stray '|' (an empty cell written twice, a pipe in a note) shifts the
+    # cells of a row under the wrong headings without any error.
+    bad = []
+    header_cells = None
+    in_fence = False
+    for n, line in enumerate(doc.read_text().splitlines(), 1):
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if in_fence or not line.lstrip().startswith("|"):
+            header_cells = None
+            continue
+        cells = len(re.findall(r"(?<!\\)\|", line.strip())) - 1
+        if header_cells is None:
+            header_cells = cells
+        elif cells != header_cells:
+            bad.append(f"line {n}: {cells} cells, header has {header_cells}")
+    assert bad == [], f"{_doc_id(doc)} has table rows that do not fit their header"
