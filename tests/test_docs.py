@@ -1,6 +1,7 @@
 """The docs cannot go stale silently: every test they name exists, every
-relative link resolves, every repository path they name is there, and none
-points at notes outside the repository.
+relative link resolves, every repository path they name is there, none
+points at notes outside the repository, and every table row has its header's
+number of cells.
 
 Covers README.md and docs/*.md. A `tests/test_x.py::name` reference must name
 a test function (or `Class::method`) defined in that file; a reference without
