@@ -231,6 +231,8 @@ def run_server_profile(ns: argparse.Namespace) -> None:
     for each process's split over the stages."""
     n, front, workers, _ = measure(ns, profile=False)
     per_inf = front + workers
+    if ns.counters:
+        measure(ns, profile=False, counters=True)
     side = "application (caller + in-process core)" if ns.protocol == "inprocess" \
         else "frontend"
     print(f"server CPU {per_inf:.0f} us/inference: {side} {front:.0f}, workers {workers:.0f}")
@@ -240,9 +242,13 @@ def run_server_profile(ns: argparse.Namespace) -> None:
     report(counts, {"frontend": front, "worker": workers}, n2, ns.rate)
 
 
-def measure(ns: argparse.Namespace, profile: bool
+def measure(ns: argparse.Namespace, profile: bool, counters: bool = False
             ) -> tuple[int, float, float, dict[str, collections.Counter]]:
-    repo = tempfile.mkdtemp(prefix="tl-prof-")
+    """One server, one bounded run. With `counters`, the run has
+    TRITONLITE_STAGE_COUNTERS set (workers/cpu_stages.py) and prints each
+    process role's CPU per stage."""
+    work = tempfile.mkdtemp(prefix="tl-prof-")
+    repo = os.path.join(work, "models")
     shutil.copytree(os.path.join(ROOT, "examples", "models", "add_sub"), f"{repo}/add_sub")
     http, grpc_port, metrics = free_port(), free_port(), free_port()
     argv = [
@@ -253,10 +259,15 @@ def measure(ns: argparse.Namespace, profile: bool
     ]
     log = open(os.path.join(repo, "server.log"), "wb")
     inproc = ns.protocol == "inprocess"
+    env = dict(os.environ)
+    stage_dir = os.path.join(work, "stages")
+    if counters:
+        os.mkdir(stage_dir)
+        env["TRITONLITE_STAGE_COUNTERS"] = stage_dir
     server = None
     if not inproc:
         server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+                                  start_new_session=True, env=env)
     client = None
     try:
         deadline = time.monotonic() + 120
@@ -268,7 +279,10 @@ def measure(ns: argparse.Namespace, profile: bool
                     if r.status == 200:
                         break
             except OSError:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or server is None or server.poll() is not None:
+                    log.flush()
+                    with open(os.path.join(repo, "server.log")) as f:
+                        sys.stderr.write(f.read()[-3000:])
                     raise RuntimeError("server did not become ready") from None
                 time.sleep(0.2)
         url = f"127.0.0.1:{http if ns.protocol == 'http' else grpc_port}"
@@ -276,7 +290,7 @@ def measure(ns: argparse.Namespace, profile: bool
             [sys.executable, __file__, "--client", ns.protocol, "--url", url,
              "--requests", str(ns.requests), "--seconds", str(ns.seconds)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            start_new_session=inproc,
+            start_new_session=inproc, env=env if inproc else None,
         )
         assert client.stdout is not None and client.stdin is not None
         if client.stdout.readline().strip() != "ready":
@@ -294,6 +308,7 @@ def measure(ns: argparse.Namespace, profile: bool
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             time.sleep(1.5)  # py-spy attaches
+        stages0 = _read_cpu_stages(stage_dir) if counters else {}
         front0 = _pid_cpu(root_pid)
         tree0 = tree_cpu_seconds(root_pid)
         t0 = time.monotonic()
@@ -306,6 +321,7 @@ def measure(ns: argparse.Namespace, profile: bool
         elapsed = time.monotonic() - t0
         front1 = _pid_cpu(root_pid)
         tree1 = tree_cpu_seconds(root_pid)
+        stages1 = _read_cpu_stages(stage_dir) if counters else {}
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
@@ -329,19 +345,56 @@ def measure(ns: argparse.Namespace, profile: bool
               f"{len(workers)} worker processes")
         if spy is not None and os.environ.get("PROFILE_SMALL_RAW") and os.path.exists(raw):
             shutil.copy(raw, os.environ["PROFILE_SMALL_RAW"])  # the samples, kept
+        if counters:
+            _print_cpu_stages(stages0, stages1, n, {"frontend": front, "worker": per_inf - front})
         counts = parse_collapsed(raw) if spy is not None and os.path.exists(raw) else {}
         return n, front, per_inf - front, counts
     finally:
         if client is not None and client.poll() is None:
             client.kill()
         if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
             try:
+                os.killpg(server.pid, signal.SIGTERM)
                 server.wait(30)
+            except ProcessLookupError:
+                pass
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
         log.close()
-        shutil.rmtree(repo, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _read_cpu_stages(directory: str) -> dict[str, dict[str, int]]:
+    """role -> stage -> ns, summed over the processes of that role."""
+    import numpy as np
+    from tritonlite.workers.cpu_stages import FRONTEND_STAGES, WORKER_STAGES
+
+    out: dict[str, dict[str, int]] = {}
+    for name in os.listdir(directory):
+        if ".cpu." not in name:
+            continue
+        role = name.split(".", 1)[0]
+        stages = WORKER_STAGES if role == "worker" else FRONTEND_STAGES
+        raw = np.fromfile(os.path.join(directory, name), dtype=np.int64)
+        if raw.size != len(stages):
+            continue
+        totals = out.setdefault(role, dict.fromkeys(stages, 0))
+        for stage, v in zip(stages, raw, strict=True):
+            totals[stage] += int(v)
+    return out
+
+
+def _print_cpu_stages(before: dict, after: dict, n: int, cpu_us: dict[str, float]) -> None:
+    print(f"{'process':<9} {'stage (thread CPU between marks)':<32} {'us/inf':>7}")
+    for role in ("frontend", "worker"):
+        total = 0.0
+        for stage, v in after.get(role, {}).items():
+            us = (v - before.get(role, {}).get(stage, 0)) / 1e3 / n
+            total += us
+            if us >= 0.05:
+                print(f"{role:<9} {stage:<32} {us:>7.1f}")
+        print(f"{role:<9} {'sum of the stages':<32} {total:>7.1f}")
+        print(f"{role:<9} {'/proc CPU (all threads)':<32} {cpu_us[role]:>7.1f}")
 
 
 def report(counts: dict[str, collections.Counter], cpu_us: dict[str, float], n: int,
@@ -377,6 +430,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=20.0, help="upper bound on the run")
     parser.add_argument("--rate", type=int, default=2000, help="py-spy samples per second")
+    parser.add_argument("--counters", action="store_true",
+                        help="also a run with the CPU stage counters (workers/cpu_stages.py)")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="CPU per inference only (no profiler attached)")
     parser.add_argument("--client", help=argparse.SUPPRESS)

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from tritonlite.shm.arena import SegmentCache
-from tritonlite.workers import channel, messages
+from tritonlite.workers import channel, cpu_stages, messages
 from tritonlite.workers.messages import (
     AttachSegment,
     BLSRelease,
@@ -102,7 +102,11 @@ class ChannelEndpoint:
                 data, fds = channel.recv(self.sock)
                 if not data:
                     return None
+                if cpu_stages.CLOCK is not None:
+                    cpu_stages.CLOCK.mark("worker wake-up, receive")
                 work = self._route(messages.decode(data), fds)
+                if cpu_stages.CLOCK is not None:
+                    cpu_stages.CLOCK.mark("worker decode")
             if work is not None:
                 return work
 

@@ -12,6 +12,7 @@ import json
 import time
 
 from tritonlite.shm.arena import SegmentCache
+from tritonlite.workers import cpu_stages
 from tritonlite.workers.cancel_board import CancelBoard
 from tritonlite.workers.messages import BatchDone, ExecuteBatch, RequestItem, ResponseItem
 from tritonlite.workers.output_writer import OutputWriter
@@ -87,9 +88,13 @@ class PythonExecutor:
                                is_cancelled=sender.is_cancelled)
             requests.append(request)
         t1 = time.perf_counter_ns()
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("model inputs")
         run = [r for i, r in enumerate(requests) if i not in early]
         results = self.runner.execute(run, self.instance_name) if run else []
         t2 = time.perf_counter_ns()
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("model call")
         returned: list[object] = [None] * len(requests)
         it = iter(results)
         for i in range(len(requests)):
@@ -104,6 +109,8 @@ class PythonExecutor:
         else:
             responses = self._answers(batch, returned, senders, early, rescheduled)
         t3 = time.perf_counter_ns()
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("output write")
         return BatchDone(batch.batch_id, responses, t1 - t0, t2 - t1, t3 - t2)
 
     def _decoupled_answers(

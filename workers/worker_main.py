@@ -24,7 +24,7 @@ import threading
 import traceback
 
 from tritonlite.shm.arena import Arena, Segment, SegmentCache
-from tritonlite.workers import channel, messages
+from tritonlite.workers import channel, cpu_stages, messages
 from tritonlite.workers.backends import backend_class, is_framework_backend
 from tritonlite.workers.backends.model_warmup import python_executor, run_warmup, warmup_samples
 from tritonlite.workers.backends.placement import apply_cpu_set, group_of_instance
@@ -249,6 +249,8 @@ class Worker:
         if self.metrics is not None:
             self.metrics.flush()  # the batch's metric updates, ahead of its answer
         self.send(done)
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("completion send")
 
     def finalize(self) -> None:
         if self.python is not None:
@@ -313,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         worker.send(InitFailed(str(text)))
         return
+    cpu_stages.enable("worker")  # only with TRITONLITE_STAGE_COUNTERS set
     try:
         worker.serve()
     finally:

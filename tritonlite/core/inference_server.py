@@ -62,6 +62,7 @@ from tritonlite.model_config import ModelSpec, config_to_dict
 from tritonlite.shm.arena import Arena
 from tritonlite.shm.region_registry import RegionQuota, RegionRegistry
 from tritonlite.shm.segments import ClientAccess
+from tritonlite.workers import cpu_stages
 from tritonlite.workers.messages import EXECUTE_FAILED, RequestItem
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ def _namespace(caller: Caller) -> str:
 class InferenceServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
+        cpu_stages.enable("frontend")  # only with TRITONLITE_STAGE_COUNTERS set
         ids = itertools.count(1)
         self._next_id = lambda: next(ids)
         self.arena = Arena(
@@ -479,6 +481,8 @@ class InferenceServer:
         if stream is None and spec.config.model_transaction_policy.decoupled:
             raise DecoupledModelError(DECOUPLED_HTTP)
         model_shapes = validate_request(request, spec, self.options.limits)
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("validation")
         t_start = time.perf_counter_ns()
         memory = RequestMemory()
         self.in_flight += 1
@@ -493,6 +497,8 @@ class InferenceServer:
             out_regions: dict[int, ShmRef] = {}
             if request.outputs is not None:
                 out_specs, out_regions = self.placer.place_outputs(request.outputs, memory)
+            if cpu_stages.CLOCK is not None:
+                cpu_stages.CLOCK.mark("placement")
             params = request.parameters or {}
             # The options the server reads from the parameters (none when they
             # are all the model's, as for the generate extension).
@@ -535,8 +541,12 @@ class InferenceServer:
                 restart=restart,
             )
             fut = queued.future
+            if cpu_stages.CLOCK is not None:
+                cpu_stages.CLOCK.mark("scheduling")
             try:
                 response, item, done, worker = await asyncio.shield(fut)
+                if cpu_stages.CLOCK is not None:
+                    cpu_stages.CLOCK.mark("event loop, socket read (C)")
             except asyncio.CancelledError:
                 # The client went away: a queued request leaves the queue (its
                 # memory is freed now), a running one is flagged for the model
@@ -609,6 +619,8 @@ class InferenceServer:
                     lease.release()
 
             result._release = release
+            if cpu_stages.CLOCK is not None:
+                cpu_stages.CLOCK.mark("result build, statistics")
             return result
         finally:
             memory.free(self.arena)

@@ -48,6 +48,7 @@ from tritonlite.core.worker_process import (
 )
 from tritonlite.errors import InternalError, TritonLiteError, UnavailableError
 from tritonlite.model_config import ModelSpec, config_from_json, config_to_json, normalize
+from tritonlite.workers import cpu_stages
 from tritonlite.workers.backends import placement
 from tritonlite.workers.backends.stage_counters import (
     ENV_DIR as STAGES_ENV,
@@ -581,7 +582,11 @@ class ModelRuntime:
         self.in_flight += len(items)
         if self.rate_limiter is not None:
             self.rate_limiter.acquire(slot.name)
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("scheduling")
         batch_id, fut = worker.execute([i.message for i in items])
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("hand-off to the worker")
         for index, item in enumerate(items):
             item.worker, item.batch_id, item.index = worker, batch_id, index
         timer = None
@@ -613,6 +618,8 @@ class ModelRuntime:
         fut: asyncio.Future,
         timer: asyncio.TimerHandle | None = None,
     ) -> None:
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("event loop, socket read (C)")
         if timer is not None:
             timer.cancel()
         if slot.worker is worker:
@@ -648,6 +655,8 @@ class ModelRuntime:
             if item.sequence is not None:
                 self._busy_sequences.discard(item.sequence.corr)
         self._pump()
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("completion: resolve")
 
     def _reschedule(self, item: WorkItem) -> None:
         """The model released the request with RESCHEDULE: back into the

@@ -36,7 +36,7 @@ from tritonlite.core.process_exit import ExitWatch
 from tritonlite.core.worker_output import OutputRelay, limits_from_env
 from tritonlite.errors import InternalError, TritonLiteError, error_from_code_name
 from tritonlite.shm.arena import SegmentCache
-from tritonlite.workers import channel, messages
+from tritonlite.workers import channel, cpu_stages, messages
 from tritonlite.workers.messages import (
     CANCEL_BOARD_SEGMENT_ID,
     AttachSegment,
@@ -474,6 +474,8 @@ class WorkerProcess:
 
     # -- receiving -----------------------------------------------------------
     def _on_readable(self) -> None:
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("event loop, socket read (C)")
         sock = self.sock
         while sock is not None and self.alive:
             try:
@@ -486,7 +488,12 @@ class WorkerProcess:
                 self._on_eof()
                 return
             payload, fds = channel.unpack_received(data, list(fds))
-            self._dispatch(messages.decode(payload), fds)
+            msg = messages.decode(payload)
+            if cpu_stages.CLOCK is not None:
+                cpu_stages.CLOCK.mark("completion: receive, decode")
+            self._dispatch(msg, fds)
+            if cpu_stages.CLOCK is not None:
+                cpu_stages.CLOCK.mark("completion: resolve")
             sock = self.sock
 
     def _dispatch(self, msg: Any, fds: list[int]) -> None:

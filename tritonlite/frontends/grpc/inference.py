@@ -21,6 +21,7 @@ from tritonlite.frontends.grpc.tensor_codec import (
     stream_response_bytes,
     to_core_request,
 )
+from tritonlite.workers import cpu_stages
 
 log = logging.getLogger("tritonlite.grpc")
 
@@ -70,6 +71,8 @@ class InferenceRpcs:
     async def ModelInfer(self, parsed: ParsedInferRequest, caller: Caller) -> bytes:
         request = to_core_request(parsed)
         request.caller = caller
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("request decode")
         try:
             result = await self.server.infer(request)
         except DecoupledModelError:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tritonlite.frontends.grpc.grpc_messages import INTERNAL
 from tritonlite.frontends.grpc.rpc_table import RpcAbort
+from tritonlite.workers import cpu_stages
 
 if TYPE_CHECKING:
     from tritonlite.frontends.grpc.lean_h2_connection import Call, H2Connection
@@ -18,10 +19,14 @@ log = logging.getLogger("tritonlite.grpc")
 
 async def run_unary(conn: H2Connection, call: Call, data: Any) -> None:
     method = call.method
+    if cpu_stages.CLOCK is not None:
+        cpu_stages.CLOCK.mark("event loop, socket read (C)")
     try:
         request = data if method.deserialize is None else method.deserialize(data)
         response = await method.call(request, call.metadata, conn.peer)
         payload = response if method.serialize is None else method.serialize(response)
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("response encode")
     except RpcAbort as exc:
         conn.finish(call, exc.code.value[0], exc.message)
         return
@@ -30,6 +35,8 @@ async def run_unary(conn: H2Connection, call: Call, data: Any) -> None:
         conn.finish(call, INTERNAL, f"internal error: {exc}")
         return
     conn.respond(call, payload)
+    if cpu_stages.CLOCK is not None:
+        cpu_stages.CLOCK.mark("socket write")
 
 
 async def run_stream(conn: H2Connection, call: Call) -> None:

@@ -33,6 +33,7 @@ from tritonlite.frontends.grpc.h2_events import (
 from tritonlite.frontends.grpc.h2_protocol import H2ServerProtocol
 from tritonlite.frontends.grpc.h2_sender import JOIN_BELOW
 from tritonlite.frontends.grpc.lean_h2_calls import run_stream, run_unary
+from tritonlite.workers import cpu_stages
 
 if TYPE_CHECKING:
     from tritonlite.frontends.grpc.lean_h2_server import LeanGrpcServer
@@ -120,10 +121,18 @@ class H2Connection(asyncio.BufferedProtocol):
         return self.protocol.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("event loop, socket read (C)")
         events = self.protocol.buffer_updated(nbytes)
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("HTTP/2 parse")
         self._write(self.protocol.data_to_send())
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("socket write")
         if events:
             self._dispatch(events)
+            if cpu_stages.CLOCK is not None:
+                cpu_stages.CLOCK.mark("HTTP/2 parse")
 
     def pause_writing(self) -> None:
         self.protocol.pause_output()

@@ -43,6 +43,7 @@ from tritonlite.frontends.http.http_limits import (
 )
 from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest, error_reply
 from tritonlite.frontends.http.request_body import decode_body, is_identity, too_large
+from tritonlite.workers import cpu_stages
 
 if TYPE_CHECKING:
     from tritonlite.core.inference_server import InferenceServer
@@ -293,6 +294,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._complete(sink.method, sink.keep_alive)
 
     def data_received(self, data: bytes) -> None:
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("event loop, socket read (C)")
         if self.closing:
             return  # an error reply is on its way: the rest is dropped unread
         if self.stash is not None:  # arrived as reading was being paused
@@ -535,6 +538,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._pause_reading()  # read no further until this one is answered
         else:
             self._next()
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("HTTP parse")
 
     # -- request handling ----------------------------------------------------
     def _next(self) -> None:
@@ -577,6 +582,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     async def _handle(self, request: HttpRequest, keep_alive: bool, encoding: str | None
                       ) -> None:
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("event loop, socket read (C)")
         try:
             failed = None if encoding is None else await self._inflate(request, encoding)
             reply = failed if failed is not None else await self.routes.dispatch(request)
@@ -651,12 +658,18 @@ class _Connection(asyncio.BufferedProtocol):
             return
         body = b"" if request.method == "HEAD" else reply.body
         head = _head(reply, keep_alive, len(reply.body))
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("response encode")
         if len(body) < 65536:
             transport.write(head + body)
         else:
             transport.write(head)
             transport.write(body)
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("socket write")
         self._finish(keep_alive)
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("HTTP parse")
 
     def _write_tail(self, request: HttpRequest, reply: HttpReply, keep_alive: bool,
                     transport: asyncio.Transport) -> None:

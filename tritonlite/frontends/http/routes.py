@@ -46,6 +46,7 @@ from tritonlite.frontends.http.infer_codec import (
     parse_infer_request,
 )
 from tritonlite.frontends.http.json_bounds import parse_json
+from tritonlite.workers import cpu_stages
 
 # Binary outputs from this size on are written from shared memory, not joined
 # into one bytes (below it a copy costs less than holding the worker's memory).
@@ -237,6 +238,8 @@ class Routes:
         header_length = parse_header_length(r.headers.get(HEADER_LENGTH))
         request = parse_infer_request(body, header_length, name, version, r.tensor_data)
         request.caller = r.caller
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("request decode")
         result = await self.server.infer(request)
         try:
             out, chunks = infer_response_pieces(result, request.binary_output_default)
@@ -257,6 +260,8 @@ class Routes:
                 out = b"".join([out, *chunks])
         finally:
             result.release()
+        if cpu_stages.CLOCK is not None:
+            cpu_stages.CLOCK.mark("response encode")
         if accept:
             out = _compress(accept, out, headers)
         return HttpReply(200, out, media, headers or None)
