@@ -41,6 +41,7 @@ from tritonlite.core.model_statistics import ModelStatistics
 from tritonlite.core.rate_limiter import RateLimiter, ResourcePool, instance_needs
 from tritonlite.core.sequence_batcher import Sequence, SequenceTracker
 from tritonlite.core.worker_process import (
+    BatchAnswer,
     WorkerDied,
     WorkerProcess,
     WorkerServices,
@@ -99,6 +100,25 @@ class WorkItem:
     cancelled: bool = False
     # Makes the request a continuation before it runs again (rescheduled).
     restart: Callable[[], None] | None = None
+    # The runtime is done with it (answered, failed or dropped from the queue):
+    # the worker no longer reads its inputs. The caller awaits `future` itself,
+    # so a caller that goes away cancels the future; what must wait for the
+    # worker (freeing the inputs) waits for this instead.
+    settled: bool = False
+    on_settled: Callable[[], None] | None = field(default=None, repr=False)
+
+    def when_settled(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the runtime is done with this request (now if it is)."""
+        if self.settled:
+            callback()
+        else:
+            self.on_settled = callback
+
+    def settle(self) -> None:
+        self.settled = True
+        callback, self.on_settled = self.on_settled, None
+        if callback is not None:
+            callback()
 
 
 _CANCELLED = object()  # an outcome: the caller went away (the future is cancelled)
@@ -416,6 +436,7 @@ class ModelRuntime:
         item = WorkItem(message, segments, fut, now, batch_size=batch_size, sequence=sequence,
                         restart=restart)
         if self.state != "READY":
+            item.settled = True
             fut.set_exception(UnavailableError(f"model '{self.name}' is not ready"))
             return item
         if not self._scheduling_ready:
@@ -445,7 +466,7 @@ class ModelRuntime:
         if item.worker is not None:
             item.worker.cancel_request(item.batch_id, item.index)
             return False
-        if item.future.done():
+        if item.settled:
             return False
         if self.batcher is not None:
             removed = self.batcher.remove(item)
@@ -597,7 +618,7 @@ class ModelRuntime:
         fut.add_done_callback(lambda f: self._on_batch_done(slot, worker, items, f, timer))
 
     def _execution_timed_out(
-        self, slot: InstanceSlot, worker: WorkerProcess, fut: asyncio.Future
+        self, slot: InstanceSlot, worker: WorkerProcess, fut: BatchAnswer
     ) -> None:
         """A batch overstayed execution_timeout_ms: fail it, replace the instance."""
         if fut.done() or not worker.alive:
@@ -615,7 +636,7 @@ class ModelRuntime:
         slot: InstanceSlot,
         worker: WorkerProcess,
         items: list[WorkItem],
-        fut: asyncio.Future,
+        fut: BatchAnswer,
         timer: asyncio.TimerHandle | None = None,
     ) -> None:
         if cpu_stages.CLOCK is not None:
@@ -698,6 +719,7 @@ class ModelRuntime:
                 for ref in response.outputs:
                     if ref.segment_id < 0:
                         worker.release(ref.segment_id, ref.offset)
+                item.settle()
                 return
             self._finish(item, result=(response, item, done, worker))
 
@@ -706,6 +728,7 @@ class ModelRuntime:
     def _finish(self, item: WorkItem, *, result: object = None, exc: BaseException | None = None
                 ) -> None:
         """Resolve a request, in arrival order when preserve_ordering is set."""
+        item.settle()
         if not self.preserve_ordering:
             _resolve(item.future, result, exc)
             return

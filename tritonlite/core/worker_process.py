@@ -90,6 +90,61 @@ class ResponseSink(Protocol):
     def fail(self, exc: BaseException) -> None: ...
 
 
+class BatchAnswer:
+    """What a batch sent to a worker comes to: its BatchDone, or the error it
+    failed with (the part of asyncio.Future the runtime uses). Unlike a
+    Future, a BatchDone reaches the callbacks at once, inside the channel's
+    read callback, instead of one event-loop turn later: one loop round and
+    one Future less per batch. A failure is reported on the next turn, as a
+    Future would, so a dying worker finishes its own cleanup first."""
+
+    __slots__ = ("_loop", "_value", "_error", "_done", "_callbacks")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._value: BatchDone | None = None
+        self._error: BaseException | None = None
+        self._done = False
+        self._callbacks: list[Callable[[BatchAnswer], None]] = []
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> BatchDone:
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def add_done_callback(self, callback: Callable[[BatchAnswer], None]) -> None:
+        if self._done:
+            self._loop.call_soon(callback, self)
+        else:
+            self._callbacks.append(callback)
+
+    def set_result(self, value: BatchDone) -> None:
+        if self._done:
+            return
+        self._value, self._done = value, True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:  # noqa: BLE001 - as the loop reports a failing callback
+                log.exception("batch completion callback failed")
+
+    def set_exception(self, error: BaseException) -> None:
+        if self._done:
+            return
+        self._error, self._done = error, True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._loop.call_soon(callback, self)
+
+
 class WorkerStartError(Exception):
     """The worker could not initialize; `message` is the model's reason."""
 
@@ -136,7 +191,7 @@ class WorkerProcess:
         self.alive = False
         self.attached: set[int] = set()
         self.out_segments = SegmentCache()
-        self.pending: dict[int, asyncio.Future] = {}
+        self.pending: dict[int, BatchAnswer] = {}
         self.release_keys: list[tuple[int, int]] = []
         self._ready: asyncio.Future | None = None
         self._batch_ids = 0
@@ -379,12 +434,12 @@ class WorkerProcess:
                 except (OSError, WorkerDied):
                     pass
 
-    def execute(self, requests: list[RequestItem]) -> tuple[int, asyncio.Future]:
-        """Send one batch; returns its id and a future resolving to its BatchDone."""
+    def execute(self, requests: list[RequestItem]) -> tuple[int, BatchAnswer]:
+        """Send one batch; returns its id and the BatchAnswer its BatchDone resolves."""
         assert self._loop is not None
         self._batch_ids += 1
         batch_id = self._batch_ids
-        fut = self._loop.create_future()
+        fut = BatchAnswer(self._loop)
         release, self.release_keys = self.release_keys, []
         self.pending[batch_id] = fut
         board = self.board
