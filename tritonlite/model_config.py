@@ -292,6 +292,9 @@ class ModelSpec:
     outputs: dict[str, TensorSpec] = field(default_factory=dict)
     # Classification labels by output name (the output's label_filename).
     labels: dict[str, list[str]] = field(default_factory=dict)
+    # Request plans: what validation found for an input signature it accepted
+    # (request_validation.py), so the next request like it skips the checks.
+    plans: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config: ModelConfig, model_dir: str | None = None) -> ModelSpec:

@@ -26,11 +26,41 @@ def request_prefix(request_id: str) -> str:
     return f"[request id: {request_id or '<id_unknown>'}] "
 
 
+# Signatures a model keeps plans for; past this the plans start over (a client
+# that sends a new shape every time costs one dict clear per this many requests).
+MAX_PLANS = 64
+
+
 def validate_request(
     request: InferRequest, spec: ModelSpec, limits: RequestLimits
 ) -> list[list[int]]:
     """Validate inputs/outputs; return each input's shape as the model sees it
-    (after `reshape`), in the order of request.inputs."""
+    (after `reshape`), in the order of request.inputs.
+
+    The outcome depends only on the request's signature (input names,
+    datatypes and shapes, output names), the model and the server's limits,
+    so an accepted signature's shapes are kept in spec.plans and a request
+    with the same signature gets them without the checks (the byte counts,
+    which depend on the data, are checked at placement every time)."""
+    outputs = request.outputs
+    key = (
+        tuple([(t.name, t.datatype, tuple(t.shape)) for t in request.inputs]),
+        None if outputs is None else tuple([o.name for o in outputs]),
+    )
+    plans = spec.plans
+    plan = plans.get(key)
+    if plan is not None:
+        return [list(shape) for shape in plan]
+    model_shapes = _validate(request, spec, limits)
+    if len(plans) >= MAX_PLANS:
+        plans.clear()
+    plans[key] = tuple(tuple(shape) for shape in model_shapes)
+    return model_shapes
+
+
+def _validate(
+    request: InferRequest, spec: ModelSpec, limits: RequestLimits
+) -> list[list[int]]:
     model = spec.name
     prefix = request_prefix(request.request_id)
     if len(request.inputs) > limits.max_inputs:
