@@ -422,6 +422,8 @@ class InferenceServer:
         self, request: InferRequest, *, stream: ResponseStream | None = None
     ) -> InferResult:
         """Serve one request; a tenant's (request.caller) rules and quotas apply first."""
+        if cpu_stages.CLOCK is not None:  # in process: the caller's own work ends here
+            cpu_stages.CLOCK.mark("request decode")
         caller = request.caller
         tenant = caller.tenant if caller is not None else None
         if tenant is None:
