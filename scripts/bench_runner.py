@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import Any
 
 import numpy as np
 
@@ -184,8 +185,9 @@ def _client_loop(
     seconds: float,
     warmup: float,
     index: int,
-    start_at: float,
+    start_at: Any,
     out: mp.Queue,
+    ready: Any = None,
 ) -> None:
     import warnings
 
@@ -245,8 +247,12 @@ def _client_loop(
             assert np.array_equal(got, x)
         else:
             assert np.array_equal(result.as_numpy("OUTPUT0"), x)
-        while time.time() < start_at:
+        # Every client is connected and checked before the clock starts (on a
+        # busy box 16 interpreters can take longer to start than any fixed lead).
+        ready.release()
+        while start_at.value == 0.0 or time.time() < start_at.value:
             time.sleep(0.001)
+        start_at = start_at.value
         lat: list[float] = []
         t_end_warm = start_at + warmup
         t_end = t_end_warm + seconds
@@ -291,15 +297,23 @@ def run_cell(
     url = f"127.0.0.1:{server.http if protocol == 'http' else server.grpc}"
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    start_at = time.time() + 3.0 + 0.3 * concurrency
+    ready = ctx.Semaphore(0)
+    start = ctx.Value("d", 0.0)
     procs = [
         ctx.Process(
-            target=_client_loop, args=(cell, url, protocol, seconds, warmup, i, start_at, q)
+            target=_client_loop,
+            args=(cell, url, protocol, seconds, warmup, i, start, q, ready),
         )
         for i in range(concurrency)
     ]
     for p in procs:
         p.start()
+    deadline = time.time() + 180
+    for _ in procs:
+        if not ready.acquire(timeout=max(1.0, deadline - time.time())):
+            raise RuntimeError(f"{cell} clients did not start within 180 s")
+    start_at = time.time() + 0.2
+    start.value = start_at
     wait = max(0.0, start_at + warmup - time.time())
     time.sleep(wait)
     cpu0, faults0 = server.usage()
