@@ -1,12 +1,13 @@
 """Interleaved A/B of tritonlite checkouts on add_sub at concurrency 1.
 
 Each checkout (a directory with its own .venv, e.g. this tree and a copy of
-main) serves the bundled add_sub model; one client process sends requests to
+main; or `reference`, the reference Triton of scripts/reference_server)
+serves the bundled add_sub model; one client process sends requests to
 them in turn (A, B, A, B, ...), so load from other processes on a shared box
 falls on every side alike. For each side: server CPU per inference (frontend
 and workers, from /proc/<pid>/task/*/schedstat over the window) and the client's p50.
 
-    .venv/bin/python scripts/ab_small.py --protocol http /tmp/main-copy .
+    .venv/bin/python scripts/ab_small.py --protocol http /tmp/main-copy . reference
 """
 
 from __future__ import annotations
@@ -66,12 +67,17 @@ def tree_cpu_seconds(root: int) -> float:
 
 def start(checkout: str, repo: str, work: str, index: int) -> tuple[subprocess.Popen, int, int]:
     http, grpc_port = free_port(), free_port()
-    argv = [
-        os.path.join(checkout, ".venv", "bin", "tritonlite"), "serve",
-        "--model-repository", repo, "--http-address", "127.0.0.1",
-        "--grpc-address", "127.0.0.1", "--http-port", str(http),
-        "--grpc-port", str(grpc_port), "--metrics-port", str(free_port()),
-    ]
+    ports = ["--http-port", str(http), "--grpc-port", str(grpc_port),
+             "--metrics-port", str(free_port())]
+    if checkout == "reference":
+        argv = [os.path.join(ROOT, "scripts", "reference_server"), "--model-repository", repo,
+                "--log-info", "false", *ports]
+    else:
+        argv = [
+            os.path.join(checkout, ".venv", "bin", "tritonlite"), "serve",
+            "--model-repository", repo, "--http-address", "127.0.0.1",
+            "--grpc-address", "127.0.0.1", *ports,
+        ]
     log = open(os.path.join(work, f"server{index}.log"), "wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             cwd=work)
@@ -144,7 +150,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="tl-ab-")
     repo = os.path.join(work, "models")
     shutil.copytree(os.path.join(ROOT, "examples", "models", "add_sub"), f"{repo}/add_sub")
-    servers = [start(os.path.abspath(c), repo, work, i) for i, c in enumerate(ns.checkouts)]
+    servers = [start(c if c == "reference" else os.path.abspath(c), repo, work, i)
+               for i, c in enumerate(ns.checkouts)]
     proc = None
     try:
         for s, http, _ in servers:
