@@ -52,6 +52,7 @@ RULES: list[tuple[str, str, str]] = [
     ("socket write", "selector_events.py", "write"),
     ("socket write", "selector_events.py", "_write_send"),
     ("socket write", "lean_server.py", "_send"),
+    ("socket write", "lean_server.py", "_write"),
     ("hand-off to the worker", "worker_process.py", "_try_send"),
     ("hand-off to the worker", "worker_process.py", "send"),
     ("hand-off to the worker", "worker_process.py", "execute"),
