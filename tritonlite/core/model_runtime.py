@@ -108,7 +108,8 @@ class WorkItem:
     on_settled: Callable[[], None] | None = field(default=None, repr=False)
 
     def when_settled(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once the runtime is done with this request (now if it is)."""
+        """Run `callback` once the runtime is done with this request (now if it
+        is). One callback: the core sets it when the caller goes away."""
         if self.settled:
             callback()
         else:
@@ -639,8 +640,8 @@ class ModelRuntime:
         fut: BatchAnswer,
         timer: asyncio.TimerHandle | None = None,
     ) -> None:
-        if cpu_stages.CLOCK is not None:
-            cpu_stages.CLOCK.mark("event loop, socket read (C)")
+        if cpu_stages.CLOCK is not None:  # called from the channel's read callback
+            cpu_stages.CLOCK.mark("completion: resolve")
         if timer is not None:
             timer.cancel()
         if slot.worker is worker:
