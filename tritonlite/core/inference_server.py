@@ -533,6 +533,7 @@ class InferenceServer:
                 timeout_us=timeout_us,
                 sequence=sequence,
                 restart=restart,
+                exclusive=memory.client_regions,
             )
             fut = queued.future
             try:
