@@ -192,7 +192,10 @@ def test_bytes_input_in_a_region_shrinking_and_growing_while_read(srv, objects):
             except InferenceServerException as exc:
                 assert srv.proc.poll() is None, srv.log()
                 assert exc.status() == "400", exc.message()
-                assert "flip_bytes" in exc.message(), exc.message()
+                # Shrunk: the region is named; caught half-rewritten: the
+                # BYTES check names the input.
+                assert "'flip_bytes'" in exc.message() or "'INPUT0'" in exc.message(), \
+                    exc.message()
                 answers["refused"] += 1
             else:
                 # A read racing the pwrite may see some of the bytes still
@@ -208,3 +211,108 @@ def test_bytes_input_in_a_region_shrinking_and_growing_while_read(srv, objects):
         client.close()
     assert answers["refused"] + answers["ok"] > 0
     _assert_healthy(srv, rss)
+
+
+# -- the worker ----------------------------------------------------------------------------
+def _fp32_region(client, objects, tag: str, x: np.ndarray) -> str:
+    key, _ = objects(tag, x.nbytes)
+    _fill(key, x.tobytes())
+    client.register_system_shared_memory(tag, key, x.nbytes)
+    return key
+
+
+def _gated_call(url: str, model: str, inp, gate: str, outcome: dict, tag: str) -> None:
+    c = httpclient.InferenceServerClient(url, network_timeout=60)
+    try:
+        result = c.infer(model, [inp], parameters={"gate": gate})
+        outcome[tag] = ("ok", result.as_numpy("OUTPUT0"))
+    except InferenceServerException as exc:
+        outcome[tag] = ("error", exc.status(), exc.message())
+    finally:
+        c.close()
+    outcome[tag + "_at"] = time.monotonic()
+
+
+def test_region_shrunk_while_the_worker_reads_it_fails_only_that_request(srv, objects, tmp_path):
+    client = httpclient.InferenceServerClient(srv.url)
+    rss = _rss_kib(srv.proc.pid)
+    x = np.arange(1 << 16, dtype=np.float32)
+    key = _fp32_region(client, objects, "worker_in", x)
+    inp = httpclient.InferInput("INPUT0", [x.size], "FP32")
+    inp.set_shared_memory("worker_in", x.nbytes)
+    gate = str(tmp_path)
+    outcome: dict = {}
+    caller = threading.Thread(
+        target=_gated_call, args=(srv.url, "gated_identity", inp, gate, outcome, "hostile"))
+    caller.start()
+    try:
+        wait_until(lambda: os.path.exists(os.path.join(gate, "started")), 30,
+                   "the model to hold the request")
+        _shrink(key)  # while the worker holds a view of it
+        assert _normal_infer(srv.url) < 1.0  # during
+        open(os.path.join(gate, "release"), "w").close()
+        caller.join(60)
+    finally:
+        open(os.path.join(gate, "release"), "a").close()
+        caller.join(60)
+    kind, *rest = outcome["hostile"]
+    assert kind == "error", outcome
+    status, text = rest
+    assert status == "500"
+    assert "SIGBUS" in text, text
+    failed_at = outcome["hostile_at"]
+
+    # The instance is back (ready and serving) within 2 s of the failure.
+    def serving() -> bool:
+        if not all(len(worker_pids(srv, f"gated_identity_0_{i}")) == 1 for i in (0, 1)):
+            return False
+        if not client.is_model_ready("gated_identity"):
+            return False
+        y = np.ones(4, dtype=np.float32)
+        i = httpclient.InferInput("INPUT0", [4], "FP32")
+        i.set_data_from_numpy(y)
+        return client.infer("gated_identity", [i]).as_numpy("OUTPUT0").tolist() == y.tolist()
+
+    wait_until(serving, 10, "gated_identity serving again", every=0.02)
+    assert time.monotonic() - failed_at < 2.0
+    client.unregister_system_shared_memory()
+    client.close()
+    _assert_healthy(srv, rss)
+
+
+def test_a_shrinking_region_never_shares_a_batch_with_another_client(srv, objects, tmp_path):
+    """gated_batch would batch two requests sent together (300 ms queue delay):
+    the region-backed one runs alone, so its worker's death spares the other."""
+    client = httpclient.InferenceServerClient(srv.url)
+    x = np.arange(4, dtype=np.float32)
+    key = _fp32_region(client, objects, "batch_in", x)
+    hostile = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+    hostile.set_shared_memory("batch_in", x.nbytes)
+    other = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+    y = np.full((1, 4), 7.0, dtype=np.float32)
+    other.set_data_from_numpy(y)
+    gate = str(tmp_path)
+    outcome: dict = {}
+    first = threading.Thread(
+        target=_gated_call, args=(srv.url, "gated_batch", hostile, gate, outcome, "hostile"))
+    second = threading.Thread(
+        target=_gated_call, args=(srv.url, "gated_batch", other, "", outcome, "other"))
+    first.start()
+    second.start()
+    try:
+        wait_until(lambda: os.path.exists(os.path.join(gate, "started")), 30,
+                   "the model to hold the batch")
+        with open(os.path.join(gate, "started")) as f:
+            assert f.read() == "1"  # the region-backed request is alone in its batch
+        _shrink(key)
+        open(os.path.join(gate, "release"), "w").close()
+    finally:
+        open(os.path.join(gate, "release"), "a").close()
+        first.join(60)
+        second.join(60)
+    assert outcome["hostile"][0] == "error" and "SIGBUS" in outcome["hostile"][2], outcome
+    assert outcome["other"][0] == "ok", outcome
+    np.testing.assert_array_equal(outcome["other"][1], y)
+    client.unregister_system_shared_memory()
+    client.close()
+    _assert_healthy(srv)
