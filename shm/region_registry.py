@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import resource
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,27 @@ class RegionQuota:
     max_bytes: int | None = None
 
 
+@dataclass(frozen=True)
+class RegionCap:
+    """How many regions one client (`owner`: a tenant, a uid, a host) may hold.
+    Each region keeps an fd open (workers need it passed), so registrations
+    are bounded per client and in all, below the process's fd limit."""
+
+    owner: str  # who the client is, for the count and the refusal's text
+    max_regions: int | None = None
+
+
+def region_limit(wanted: int) -> int:
+    """The most regions the server holds in all: `wanted`, but at most a quarter
+    of the open-file limit (connections may take half; workers, pipes and
+    arena segments the rest), so registrations can never starve the server of
+    the fds a restart or a connection needs."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft // 4))
+
+
 @dataclass(eq=False)
 class _Region:
     namespace: str
@@ -58,6 +80,7 @@ class _Region:
     byte_size: int
     segment_id: int
     fd: int  # the client's object, opened at registration; never mapped here
+    owner: str = ""
     leases: int = 0
 
 
@@ -141,9 +164,13 @@ class RegionRegistry:
     unmaps it and fires `on_region_closed(segment_id)`.
     """
 
-    def __init__(self, next_id: Callable[[], int] | None = None) -> None:
+    def __init__(self, next_id: Callable[[], int] | None = None,
+                 max_regions: int | None = None) -> None:
         self._next_id = next_id if next_id is not None else itertools.count(1).__next__
         self._spaces: dict[str, dict[str, _Region]] = {}  # namespace -> name -> region
+        self.max_regions = max_regions  # in all namespaces (None: no limit)
+        self._count = 0
+        self._per_owner: dict[str, int] = {}
         self._lock = threading.Lock()
         self.on_region_closed: Callable[[int], None] | None = None
 
@@ -163,8 +190,10 @@ class RegionRegistry:
         namespace: str = "",
         access: ClientAccess | None = None,
         quota: RegionQuota | None = None,
+        cap: RegionCap | None = None,
     ) -> None:
-        """`access`: whose behalf the object is opened on (None: trusted caller)."""
+        """`access`: whose behalf the object is opened on (None: trusted caller);
+        `cap`: the registering client's region limit."""
         if is_reserved_key(key):
             raise InvalidArgumentError(
                 f"cannot register shared memory region '{name}': key '{key}' is reserved "
@@ -174,6 +203,7 @@ class RegionRegistry:
             if name in self._space(namespace):
                 raise AlreadyExistsError(f"shared memory region '{name}' already in manager")
             _check_quota(self._space(namespace), quota, byte_size)
+            self._check_caps(name, cap)
         fd, real_size = open_client_region(key, access)
         try:
             _check_window(name, offset, byte_size, real_size)
@@ -184,11 +214,42 @@ class RegionRegistry:
                         f"shared memory region '{name}' already in manager"
                     )
                 _check_quota(space, quota, byte_size)
+                self._check_caps(name, cap)
                 segment_id = self._next_id()
-                space[name] = _Region(namespace, name, key, offset, byte_size, segment_id, fd)
+                owner = cap.owner if cap is not None else ""
+                space[name] = _Region(namespace, name, key, offset, byte_size, segment_id, fd,
+                                      owner)
+                self._count += 1
+                self._per_owner[owner] = self._per_owner.get(owner, 0) + 1
         except BaseException:
             os.close(fd)
             raise
+
+    def _check_caps(self, name: str, cap: RegionCap | None) -> None:
+        """Under the lock: may one more region be registered (by this client)?"""
+        if self.max_regions is not None and self._count >= self.max_regions:
+            raise ResourceExhaustedError(
+                f"failed to register shared memory region '{name}': the server holds "
+                f"{self._count} regions, the most it may (--shm-max-regions); unregister "
+                "some first"
+            )
+        if cap is not None and cap.max_regions is not None:
+            held = self._per_owner.get(cap.owner, 0)
+            if held >= cap.max_regions:
+                raise ResourceExhaustedError(
+                    f"failed to register shared memory region '{name}': {cap.owner} has "
+                    f"{held} regions registered, the most one client may "
+                    "(--shm-max-regions-per-client); unregister some first"
+                )
+
+    def _forget(self, region: _Region) -> None:
+        """Under the lock: count a region out (it has left its namespace)."""
+        self._count -= 1
+        left = self._per_owner.get(region.owner, 0) - 1
+        if left > 0:
+            self._per_owner[region.owner] = left
+        else:
+            self._per_owner.pop(region.owner, None)
 
     def status(self, name: str | None = None, *, namespace: str = "") -> list[dict]:
         with self._lock:
@@ -217,6 +278,7 @@ class RegionRegistry:
                     f"Cannot unregister shared memory region '{name}', it is currently in use."
                 )
             del space[name]
+            self._forget(region)
         self._close_region(region)
 
     def unregister_all(self, *, namespace: str = "") -> None:
@@ -228,6 +290,7 @@ class RegionRegistry:
             closing = [r for name, r in space.items() if not r.leases]
             for region in closing:
                 del space[region.name]
+                self._forget(region)
         for region in closing:
             self._close_region(region)
         if busy:
@@ -283,6 +346,8 @@ class RegionRegistry:
         with self._lock:
             regions = [r for space in self._spaces.values() for r in space.values()]
             self._spaces.clear()
+            self._count = 0
+            self._per_owner.clear()
         for region in regions:
             _close_fd(region.fd)
 
