@@ -104,7 +104,7 @@ def _assert_http_answer(status: int, body: bytes, name: str | None = None) -> No
     if status == 200:
         return
     if name == "":  # no region name: no route (the reference's plain 404 too)
-        assert (status, body) == (404, b"Not Found")
+        assert (status, body) == (404, b'{"error":"Not Found"}')
         return
     assert status in HTTP_CLIENT_ERRORS, (status, body)
     text = json.loads(body)["error"]
