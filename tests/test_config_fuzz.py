@@ -18,13 +18,15 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from tritonlite.workers.backends import placement
 
 from tritonlite.core.model_paths import check_model_paths
+from tritonlite.errors import InvalidArgumentError
 from tritonlite.model_config import (
+    MAX_INSTANCES,
     ConfigError,
     ModelConfig,
     ModelSpec,
-    MAX_INSTANCES,
     complete_backend_fields,
     config_from_json,
     config_to_dict,
@@ -32,9 +34,7 @@ from tritonlite.model_config import (
     normalize,
     read_config_file,
 )
-from tritonlite.errors import InvalidArgumentError
 from tritonlite.model_repository import available_versions, select_versions
-from tritonlite.workers.backends import placement
 
 FUZZ = settings(max_examples=300, deadline=2000,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -130,7 +130,8 @@ def _tensor(draw: st.DrawFn) -> str:
     if dims or draw(st.booleans()):
         parts.append(f"dims: [ {', '.join(map(str, dims))} ]")
     if draw(st.booleans()):
-        parts.append(f"reshape: {{ shape: [ {', '.join(map(str, draw(st.lists(_int, max_size=3))))} ] }}")
+        shape = ", ".join(map(str, draw(st.lists(_int, max_size=3))))
+        parts.append(f"reshape: {{ shape: [ {shape} ] }}")
     if draw(st.booleans()):
         parts.append(f"label_filename: {_quote(draw(_name))}")
     if draw(st.booleans()):

@@ -63,7 +63,7 @@ def objects():
         return key, handle
 
     yield make
-    for key, handle in made:
+    for _key, handle in made:
         shm.destroy_shared_memory_region(handle)
     left = [k for k, _ in made if os.path.exists("/dev/shm" + k)]
     assert not left, f"leaked /dev/shm names: {left}"

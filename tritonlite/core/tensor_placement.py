@@ -105,7 +105,7 @@ class TensorPlacer:
                 # handed on from the arena, so the worker reads exactly what
                 # was checked and never the client's object.
                 with lease:
-                    data = lease.read()
+                    data = memoryview(lease.read())
                 _check_bytes(tensor, data, count, model_name, prefix)
                 return self.place_bytes(tensor.name, tensor.datatype, model_shape, data, memory)
             memory.leases.append(lease)
