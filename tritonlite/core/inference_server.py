@@ -547,7 +547,10 @@ class InferenceServer:
                 message,
                 memory.segments,
                 batch_size=batch_size,
-                shape_key=tuple(tuple(s[1:]) for s in model_shapes) if rt.batcher else None,
+                # `is not None`: an empty batcher is falsy (len 0), and a None key
+                # let the next request of any shape join the first one's batch.
+                shape_key=(tuple(tuple(s[1:]) for s in model_shapes)
+                           if rt.batcher is not None else None),
                 priority=_int_param(scheduling, "priority"),
                 timeout_us=timeout_us,
                 sequence=sequence,
