@@ -25,7 +25,7 @@ import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 
-from tests.lifecycle_support import wait_until, worker_pids
+from tests.lifecycle_support import pending_count, wait_until, worker_pids
 from tests.server_harness import ROOT, ServerProcess
 
 MODELS = os.path.join(ROOT, "tests", "models")
@@ -63,7 +63,7 @@ def objects():
         return key, handle
 
     yield make
-    for _key, handle in made:
+    for _made_key, handle in made:
         shm.destroy_shared_memory_region(handle)
     left = [k for k, _ in made if os.path.exists("/dev/shm" + k)]
     assert not left, f"leaked /dev/shm names: {left}"
@@ -281,8 +281,10 @@ def test_region_shrunk_while_the_worker_reads_it_fails_only_that_request(srv, ob
 
 
 def test_a_shrinking_region_never_shares_a_batch_with_another_client(srv, objects, tmp_path):
-    """gated_batch would batch two requests sent together (300 ms queue delay):
-    the region-backed one runs alone, so its worker's death spares the other."""
+    """gated_batch would batch two requests sent together (2 s queue delay): the
+    region-backed one runs alone, so its worker's death spares the other. The
+    other client's request is queued first (into an empty queue: a request
+    there once took any request into its batch)."""
     client = httpclient.InferenceServerClient(srv.url)
     x = np.arange(4, dtype=np.float32)
     key = _fp32_region(client, objects, "batch_in", x)
@@ -294,12 +296,14 @@ def test_a_shrinking_region_never_shares_a_batch_with_another_client(srv, object
     gate = str(tmp_path)
     outcome: dict = {}
     first = threading.Thread(
-        target=_gated_call, args=(srv.url, "gated_batch", hostile, gate, outcome, "hostile"))
-    second = threading.Thread(
         target=_gated_call, args=(srv.url, "gated_batch", other, "", outcome, "other"))
+    second = threading.Thread(
+        target=_gated_call, args=(srv.url, "gated_batch", hostile, gate, outcome, "hostile"))
     first.start()
-    second.start()
     try:
+        wait_until(lambda: pending_count(srv, "gated_batch") == 1, 10, "the first request queued",
+                   every=0.01)
+        second.start()
         wait_until(lambda: os.path.exists(os.path.join(gate, "started")), 30,
                    "the model to hold the batch")
         with open(os.path.join(gate, "started")) as f:
@@ -309,10 +313,50 @@ def test_a_shrinking_region_never_shares_a_batch_with_another_client(srv, object
     finally:
         open(os.path.join(gate, "release"), "a").close()
         first.join(60)
-        second.join(60)
+        if second.is_alive() or second.ident is not None:
+            second.join(60)
     assert outcome["hostile"][0] == "error" and "SIGBUS" in outcome["hostile"][2], outcome
     assert outcome["other"][0] == "ok", outcome
     np.testing.assert_array_equal(outcome["other"][1], y)
+    client.unregister_system_shared_memory()
+    client.close()
+    _assert_healthy(srv)
+
+
+def test_region_backed_and_body_requests_sent_together_are_all_answered(srv, objects):
+    """Region-backed requests wait for an instance of their own without
+    starving, or being starved by, batched body requests."""
+    client = httpclient.InferenceServerClient(srv.url)
+    xs = [np.full(4, i, dtype=np.float32) for i in range(6)]
+    for i, x in enumerate(xs):
+        _fp32_region(client, objects, f"together{i}", x)
+    outcome: dict = {}
+
+    def region_call(i: int) -> None:
+        inp = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+        inp.set_shared_memory(f"together{i}", 16)
+        _gated_call(srv.url, "gated_batch", inp, "", outcome, f"region{i}")
+
+    def body_call(i: int) -> None:
+        inp = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+        inp.set_data_from_numpy(np.full((1, 4), 100 + i, dtype=np.float32))
+        _gated_call(srv.url, "gated_batch", inp, "", outcome, f"body{i}")
+
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(6)
+               for fn in (region_call, body_call)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # Six region-backed batches of one and the body batches, all queued at once
+    # (2 s queue delay): well inside 30 s even on a loaded machine.
+    assert time.monotonic() - t0 < 30
+    for i in range(6):
+        assert outcome[f"region{i}"][0] == "ok", outcome[f"region{i}"]
+        assert outcome[f"region{i}"][1].tolist() == [[float(i)] * 4]
+        assert outcome[f"body{i}"][0] == "ok", outcome[f"body{i}"]
+        assert outcome[f"body{i}"][1].tolist() == [[float(100 + i)] * 4]
     client.unregister_system_shared_memory()
     client.close()
     _assert_healthy(srv)

@@ -268,6 +268,7 @@ class ModelRuntime:
             self.config_json = config_json
         slot.worker = worker
         slot.in_flight = 0
+        slot.exclusive_batch = 0  # batch ids are the worker's own: start again
         slot.start_failures = 0
         self._pump()
 
