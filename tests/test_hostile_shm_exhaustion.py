@@ -45,6 +45,14 @@ def _normal_infer(url: str) -> float:
         c.close()
 
 
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -112,7 +120,9 @@ def test_ten_thousand_registrations_stop_at_the_fd_bound_and_a_crash_is_restarte
     reg = _Registrar(srv.url)
     try:
         key = shm_object("many")
+        assert _normal_infer(srv.url) < 1.0  # warm: the arena and the connection exist
         fds_before = _fds(srv.proc.pid)
+        rss_before = _rss_kib(srv.proc.pid)
         statuses: dict[int, int] = {}
         refusal = ""
         deadline = time.monotonic() + 120
@@ -154,6 +164,8 @@ def test_ten_thousand_registrations_stop_at_the_fd_bound_and_a_crash_is_restarte
         wait_until(lambda: _fds(srv.proc.pid) <= fds_before + 16, 10,
                    f"the regions' fds closed ({_fds(srv.proc.pid)} open, {fds_before} before)")
         assert reg.register("again", key) == (200, "")
+        wait_until(lambda: _rss_kib(srv.proc.pid) <= rss_before * 1.10, 10,
+                   f"the server's RSS back within 10% of {rss_before} KiB")
     finally:
         reg.close()
         assert srv.stop() == 0, srv.log()
