@@ -8,17 +8,25 @@ caller is told names another namespace's region or key.
 
 A plain state machine around fds; error texts follow Triton's where clients
 may match on them.
+
+The frontend never maps a client's object: the client may shrink it at any
+moment, and touching a mapping past the object's end is SIGBUS, a signal that
+would kill the whole frontend. What the frontend must read or write (a BYTES
+input it validates, an ensemble's output) goes through the fd with
+pread/pwrite, where a shrunk object is a short count and so a clear error.
+Workers map the fd; what a worker risks there is docs/security.md's business.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import resource
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tritonlite.shm.segments import ClientAccess, Segment, is_reserved_key, open_client_region
+from tritonlite.shm.segments import ClientAccess, is_reserved_key, open_client_region
 
 from tritonlite.errors import (
     AlreadyExistsError,
@@ -42,6 +50,27 @@ class RegionQuota:
     max_bytes: int | None = None
 
 
+@dataclass(frozen=True)
+class RegionCap:
+    """How many regions one client (`owner`: a tenant, a uid, a host) may hold.
+    Each region keeps an fd open (workers need it passed), so registrations
+    are bounded per client and in all, below the process's fd limit."""
+
+    owner: str  # who the client is, for the count and the refusal's text
+    max_regions: int | None = None
+
+
+def region_limit(wanted: int) -> int:
+    """The most regions the server holds in all: `wanted`, but at most a quarter
+    of the open-file limit (connections may take half; workers, pipes and
+    arena segments the rest), so registrations can never starve the server of
+    the fds a restart or a connection needs."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft // 4))
+
+
 @dataclass(eq=False)
 class _Region:
     namespace: str
@@ -50,7 +79,8 @@ class _Region:
     offset: int
     byte_size: int
     segment_id: int
-    segment: Segment
+    fd: int  # the client's object, opened at registration; never mapped here
+    owner: str = ""
     leases: int = 0
 
 
@@ -59,17 +89,57 @@ class RegionLease:
     """A request's hold on bytes [offset, offset + nbytes) of a region's object.
 
     `offset` is absolute in the shm object (registered offset + tensor offset);
-    `fd`/`segment_size` let the frontend hand the mapping to a worker once.
+    `fd`/`segment_size` let the frontend hand the object to a worker. The
+    bytes are reached only through `read()`/`write()`, which turn an object
+    shrunk under us into InvalidArgumentError (never a mapping: SIGBUS).
     """
 
     segment_id: int
     offset: int
     nbytes: int
-    view: memoryview
     fd: int
     segment_size: int
+    name: str = ""  # the region's name, for error texts
     _registry: RegionRegistry | None = field(default=None, repr=False)
     _region: _Region | None = field(default=None, repr=False)
+
+    def read(self) -> bytearray:
+        """A private copy of the window's bytes, read through the fd."""
+        buf = bytearray(self.nbytes)
+        view = memoryview(buf)
+        done = 0
+        while done < self.nbytes:
+            try:
+                got = os.preadv(self.fd, [view[done:]], self.offset + done)
+            except OSError:
+                got = 0
+            if got <= 0:  # the object ends before the window does: shrunk
+                raise _shrunk(self.name)
+            done += got
+        return buf
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Copy `data` to the start of the window, through the fd."""
+        if len(data) > self.nbytes:
+            raise InvalidArgumentError(
+                f"{len(data)} bytes do not fit the {self.nbytes} bytes of shared memory "
+                f"region '{self.name}'"
+            )
+        # pwrite past the end would grow the client's object back; refuse a
+        # shrunk one instead (a shrink racing this check only grows it).
+        try:
+            size = os.fstat(self.fd).st_size
+        except OSError:
+            raise _shrunk(self.name) from None
+        if self.offset + len(data) > size:
+            raise _shrunk(self.name)
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            try:
+                done += os.pwrite(self.fd, view[done:], self.offset + done)
+            except OSError:
+                raise _shrunk(self.name) from None
 
     def release(self) -> None:
         """Drop the hold; idempotent."""
@@ -77,10 +147,6 @@ class RegionLease:
         if registry is None or region is None:
             return
         self._registry = self._region = None
-        try:
-            self.view.release()
-        except BufferError:
-            pass  # an array still uses the window; the mapping outlives it (deferred close)
         registry._release(region)
 
     def __enter__(self) -> RegionLease:
@@ -98,9 +164,13 @@ class RegionRegistry:
     unmaps it and fires `on_region_closed(segment_id)`.
     """
 
-    def __init__(self, next_id: Callable[[], int] | None = None) -> None:
+    def __init__(self, next_id: Callable[[], int] | None = None,
+                 max_regions: int | None = None) -> None:
         self._next_id = next_id if next_id is not None else itertools.count(1).__next__
         self._spaces: dict[str, dict[str, _Region]] = {}  # namespace -> name -> region
+        self.max_regions = max_regions  # in all namespaces (None: no limit)
+        self._count = 0
+        self._per_owner: dict[str, int] = {}
         self._lock = threading.Lock()
         self.on_region_closed: Callable[[int], None] | None = None
 
@@ -120,8 +190,10 @@ class RegionRegistry:
         namespace: str = "",
         access: ClientAccess | None = None,
         quota: RegionQuota | None = None,
+        cap: RegionCap | None = None,
     ) -> None:
-        """`access`: whose behalf the object is opened on (None: trusted caller)."""
+        """`access`: whose behalf the object is opened on (None: trusted caller);
+        `cap`: the registering client's region limit."""
         if is_reserved_key(key):
             raise InvalidArgumentError(
                 f"cannot register shared memory region '{name}': key '{key}' is reserved "
@@ -131,35 +203,53 @@ class RegionRegistry:
             if name in self._space(namespace):
                 raise AlreadyExistsError(f"shared memory region '{name}' already in manager")
             _check_quota(self._space(namespace), quota, byte_size)
+            self._check_caps(name, cap)
         fd, real_size = open_client_region(key, access)
         try:
             _check_window(name, offset, byte_size, real_size)
-        except BaseException:
-            os.close(fd)
-            raise
-        # Map only up to the window's end: that is all a request can touch.
-        # attach() owns fd from here on, closing it itself if mapping fails.
-        try:
-            segment = Segment.attach(fd, offset + byte_size, writable=True)
-        except (OSError, ValueError):
-            # The client shrank the object since fstat, or mmap refused it.
-            raise InvalidArgumentError(
-                f"failed to register shared memory region '{name}': unable to map offset "
-                f"{offset} + byte_size {byte_size} of the shared memory object"
-            ) from None
-        with self._lock:
-            space = self._space(namespace)
-            try:
+            with self._lock:
+                space = self._space(namespace)
                 if name in space:  # lost a race with another register
                     raise AlreadyExistsError(
                         f"shared memory region '{name}' already in manager"
                     )
                 _check_quota(space, quota, byte_size)
+                self._check_caps(name, cap)
                 segment_id = self._next_id()
-            except BaseException:
-                segment.close()
-                raise
-            space[name] = _Region(namespace, name, key, offset, byte_size, segment_id, segment)
+                owner = cap.owner if cap is not None else ""
+                space[name] = _Region(namespace, name, key, offset, byte_size, segment_id, fd,
+                                      owner)
+                self._count += 1
+                self._per_owner[owner] = self._per_owner.get(owner, 0) + 1
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _check_caps(self, name: str, cap: RegionCap | None) -> None:
+        """Under the lock: may one more region be registered (by this client)?"""
+        if self.max_regions is not None and self._count >= self.max_regions:
+            raise ResourceExhaustedError(
+                f"failed to register shared memory region '{name}': the server holds "
+                f"{self._count} regions, the most it may (--shm-max-regions); unregister "
+                "some first"
+            )
+        if cap is not None and cap.max_regions is not None:
+            held = self._per_owner.get(cap.owner, 0)
+            if held >= cap.max_regions:
+                raise ResourceExhaustedError(
+                    f"failed to register shared memory region '{name}': {cap.owner} has "
+                    f"{held} regions registered, the most one client may "
+                    "(--shm-max-regions-per-client); unregister some first"
+                )
+
+    def _forget(self, region: _Region) -> None:
+        """Under the lock: count a region out (it has left its namespace)."""
+        self._count -= 1
+        left = self._per_owner.get(region.owner, 0) - 1
+        if left > 0:
+            self._per_owner[region.owner] = left
+        else:
+            self._per_owner.pop(region.owner, None)
 
     def status(self, name: str | None = None, *, namespace: str = "") -> list[dict]:
         with self._lock:
@@ -188,6 +278,7 @@ class RegionRegistry:
                     f"Cannot unregister shared memory region '{name}', it is currently in use."
                 )
             del space[name]
+            self._forget(region)
         self._close_region(region)
 
     def unregister_all(self, *, namespace: str = "") -> None:
@@ -199,6 +290,7 @@ class RegionRegistry:
             closing = [r for name, r in space.items() if not r.leases]
             for region in closing:
                 del space[region.name]
+                self._forget(region)
         for region in closing:
             self._close_region(region)
         if busy:
@@ -218,23 +310,23 @@ class RegionRegistry:
             _check_tensor_window(name, offset, byte_size, region.byte_size)
             start = region.offset + offset
             end = start + byte_size
-            # The client may have shrunk the object since registering; touching
-            # pages past its end would kill this process with SIGBUS.
+            # The client may have shrunk the object since registering: refuse
+            # now what a worker could not read. (It may still shrink it later;
+            # read()/write() and the workers cope with that.)
             try:
-                real_size = os.fstat(region.segment.fd).st_size
+                real_size = os.fstat(region.fd).st_size
             except OSError:
                 raise _bad_window(name) from None
             if end > real_size:
-                raise _bad_window(name)
+                raise _shrunk(name)
             region.leases += 1
-            segment = region.segment
             return RegionLease(
                 segment_id=region.segment_id,
                 offset=start,
                 nbytes=byte_size,
-                view=segment.view[start:end],
-                fd=segment.fd,
-                segment_size=segment.size,
+                fd=region.fd,
+                segment_size=real_size,
+                name=name,
                 _registry=self,
                 _region=region,
             )
@@ -245,7 +337,7 @@ class RegionRegistry:
 
     def _close_region(self, region: _Region) -> None:
         # Outside the lock: the hook may talk to workers or call back into us.
-        region.segment.close()
+        _close_fd(region.fd)
         if self.on_region_closed is not None:
             self.on_region_closed(region.segment_id)
 
@@ -254,8 +346,10 @@ class RegionRegistry:
         with self._lock:
             regions = [r for space in self._spaces.values() for r in space.values()]
             self._spaces.clear()
+            self._count = 0
+            self._per_owner.clear()
         for region in regions:
-            region.segment.close()
+            _close_fd(region.fd)
 
     def usage(self, namespace: str = "") -> tuple[int, int]:
         """(regions, bytes of their windows) registered in a namespace."""
@@ -313,6 +407,20 @@ def _check_tensor_window(name: str, offset: int, byte_size: int, window: int) ->
     end = offset + byte_size - 1
     if end < 0 or end > last:
         raise _bad_window(name)
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _shrunk(name: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"shared memory region '{name}' is smaller than its registered window: the "
+        "object was truncated after registration"
+    )
 
 
 def _bad_window(name: str) -> InvalidArgumentError:

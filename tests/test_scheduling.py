@@ -152,11 +152,12 @@ def test_request_timeout_override(sched):
 
 def test_higher_priority_overtakes(sched):
     # A occupies the instance; B (default, low priority) then C (priority 1) queue.
+    # B and C differ in shape, so they cannot share a batch: C's runs first.
     results = _parallel(
         [
             (_infer, (sched.url, "prioritized", [300000.0]), {}, 0.05),
             (_infer, (sched.url, "prioritized", [1.0]), {}, 0.05),
-            (_infer, (sched.url, "prioritized", [2.0]), {"priority": 1}, 0),
+            (_infer, (sched.url, "prioritized", [2.0, 2.0]), {"priority": 1}, 0),
         ]
     )
     a, b, c = (int(r["ORDER"][0, 0]) for r in results)

@@ -120,7 +120,7 @@ def test_tritonclient_created_region(registry: RegionRegistry) -> None:
         shm_client.set_shared_memory_region(handle, [np.frombuffer(b"x" * 64, np.uint8)])
         registry.register("tc_region", key, 0, 64)
         with registry.acquire("tc_region", 0, 64) as lease:
-            assert bytes(lease.view) == b"x" * 64
+            assert lease.read() == b"x" * 64
         registry.unregister("tc_region")
     finally:
         shm_client.destroy_shared_memory_region(handle)
@@ -223,8 +223,8 @@ def test_acquire_reads_and_writes_client_memory(registry: RegionRegistry, make_s
     registry.register("r", key, 1000, 2000)
     lease = registry.acquire("r", 24, 8)
     assert lease.offset == 1024 and lease.nbytes == 8
-    assert bytes(lease.view) == bytes(range(0, 8))  # 1024 % 256 == 0
-    lease.view[:] = b"OUTPUT!!"  # workers write outputs into the client's region
+    assert lease.read() == bytes(range(0, 8))  # 1024 % 256 == 0
+    lease.write(b"OUTPUT!!")  # an ensemble's output into the client's region
     client = _client_map(key, 8192)
     try:
         assert client[1024:1032] == b"OUTPUT!!"
@@ -233,7 +233,7 @@ def test_acquire_reads_and_writes_client_memory(registry: RegionRegistry, make_s
         client.close()
     lease.release()
     with registry.acquire("r", 32, 4) as again:
-        assert bytes(again.view) == b"more"
+        assert again.read() == b"more"
 
 
 def test_acquire_unknown_name(registry: RegionRegistry) -> None:
@@ -288,9 +288,55 @@ def test_acquire_detects_truncated_object(registry: RegionRegistry, make_shm) ->
         obj.close_fd()
     with pytest.raises(InvalidArgumentError) as info:
         registry.acquire("r", 4000, 100)
-    assert info.value.message == "Invalid offset + byte size for shared memory region: 'r'"
+    assert info.value.message == SHRUNK_TEXT
     with registry.acquire("r", 0, 4096) as lease:  # what is left is still usable
-        lease.view[-1] = 1
+        lease.write(b"\1")
+
+
+SHRUNK_TEXT = (
+    "shared memory region 'r' is smaller than its registered window: the object was "
+    "truncated after registration"
+)
+
+
+def test_a_lease_on_an_object_shrunk_under_it_is_an_error_not_a_signal(
+    registry: RegionRegistry, make_shm
+) -> None:
+    """The frontend reads and writes client regions through the fd: shrinking the
+    object after acquire() makes read()/write() fail; touching a mapping would
+    have killed this process with SIGBUS."""
+    key = make_shm(3 * 4096, b"a" * (3 * 4096))
+    registry.register("r", key, 0, 3 * 4096)
+    with registry.acquire("r", 4096, 2 * 4096) as lease:
+        assert lease.read() == b"a" * (2 * 4096)
+        obj = posix_ipc.SharedMemory("/" + key)
+        try:
+            os.ftruncate(obj.fd, 4096 + 100)  # inside the window: a short read
+            with pytest.raises(InvalidArgumentError) as info:
+                lease.read()
+            assert info.value.message == SHRUNK_TEXT
+            with pytest.raises(InvalidArgumentError) as info:
+                lease.write(b"b" * 200)
+            assert info.value.message == SHRUNK_TEXT
+            assert os.fstat(obj.fd).st_size == 4096 + 100  # not grown back by us
+            lease.write(b"b" * 100)  # what still fits is written
+            os.ftruncate(obj.fd, 0)
+            with pytest.raises(InvalidArgumentError):
+                lease.read()
+        finally:
+            obj.close_fd()
+    with pytest.raises(InvalidArgumentError) as info:
+        lease.write(b"c" * (2 * 4096 + 1))
+    assert "do not fit" in info.value.message
+
+
+def test_the_frontend_keeps_no_mapping_of_a_client_region(
+    registry: RegionRegistry, make_shm
+) -> None:
+    key = make_shm(4096)
+    registry.register("r", key, 0, 4096)
+    with open("/proc/self/maps") as f:
+        assert key not in f.read()
 
 
 def test_unregister_refused_while_leased(registry: RegionRegistry, make_shm) -> None:
@@ -312,7 +358,7 @@ def test_unregister_refused_while_leased(registry: RegionRegistry, make_shm) -> 
     first.release()  # idempotent: must not count twice
     with pytest.raises(InternalError):
         registry.unregister("r")
-    assert bytes(second.view) == b"data"
+    assert second.read()[:4] == b"data"
     second.release()
     registry.unregister("r")
     assert closed == [sid] and registry.status() == []
@@ -366,7 +412,7 @@ def test_lease_fd_reaches_a_worker_mapping(registry: RegionRegistry, make_shm) -
         with registry.acquire("out", 16, 8) as lease:
             seg = cache.attach(lease.segment_id, os.dup(lease.fd), lease.segment_size)
             seg.view[lease.offset : lease.offset + lease.nbytes] = b"workerOK"
-            assert bytes(lease.view) == b"workerOK"
+            assert lease.read() == b"workerOK"
         client = _client_map(key, 4096)
         try:
             assert client[528:536] == b"workerOK"

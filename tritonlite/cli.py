@@ -68,6 +68,8 @@ def server_options(ns: argparse.Namespace) -> ServerOptions:
         grpc_restrictions=ns.grpc_restrictions,
         tenants=load_tenant_config(ns.tenant_config) if ns.tenant_config else None,
         allow_client_shm=ns.allow_client_shm,
+        shm_max_regions=ns.shm_max_regions,
+        shm_max_regions_per_client=ns.shm_max_regions_per_client,
     )
 
 

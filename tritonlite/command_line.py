@@ -489,6 +489,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max-tensor-elements", int64, 2**31, "tritonlite", "elements per input tensor"),
     Flag("shm-arena-bytes", int64, 8 * 1024**3, "tritonlite",
          "most memory the server's tensor arena may take"),
+    Flag("shm-max-regions", positive(int32), 4096, "tritonlite",
+         "system shared memory regions registered in all (at most a quarter of the "
+         "open-file limit); past it a registration gets 429 / RESOURCE_EXHAUSTED"),
+    Flag("shm-max-regions-per-client", positive(int32), 1024, "tritonlite",
+         "system shared memory regions one client (tenant, else uid or host) may "
+         "register; past it 429 / RESOURCE_EXHAUSTED"),
     Flag("frontend-processes", positive(int32), 1, "tritonlite",
          "processes serving the HTTP and gRPC ports (SO_REUSEPORT) in front of one core; "
          "1: the core's own process only"),

@@ -34,6 +34,10 @@ DEFAULT_MODEL_FILENAME = {
 }
 
 
+# Instances one model may ask for in all (each one is a worker process).
+MAX_INSTANCES = 1024
+
+
 class ConfigError(Exception):
     """A model's configuration is unusable; the text becomes its UNAVAILABLE reason."""
 
@@ -48,8 +52,12 @@ def read_config_file(model_dir: str, config_name: str = "") -> ModelConfig | Non
             path = custom
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"failed to parse {path}: not UTF-8 text (byte {exc.start})") from None
     config = ModelConfig()
     try:
         text_format.Parse(text, config)
@@ -172,6 +180,14 @@ def normalize(
             group.count = 2 if cpu and config.backend in _TWO_CPU_INSTANCES else 1
         if group.kind == mc.ModelInstanceGroup.KIND_GPU and not group.gpus:
             group.gpus.extend(range(gpu_count))
+    # Each instance is a process (and a slot object made up front): a config a
+    # client loads must not ask for two billion of them.
+    total = sum(g.count * max(1, len(g.gpus)) for g in config.instance_group)
+    if total > MAX_INSTANCES:
+        raise ConfigError(
+            f"model '{config.name}' asks for {total} instances in its instance_group; "
+            f"at most {MAX_INSTANCES} are served"
+        )
     if check_tensors:
         _check_tensors(config)
 
@@ -186,7 +202,7 @@ def _check_tensors(config: ModelConfig) -> None:
                 raise ConfigError(f"input '{t.name}' specified more than once for {config.name}")
             if kind == "input":
                 seen.add(t.name)
-            if t.data_type == mc.TYPE_INVALID:
+            if t.data_type == mc.TYPE_INVALID or t.data_type not in mc.DataType.values():
                 raise ConfigError(
                     f"model {kind} '{t.name}' must specify 'data_type' for {config.name}"
                 )
@@ -332,7 +348,9 @@ def read_labels(model_dir: str, filename: str) -> list[str]:
 
 
 def _tensor_spec(t: Any) -> TensorSpec:
-    datatype = CONFIG_TO_WIRE.get(mc.DataType.Name(t.data_type), "")
+    # A number outside the enum parses (protobuf keeps unknown enum values).
+    known = t.data_type in mc.DataType.values()
+    datatype = CONFIG_TO_WIRE.get(mc.DataType.Name(t.data_type), "") if known else ""
     if not datatype:
         raise InvalidArgumentError(f"unsupported data_type for '{t.name}'")
     reshape = list(t.reshape.shape) if t.HasField("reshape") else None

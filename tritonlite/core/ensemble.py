@@ -218,7 +218,7 @@ class EnsembleRuntime:
                             f"'{want.name}' ({lease.nbytes} bytes) should be at least "
                             f"{len(t.raw)} bytes to hold the results"
                         )
-                    lease.view[: len(t.raw)] = t.raw
+                    lease.write(t.raw)  # through the fd: a shrunk object is an error
                     outputs.append(OutputTensor(want.name, t.datatype, t.shape,
                                                 shm=replace(want.shm, byte_size=len(t.raw))))
                 else:

@@ -60,7 +60,7 @@ from tritonlite.errors import (
 )
 from tritonlite.model_config import ModelSpec, config_to_dict
 from tritonlite.shm.arena import Arena
-from tritonlite.shm.region_registry import RegionQuota, RegionRegistry
+from tritonlite.shm.region_registry import RegionCap, RegionQuota, RegionRegistry, region_limit
 from tritonlite.shm.segments import ClientAccess
 from tritonlite.workers import cpu_stages
 from tritonlite.workers.messages import EXECUTE_FAILED, RequestItem
@@ -98,6 +98,20 @@ def _unknown_model(name: str) -> NotFoundError:
     return NotFoundError(f"Request for unknown model: '{name}' is not found")
 
 
+def _client_of(caller: Caller) -> str:
+    """Who counts as one client for the shm region cap: its tenant, else the uid
+    of the connecting process, else its host."""
+    if caller.tenant is not None:
+        return f"tenant '{caller.tenant.name}'"
+    uid = caller.uid()
+    if uid is not None:
+        return f"the client with uid {uid}"
+    peer = caller.peer
+    if peer is not None and peer.remote is not None:
+        return f"the client at {peer.remote[0]}"
+    return "this client"
+
+
 def _namespace(caller: Caller) -> str:
     """The caller's shared-memory namespace ("" without tenants or when trusted)."""
     return "" if caller.tenant is None else "tenant:" + caller.tenant.name
@@ -115,7 +129,9 @@ class InferenceServer:
             label="arena",
             next_id=self._next_id,
         )
-        self.regions = RegionRegistry(next_id=self._next_id)
+        self.regions = RegionRegistry(
+            next_id=self._next_id, max_regions=region_limit(options.shm_max_regions)
+        )
         self.regions.on_region_closed = self._on_region_closed
         self.placer = TensorPlacer(self.arena, self.regions)
         # The one authorization check every door calls first (authorization.py).
@@ -338,8 +354,11 @@ class InferenceServer:
         quota = None
         if tenant is not None:
             quota = RegionQuota(tenant.name, tenant.quotas.shm_regions, tenant.quotas.shm_bytes)
+        cap = None
+        if not caller.trusted:
+            cap = RegionCap(_client_of(caller), self.options.shm_max_regions_per_client)
         self.regions.register(name, key, offset, byte_size, namespace=_namespace(caller),
-                              access=access, quota=quota)
+                              access=access, quota=quota, cap=cap)
 
     def shm_status(self, name: str = "", *, caller: Caller = TRUSTED) -> list[dict]:
         return self.regions.status(name or None, namespace=_namespace(caller))
@@ -536,11 +555,15 @@ class InferenceServer:
                 message,
                 memory.segments,
                 batch_size=batch_size,
-                shape_key=tuple(tuple(s[1:]) for s in model_shapes) if rt.batcher else None,
+                # `is not None`: an empty batcher is falsy (len 0), and a None key
+                # let the next request of any shape join the first one's batch.
+                shape_key=(tuple(tuple(s[1:]) for s in model_shapes)
+                           if rt.batcher is not None else None),
                 priority=_int_param(scheduling, "priority"),
                 timeout_us=timeout_us,
                 sequence=sequence,
                 restart=restart,
+                exclusive=memory.client_regions,
             )
             fut = queued.future
             if cpu_stages.CLOCK is not None:

@@ -100,6 +100,10 @@ class WorkItem:
     cancelled: bool = False
     # Makes the request a continuation before it runs again (rescheduled).
     restart: Callable[[], None] | None = None
+    # Its worker maps a client's region, which the client can shrink under it
+    # (SIGBUS): it runs alone on an otherwise idle instance, so a crash it
+    # causes fails no one else's request.
+    exclusive: bool = False
     # The runtime is done with it (answered, failed or dropped from the queue):
     # the worker no longer reads its inputs. The caller awaits `future` itself,
     # so a caller that goes away cancels the future; what must wait for the
@@ -143,6 +147,7 @@ class InstanceSlot:
     resource_failures: int = 0
     retired: bool = False
     restart_task: asyncio.Task | None = field(default=None, repr=False)
+    exclusive_batch: int = 0  # the batch holding the instance alone (0: none)
 
 
 class ModelRuntime:
@@ -169,6 +174,8 @@ class ModelRuntime:
         self.spec: ModelSpec | None = None
         self.slots: list[InstanceSlot] = []
         self.queue: deque[WorkItem] = deque()
+        # Exclusive requests the batcher let out, waiting for an idle instance.
+        self._waiting_alone: list[WorkItem] = []
         self.stats = ModelStatistics()
         self.batcher: DynamicBatcher | None = None
         self.sequencer: SequenceTracker | None = None
@@ -283,6 +290,7 @@ class ModelRuntime:
             self.config_json = config_json
         slot.worker = worker
         slot.in_flight = 0
+        slot.exclusive_batch = 0  # batch ids are the worker's own: start again
         slot.start_failures = 0
         self._pump()
 
@@ -384,7 +392,9 @@ class ModelRuntime:
             self._timer = None
         queued = [p.payload for p in self.batcher.drain()] if self.batcher is not None else []
         queued.extend(self.queue)
+        queued.extend(self._waiting_alone)
         self.queue.clear()
+        self._waiting_alone.clear()
         for item in queued:
             self._finish(item, exc=err)
 
@@ -428,14 +438,18 @@ class ModelRuntime:
         timeout_us: int = 0,
         sequence: Sequence | None = None,
         restart: Callable[[], None] | None = None,
+        exclusive: bool = False,
     ) -> WorkItem:
         """Queue one request; its future resolves to (response, item, BatchDone, worker).
-        `restart` prepares the request to run again if the model reschedules it."""
+        `restart` prepares the request to run again if the model reschedules it;
+        `exclusive`: it runs in a batch of its own on an instance running nothing else."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         now = time.perf_counter_ns()
         item = WorkItem(message, segments, fut, now, batch_size=batch_size, sequence=sequence,
-                        restart=restart)
+                        restart=restart, exclusive=exclusive)
+        if exclusive:
+            shape_key = ("exclusive", id(item))  # batches with no other request
         if self.state != "READY":
             item.settled = True
             fut.set_exception(UnavailableError(f"model '{self.name}' is not ready"))
@@ -469,7 +483,10 @@ class ModelRuntime:
             return False
         if item.settled:
             return False
-        if self.batcher is not None:
+        if any(w is item for w in self._waiting_alone):
+            self._waiting_alone = [w for w in self._waiting_alone if w is not item]
+            removed = True
+        elif self.batcher is not None:
             removed = self.batcher.remove(item)
         else:
             try:
@@ -485,6 +502,7 @@ class ModelRuntime:
 
     def pending_count(self) -> int:
         queued = len(self.batcher) if self.batcher is not None else len(self.queue)
+        queued += len(self._waiting_alone)
         # Open decoupled streams count too: unloading waits for their final flag.
         streams = sum(len(s.worker.streams) for s in self.slots if s.worker is not None)
         return queued + self.in_flight + streams + self._deferred
@@ -494,11 +512,30 @@ class ModelRuntime:
         free = [
             s for s in self.slots
             if s.worker is not None and s.in_flight < s.depth and s.worker.alive
+            and not self._held_alone(s)
             and (self.rate_limiter is None or self.rate_limiter.can_run(s.name))
         ]
         if len(free) > 1:
             free.sort(key=lambda s: s.in_flight)
         return free
+
+    @staticmethod
+    def _held_alone(slot: InstanceSlot) -> bool:
+        """An exclusive batch still runs on the instance."""
+        if not slot.exclusive_batch:
+            return False
+        if slot.worker is not None and slot.exclusive_batch in slot.worker.pending:
+            return True
+        slot.exclusive_batch = 0
+        return False
+
+    @staticmethod
+    def _alone_slot(idle: list[InstanceSlot]) -> InstanceSlot | None:
+        """An instance that runs nothing: where an exclusive batch may go."""
+        for slot in idle:
+            if slot.in_flight == 0 and slot.worker is not None and not slot.worker.streams:
+                return slot
+        return None
 
     def ensure_scheduling(self) -> None:
         if not self._scheduling_ready:
@@ -519,6 +556,11 @@ class ModelRuntime:
                 seen.add(seq.corr)
                 if seq.corr in self._busy_sequences:
                     continue
+                if item.exclusive:
+                    if picked or self._alone_slot([slot]) is None:
+                        continue
+                    picked.append(item)
+                    break
                 picked.append(item)
                 if len(picked) >= limit:
                     break
@@ -547,20 +589,38 @@ class ModelRuntime:
                 idle = self._idle_slots()
                 if not idle:
                     return
-                self._dispatch(idle[0], [self.queue.popleft()])
+                head = self.queue[0]
+                slot = self._alone_slot(idle) if head.exclusive else idle[0]
+                if slot is None:
+                    return  # it waits for an instance of its own, in order
+                self._dispatch(slot, [self.queue.popleft()])
             return
         now = time.perf_counter_ns()
         for p in self.batcher.expire(now):
             self._finish(p.payload, exc=UnavailableError("Request timeout expired"))
         wake = 0
-        while len(self.batcher):
+        while len(self.batcher) or self._waiting_alone:
             idle = self._idle_slots()
             if not idle:
                 break
+            if self._waiting_alone:
+                slot = self._alone_slot(idle)
+                if slot is None:
+                    break  # it waits for an instance of its own, in order
+                self._dispatch(slot, [self._waiting_alone.pop(0)])
+                continue
             batch, wake = self.batcher.next_batch(now)
             if not batch:
                 break
-            self._dispatch(idle[0], [p.payload for p in batch])
+            items = [p.payload for p in batch]
+            if items[0].exclusive:
+                slot = self._alone_slot(idle)
+                if slot is None:
+                    self._waiting_alone.append(items[0])
+                    break
+                self._dispatch(slot, items)
+                continue
+            self._dispatch(idle[0], items)
         deadline = self.batcher.next_deadline()
         when = min(t for t in (wake, deadline) if t) if (wake or deadline) else 0
         self._arm_timer(when)
@@ -609,6 +669,8 @@ class ModelRuntime:
         batch_id, fut = worker.execute([i.message for i in items])
         if cpu_stages.CLOCK is not None:
             cpu_stages.CLOCK.mark("hand-off to the worker")
+        if any(i.exclusive for i in items):
+            slot.exclusive_batch = batch_id
         for index, item in enumerate(items):
             item.worker, item.batch_id, item.index = worker, batch_id, index
         timer = None

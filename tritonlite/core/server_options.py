@@ -37,3 +37,7 @@ class ServerOptions:
     grpc_restrictions: dict[Category, Restriction] = field(default_factory=dict)
     tenants: TenantTable | None = None
     allow_client_shm: bool = False
+    # Each region holds an fd: bounded per client (a tenant, else the peer's
+    # uid or host) and in all (at most a quarter of the fd limit).
+    shm_max_regions: int = 4096
+    shm_max_regions_per_client: int = 1024

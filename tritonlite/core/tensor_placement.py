@@ -45,6 +45,9 @@ class RequestMemory:
     segments: list[tuple[int, int]] = field(default_factory=list)  # (segment id, fd) to map
     # Inputs in a frontend process's arena: told when the worker is done with them.
     on_free: list[Callable[[], None]] = field(default_factory=list)
+    # A worker maps a client's region for this request: the client may shrink
+    # it under the worker (SIGBUS), so the request runs alone (docs/security.md).
+    client_regions: bool = False
 
     def hand_over(self) -> RequestMemory:
         """Move what is held into a new object (freed later by its new owner)."""
@@ -96,15 +99,23 @@ class TensorPlacer:
             shm = tensor.shm
             # Triton finds the region and checks the window before the size.
             lease = self.regions.acquire(shm.region, shm.offset, shm.byte_size, shm.namespace)
+            if tensor.datatype == "BYTES":
+                # The frontend must parse it: a private copy read through the
+                # fd (a shrunk object is an error, not SIGBUS), checked and
+                # handed on from the arena, so the worker reads exactly what
+                # was checked and never the client's object.
+                with lease:
+                    data = memoryview(lease.read())
+                _check_bytes(tensor, data, count, model_name, prefix)
+                return self.place_bytes(tensor.name, tensor.datatype, model_shape, data, memory)
             memory.leases.append(lease)
-            if tensor.datatype != "BYTES" and shm.byte_size != expected:
+            if shm.byte_size != expected:
                 raise InvalidArgumentError(
                     f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model_name}'. Expected {expected}, got {shm.byte_size}"
                 )
-            if tensor.datatype == "BYTES":
-                _check_bytes(tensor, lease.view, count, model_name, prefix)
             memory.segments.append((lease.segment_id, lease.fd))
+            memory.client_regions = True
             return TensorRef(
                 tensor.name, tensor.datatype, model_shape, lease.segment_id, lease.offset,
                 lease.nbytes,
@@ -193,6 +204,7 @@ class TensorPlacer:
                 )
                 memory.out_leases.append(lease)
                 memory.segments.append((lease.segment_id, lease.fd))
+                memory.client_regions = True
                 dest = (lease.segment_id, lease.offset, lease.nbytes)
                 regions[region_key(lease.segment_id, lease.offset)] = out.shm
             specs.append(OutputSpec(out.name, dest))

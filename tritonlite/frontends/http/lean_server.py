@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tritonlite.http")
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+_REASONS[405] = "Not Allowed"  # the reference's (libevhtp's) phrase
 
 # Where the parser is in the current request.
 _BETWEEN, _HEAD, _BODY = 0, 1, 2

@@ -92,6 +92,11 @@ def _register_field(doc: dict, field_name: str, required: bool, default: int = 0
 
 Handler = Callable[[HttpRequest], Awaitable[HttpReply]]
 
+# The reference router's own answers (docs/reference_behaviour.md).
+NOT_FOUND_BODY = b'{"error":"Not Found"}'
+NOT_ALLOWED_BODY = b'{"error":"Method Not Allowed"}'
+MODEL_NOT_READY_BODY = b'{"error":"Model version not ready"}'
+
 
 class Routes:
     """Route table + handlers bound to one InferenceServer."""
@@ -101,7 +106,7 @@ class Routes:
         self.max_body = server.options.limits.max_body_bytes
         # Where the lean server reads large inference bodies into (no copy later).
         self.body_arena = getattr(server, "arena", None)
-        m = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+        m = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
         H, MD, INF, SHM = (Category.HEALTH, Category.METADATA, Category.INFERENCE,
                            Category.SHARED_MEMORY)
         REPO, STATS, TRACE, LOG = (Category.MODEL_REPOSITORY, Category.STATISTICS,
@@ -175,7 +180,7 @@ class Routes:
     async def dispatch(self, request: HttpRequest) -> HttpReply:
         handler, params, category = self.match(request.method, request.path)
         if category is None:
-            return HttpReply(HTTPStatus.NOT_FOUND, b"Not Found", "text/plain")
+            return HttpReply(HTTPStatus.NOT_FOUND, NOT_FOUND_BODY, "text/plain")
         try:
             # The choke point, before the method check as in Triton (every handler opens
             # with RETURN_AND_RESPOND_IF_RESTRICTED): a restricted path answers 403
@@ -186,12 +191,22 @@ class Routes:
         except TritonLiteError as exc:
             return error_reply(exc)
         if handler is None:
-            return HttpReply(HTTPStatus.METHOD_NOT_ALLOWED, b"", "text/plain")
+            return HttpReply(HTTPStatus.METHOD_NOT_ALLOWED, NOT_ALLOWED_BODY,
+                             self._not_allowed_type(request.path))
         request.params = params
         try:
             return await handler(request)
         except TritonLiteError as exc:
             return error_reply(exc)
+
+    def _not_allowed_type(self, path: str) -> str:
+        """The reference's 405 is text/plain on the health, model-ready and infer
+        paths, application/json on every other (docs/reference_behaviour.md)."""
+        plain = (self.live, self.ready, self.model_ready, self.infer)
+        for _meth, regex, handler, _cat in self.table:
+            if handler in plain and regex.match(path) is not None:
+                return "text/plain"
+        return JSON
 
     # -- handlers ------------------------------------------------------------
     # Triton answers a health check that fails with 400 and no body.
@@ -218,7 +233,8 @@ class Routes:
     async def model_ready(self, r: HttpRequest) -> HttpReply:
         if await self.server.check_model_ready(*self._model(r), caller=r.caller):
             return HttpReply()
-        raise InvalidArgumentError("Model version not ready")
+        # The reference's body is JSON, its content type text/plain.
+        return HttpReply(HTTPStatus.BAD_REQUEST, MODEL_NOT_READY_BODY, "text/plain")
 
     async def model_stats(self, r: HttpRequest) -> HttpReply:
         name, version = self._model(r) if "model" in r.params else ("", "")
