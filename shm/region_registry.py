@@ -106,9 +106,13 @@ class RegionLease:
     def read(self) -> bytearray:
         """A private copy of the window's bytes, read through the fd."""
         buf = bytearray(self.nbytes)
-        view = memoryview(buf)
+        self.read_into(memoryview(buf))
+        return buf
+
+    def read_into(self, view: memoryview) -> None:
+        """Copy the window's bytes into `view` (its length), read through the fd."""
         done = 0
-        while done < self.nbytes:
+        while done < len(view):
             try:
                 got = os.preadv(self.fd, [view[done:]], self.offset + done)
             except OSError:
@@ -116,7 +120,6 @@ class RegionLease:
             if got <= 0:  # the object ends before the window does: shrunk
                 raise _shrunk(self.name)
             done += got
-        return buf
 
     def write(self, data: bytes | memoryview) -> None:
         """Copy `data` to the start of the window, through the fd."""

@@ -72,6 +72,32 @@ def _client_classes() -> list[type]:
     return classes
 
 
+def _make_close_idempotent() -> None:
+    """tritonclient's __del__ calls close() again, in whatever thread the
+    garbage collector runs; for an HTTP client made in another thread that
+    second close touches a gevent hub of a finished thread and raises
+    InvalidThreadUseError, which pytest reports in some later test. A client
+    closed once (by its test or by close_clients) is left alone after that.
+    Patched for the whole session: __del__ can run after a test's patches
+    are undone."""
+    for cls in _client_classes():
+        original = cls.close
+        if getattr(original, "_closes_once", False):
+            continue
+
+        def close(self, *args, _original=original, **kwargs):
+            if self.__dict__.get("_tritonlite_test_closed"):
+                return None
+            self.__dict__["_tritonlite_test_closed"] = True
+            return _original(self, *args, **kwargs)
+
+        close._closes_once = True  # type: ignore[attr-defined]
+        cls.close = close
+
+
+_make_close_idempotent()
+
+
 @pytest.fixture(autouse=True)
 def close_clients(monkeypatch):
     """Every tritonclient client a test (or a function-scoped fixture) creates is

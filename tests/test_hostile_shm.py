@@ -221,11 +221,14 @@ def _fp32_region(client, objects, tag: str, x: np.ndarray) -> str:
     return key
 
 
-def _gated_call(url: str, model: str, inp, gate: str, outcome: dict, tag: str) -> None:
+def _gated_call(url: str, model: str, inp, gate: str, outcome: dict, tag: str,
+                outputs=None) -> None:
     c = httpclient.InferenceServerClient(url, network_timeout=60)
     try:
-        result = c.infer(model, [inp], parameters={"gate": gate})
-        outcome[tag] = ("ok", result.as_numpy("OUTPUT0"))
+        result = c.infer(model, [inp], parameters={"gate": gate}, outputs=outputs)
+        # An output in a region comes back as a reference (no data to convert).
+        outcome[tag] = ("ok", result.get_output("OUTPUT0") if outputs else
+                        result.as_numpy("OUTPUT0"))
     except InferenceServerException as exc:
         outcome[tag] = ("error", exc.status(), exc.message())
     finally:
@@ -280,44 +283,75 @@ def test_region_shrunk_while_the_worker_reads_it_fails_only_that_request(srv, ob
     _assert_healthy(srv, rss)
 
 
-def test_a_shrinking_region_never_shares_a_batch_with_another_client(srv, objects, tmp_path):
-    """gated_batch would batch two requests sent together (2 s queue delay): the
-    region-backed one runs alone, so its worker's death spares the other. The
-    other client's request is queued first (into an empty queue: a request
-    there once took any request into its batch)."""
+def test_a_batching_model_copies_region_tensors_so_a_shrink_fails_only_its_request(
+        srv, objects, tmp_path):
+    """gated_batch batches two requests sent together (2 s queue delay). A
+    region-backed request joins another client's batch: its input is copied in
+    through the fd before it is queued and its output is copied out the same
+    way, so no worker maps the client's objects. Shrinking both regions while
+    the batch is held fails only that request, with a clear error; the other
+    client's answer and the worker are untouched. The other client's request
+    is queued first (into an empty queue: a request there once took any
+    request into its batch)."""
     client = httpclient.InferenceServerClient(srv.url)
     x = np.arange(4, dtype=np.float32)
-    key = _fp32_region(client, objects, "batch_in", x)
-    hostile = httpclient.InferInput("INPUT0", [1, 4], "FP32")
-    hostile.set_shared_memory("batch_in", x.nbytes)
-    other = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+    in_key = _fp32_region(client, objects, "batch_in", x)
+    out_key, _ = objects("batch_out", x.nbytes)
+    client.register_system_shared_memory("batch_out", out_key, x.nbytes)
+    (worker,) = worker_pids(srv, "gated_batch_0_0")
+
+    def batch_of_two(gate: str, shrink: bool) -> dict:
+        hostile = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+        hostile.set_shared_memory("batch_in", x.nbytes)
+        hostile_out = httpclient.InferRequestedOutput("OUTPUT0", binary_data=True)
+        hostile_out.set_shared_memory("batch_out", x.nbytes)
+        other = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+        other.set_data_from_numpy(y)
+        outcome: dict = {}
+        first = threading.Thread(
+            target=_gated_call, args=(srv.url, "gated_batch", other, "", outcome, "other"))
+        second = threading.Thread(
+            target=_gated_call,
+            args=(srv.url, "gated_batch", hostile, gate, outcome, "hostile", [hostile_out]))
+        first.start()
+        try:
+            wait_until(lambda: pending_count(srv, "gated_batch") == 1, 10,
+                       "the first request queued", every=0.01)
+            second.start()
+            wait_until(lambda: os.path.exists(os.path.join(gate, "started")), 30,
+                       "the model to hold the batch")
+            with open(os.path.join(gate, "started")) as f:
+                assert f.read() == "2"  # one batch: the region-backed request joined it
+            if shrink:
+                _shrink(in_key)
+                _shrink(out_key)
+            open(os.path.join(gate, "release"), "w").close()
+        finally:
+            open(os.path.join(gate, "release"), "a").close()
+            first.join(60)
+            if second.ident is not None:
+                second.join(60)
+        return outcome
+
     y = np.full((1, 4), 7.0, dtype=np.float32)
-    other.set_data_from_numpy(y)
-    gate = str(tmp_path)
-    outcome: dict = {}
-    first = threading.Thread(
-        target=_gated_call, args=(srv.url, "gated_batch", other, "", outcome, "other"))
-    second = threading.Thread(
-        target=_gated_call, args=(srv.url, "gated_batch", hostile, gate, outcome, "hostile"))
-    first.start()
-    try:
-        wait_until(lambda: pending_count(srv, "gated_batch") == 1, 10, "the first request queued",
-                   every=0.01)
-        second.start()
-        wait_until(lambda: os.path.exists(os.path.join(gate, "started")), 30,
-                   "the model to hold the batch")
-        with open(os.path.join(gate, "started")) as f:
-            assert f.read() == "1"  # the region-backed request is alone in its batch
-        _shrink(key)
-        open(os.path.join(gate, "release"), "w").close()
-    finally:
-        open(os.path.join(gate, "release"), "a").close()
-        first.join(60)
-        if second.is_alive() or second.ident is not None:
-            second.join(60)
-    assert outcome["hostile"][0] == "error" and "SIGBUS" in outcome["hostile"][2], outcome
+    (tmp_path / "a").mkdir()
+    outcome = batch_of_two(str(tmp_path / "a"), shrink=False)
     assert outcome["other"][0] == "ok", outcome
     np.testing.assert_array_equal(outcome["other"][1], y)
+    assert outcome["hostile"][0] == "ok", outcome
+    # As Triton answers an output written to a region: no data, no parameters.
+    assert outcome["hostile"][1] == {"name": "OUTPUT0", "datatype": "FP32", "shape": [1, 4]}
+    with open("/dev/shm" + out_key, "rb") as f:  # the output was copied into the region
+        np.testing.assert_array_equal(np.frombuffer(f.read(), np.float32), x)
+
+    (tmp_path / "b").mkdir()
+    outcome = batch_of_two(str(tmp_path / "b"), shrink=True)
+    assert outcome["other"][0] == "ok", outcome
+    np.testing.assert_array_equal(outcome["other"][1], y)
+    kind, status, text = outcome["hostile"]
+    assert (kind, status) == ("error", "400"), outcome
+    assert "shared memory region 'batch_out' is smaller than its registered window" in text
+    assert worker_pids(srv, "gated_batch_0_0") == [worker]  # nothing died
     client.unregister_system_shared_memory()
     client.close()
     _assert_healthy(srv)

@@ -510,14 +510,22 @@ class InferenceServer:
         self._idle.clear()
         try:
             prefix = request_prefix(request.request_id)
+            rt.ensure_scheduling()
+            # A model that batches several clients' requests gets copies of
+            # region-backed tensors (a shrunk region is then this request's
+            # error, not a SIGBUS in a batch shared with others); any other
+            # model reads and writes client regions in place, alone.
+            copy_regions = rt.batcher is not None or rt.sequencer is not None
             refs = [
-                self.placer.place_input(t, shape, spec.name, prefix, memory)
+                self.placer.place_input(t, shape, spec.name, prefix, memory, copy_regions)
                 for t, shape in zip(request.inputs, model_shapes, strict=True)
             ]
             out_specs = None
             out_regions: dict[int, ShmRef] = {}
             if request.outputs is not None:
-                out_specs, out_regions = self.placer.place_outputs(request.outputs, memory)
+                out_specs, out_regions = self.placer.place_outputs(
+                    request.outputs, memory, copy_regions
+                )
             if cpu_stages.CLOCK is not None:
                 cpu_stages.CLOCK.mark("placement")
             params = request.parameters or {}
@@ -525,7 +533,6 @@ class InferenceServer:
             # are all the model's, as for the generate extension).
             scheduling = params if request.reserved_parameters else {}
             batch_size = _batch_size(spec, model_shapes)
-            rt.ensure_scheduling()
             seqr = rt.sequencer
             sequence = None
             hidden: set[str] = set()
@@ -549,7 +556,7 @@ class InferenceServer:
             if stream is not None:
                 message.stream = stream
                 stream.convert = lambda refs, worker: build_result(
-                    request, rt.version, refs, worker, out_regions, spec
+                    request, rt.version, refs, worker, out_regions, spec, memory.copy_out
                 )
             queued = rt.submit(
                 message,
@@ -633,7 +640,9 @@ class InferenceServer:
             outputs = response.outputs
             if seqr is not None and sequence is not None:
                 outputs = keep_sequence_state(seqr, sequence, outputs, worker, hidden)
-            result = build_result(request, rt.version, outputs, worker, out_regions, spec)
+            result = build_result(
+                request, rt.version, outputs, worker, out_regions, spec, memory.copy_out
+            )
             record(True)
             result_leases = memory.take_out_leases()
             release_outputs = result._release

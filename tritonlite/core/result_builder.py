@@ -11,9 +11,19 @@ from tritonlite.core.classification import classify
 from tritonlite.core.inference_request import InferRequest, InferResult, OutputTensor, ShmRef
 from tritonlite.core.tensor_placement import region_key
 from tritonlite.core.worker_process import WorkerProcess
-from tritonlite.errors import TritonLiteError
+from tritonlite.errors import InvalidArgumentError, TritonLiteError
 from tritonlite.model_config import ModelSpec
+from tritonlite.shm.region_registry import RegionLease
 from tritonlite.workers.messages import TensorRef
+
+
+def _copy_into_region(ref: TensorRef, data: memoryview, lease: RegionLease) -> None:
+    if ref.nbytes > lease.nbytes:  # the worker's text when it writes in place
+        raise InvalidArgumentError(
+            f"shared memory size specified with the request for output '{ref.name}' "
+            f"({lease.nbytes} bytes) should be at least {ref.nbytes} bytes to hold the results"
+        )
+    lease.write(data)
 
 
 def build_result(
@@ -23,7 +33,11 @@ def build_result(
     worker: WorkerProcess,
     out_regions: dict[int, ShmRef],
     spec: ModelSpec | None = None,
+    copy_out: dict[str, tuple[ShmRef, RegionLease]] | None = None,
 ) -> InferResult:
+    """`copy_out`: outputs the client asked into its regions that the worker
+    wrote to its own memory (a batching model): copied in here, through the
+    fd, and answered as region outputs."""
     binary_of: dict[str, bool | None] = {}
     classes: dict[str, int] = {}
     if request.outputs is not None:
@@ -38,6 +52,21 @@ def build_result(
             to_release.append((ref.segment_id, ref.offset))
             data = view[ref.offset : ref.offset + ref.nbytes]
             datatype, shape = ref.datatype, ref.shape
+            if copy_out and ref.name in copy_out:
+                region, lease = copy_out[ref.name]
+                try:
+                    _copy_into_region(ref, data, lease)
+                except TritonLiteError:
+                    data.release()
+                    for other in refs:  # the answer is this error: free every output
+                        if other.segment_id < 0:
+                            worker.release(other.segment_id, other.offset)
+                    raise
+                data.release()
+                outputs.append(OutputTensor(ref.name, datatype, shape,
+                                            shm=ShmRef(region.region, region.offset, ref.nbytes),
+                                            binary=binary))
+                continue
             if ref.name in classes:
                 try:
                     shape, classified = classify(

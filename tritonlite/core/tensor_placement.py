@@ -48,6 +48,9 @@ class RequestMemory:
     # A worker maps a client's region for this request: the client may shrink
     # it under the worker (SIGBUS), so the request runs alone (docs/security.md).
     client_regions: bool = False
+    # Outputs asked into client regions that the worker writes to its own
+    # memory (a batching model): the core copies them in through the fd.
+    copy_out: dict[str, tuple[ShmRef, RegionLease]] = field(default_factory=dict)
 
     def hand_over(self) -> RequestMemory:
         """Move what is held into a new object (freed later by its new owner)."""
@@ -87,7 +90,12 @@ class TensorPlacer:
         model_name: str,
         prefix: str,
         memory: RequestMemory,
+        copy_regions: bool = False,
     ) -> TensorRef:
+        """Where the worker reads `tensor`. With `copy_regions` (a model that
+        batches requests of several clients) an input in a client region is
+        copied into the arena through the fd, so no worker maps the client's
+        object and a shrink cannot fail the other requests of its batch."""
         count = element_count(tensor.shape)
         model_shape = resolve_reshape(model_shape, count)
         esize = element_size(tensor.datatype)
@@ -114,6 +122,13 @@ class TensorPlacer:
                     f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model_name}'. Expected {expected}, got {shm.byte_size}"
                 )
+            if copy_regions:
+                block = self.arena.allocate(lease.nbytes)
+                memory.blocks.append(block)
+                lease.read_into(block.view[: lease.nbytes])
+                memory.segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
+                return TensorRef(tensor.name, tensor.datatype, model_shape, block.segment_id,
+                                 block.offset, lease.nbytes)
             memory.segments.append((lease.segment_id, lease.fd))
             memory.client_regions = True
             return TensorRef(
@@ -190,10 +205,12 @@ class TensorPlacer:
         return TensorRef(name, datatype, shape, block.segment_id, block.offset, len(data))
 
     def place_outputs(
-        self, outputs: list[RequestedOutput], memory: RequestMemory
+        self, outputs: list[RequestedOutput], memory: RequestMemory, copy_regions: bool = False
     ) -> tuple[list[OutputSpec], dict[int, ShmRef]]:
         """The worker's output specs; an output asked into a client region gets
-        its destination, and the region the client named (by region_key)."""
+        its destination, and the region the client named (by region_key). With
+        `copy_regions` the worker writes it to its own memory instead and the
+        core copies it in (memory.copy_out)."""
         specs: list[OutputSpec] = []
         regions: dict[int, ShmRef] = {}
         for out in outputs:
@@ -203,6 +220,10 @@ class TensorPlacer:
                     out.shm.region, out.shm.offset, out.shm.byte_size, out.shm.namespace
                 )
                 memory.out_leases.append(lease)
+                if copy_regions:
+                    memory.copy_out[out.name] = (out.shm, lease)
+                    specs.append(OutputSpec(out.name, None))
+                    continue
                 memory.segments.append((lease.segment_id, lease.fd))
                 memory.client_regions = True
                 dest = (lease.segment_id, lease.offset, lease.nbytes)
