@@ -106,6 +106,8 @@ def _read_warmup_file(sample: str, name: str, relative: str, model_dir: str) -> 
 def warmup_samples(config: dict[str, Any], model_dir: str, seed: int = 0) -> list[WarmupSample]:
     """The warmup batches a config asks for (empty when it has no model_warmup)."""
     batching = int(config.get("max_batch_size", 0)) > 0
+    if not config.get("model_warmup"):
+        return []  # before the generator: numpy.random costs ~3 MB of every worker
     rng = np.random.default_rng(seed)
     samples: list[WarmupSample] = []
     for entry in config.get("model_warmup") or []:
