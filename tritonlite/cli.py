@@ -129,7 +129,7 @@ async def serve(ns: argparse.Namespace, settings: LogSettings,
         ns.http_port if ns.allow_http else "off",
         ns.grpc_port if ns.allow_grpc else "off",
     )
-    await stop.wait()
+    failure = await _until_stopped(stop, tasks)
     log.info("shutting down: draining in-flight requests")
     if supervisor is not None:
         # The other frontend processes drain through this core (still serving),
@@ -139,7 +139,28 @@ async def serve(ns: argparse.Namespace, settings: LogSettings,
     drain = asyncio.create_task(server.stop())
     await asyncio.gather(*tasks, return_exceptions=True)
     await drain
-    return 0
+    return 0 if failure is None else 1
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task]) -> BaseException | None:
+    """Wait for `stop`. A door that ends first (its port is taken, or it broke)
+    ends the server, as in tritonserver: it is logged, `stop` is set and its
+    error returned, rather than serving on without it."""
+    stopped = asyncio.create_task(stop.wait())
+    running = set(tasks)
+    while not stopped.done():
+        done, running = await asyncio.wait(
+            {stopped, *running}, return_when=asyncio.FIRST_COMPLETED)
+        running.discard(stopped)
+        for task in done - {stopped}:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                log.error("%s", error)
+                print(f"error: creating server: Internal - {error}", file=sys.stderr)
+                stop.set()
+                stopped.cancel()
+                return error
+    return None
 
 
 async def _start_doors(
@@ -190,11 +211,11 @@ async def serve_frontend(ns: argparse.Namespace, settings: LogSettings, link_fd:
         await link.stop()
         return 1
     link.announce_ready()
-    await stop.wait()
+    failure = await _until_stopped(stop, tasks)
     await asyncio.gather(*tasks, return_exceptions=True)
     gone.cancel()
     await link.stop()
-    return 0
+    return 0 if failure is None else 1
 
 
 def _grpc_frontend(server: InferenceServer, ns: argparse.Namespace) -> GrpcFrontend:
