@@ -5,7 +5,7 @@ import threading
 import pytest
 from hypothesis import settings
 
-from tests.server_harness import ROOT, ServerPool, ServerProcess, ServerSetup
+from tests.server_harness import LIVE, ROOT, ServerPool, ServerProcess, ServerSetup
 
 # Fuzz tests run the same examples on every run ("ci"), so a suite run cannot
 # fail on a case an earlier run never met; HYPOTHESIS_PROFILE=explore searches
@@ -33,6 +33,15 @@ def no_leaked_shm():
     yield
     leaked = _tritonlite_shm() - before
     assert not leaked, f"leaked /dev/shm segments: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_leftover_servers():
+    """A server a test started and did not stop (it failed before its `finally`)
+    is stopped at the end, before the /dev/shm check, not left running."""
+    yield
+    for srv in list(LIVE):
+        srv.stop()
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +79,35 @@ def _client_classes() -> list[type]:
             continue
         classes.append(module.InferenceServerClient)
     return classes
+
+
+def _make_http_close_idempotent() -> None:
+    """tritonclient.http's __del__ calls close() again, and close() joins a gevent
+    pool, which fails (an unraisable error, so a failure of whichever test runs
+    then) when the collector runs in another thread than the one that made the
+    client. Closing a closed client is made a no-op; for good, since collection
+    can come at any later moment."""
+    if importlib.util.find_spec("tritonclient") is None:
+        return
+    try:
+        from tritonclient.http import InferenceServerClient
+    except ImportError:
+        return
+    original = InferenceServerClient.close
+    if getattr(original, "idempotent", False):
+        return
+
+    def close(self) -> None:
+        if self.__dict__.get("_closed_once"):
+            return
+        self._closed_once = True
+        original(self)
+
+    close.idempotent = True  # type: ignore[attr-defined]
+    InferenceServerClient.close = close  # type: ignore[method-assign]
+
+
+_make_http_close_idempotent()
 
 
 @pytest.fixture(autouse=True)
