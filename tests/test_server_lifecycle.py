@@ -1,6 +1,7 @@
 """Start-up, statistics, graceful drain on SIGTERM, and SIGKILL leftovers."""
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -9,6 +10,7 @@ import numpy as np
 import tritonclient.http as httpclient
 
 from tests.conftest import EXAMPLES, TEST_MODELS
+from tests.lifecycle_support import Gate, log_has, pending_count, wait_until
 from tests.server_harness import ServerProcess
 
 
@@ -44,23 +46,32 @@ def test_statistics_count_successes_and_durations(server):
     assert {"add_sub", "identity_fp32"} <= {s["name"] for s in everything}
 
 
-def test_sigterm_drains_in_flight_requests_then_exits():
-    srv = ServerProcess([os.path.join(TEST_MODELS)], "--exit-on-error", "false")
+def test_sigterm_drains_in_flight_requests_then_exits(tmp_path):
+    repo = tmp_path / "models"
+    shutil.copytree(os.path.join(TEST_MODELS, "slow_identity"), repo / "slow_identity")
+    srv = ServerProcess([str(repo)])
     workers = srv.children()
     assert workers
     result = {}
+    gate = Gate(tmp_path)
 
     def slow_call():
         c = httpclient.InferenceServerClient(srv.url)
         inp = httpclient.InferInput("INPUT0", [2], "FP32")
         inp.set_data_from_numpy(np.array([4.0, 2.0], np.float32))
-        result["out"] = c.infer("slow_identity", [inp]).as_numpy("OUTPUT0")
+        result["out"] = c.infer(
+            "slow_identity", [inp], parameters=gate.parameters).as_numpy("OUTPUT0")
 
     t = threading.Thread(target=slow_call)
     t.start()
-    time.sleep(0.1)
-    assert srv.stop(signal.SIGTERM) == 0, srv.log()
-    t.join(10)
+    try:
+        wait_until(lambda: pending_count(srv, "slow_identity") == 1, 60, "the request in flight")
+        srv.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: log_has(srv, "shutting down: draining"), 60, "SIGTERM handled")
+    finally:
+        gate.open()
+        t.join(60)
+    assert srv.stop() == 0, srv.log()
     np.testing.assert_array_equal(result["out"], [4.0, 2.0])
     assert not any(_alive(p) for p in workers)
 
