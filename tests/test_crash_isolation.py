@@ -12,7 +12,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import EXAMPLES, TEST_MODELS
-from tests.lifecycle_support import pending_count, wait_until
+from tests.lifecycle_support import Gate, pending_count, wait_until
 from tests.server_harness import ServerProcess
 
 
@@ -49,24 +49,25 @@ def own_server(tmp_path):
     repo.mkdir()
     for name in ("slow_identity", "crash_on_demand"):
         shutil.copytree(os.path.join(TEST_MODELS, name), repo / name)
-    # Long enough that "requests are inside execute()" can be observed, not assumed.
-    config = repo / "slow_identity" / "config.pbtxt"
-    config.write_text(config.read_text().replace('"0.3"', '"2.0"'))
     shutil.copytree(os.path.join(EXAMPLES, "add_sub"), repo / "add_sub")
     srv = ServerProcess([str(repo)])
     yield srv
     assert srv.stop() == 0, srv.log()
 
 
-def test_sigkill_worker_with_requests_in_flight(own_server):
+def test_sigkill_worker_with_requests_in_flight(own_server, tmp_path):
     srv = own_server
     (victim,) = _worker_pids(srv, "slow_identity_0_0")
     outcomes: list = []
+    # The requests wait inside execute() until the gate opens: "in flight" is
+    # observed, not assumed.
+    gate = Gate(tmp_path)
 
     def call():
         c = httpclient.InferenceServerClient(srv.url)
         try:
-            out = c.infer("slow_identity", [_slow_input()]).as_numpy("OUTPUT0")
+            out = c.infer("slow_identity", [_slow_input()], parameters=gate.parameters).as_numpy(
+                "OUTPUT0")
             outcomes.append(("ok", out))
         except InferenceServerException as exc:
             outcomes.append(("err", exc.message()))
@@ -76,13 +77,16 @@ def test_sigkill_worker_with_requests_in_flight(own_server):
         t.start()
     # All four requests reached the server; the first two went straight to the
     # two idle instances, so the victim has one in flight.
-    wait_until(lambda: pending_count(srv, "slow_identity") == 4, 30, "4 requests in flight")
-    os.kill(victim, signal.SIGKILL)
-    # Other models keep serving while the instance is down.
-    client = httpclient.InferenceServerClient(srv.url)
-    np.testing.assert_array_equal(_add_sub(client), np.arange(16) * 2)
-    for t in threads:
-        t.join(30)
+    try:
+        wait_until(lambda: pending_count(srv, "slow_identity") == 4, 60, "4 requests in flight")
+        os.kill(victim, signal.SIGKILL)
+        # Other models keep serving while the instance is down.
+        client = httpclient.InferenceServerClient(srv.url)
+        np.testing.assert_array_equal(_add_sub(client), np.arange(16) * 2)
+    finally:
+        gate.open()
+        for t in threads:
+            t.join(60)
     errors = [m for kind, m in outcomes if kind == "err"]
     oks = [v for kind, v in outcomes if kind == "ok"]
     assert len(errors) == 1, outcomes
