@@ -675,8 +675,9 @@ def test_sigkill_of_a_busy_worker_raises_in_the_caller_only(tmp_path):
 
         t = threading.Thread(target=call)
         t.start()
-        deadline = time.monotonic() + 30
-        while not marker.exists() and time.monotonic() < deadline:
+        # The marker exists from open() on; its pid is there once written.
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
             time.sleep(0.01)
         pid = int(marker.read_text())
         # Other models keep serving while the request is held.
