@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import signal
 import threading
 
 import pytest
@@ -33,6 +34,25 @@ def no_leaked_shm():
     yield
     leaked = _tritonlite_shm() - before
     assert not leaked, f"leaked /dev/shm segments: {sorted(leaked)}"
+
+
+def _stop_servers_on_sigterm() -> None:
+    """A test run ended by SIGTERM (a CI timeout, a user) takes its servers with
+    it instead of leaving them running; then it dies of the signal as before."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        for srv in list(LIVE):
+            srv.stop(timeout=5)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
+
+
+_stop_servers_on_sigterm()
 
 
 @pytest.fixture(scope="session", autouse=True)
