@@ -94,11 +94,21 @@ class _Serve:
 
     def __init__(self, argv0: list[str], *extra: str, env: dict[str, str] | None = None,
                  log: Path) -> None:
+        self.log = log
+        # A port taken by another process between _free_port() and the bind makes
+        # the server exit with a bind error: start again on new ports.
+        for _attempt in range(5):
+            if self._start(argv0, extra, env):
+                return
+        raise AssertionError("ports taken 5 times:\n" + log.read_text(errors="replace")[-3000:])
+
+    def _start(self, argv0: list[str], extra: tuple[str, ...],
+               env: dict[str, str] | None) -> bool:
         import time
         import urllib.request
 
+        log = self.log
         self.http, self.grpc, metrics = _free_port(), _free_port(), _free_port()
-        self.log = log
         self._out = open(log, "wb")
         self.proc = subprocess.Popen(
             [*argv0, "serve", "--model-repository", str(EXAMPLES),
@@ -109,13 +119,18 @@ class _Serve:
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            if self.proc.poll() is not None:
+                self.stop()
+                text = log.read_text(errors="replace")
+                if "already in use" in text or "failed to bind" in text:
+                    return False
+                raise AssertionError("server exited early:\n" + text[-3000:])
             try:
                 with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=1
+                    f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=5
                 ) as r:
                     if r.status == 200:
-                        return
+                        return True
             except OSError:
                 time.sleep(0.2)
         self.stop()
