@@ -267,7 +267,7 @@ def test_body_decoder_is_exact_within_the_limit(data, encoding, limit, edits):
 
 # -- the same, briefly, against a real server --------------------------------------
 
-@settings(max_examples=40, deadline=5000,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_edits, _doc)
 def test_real_server_answers_mutated_infer_requests(server, edits, doc):
