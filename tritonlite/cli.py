@@ -122,7 +122,8 @@ async def serve(ns: argparse.Namespace, settings: LogSettings,
 
         address = ns.metrics_address
         tasks.append(asyncio.create_task(
-            serve_metrics(server, address, ns.metrics_port, ns.metrics_interval_ms, stop)
+            serve_metrics(server, address, ns.metrics_port, ns.metrics_interval_ms, stop),
+            name=f"Metrics service at {address}:{ns.metrics_port}",
         ))
     log.info(
         "tritonlite serving: HTTP %s, gRPC %s",
@@ -155,8 +156,9 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task]) -> Base
         for task in done - {stopped}:
             error = None if task.cancelled() else task.exception()
             if error is not None:
-                log.error("%s", error)
-                print(f"error: creating server: Internal - {error}", file=sys.stderr)
+                log.error("%s: %s", task.get_name(), error)
+                print(f"error: creating server: Internal - {task.get_name()}: {error}",
+                      file=sys.stderr)
                 stop.set()
                 stopped.cancel()
                 return error
@@ -177,7 +179,9 @@ async def _start_doors(
             log.error("%s", exc)
             print(f"error: creating server: Internal - {exc}", file=sys.stderr)
             return None
-        tasks.append(asyncio.create_task(grpc_frontend.serve_until(stop)))
+        tasks.append(asyncio.create_task(
+            grpc_frontend.serve_until(stop),
+            name=f"GRPC service at {ns.grpc_address}:{ns.grpc_port}"))
     if ns.allow_http:
         if ns.http_server == "hypercorn":
             from tritonlite.frontends.http.http_server import serve_http
@@ -185,7 +189,8 @@ async def _start_doors(
             from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
         tasks.append(asyncio.create_task(serve_http(
             server, ns.http_address, ns.http_port, stop, http_limits.from_namespace(ns),
-            reuse_port)))
+            reuse_port),
+            name=f"HTTP service at {ns.http_address}:{ns.http_port}"))
     return tasks
 
 
