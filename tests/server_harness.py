@@ -34,8 +34,8 @@ class _PortTaken(Exception):
     pass
 
 
-def _listening_ports(pid: int) -> set[int]:
-    """The TCP ports `pid` itself listens on (its sockets in /proc/net/tcp*)."""
+def _tcp_sockets(pid: int) -> list[tuple[int, str]]:
+    """(local port, state) of the TCP sockets `pid` itself holds (/proc/net/tcp*)."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -46,19 +46,30 @@ def _listening_ports(pid: int) -> set[int]:
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
     except OSError:
-        return set()
-    ports = set()
+        return []
+    sockets = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+                    if fields[9] in inodes:
+                        sockets.append((int(fields[1].rsplit(":", 1)[1], 16), fields[3]))
         except OSError:
             continue
-    return ports
+    return sockets
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports `pid` itself listens on."""
+    return {port for port, state in _tcp_sockets(pid) if state == "0A"}  # 0A: LISTEN
+
+
+def established_connections(pid: int, port: int) -> int:
+    """Connections `pid` holds open on its local `port` (a server's side of them;
+    once the server closes one, its side leaves ESTABLISHED)."""
+    return sum(1 for p, state in _tcp_sockets(pid) if p == port and state == "01")
 
 
 def _expected_ports(flags: list[str], http: int, grpc: int, metrics: int) -> set[int]:

@@ -168,7 +168,7 @@ class GatedDevice(TensorBackend):
         self._running.put(None)
 
 
-def _wait(predicate, what: str, timeout: float = 20.0) -> None:
+def _wait(predicate, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -179,7 +179,7 @@ def test_torch_worker_crash_is_contained(torch_server):
     assert outcome and "SIGKILL" in outcome[0], outcome
     a = np.ones(3, np.float32)
     client.infer("torch_named", [_fp32("a", a), _fp32("b", a)])  # others unaffected
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     x = np.ones((2, 8), np.float32)
     while True:
         try:
@@ -238,7 +238,7 @@ def test_second_batch_is_sent_while_the_first_runs(tmp_path, monkeypatch):
             threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
             for t in threads:
                 t.start()
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while not any(n.startswith("mlp2.1.frontend.") for n in os.listdir(stages)) or (
                 sent()["batches"] < 2
             ):

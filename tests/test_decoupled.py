@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.grpc_fixtures import DEFAULT_TRANSPORT, grpc_server_args
 from tests.http_raw import call
-from tests.lifecycle_support import pending_count, wait_until
+from tests.lifecycle_support import Gate, pending_count, wait_until
 from tests.server_harness import ROOT, ServerProcess
 
 BLS_MODELS = os.path.join(ROOT, "tests", "models_bls")
@@ -208,23 +208,25 @@ def test_http_generate_stream(servers, model):
     assert status == 200 and body == b""
 
 
-def test_http_generate_stream_events_arrive_as_sent(servers):
+def test_http_generate_stream_events_arrive_as_sent(servers, tmp_path):
+    # The model holds its second and third responses until the gate opens: the
+    # first event can only be read before that if it was streamed, not buffered.
+    gate = Gate(tmp_path)
     host, port = servers().url.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
-        start = time.monotonic()
         conn.request("POST", "/v2/models/repeat_int32/generate_stream",
-                     json.dumps({"IN": 3, "DELAY_MS": 300}))
+                     json.dumps({"IN": 3, "gate": gate.path}))
         resp = conn.getresponse()
         first = resp.readline()  # "data: {...}"
-        first_at = time.monotonic() - start
+        assert not os.path.exists(gate.path)
+        gate.open()
         rest = resp.read()
-        total = time.monotonic() - start
     finally:
+        gate.open()  # a failed read must not leave the instance held
         conn.close()
     assert json.loads(first[len(b"data: "):])["IDX"] == 0
-    assert len(_events(rest)) == 2
-    assert first_at < total - 0.4, (first_at, total)  # streamed, not buffered
+    assert [event["IDX"] for event in _events(rest)] == [1, 2]
 
 
 def test_http_generate_stream_client_leaving_early(servers):

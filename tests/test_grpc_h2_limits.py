@@ -130,7 +130,7 @@ def _under_attack(srv: ServerProcess, attack: Callable[[], None]) -> None:
     assert latencies and max(latencies) < PROMPT_S, latencies
     assert srv.proc.poll() is None, srv.log()
     assert _add_sub(client) < PROMPT_S
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while (rss := _rss(srv.proc.pid)) > before * 1.1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert rss <= before * 1.1, f"RSS {before} -> {rss}"

@@ -188,11 +188,12 @@ def test_port_in_use_fails_startup(grpc_server, grpc_transport):
 
     from tests.conftest import EXAMPLES
     from tests.grpc_fixtures import grpc_server_args
-    from tests.server_harness import ROOT, free_port
+    from tests.server_harness import ROOT
 
+    # The other doors on port 0 (any free one): no port picked now and bound later.
     proc = subprocess.run(
         [sys.executable, "-m", "tritonlite", "serve", "--model-repository", EXAMPLES,
-         "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+         "--http-port", "0", "--metrics-port", "0",
          "--grpc-address", "127.0.0.1", "--grpc-port", grpc_server.grpc_url.split(":")[1],
          *grpc_server_args(grpc_transport)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -460,9 +460,9 @@ def test_max_connection_age(grpc_transport):
         *grpc_server_args(grpc_transport),
     )
     try:
+        start = time.monotonic()  # before the connection: its age cannot start earlier
         raw = RawH2(srv.grpc_url)
         try:
-            start = time.monotonic()
             frames = raw.read_until(lambda f: f[0] == GOAWAY, timeout=10)
             assert struct.unpack(">I", frames[-1][3][4:8])[0] == 0  # NO_ERROR
             assert time.monotonic() - start > 0.2

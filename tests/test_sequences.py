@@ -93,6 +93,9 @@ def test_missing_correlation_id(seq_server):
 def test_idle_sequence_is_released(seq_server):
     _step(seq_server.url, "accumulate_short", 1, 77, start=True)
     time.sleep(0.8)  # idle for longer than its 0.3 s max_sequence_idle (a lower bound)
+    # A round trip after the limit: the server's loop has run since then, so its
+    # idle timer has fired, however late the server process was scheduled.
+    assert httpclient.InferenceServerClient(seq_server.url).is_server_live()
     with pytest.raises(InferenceServerException) as info:
         _step(seq_server.url, "accumulate_short", 1, 77)
     assert "must specify the START flag" in info.value.message()

@@ -95,7 +95,7 @@ def test_sigkill_leaves_nothing_behind():
     client.infer("add_sub", inputs)
     workers = srv.children()
     srv.stop(signal.SIGKILL)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in workers)
@@ -155,13 +155,12 @@ def test_a_taken_port_ends_the_server(door, flags):
     import subprocess
     import sys
 
-    from tests.server_harness import free_port
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port(), door: port}
+        # The other doors on port 0 (any free one): only `door` can fail to bind.
+        ports = {"http": 0, "grpc": 0, "metrics": 0, door: port}
         proc = subprocess.run(
             [sys.executable, "-m", "tritonlite", "serve", "--model-repository", EXAMPLES,
              "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
