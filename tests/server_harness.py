@@ -61,7 +61,7 @@ def _tcp_sockets(pid: int) -> list[tuple[int, str]]:
     return sockets
 
 
-def _listening_ports(pid: int) -> set[int]:
+def listening_ports(pid: int) -> set[int]:
     """The TCP ports `pid` itself listens on."""
     return {port for port, state in _tcp_sockets(pid) if state == "0A"}  # 0A: LISTEN
 
@@ -154,7 +154,7 @@ class ServerProcess:
                 if any(failure in text for failure in _BIND_FAILURES):
                     raise _PortTaken()
                 raise RuntimeError(f"server exited early:\n{text}")
-            if self._ports <= _listening_ports(self.proc.pid):
+            if self._ports <= listening_ports(self.proc.pid):
                 try:
                     # HTTP opens once every model has loaded or failed.
                     with urllib.request.urlopen(

@@ -107,6 +107,8 @@ class _Serve:
         import time
         import urllib.request
 
+        from tests.server_harness import listening_ports
+
         log = self.log
         self.http, self.grpc, metrics = _free_port(), _free_port(), _free_port()
         self._out = open(log, "wb")
@@ -125,14 +127,18 @@ class _Serve:
                 if "already in use" in text or "failed to bind" in text:
                     return False
                 raise AssertionError("server exited early:\n" + text[-3000:])
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=5
-                ) as r:
-                    if r.status == 200:
-                        return True
-            except OSError:
-                time.sleep(0.2)
+            # Ours once this very process listens on both ports (not another
+            # process that took one of them first and answers there).
+            if {self.http, self.grpc} <= listening_ports(self.proc.pid):
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=5
+                    ) as r:
+                        if r.status == 200:
+                            return True
+                except OSError:
+                    pass
+            time.sleep(0.2)
         self.stop()
         raise AssertionError("server not ready:\n" + log.read_text(errors="replace")[-3000:])
 
