@@ -197,7 +197,7 @@ def test_grpc_cancel_reaches_running_request_and_removes_queued(srv):
     wait_until(lambda: log_has(srv, f"cancelled {running}"), 60,
                "the running request to see is_cancelled()")
     wait_until(lambda: pending_count(srv, "cancel_probe") == 0, 60, "the model to be idle")
-    got = {answers.get(timeout=15)[0]: None for _ in range(2)}
+    got = {answers.get(timeout=60)[0]: None for _ in range(2)}
     assert set(got) == {running, queued}
     assert not log_has(srv, f"start {queued}")
     _still_serves(srv)
