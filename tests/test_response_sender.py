@@ -37,6 +37,7 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 # which of the model's responses it got (0: returned, 1xx: sent in execute,
 # 2xx: sent after execute returned, 3xx: sent during a later execute).
 MODEL = """
+import json
 import threading
 
 import numpy as np
@@ -61,7 +62,9 @@ def later(work):
 class TritonPythonModel:
     def initialize(self, args):
         self.held = []
-        self.rows = 1 if "max_batch_size\\": 0" not in args["model_config"] else 0
+        # Parsed, not searched for a text: the JSON's spacing is not the same
+        # for an instance started again after a crash.
+        self.rows = 1 if json.loads(args["model_config"])["max_batch_size"] else 0
 
     def execute(self, requests):
         returned = []
