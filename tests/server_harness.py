@@ -99,7 +99,7 @@ class ServerProcess:
         self,
         repositories: list[str],
         *extra: str,
-        ready_timeout: float = 60.0,
+        ready_timeout: float = 180.0,
         command: list[str] | None = None,
     ) -> None:
         # `command` replaces `python -m tritonlite serve` (e.g. the tritonserver script).

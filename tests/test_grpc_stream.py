@@ -196,7 +196,7 @@ def test_port_in_use_fails_startup(grpc_server, grpc_transport):
          "--http-port", "0", "--metrics-port", "0",
          "--grpc-address", "127.0.0.1", "--grpc-port", grpc_server.grpc_url.split(":")[1],
          *grpc_server_args(grpc_transport)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 1
     assert "failed to bind gRPC" in proc.stderr

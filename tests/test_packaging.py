@@ -119,7 +119,7 @@ class _Serve:
              "--metrics-port", str(metrics), *extra],
             stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
         )
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.stop()

@@ -125,7 +125,7 @@ def test_exit_on_error_and_strict_readiness_like_triton(tmp_path):
         [sys.executable, "-m", "tritonlite", "serve", "--model-repository", _failing_repo(tmp_path),
          "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
          "--allow-grpc", "false"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 1
     assert "failed to load all models" in proc.stderr
@@ -166,7 +166,7 @@ def test_a_taken_port_ends_the_server(door, flags):
              "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
              "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
              "--metrics-port", str(ports["metrics"]), *flags],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=300,
         )
     assert proc.returncode == 1, proc.stderr[-3000:]
     service = {"http": "HTTP", "metrics": "Metrics"}[door]
