@@ -180,7 +180,7 @@ def test_requests_without_the_right_credentials(door):
 
 # -- shared memory ----------------------------------------------------------------
 def _key(door, tag: str) -> str:
-    return f"/tltest_ten_{door.name.replace('-', '_')}_{tag}"
+    return f"/tltest_{os.getpid()}_ten_{door.name.replace('-', '_')}_{tag}"
 
 
 def test_regions_live_in_each_tenants_namespace(door, regions):
