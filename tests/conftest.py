@@ -1,11 +1,12 @@
 import importlib.util
 import os
+import signal
 import threading
 
 import pytest
 from hypothesis import settings
 
-from tests.server_harness import ROOT, ServerPool, ServerProcess, ServerSetup
+from tests.server_harness import LIVE, ROOT, ServerPool, ServerProcess, ServerSetup
 
 # Fuzz tests run the same examples on every run ("ci"), so a suite run cannot
 # fail on a case an earlier run never met; HYPOTHESIS_PROFILE=explore searches
@@ -33,6 +34,34 @@ def no_leaked_shm():
     yield
     leaked = _tritonlite_shm() - before
     assert not leaked, f"leaked /dev/shm segments: {sorted(leaked)}"
+
+
+def _stop_servers_on_sigterm() -> None:
+    """A test run ended by SIGTERM (a CI timeout, a user) takes its servers with
+    it instead of leaving them running; then it dies of the signal as before."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        for srv in list(LIVE):
+            srv.stop(timeout=5)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
+
+
+_stop_servers_on_sigterm()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_leftover_servers():
+    """A server a test started and did not stop (it failed before its `finally`)
+    is stopped at the end, before the /dev/shm check, not left running."""
+    yield
+    for srv in list(LIVE):
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

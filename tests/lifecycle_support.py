@@ -38,6 +38,22 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, every: flo
         time.sleep(every)
 
 
+class Gate:
+    """A file tests/models/slow_identity waits for before it answers (request
+    parameter "gate"): requests stay in flight until the test opens it."""
+
+    def __init__(self, folder: str | os.PathLike[str], name: str = "gate") -> None:
+        self.path = os.path.join(os.fspath(folder), name)
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return {"gate": self.path}
+
+    def open(self) -> None:
+        with open(self.path, "w"):
+            pass
+
+
 def log_has(srv: ServerProcess, text: str) -> bool:
     return text in srv.log()
 

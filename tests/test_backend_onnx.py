@@ -25,6 +25,7 @@ from tritonlite.workers.backends.onnxruntime_backend import (  # noqa: E402
 )
 from tritonlite.workers.backends.tensor_backend import BackendError  # noqa: E402
 
+from tests.lifecycle_support import pending_count, wait_until  # noqa: E402
 from tests.server_harness import ROOT, ServerProcess  # noqa: E402
 
 
@@ -222,14 +223,18 @@ def test_worker_killed_mid_request_fails_it_and_restarts(onnx_server):
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.3)
-    os.kill(pid, signal.SIGKILL)
-    t.join(30)
+    try:
+        # In flight: sent to the stopped worker (no batcher holds it back).
+        wait_until(lambda: pending_count(onnx_server, "onnx_dense") == 1, 60,
+                   "the request in flight")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        t.join(60)
     assert outcome and "SIGKILL" in outcome[0] and "onnx_dense" in outcome[0], outcome
     # Other models keep serving; the instance comes back with a new process.
     x = np.ones((1, 8), np.float32)
     client.infer("onnx_opts", [_dense_input("X", x)])
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while True:
         try:
             got = client.infer("onnx_dense", [_dense_input("X", x)]).as_numpy("Y")

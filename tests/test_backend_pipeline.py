@@ -168,7 +168,7 @@ class GatedDevice(TensorBackend):
         self._running.put(None)
 
 
-def _wait(predicate, what: str, timeout: float = 20.0) -> None:
+def _wait(predicate, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -204,7 +204,7 @@ def gated_worker(tmp_path, monkeypatch):
     serving.start()
     yield worker, front, arena, GatedDevice.instances[0], serving
     front.close()
-    serving.join(10)
+    serving.join(60)
     worker.finalize()
     back.close()
     worker.segments.close_all()
@@ -308,7 +308,7 @@ def test_a_message_that_is_no_batch_does_not_hold_up_the_running_one(gated_worke
     channel.send(front, messages.encode(Shutdown()))
     device.gates.put(None)
     assert _done(front).batch_id == 2 and _values(outs) == [14.0]
-    serving.join(20)
+    serving.join(60)
     assert not serving.is_alive()
 
 

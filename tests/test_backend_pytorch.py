@@ -23,6 +23,7 @@ from tritonlite.workers.backends.pytorch_backend import (  # noqa: E402
 from tritonlite.workers.backends.stage_counters import FRONTEND_FIELDS  # noqa: E402
 from tritonlite.workers.backends.tensor_backend import BackendError, InstanceInfo  # noqa: E402
 
+from tests.lifecycle_support import pending_count, wait_until  # noqa: E402
 from tests.server_harness import ROOT, ServerProcess  # noqa: E402
 
 
@@ -168,13 +169,17 @@ def test_torch_worker_crash_is_contained(torch_server):
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.3)
-    os.kill(pid, signal.SIGKILL)
-    t.join(30)
+    try:
+        # In flight: sent to the stopped worker (no batcher holds it back).
+        wait_until(lambda: pending_count(torch_server, "torch_mlp") == 1, 60,
+                   "the request in flight")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        t.join(60)
     assert outcome and "SIGKILL" in outcome[0], outcome
     a = np.ones(3, np.float32)
     client.infer("torch_named", [_fp32("a", a), _fp32("b", a)])  # others unaffected
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     x = np.ones((2, 8), np.float32)
     while True:
         try:
@@ -233,7 +238,7 @@ def test_second_batch_is_sent_while_the_first_runs(tmp_path, monkeypatch):
             threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
             for t in threads:
                 t.start()
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while not any(n.startswith("mlp2.1.frontend.") for n in os.listdir(stages)) or (
                 sent()["batches"] < 2
             ):

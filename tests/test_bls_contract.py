@@ -330,7 +330,7 @@ def test_bls_in_finalize_is_refused_and_logged(bls_repo):
     assert f"TritonModelException: {REFUSED}" in log
 
 
-def _wait_for(condition, server, timeout: float = 30.0) -> None:
+def _wait_for(condition, server, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, server.log()[-3000:]

@@ -12,7 +12,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import EXAMPLES, TEST_MODELS
-from tests.lifecycle_support import pending_count, wait_until
+from tests.lifecycle_support import Gate, pending_count, wait_until
 from tests.server_harness import ServerProcess
 
 
@@ -49,24 +49,25 @@ def own_server(tmp_path):
     repo.mkdir()
     for name in ("slow_identity", "crash_on_demand"):
         shutil.copytree(os.path.join(TEST_MODELS, name), repo / name)
-    # Long enough that "requests are inside execute()" can be observed, not assumed.
-    config = repo / "slow_identity" / "config.pbtxt"
-    config.write_text(config.read_text().replace('"0.3"', '"2.0"'))
     shutil.copytree(os.path.join(EXAMPLES, "add_sub"), repo / "add_sub")
     srv = ServerProcess([str(repo)])
     yield srv
     assert srv.stop() == 0, srv.log()
 
 
-def test_sigkill_worker_with_requests_in_flight(own_server):
+def test_sigkill_worker_with_requests_in_flight(own_server, tmp_path):
     srv = own_server
     (victim,) = _worker_pids(srv, "slow_identity_0_0")
     outcomes: list = []
+    # The requests wait inside execute() until the gate opens: "in flight" is
+    # observed, not assumed.
+    gate = Gate(tmp_path)
 
     def call():
         c = httpclient.InferenceServerClient(srv.url)
         try:
-            out = c.infer("slow_identity", [_slow_input()]).as_numpy("OUTPUT0")
+            out = c.infer("slow_identity", [_slow_input()], parameters=gate.parameters).as_numpy(
+                "OUTPUT0")
             outcomes.append(("ok", out))
         except InferenceServerException as exc:
             outcomes.append(("err", exc.message()))
@@ -76,13 +77,16 @@ def test_sigkill_worker_with_requests_in_flight(own_server):
         t.start()
     # All four requests reached the server; the first two went straight to the
     # two idle instances, so the victim has one in flight.
-    wait_until(lambda: pending_count(srv, "slow_identity") == 4, 30, "4 requests in flight")
-    os.kill(victim, signal.SIGKILL)
-    # Other models keep serving while the instance is down.
-    client = httpclient.InferenceServerClient(srv.url)
-    np.testing.assert_array_equal(_add_sub(client), np.arange(16) * 2)
-    for t in threads:
-        t.join(30)
+    try:
+        wait_until(lambda: pending_count(srv, "slow_identity") == 4, 60, "4 requests in flight")
+        os.kill(victim, signal.SIGKILL)
+        # Other models keep serving while the instance is down.
+        client = httpclient.InferenceServerClient(srv.url)
+        np.testing.assert_array_equal(_add_sub(client), np.arange(16) * 2)
+    finally:
+        gate.open()
+        for t in threads:
+            t.join(60)
     errors = [m for kind, m in outcomes if kind == "err"]
     oks = [v for kind, v in outcomes if kind == "ok"]
     assert len(errors) == 1, outcomes
@@ -90,7 +94,7 @@ def test_sigkill_worker_with_requests_in_flight(own_server):
     assert "SIGKILL" in errors[0]
     assert len(oks) == 3
     # The instance is restarted and serves again.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(_worker_pids(srv, "slow_identity_0_0")) != 1:
         time.sleep(0.1)
     (new_pid,) = _worker_pids(srv, "slow_identity_0_0")
@@ -113,7 +117,7 @@ def test_model_that_exits_or_segfaults(own_server, how, signal_text):
     np.testing.assert_array_equal(_add_sub(client), np.arange(16) * 2)
     ok = httpclient.InferInput("INPUT0", [1], "INT32")
     ok.set_data_from_numpy(np.array([7], dtype=np.int32))
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while True:
         try:
             assert client.infer("crash_on_demand", [ok]).as_numpy("OUTPUT0")[0] == 7
@@ -151,7 +155,7 @@ def test_repeated_crash_at_restart_marks_model_unavailable(tmp_path):
         (pid,) = _worker_pids(srv, "fragile_0")
         os.kill(pid, signal.SIGKILL)
         # Not ready while it restarts, then out of service after three failures.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         entry: dict = {}
         while time.monotonic() < deadline:
             index = client.get_model_repository_index()

@@ -635,7 +635,7 @@ def test_control_plane_refused_outside_explicit_mode(door):
 
 def _wait_not_ready(door, *models: str) -> None:
     """An unload answers once begun; the versions drain, then stop."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(door.ready(m).value for m in models):
         time.sleep(0.05)
 

@@ -127,7 +127,7 @@ def _listens(pid: int, port: int) -> bool:
 def owner_of(server: ServerProcess, client_port: int, server_port: int) -> int:
     """The pid whose socket is the server side of the connection from client_port."""
     pids = [server.proc.pid, *frontend_pids(server)]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for lp, rp, st, ino in _tcp_table():
             if lp == server_port and rp == client_port and st == 0x01:

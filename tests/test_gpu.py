@@ -118,7 +118,7 @@ def gpu_server(tmp_path_factory):
     (capsule / "config.pbtxt").write_text(
         DLPACK_CONFIG + 'parameters { key: "use_capsule" value: { string_value: "1" } }\n'
     )
-    srv = ServerProcess([str(repo)], "--exit-on-error", "false", ready_timeout=120)
+    srv = ServerProcess([str(repo)], "--exit-on-error", "false", ready_timeout=180)
     srv.repo = str(repo)
     yield srv
     assert srv.stop() == 0, srv.log()

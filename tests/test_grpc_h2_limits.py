@@ -42,6 +42,9 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 SETTINGS_TIMEOUT = 0x4
 SEND_TIMEOUT_MS = 1500
 MAX_UNSENT = 8 * 1024 * 1024
+# How long a normal inference may take while an attack runs. The finding was a
+# 17 s stall; 3 s leaves room for a loaded 2-core machine.
+PROMPT_S = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +127,10 @@ def _under_attack(srv: ServerProcess, attack: Callable[[], None]) -> None:
         done.set()
         prober.join(30)
     assert not failures, failures
-    assert latencies and max(latencies) < 1.0, latencies
+    assert latencies and max(latencies) < PROMPT_S, latencies
     assert srv.proc.poll() is None, srv.log()
-    assert _add_sub(client) < 1.0
-    deadline = time.monotonic() + 15
+    assert _add_sub(client) < PROMPT_S
+    deadline = time.monotonic() + 60
     while (rss := _rss(srv.proc.pid)) > before * 1.1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert rss <= before * 1.1, f"RSS {before} -> {rss}"
@@ -163,7 +166,7 @@ def test_many_streams_and_large_settings_frames(srv):
             ))
             acks = raw.read_until(lambda f: f[0] == SETTINGS and f[1] & 1 and (
                 acks_seen.append(f) or len(acks_seen) == 30))
-            assert acks and time.monotonic() - start < 1.0
+            assert acks and time.monotonic() - start < PROMPT_S
             # One large SETTINGS frame: refused at once, whatever the stream count.
             raw.sock.sendall(_settings(*[(4, 80_000)] * 100_000))
             assert _goaway_code(raw) == (ENHANCE_YOUR_CALM, b"SETTINGS with more than 32 entries")
@@ -292,13 +295,13 @@ def _unread_responses(srv: ServerProcess, before: int, open_windows: bool) -> in
             except OSError:
                 break  # the server stopped reading us (then drops us)
             peak = max(peak, _rss(srv.proc.pid))
-        deadline = time.monotonic() + SEND_TIMEOUT_MS / 1000 + 10
+        deadline = time.monotonic() + SEND_TIMEOUT_MS / 1000 + 60
         while (rss := _rss(srv.proc.pid)) > before * 1.1 and time.monotonic() < deadline:
             peak = max(peak, rss)
             time.sleep(0.1)
         assert rss <= before * 1.1, f"RSS {before} -> {rss} with the client still connected"
         if open_windows:
-            assert _closed(raw, 10), "a client that reads nothing is dropped"
+            assert _closed(raw, 60), "a client that reads nothing is dropped"
         else:
             frames = []
             while (f := raw.read_frame(1.0)) is not None:

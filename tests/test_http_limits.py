@@ -28,12 +28,15 @@ import tritonclient.http as httpclient
 from tests.conftest import EXAMPLES
 from tests.http_raw import closed_by_peer, connect, read_response, request_head
 from tests.lean_http_driver import open_connection, parse_replies
-from tests.server_harness import ServerProcess
+from tests.server_harness import ServerProcess, established_connections
 from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest
 
 LIMIT = 64 * 1024 * 1024  # --max-request-bytes of the server under attack
 CAP = 200  # --http-max-connections
 TIMEOUT = 1  # every --http-*-timeout, seconds
+# How long a normal inference may take while an attack runs. The findings were
+# stalls of 12 to 40 s; 3 s leaves room for a loaded 2-core machine.
+PROMPT_S = 3.0
 INFER = "/v2/models/add_sub/infer"
 
 
@@ -97,7 +100,7 @@ class Probe:
         took = time.monotonic() - start
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), 2 * self.a)
         self.slowest = max(self.slowest, took)
-        assert took < 1.0, f"a normal inference took {took:.2f} s"
+        assert took < PROMPT_S, f"a normal inference took {took:.2f} s"
 
 
 @contextmanager
@@ -111,7 +114,7 @@ def bounded(srv: ServerProcess) -> Iterator[Probe]:
     assert srv.proc.poll() is None, srv.log()
     probe.check()
     assert _eventually(
-        lambda: _proc_status(srv.proc.pid)["VmRSS"] <= before * 1.10, 10
+        lambda: _proc_status(srv.proc.pid)["VmRSS"] <= before * 1.10, 60
     ), f"RSS {_proc_status(srv.proc.pid)['VmRSS']} kB after the attack, {before} kB before"
     probe.client.close()
 
@@ -244,14 +247,18 @@ def test_connections_over_the_cap_are_refused_with_503(srv):
 
 def test_idle_keepalive_connection_is_closed(srv):
     with connect(srv.url) as sock:
+        sent = time.monotonic()  # the idle time starts after this, on the server
         sock.sendall(request_head("GET", "/v2/health/live"))
         assert read_response(sock)[0] == 200
-        assert not closed_by_peer(sock, TIMEOUT / 3)  # still open shortly after
         assert closed_by_peer(sock, TIMEOUT + 5)
-    # tritonclient reconnects transparently after an idle close.
+        # Kept open while idle for the whole timeout (0.9: the clocks' resolution).
+        assert time.monotonic() - sent >= TIMEOUT * 0.9
+    # tritonclient reconnects transparently after an idle close: the second call
+    # goes once the server is seen to have closed the first one's connection.
     probe = Probe(srv.url)
     probe.check()
-    time.sleep(TIMEOUT + 1)
+    assert _eventually(lambda: established_connections(srv.proc.pid, srv.http_port) == 0,
+                       TIMEOUT + 60), "the idle connection was not closed"
     probe.check()
 
 
@@ -338,9 +345,9 @@ def test_header_split_over_many_reads(srv):
 
 
 def test_slow_head_times_out(srv):
+    start = time.monotonic()  # the header time runs from the connection on
     with connect(srv.url) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
-        start = time.monotonic()
         sock.settimeout(TIMEOUT + 5)
         status, _h, body = read_response(sock)
         assert status == 408 and time.monotonic() - start >= TIMEOUT * 0.9
@@ -442,7 +449,7 @@ def test_body_over_the_limit_is_refused_before_it_is_read(srv):
             sock.sendall(bytes(1 << 20))
             start = time.monotonic()
             status, headers, body = read_response(sock)
-            assert time.monotonic() - start < 2
+            assert time.monotonic() - start < PROMPT_S
             assert (status, headers["connection"]) == (400, "close")
             assert _error(body) == (f"request body of {1 << 30} bytes is larger than the "
                                     f"limit of {LIMIT} bytes")

@@ -61,11 +61,11 @@ def test_stuck_execute_times_out_instance_restarts_queue_drains(own_server):
 
     stuck = threading.Thread(target=call, args=("stuck", 600.0))
     stuck.start()
-    wait_until(lambda: log_has(srv, "[stuck] start stuck "), 30, "the stuck request to run")
+    wait_until(lambda: log_has(srv, "[stuck] start stuck "), 60, "the stuck request to run")
     queued = [threading.Thread(target=call, args=(f"queued{i}", 0.0)) for i in range(2)]
     for t in queued:
         t.start()
-    wait_until(lambda: pending_count(srv, "stuck") == 3, 30, "two requests queued behind it")
+    wait_until(lambda: pending_count(srv, "stuck") == 3, 60, "two requests queued behind it")
     for t in (stuck, *queued):
         t.join(90)
     kind, text, took = outcomes["stuck"]
@@ -115,13 +115,13 @@ def test_worker_death_noticed_while_forked_child_holds_channel(own_server):
     client = httpclient.InferenceServerClient(srv.url)
     try:
         (pid,) = worker_pids(srv, "forking_0_0")
-        killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
+        # Noticed through the process itself: the channel stays open in the
+        # forked child (600 s), so an end-of-file could never tell.
         wait_until(
             lambda: log_has(srv, "instance 'forking_0_0' was killed by SIGKILL; restarting it"),
-            2.0, "the worker's death to be noticed",
+            60, "the worker's death to be noticed",
         )
-        assert time.monotonic() - killed_at < 2.0
         wait_until(lambda: client.is_model_ready("forking"), 60, "the instance to be back")
         out = client.infer("forking", [_fp32("INPUT0", 7.0)]).as_numpy("OUTPUT0")
         assert out.tolist() == [7.0]
@@ -149,7 +149,7 @@ def test_not_ready_while_the_only_instance_restarts(own_server):
         f.write("3")
     (pid,) = worker_pids(srv, "slow_start_0_0")
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not client.is_model_ready("slow_start"), 10, "model not ready")
+    wait_until(lambda: not client.is_model_ready("slow_start"), 60, "model not ready")
     # Strict readiness (the default): the server is not ready either, on both doors.
     assert not client.is_server_ready()
     assert not gclient.is_model_ready("slow_start")
@@ -165,7 +165,7 @@ def test_non_strict_server_stays_ready_while_a_model_restarts(own_server):
         f.write("3")
     (pid,) = worker_pids(srv, "slow_start_0_0")
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not client.is_model_ready("slow_start"), 10, "model not ready")
+    wait_until(lambda: not client.is_model_ready("slow_start"), 60, "model not ready")
     assert client.is_server_ready()
     wait_until(lambda: client.is_model_ready("slow_start"), 60, "the instance to be back")
 
@@ -187,7 +187,7 @@ def test_restart_without_file_descriptors_is_retried_and_model_not_ready(own_ser
     resource.prlimit(server_pid, resource.RLIMIT_NOFILE, (limit, hard))
     try:
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: log_has(srv, "(EMFILE)"), 30, "a restart failing for want of fds")
+        wait_until(lambda: log_has(srv, "(EMFILE)"), 60, "a restart failing for want of fds")
         assert not client.is_model_ready("slow_start")
         assert not client.is_server_ready()
         with pytest.raises(InferenceServerException) as info:
@@ -228,9 +228,9 @@ def test_is_ready_hook_decides_model_and_server_readiness(own_server, mode, read
     assert client.is_server_ready() is ready  # strict readiness asks the hook too
     assert gclient.is_server_ready() is ready
     if mode == "raise":
-        wait_until(lambda: log_has(srv, "RuntimeError: dependency down"), 10, "the reason logged")
+        wait_until(lambda: log_has(srv, "RuntimeError: dependency down"), 60, "the reason logged")
     if mode == "nonbool":
-        wait_until(lambda: log_has(srv, "is_ready() must return a boolean value"), 10,
+        wait_until(lambda: log_has(srv, "is_ready() must return a boolean value"), 60,
                    "the reason logged")
     # Readiness does not change what inference does.
     out = client.infer("ready_hook", [_fp32("WAIT", 0.0)]).as_numpy("WAIT_OUT")
@@ -249,14 +249,14 @@ def test_is_ready_hook_answers_beside_a_busy_execute_and_times_out(own_server):
     busy = threading.Thread(target=busy_infer)
     busy.start()
     try:
-        wait_until(lambda: pending_count(srv, "ready_hook") == 1, 30, "execute() to be busy")
-        t0 = time.monotonic()
+        wait_until(lambda: pending_count(srv, "ready_hook") == 1, 60, "execute() to be busy")
         assert client.is_model_ready("ready_hook")
-        assert time.monotonic() - t0 < 3.0, "the hook should not wait for execute()"
+        # Answered while execute() still runs: the hook did not wait for it.
+        assert pending_count(srv, "ready_hook") == 1, "the hook waited for execute()"
         _set_readiness(srv, "slow")  # is_ready() sleeps 20 s: the check gives up at 5 s
         t0 = time.monotonic()
         assert not client.is_model_ready("ready_hook")
-        assert 4.0 <= time.monotonic() - t0 < 15.0
+        assert 4.0 <= time.monotonic() - t0 < 19.0  # gave up before the hook's 20 s
     finally:
         _set_readiness(srv, None)
         busy.join(60)

@@ -17,6 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import EXAMPLES, TEST_MODELS
 from tests.http_raw import call_json
+from tests.lifecycle_support import Gate, pending_count, wait_until
 from tests.server_harness import ServerProcess
 
 
@@ -92,20 +93,35 @@ def test_explicit_load_unload_while_another_model_serves(tmp_path):
         # In-flight requests of a model being unloaded finish first.
         client.load_model("slow_identity")
         result = {}
+        gate = Gate(tmp_path)
 
         def slow():
             c = httpclient.InferenceServerClient(srv.url)
             inp = httpclient.InferInput("INPUT0", [2], "FP32")
             inp.set_data_from_numpy(np.array([1.0, 2.0], np.float32))
-            result["out"] = c.infer("slow_identity", [inp]).as_numpy("OUTPUT0")
+            result["out"] = c.infer(
+                "slow_identity", [inp], parameters=gate.parameters).as_numpy("OUTPUT0")
+
+        def unload():
+            with httpclient.InferenceServerClient(srv.url) as c:
+                c.unload_model("slow_identity")  # answers once the drain is over
 
         s = threading.Thread(target=slow)
         s.start()
-        time.sleep(0.1)
-        client.unload_model("slow_identity")
-        s.join(30)
+        u = threading.Thread(target=unload)
+        try:
+            wait_until(lambda: pending_count(srv, "slow_identity") == 1, 60,
+                       "the request in flight")
+            u.start()
+            wait_until(lambda: not client.is_model_ready("slow_identity"), 60,
+                       "slow_identity unloading")
+        finally:
+            gate.open()
+            s.join(60)
+            if u.ident is not None:  # started
+                u.join(60)
         np.testing.assert_array_equal(result["out"], [1.0, 2.0])
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while client.is_model_ready("slow_identity") and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not client.is_model_ready("slow_identity")
@@ -170,7 +186,7 @@ def test_poll_mode_picks_up_a_new_version(tmp_path):
         client = httpclient.InferenceServerClient(srv.url)
         assert _scalar(client, "two_versions") == 5.0
         shutil.copytree(os.path.join(TEST_MODELS, "two_versions", "2"), repo / "two_versions" / "2")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if client.is_model_ready("two_versions", "2"):
                 break

@@ -106,7 +106,7 @@ def _lines(srv: ServerProcess, text: str) -> list[str]:
     return [ln for ln in srv.log().splitlines() if ln.endswith(f'] "{text}"')]
 
 
-def _wait_for(srv: ServerProcess, text: str, count: int, timeout: float = 20.0) -> list[str]:
+def _wait_for(srv: ServerProcess, text: str, count: int, timeout: float = 60.0) -> list[str]:
     """Lines come through the worker's stderr relay: poll until `count` are in."""
     deadline = time.monotonic() + timeout
     while True:
@@ -116,7 +116,7 @@ def _wait_for(srv: ServerProcess, text: str, count: int, timeout: float = 20.0) 
         time.sleep(0.05)
 
 
-def _kinds_logged(srv: ServerProcess, tag: int, timeout: float = 20.0) -> set[str]:
+def _kinds_logged(srv: ServerProcess, tag: int, timeout: float = 60.0) -> set[str]:
     # The model prints end-<tag> after its logger lines, on the same stream:
     # once it is in, every line the settings let through is in too.
     deadline = time.monotonic() + timeout

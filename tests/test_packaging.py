@@ -94,11 +94,23 @@ class _Serve:
 
     def __init__(self, argv0: list[str], *extra: str, env: dict[str, str] | None = None,
                  log: Path) -> None:
+        self.log = log
+        # A port taken by another process between _free_port() and the bind makes
+        # the server exit with a bind error: start again on new ports.
+        for _attempt in range(5):
+            if self._start(argv0, extra, env):
+                return
+        raise AssertionError("ports taken 5 times:\n" + log.read_text(errors="replace")[-3000:])
+
+    def _start(self, argv0: list[str], extra: tuple[str, ...],
+               env: dict[str, str] | None) -> bool:
         import time
         import urllib.request
 
+        from tests.server_harness import listening_ports
+
+        log = self.log
         self.http, self.grpc, metrics = _free_port(), _free_port(), _free_port()
-        self.log = log
         self._out = open(log, "wb")
         self.proc = subprocess.Popen(
             [*argv0, "serve", "--model-repository", str(EXAMPLES),
@@ -107,17 +119,26 @@ class _Serve:
              "--metrics-port", str(metrics), *extra],
             stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
         )
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=1
-                ) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
+            if self.proc.poll() is not None:
+                self.stop()
+                text = log.read_text(errors="replace")
+                if "already in use" in text or "failed to bind" in text:
+                    return False
+                raise AssertionError("server exited early:\n" + text[-3000:])
+            # Ours once this very process listens on both ports (not another
+            # process that took one of them first and answers there).
+            if {self.http, self.grpc} <= listening_ports(self.proc.pid):
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=5
+                    ) as r:
+                        if r.status == 200:
+                            return True
+                except OSError:
+                    pass
+            time.sleep(0.2)
         self.stop()
         raise AssertionError("server not ready:\n" + log.read_text(errors="replace")[-3000:])
 

@@ -157,10 +157,13 @@ def test_system_shared_memory_with_json_data_and_validation(perf_server, tmp_pat
 
 
 def test_request_rate_keeps_the_schedule(perf_server):
-    settings = PerfSettings(model="add_sub", url=perf_server.url, request_rates=[40.0, 80.0],
-                            input_data="zero", **SHORT)
+    # Rates a loaded 2-core machine sustains (80/s reached 42/s beside other
+    # test runs), over 1 s windows: 20 to 40 requests each, so one request more
+    # or less is well inside the tolerance.
+    settings = PerfSettings(model="add_sub", url=perf_server.url, request_rates=[20.0, 40.0],
+                            input_data="zero", **{**SHORT, "measurement_interval_ms": 1000})
     run = profile(settings)
-    assert [r.level for r in run.results] == [40.0, 80.0]
+    assert [r.level for r in run.results] == [20.0, 40.0]
     for r in run.results:
         assert r.mode == "request_rate"
         # An open loop sends at the rate asked, whatever the latency.

@@ -115,17 +115,17 @@ def test_http_disconnect_removes_queued_and_cancels_running(http_srv, model):
     running, queued = _rid("running"), _rid("queued")
     failed_before = failure_count(srv, model, "CANCELED")
     a = _raw_http_infer(srv, model, running, 60.0, batched)
-    wait_until(lambda: log_has(srv, f"[{model}] start {running}"), 30, "the first request to run")
+    wait_until(lambda: log_has(srv, f"[{model}] start {running}"), 60, "the first request to run")
     b = _raw_http_infer(srv, model, queued, 0.0, batched)
-    wait_until(lambda: pending_count(srv, model) == 2, 30, "the second request to be queued")
+    wait_until(lambda: pending_count(srv, model) == 2, 60, "the second request to be queued")
     b.close()
     # Out of the queue at once, while the first request still runs.
-    wait_until(lambda: pending_count(srv, model) == 1, 15, "the queued request to leave")
+    wait_until(lambda: pending_count(srv, model) == 1, 60, "the queued request to leave")
     assert not log_has(srv, f"cancelled {running}")
     a.close()
-    wait_until(lambda: log_has(srv, f"[{model}] cancelled {running}"), 15,
+    wait_until(lambda: log_has(srv, f"[{model}] cancelled {running}"), 60,
                "the running request to see is_cancelled()")
-    wait_until(lambda: pending_count(srv, model) == 0, 15, "the model to be idle")
+    wait_until(lambda: pending_count(srv, model) == 0, 60, "the model to be idle")
     _still_serves(srv, model)
     assert not log_has(srv, f"start {queued}"), "the model ran a request nobody waited for"
     assert failure_count(srv, model, "CANCELED") == failed_before + 2
@@ -163,24 +163,24 @@ def test_queued_request_cancelled_releases_its_shm_region(http_srv, regions):
     running, queued = _rid("running"), _rid("queued")
     a = _raw_http_infer(srv, "cancel_probe", running, 60.0)
     try:
-        wait_until(lambda: log_has(srv, f"start {running}"), 30, "the first request to run")
+        wait_until(lambda: log_has(srv, f"start {running}"), 60, "the first request to run")
         b = _raw_http_infer(srv, "cancel_probe", queued, 0.0,
                             shm={"shared_memory_region": "cancel_in",
                                  "shared_memory_byte_size": 4})
-        wait_until(lambda: pending_count(srv, "cancel_probe") == 2, 30, "the queued request")
+        wait_until(lambda: pending_count(srv, "cancel_probe") == 2, 60, "the queued request")
         with pytest.raises(InferenceServerException) as info:
             client.unregister_system_shared_memory("cancel_in")
         assert "Cannot unregister shared memory region 'cancel_in', it is currently in use." \
             in str(info.value)
         assert _server_holds(srv, key), "the queued request's region should stay open"
         b.close()
-        wait_until(lambda: _unregisters(client, "cancel_in"), 15, "the region to be let go")
-        wait_until(lambda: not _server_holds(srv, key), 15, "the region to be closed")
+        wait_until(lambda: _unregisters(client, "cancel_in"), 60, "the region to be let go")
+        wait_until(lambda: not _server_holds(srv, key), 60, "the region to be closed")
         assert pending_count(srv, "cancel_probe") == 1
     finally:
         a.close()
-    wait_until(lambda: log_has(srv, f"cancelled {running}"), 15, "the running request to end")
-    wait_until(lambda: pending_count(srv, "cancel_probe") == 0, 15, "the model to be idle")
+    wait_until(lambda: log_has(srv, f"cancelled {running}"), 60, "the running request to end")
+    wait_until(lambda: pending_count(srv, "cancel_probe") == 0, 60, "the model to be idle")
     assert not log_has(srv, f"start {queued}")
 
 
@@ -194,17 +194,17 @@ def test_grpc_cancel_reaches_running_request_and_removes_queued(srv):
 
     a = client.async_infer("cancel_probe", [_wait_input(60.0)], answer_to(running),
                            request_id=running)
-    wait_until(lambda: log_has(srv, f"start {running}"), 30, "the first request to run")
+    wait_until(lambda: log_has(srv, f"start {running}"), 60, "the first request to run")
     b = client.async_infer("cancel_probe", [_wait_input(0.0)], answer_to(queued),
                            request_id=queued)
-    wait_until(lambda: pending_count(srv, "cancel_probe") == 2, 30, "the queued request")
+    wait_until(lambda: pending_count(srv, "cancel_probe") == 2, 60, "the queued request")
     b.cancel()
-    wait_until(lambda: pending_count(srv, "cancel_probe") == 1, 15, "the queued request to leave")
+    wait_until(lambda: pending_count(srv, "cancel_probe") == 1, 60, "the queued request to leave")
     a.cancel()
-    wait_until(lambda: log_has(srv, f"cancelled {running}"), 15,
+    wait_until(lambda: log_has(srv, f"cancelled {running}"), 60,
                "the running request to see is_cancelled()")
-    wait_until(lambda: pending_count(srv, "cancel_probe") == 0, 15, "the model to be idle")
-    got = {answers.get(timeout=15)[0]: None for _ in range(2)}
+    wait_until(lambda: pending_count(srv, "cancel_probe") == 0, 60, "the model to be idle")
+    got = {answers.get(timeout=60)[0]: None for _ in range(2)}
     assert set(got) == {running, queued}
     assert not log_has(srv, f"start {queued}")
     _still_serves(srv)
@@ -216,9 +216,9 @@ def test_grpc_deadline_cancels_running_request(srv):
     with pytest.raises(InferenceServerException) as info:
         client.infer("cancel_probe", [_wait_input(60.0)], request_id=rid, client_timeout=1.0)
     assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
-    wait_until(lambda: log_has(srv, f"cancelled {rid}"), 15,
+    wait_until(lambda: log_has(srv, f"cancelled {rid}"), 60,
                "the model to see the expired deadline as a cancellation")
-    wait_until(lambda: pending_count(srv, "cancel_probe") == 0, 15, "the model to be idle")
+    wait_until(lambda: pending_count(srv, "cancel_probe") == 0, 60, "the model to be idle")
     _still_serves(srv)
 
 
@@ -233,7 +233,7 @@ def test_grpc_stream_cancel_reaches_decoupled_response_sender(srv):
         assert error is None and result.as_numpy("POLLS")[0] >= 1
     finally:
         client.stop_stream(cancel_requests=True)
-    wait_until(lambda: log_has(srv, f"[cancel_decoupled] cancelled {rid}"), 15,
+    wait_until(lambda: log_has(srv, f"[cancel_decoupled] cancelled {rid}"), 60,
                "response_sender.is_cancelled() to turn true")
-    wait_until(lambda: pending_count(srv, "cancel_decoupled") == 0, 15, "the stream to end")
+    wait_until(lambda: pending_count(srv, "cancel_decoupled") == 0, 60, "the stream to end")
     assert not log_has(srv, f"[cancel_decoupled] finished {rid}")

@@ -132,8 +132,9 @@ def shm_off_door(request, server_pool):
 
 def test_client_shm_is_off_unless_allowed(shm_off_door, regions):
     door = shm_off_door
-    regions("off", "/tltest_shm_off", 64)
-    assert_outcome(door, door.shm_register("off", "/tltest_shm_off", 64),
+    key = f"/tltest_{os.getpid()}_shm_off"  # other test runs on this box use the name too
+    regions("off", key, 64)
+    assert_outcome(door, door.shm_register("off", key, 64),
                    Err("UNSUPPORTED", CLIENT_SHM_DISABLED))
     assert_outcome(door, door.shm_unregister("off"), Err("UNSUPPORTED", CLIENT_SHM_DISABLED))
     assert_outcome(door, door.shm_unregister(), Err("UNSUPPORTED", CLIENT_SHM_DISABLED))

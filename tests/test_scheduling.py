@@ -12,6 +12,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ROOT
+from tests.lifecycle_support import Gate, pending_count, wait_until
 from tests.server_harness import ServerProcess
 
 REPO = os.path.join(ROOT, "tests", "models_sched")
@@ -43,36 +44,56 @@ def _infer(url, model, values, **kw):
         return {n: result.as_numpy(n) for n in ("OUTPUT0", "BATCH", "ORDER", "START", "END")}
 
 
-def _parallel(calls):
-    """Run (fn, args, kwargs) triples in threads started in order, 30 ms apart
-    when `gap` is set; return results (or exceptions) in call order."""
-    results = [None] * len(calls)
+class _Calls:
+    """Calls run in threads: each one's result (or InferenceServerException) and
+    the moment it came back, by tag."""
 
-    def run(i, fn, args, kwargs):
-        try:
-            results[i] = fn(*args, **kwargs)
-        except InferenceServerException as exc:
-            results[i] = exc
+    def __init__(self) -> None:
+        self.results: dict[str, object] = {}
+        self.done_at: dict[str, float] = {}
+        self._threads: list[threading.Thread] = []
 
-    threads = []
-    for i, (fn, args, kwargs, gap) in enumerate(calls):
-        t = threading.Thread(target=run, args=(i, fn, args, kwargs))
+    def start(self, tag: str, fn, *args, **kwargs) -> None:
+        def run() -> None:
+            try:
+                self.results[tag] = fn(*args, **kwargs)
+            except InferenceServerException as exc:
+                self.results[tag] = exc
+            self.done_at[tag] = time.monotonic()
+
+        t = threading.Thread(target=run)
         t.start()
-        threads.append(t)
-        time.sleep(gap)
-    for t in threads:
-        t.join(60)
-    return results
+        self._threads.append(t)
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join(120)
 
 
 def _stats(url, model):
     return httpclient.InferenceServerClient(url).get_inference_statistics(model)["model_stats"][0]
 
 
-def test_dynamic_batching_forms_batches_and_routes_outputs(sched):
+def _in_queue(srv, model: str, count: int) -> None:
+    """Wait until `count` requests of `model` are queued or executing."""
+    wait_until(lambda: pending_count(srv, model) == count, 60, f"{count} {model} requests in")
+
+
+def test_dynamic_batching_forms_batches_and_routes_outputs(sched, tmp_path):
     n = 16
-    calls = [(_infer, (sched.url, "batched", [float(i), float(i) + 0.5]), {}, 0) for i in range(n)]
-    results = _parallel(calls)
+    gate = Gate(tmp_path)
+    before = _stats(sched.url, "batched")
+    calls = _Calls()
+    try:
+        # All requests arrive while the instance is held: batches must form.
+        for i in range(n):
+            calls.start(i, _infer, sched.url, "batched", [float(i), float(i) + 0.5],
+                        parameters=gate.parameters)
+        _in_queue(sched, "batched", n)
+    finally:
+        gate.open()
+        calls.join()
+    results = [calls.results[i] for i in range(n)]
     for i, r in enumerate(results):
         assert not isinstance(r, Exception), r
         np.testing.assert_array_equal(r["OUTPUT0"], [[2.0 * i, 2.0 * i + 1.0]])
@@ -80,123 +101,170 @@ def test_dynamic_batching_forms_batches_and_routes_outputs(sched):
     assert max(sizes) > 1
     assert max(sizes) <= 8
     stats = _stats(sched.url, "batched")
-    assert stats["inference_count"] == n
-    assert stats["execution_count"] < n
-    batch_sizes = [b["batch_size"] for b in stats["batch_stats"]]
-    assert max(batch_sizes) > 1 and max(batch_sizes) <= 8
-    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in stats["batch_stats"]) == n
+    assert stats["inference_count"] - before["inference_count"] == n
+    assert stats["execution_count"] - before["execution_count"] < n
+    old = {b["batch_size"]: b["compute_infer"]["count"] for b in before.get("batch_stats", [])}
+    new = {
+        b["batch_size"]: b["compute_infer"]["count"] - old.get(b["batch_size"], 0)
+        for b in stats["batch_stats"]
+    }
+    sizes_run = [size for size, count in new.items() if count]
+    assert max(sizes_run) > 1 and max(sizes_run) <= 8
+    assert sum(size * count for size, count in new.items()) == n
 
 
 def test_requests_with_different_shapes_are_not_batched_together(sched):
-    calls = [(_infer, (sched.url, "batched", [1.0] * (1 + i % 2)), {}, 0) for i in range(8)]
-    results = _parallel(calls)
-    for i, r in enumerate(results):
+    calls = _Calls()
+    for i in range(8):
+        calls.start(i, _infer, sched.url, "batched", [1.0] * (1 + i % 2))
+    calls.join()
+    for i in range(8):
+        r = calls.results[i]
         assert r["OUTPUT0"].shape == (1, 1 + i % 2)
         np.testing.assert_array_equal(r["OUTPUT0"], np.full((1, 1 + i % 2), 2.0))
 
 
-def test_preserve_ordering(sched):
-    # The first request sleeps 0.4 s on one instance; the second runs at once on
-    # the other instance, but with preserve_ordering it is answered after.
-    # Compare the fast request's latency: held back only under preserve_ordering.
-    for model, held in (("ordered", True), ("unordered", False)):
-        took = {}
-
-        def call(tag, delay_us, model=model, took=took):
-            t0 = time.monotonic()
-            _infer(sched.url, model, [float(delay_us)])
-            took[tag] = time.monotonic() - t0
-
-        _parallel([(call, ("slow", 400000), {}, 0.1), (call, ("fast", 0), {}, 0)])
+@pytest.mark.parametrize("model,held", [("ordered", True), ("unordered", False)])
+def test_preserve_ordering(sched, tmp_path, model, held):
+    # "slow" is held on one instance; "fast" then runs at once on the other. With
+    # preserve_ordering its answer waits for slow's; without, it comes back while
+    # slow is still held.
+    gate = Gate(tmp_path)
+    calls = _Calls()
+    executions = _stats(sched.url, model)["execution_count"]
+    try:
+        calls.start("slow", _infer, sched.url, model, [1.0], parameters=gate.parameters)
+        _in_queue(sched, model, 1)
+        calls.start("fast", _infer, sched.url, model, [2.0])
         if held:
-            assert took["fast"] > 0.2, (model, took)
+            # fast has run (an execution is counted once it ends; slow's has not) ...
+            wait_until(lambda: _stats(sched.url, model)["execution_count"] > executions,
+                       60, "the fast request executed")
         else:
-            assert took["fast"] < 0.2, (model, took)
+            wait_until(lambda: "fast" in calls.done_at, 60, "the fast answer")
+        opened_at = time.monotonic()
+    finally:
+        gate.open()
+        calls.join()
+    assert not isinstance(calls.results["fast"], Exception), calls.results
+    assert not isinstance(calls.results["slow"], Exception), calls.results
+    if held:
+        assert calls.done_at["fast"] > opened_at  # ... but answered after slow's release
+    else:
+        assert calls.done_at["fast"] < opened_at
 
 
-def test_timeout_reject(sched):
-    results = _parallel(
-        [
-            (_infer, (sched.url, "timeout_reject", [300000.0]), {}, 0.05),
-            (_infer, (sched.url, "timeout_reject", [1.0]), {}, 0),
-        ]
-    )
-    assert not isinstance(results[0], Exception)
-    assert isinstance(results[1], InferenceServerException)
-    assert results[1].message() == "Request timeout expired"
-    assert results[1].status() == "503"
+def _held_then(sched, tmp_path, model: str, *later: tuple[str, list[float], dict, str]) -> _Calls:
+    """A first request ("held") keeps `model`'s only instance busy until a gate
+    opens. The `later` (tag, values, infer kwargs, until) ones are sent one by one,
+    each once the one before it is "queued" in the server or "answered" (refused
+    or timed out in the queue); then the gate opens."""
+    gate = Gate(tmp_path, f"gate-{model}")
+    calls = _Calls()
+    try:
+        calls.start("held", _infer, sched.url, model, [1.0], parameters=gate.parameters)
+        in_server = 1
+        _in_queue(sched, model, in_server)
+        for tag, values, kwargs, until in later:
+            calls.start(tag, _infer, sched.url, model, values, **kwargs)
+            if until == "queued":
+                in_server += 1
+                _in_queue(sched, model, in_server)
+            else:
+                wait_until(lambda tag=tag: tag in calls.done_at, 60, f"the {tag} answer")
+    finally:
+        gate.open()
+        calls.join()
+    return calls
 
 
-def test_timeout_delay_runs_late(sched):
-    results = _parallel(
-        [
-            (_infer, (sched.url, "timeout_delay", [300000.0]), {}, 0.05),
-            (_infer, (sched.url, "timeout_delay", [1.0]), {}, 0),
-        ]
-    )
-    assert not any(isinstance(r, Exception) for r in results), results
-    np.testing.assert_array_equal(results[1]["OUTPUT0"], [[2.0]])
+def test_timeout_reject(sched, tmp_path):
+    # The queued request's 100 ms queue timeout passes while the instance is held.
+    calls = _held_then(sched, tmp_path, "timeout_reject",
+                       ("queued", [2.0], {}, "answered"))
+    assert not isinstance(calls.results["held"], Exception)
+    refused = calls.results["queued"]
+    assert isinstance(refused, InferenceServerException)
+    assert refused.message() == "Request timeout expired"
+    assert refused.status() == "503"
 
 
-def test_request_timeout_override(sched):
-    results = _parallel(
-        [
-            (_infer, (sched.url, "timeout_override", [300000.0]), {}, 0.05),
-            (_infer, (sched.url, "timeout_override", [1.0]), {"timeout": 50000}, 0),
-        ]
-    )
-    assert not isinstance(results[0], Exception)
-    assert isinstance(results[1], InferenceServerException)
-    assert results[1].message() == "Request timeout expired"
+def test_timeout_delay_runs_late(sched, tmp_path):
+    gate = Gate(tmp_path)
+    calls = _Calls()
+    try:
+        calls.start("held", _infer, sched.url, "timeout_delay", [1.0],
+                    parameters=gate.parameters)
+        _in_queue(sched, "timeout_delay", 1)
+        calls.start("queued", _infer, sched.url, "timeout_delay", [2.0])
+        _in_queue(sched, "timeout_delay", 2)
+        time.sleep(0.3)  # a lower bound: the queued request outlives its 100 ms timeout
+    finally:
+        gate.open()
+        calls.join()
+    assert not any(isinstance(r, Exception) for r in calls.results.values()), calls.results
+    np.testing.assert_array_equal(calls.results["queued"]["OUTPUT0"], [[4.0]])
 
 
-def test_higher_priority_overtakes(sched):
-    # A occupies the instance; B (default, low priority) then C (priority 1) queue.
-    # B and C differ in shape, so they cannot share a batch: C's runs first.
-    results = _parallel(
-        [
-            (_infer, (sched.url, "prioritized", [300000.0]), {}, 0.05),
-            (_infer, (sched.url, "prioritized", [1.0]), {}, 0.05),
-            (_infer, (sched.url, "prioritized", [2.0, 2.0]), {"priority": 1}, 0),
-        ]
-    )
-    a, b, c = (int(r["ORDER"][0, 0]) for r in results)
+def test_request_timeout_override(sched, tmp_path):
+    # The model's queue timeout is 10 s; this request asks for 50 ms.
+    calls = _held_then(sched, tmp_path, "timeout_override",
+                       ("queued", [2.0], {"timeout": 50000}, "answered"))
+    assert not isinstance(calls.results["held"], Exception)
+    refused = calls.results["queued"]
+    assert isinstance(refused, InferenceServerException)
+    assert refused.message() == "Request timeout expired"
+
+
+def test_higher_priority_overtakes(sched, tmp_path):
+    # "held" occupies the instance; low (default priority) then high (priority 1)
+    # queue. They differ in shape, so they cannot share a batch: high runs first.
+    calls = _held_then(sched, tmp_path, "prioritized",
+                       ("low", [2.0], {}, "queued"),
+                       ("high", [3.0, 3.0], {"priority": 1}, "queued"))
+    a, b, c = (int(calls.results[t]["ORDER"][0, 0]) for t in ("held", "low", "high"))
     assert a < c < b
 
 
-def test_max_queue_size_rejects_overflow(sched):
-    results = _parallel(
-        [
-            (_infer, (sched.url, "bounded_queue", [300000.0]), {}, 0.05),
-            (_infer, (sched.url, "bounded_queue", [1.0]), {}, 0.02),
-            (_infer, (sched.url, "bounded_queue", [2.0]), {}, 0),
-        ]
-    )
-    assert not isinstance(results[0], Exception)
-    assert not isinstance(results[1], Exception)
-    assert isinstance(results[2], InferenceServerException)
-    assert results[2].message() == "Exceeds maximum queue size"
+def test_max_queue_size_rejects_overflow(sched, tmp_path):
+    calls = _held_then(sched, tmp_path, "bounded_queue",
+                       ("queued", [2.0], {}, "queued"),
+                       ("overflow", [3.0], {}, "answered"))
+    assert not isinstance(calls.results["held"], Exception)
+    assert not isinstance(calls.results["queued"], Exception)
+    refused = calls.results["overflow"]
+    assert isinstance(refused, InferenceServerException)
+    assert refused.message() == "Exceeds maximum queue size"
 
 
-def test_rate_limiter_keeps_shared_resource_exclusive(sched):
-    calls = []
-    for _ in range(3):
-        calls.append((_infer, (sched.url, "limited_a", [150000.0]), {}, 0))
-        calls.append((_infer, (sched.url, "limited_b", [150000.0]), {}, 0))
-        calls.append((_infer, (sched.url, "free_c", [150000.0]), {}, 0))
-    results = _parallel(calls)
-    spans = {m: [] for m in ("limited_a", "limited_b", "free_c")}
-    for (_fn, args, _kw, _gap), r in zip(calls, results, strict=True):
+def test_rate_limiter_keeps_shared_resource_exclusive(sched, tmp_path):
+    gate = Gate(tmp_path)
+    calls = _Calls()
+    models = {"a": "limited_a", "b": "limited_b", "c": "free_c"}
+    try:
+        # limited_a's first request holds the shared resource 'accel' until the gate opens.
+        calls.start("a0", _infer, sched.url, "limited_a", [150000.0],
+                    parameters=gate.parameters)
+        _in_queue(sched, "limited_a", 1)
+        for i in range(3):
+            for key in ("a", "b", "c"):
+                if (key, i) != ("a", 0):
+                    calls.start(f"{key}{i}", _infer, sched.url, models[key], [150000.0])
+        # The free model is not held back: all of free_c runs meanwhile, while
+        # limited_b (same resource) cannot start.
+        wait_until(lambda: all(f"c{i}" in calls.done_at for i in range(3)), 60,
+                   "free_c's answers")
+        assert not any(f"b{i}" in calls.done_at for i in range(3)), calls.results
+    finally:
+        gate.open()
+        calls.join()
+    spans: dict[str, list[tuple[float, float]]] = {m: [] for m in models.values()}
+    for tag, r in calls.results.items():
         assert not isinstance(r, Exception), r
-        spans[args[1]].append((float(r["START"][0, 0]), float(r["END"][0, 0])))
+        spans[models[tag[0]]].append((float(r["START"][0, 0]), float(r["END"][0, 0])))
     for sa, ea in spans["limited_a"]:
         for sb, eb in spans["limited_b"]:
             assert ea <= sb + 1e-3 or eb <= sa + 1e-3, "instances sharing 'accel' overlapped"
-    # The free model is not held back: it overlaps one of the limited ones.
-    overlaps = sum(
-        1
-        for sc, ec in spans["free_c"]
-        for s, e in spans["limited_a"] + spans["limited_b"]
-        if sc < e and s < ec
-    )
-    assert overlaps > 0
+    # free_c ran inside limited_a's held execution.
+    held = min(spans["limited_a"])  # the gated one started first
+    assert any(held[0] < sc and ec < held[1] for sc, ec in spans["free_c"]), spans

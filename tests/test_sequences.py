@@ -73,9 +73,10 @@ def test_state_is_kept_per_sequence(seq_server):
 
 
 def test_string_correlation_id(seq_server):
-    # accumulate_short declares a TYPE_STRING CORRID control.
-    a, _ = _step(seq_server.url, "accumulate_short", 4, "user-7", start=True)
-    a, _ = _step(seq_server.url, "accumulate_short", 4, "user-7", end=True)
+    # accumulate_string declares a TYPE_STRING CORRID control (and a 60 s idle
+    # timeout: the sequence outlives a slow machine between its two steps).
+    a, _ = _step(seq_server.url, "accumulate_string", 4, "user-7", start=True)
+    a, _ = _step(seq_server.url, "accumulate_string", 4, "user-7", end=True)
     assert a["OUTPUT"][0] == 8
     assert a["CORRID_SEEN"][0] == b"user-7"
     with pytest.raises(InferenceServerException) as info:
@@ -91,7 +92,10 @@ def test_missing_correlation_id(seq_server):
 
 def test_idle_sequence_is_released(seq_server):
     _step(seq_server.url, "accumulate_short", 1, 77, start=True)
-    time.sleep(0.8)
+    time.sleep(0.8)  # idle for longer than its 0.3 s max_sequence_idle (a lower bound)
+    # A round trip after the limit: the server's loop has run since then, so its
+    # idle timer has fired, however late the server process was scheduled.
+    assert httpclient.InferenceServerClient(seq_server.url).is_server_live()
     with pytest.raises(InferenceServerException) as info:
         _step(seq_server.url, "accumulate_short", 1, 77)
     assert "must specify the START flag" in info.value.message()

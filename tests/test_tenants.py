@@ -180,7 +180,7 @@ def test_requests_without_the_right_credentials(door):
 
 # -- shared memory ----------------------------------------------------------------
 def _key(door, tag: str) -> str:
-    return f"/tltest_ten_{door.name.replace('-', '_')}_{tag}"
+    return f"/tltest_{os.getpid()}_ten_{door.name.replace('-', '_')}_{tag}"
 
 
 def test_regions_live_in_each_tenants_namespace(door, regions):
@@ -345,7 +345,10 @@ def test_a_quota_overrun_is_429_and_the_other_tenant_keeps_its_latency(tenant_se
     for t in threads:
         t.start()
     try:
-        time.sleep(0.5)
+        # Measured once the flood is on: alpha has been refused at its quota.
+        deadline = time.monotonic() + 60
+        while not refused and time.monotonic() < deadline:
+            time.sleep(0.01)
         loaded = _beta_p50(beta)
     finally:
         stop.set()

@@ -124,14 +124,15 @@ async def serve(ns: argparse.Namespace, settings: LogSettings,
 
         address = ns.metrics_address
         tasks.append(asyncio.create_task(
-            serve_metrics(server, address, ns.metrics_port, ns.metrics_interval_ms, stop)
+            serve_metrics(server, address, ns.metrics_port, ns.metrics_interval_ms, stop),
+            name=f"Metrics service at {address}:{ns.metrics_port}",
         ))
     log.info(
         "tritonlite serving: HTTP %s, gRPC %s",
         ns.http_port if ns.allow_http else "off",
         ns.grpc_port if ns.allow_grpc else "off",
     )
-    await stop.wait()
+    failure = await _until_stopped(stop, tasks)
     log.info("shutting down: draining in-flight requests")
     if supervisor is not None:
         # The other frontend processes drain through this core (still serving),
@@ -141,7 +142,29 @@ async def serve(ns: argparse.Namespace, settings: LogSettings,
     drain = asyncio.create_task(server.stop())
     await asyncio.gather(*tasks, return_exceptions=True)
     await drain
-    return 0
+    return 0 if failure is None else 1
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task]) -> BaseException | None:
+    """Wait for `stop`. A door that ends first (its port is taken, or it broke)
+    ends the server, as in tritonserver: it is logged, `stop` is set and its
+    error returned, rather than serving on without it."""
+    stopped = asyncio.create_task(stop.wait())
+    running = set(tasks)
+    while not stopped.done():
+        done, running = await asyncio.wait(
+            {stopped, *running}, return_when=asyncio.FIRST_COMPLETED)
+        running.discard(stopped)
+        for task in done - {stopped}:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                log.error("%s: %s", task.get_name(), error)
+                print(f"error: creating server: Internal - {task.get_name()}: {error}",
+                      file=sys.stderr)
+                stop.set()
+                stopped.cancel()
+                return error
+    return None
 
 
 async def _start_doors(
@@ -158,7 +181,9 @@ async def _start_doors(
             log.error("%s", exc)
             print(f"error: creating server: Internal - {exc}", file=sys.stderr)
             return None
-        tasks.append(asyncio.create_task(grpc_frontend.serve_until(stop)))
+        tasks.append(asyncio.create_task(
+            grpc_frontend.serve_until(stop),
+            name=f"GRPC service at {ns.grpc_address}:{ns.grpc_port}"))
     if ns.allow_http:
         if ns.http_server == "hypercorn":
             from tritonlite.frontends.http.http_server import serve_http
@@ -166,7 +191,8 @@ async def _start_doors(
             from tritonlite.frontends.http.lean_server import serve_lean_http as serve_http
         tasks.append(asyncio.create_task(serve_http(
             server, ns.http_address, ns.http_port, stop, http_limits.from_namespace(ns),
-            reuse_port)))
+            reuse_port),
+            name=f"HTTP service at {ns.http_address}:{ns.http_port}"))
     return tasks
 
 
@@ -192,11 +218,11 @@ async def serve_frontend(ns: argparse.Namespace, settings: LogSettings, link_fd:
         await link.stop()
         return 1
     link.announce_ready()
-    await stop.wait()
+    failure = await _until_stopped(stop, tasks)
     await asyncio.gather(*tasks, return_exceptions=True)
     gone.cancel()
     await link.stop()
-    return 0
+    return 0 if failure is None else 1
 
 
 def _grpc_frontend(server: InferenceServer, ns: argparse.Namespace) -> GrpcFrontend:
