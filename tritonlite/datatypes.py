@@ -143,3 +143,18 @@ def bytes_tensor_element_count(buffer: bytes | memoryview) -> int:
             raise InvalidArgumentError("unexpected end of BYTES tensor data")
         count += 1
     return count
+
+
+def flatten(data: list) -> list:
+    """The leaves of nested lists, in order (JSON tensor data of any depth)."""
+    out: list = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out

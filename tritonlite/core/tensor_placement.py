@@ -18,6 +18,7 @@ from tritonlite.core.request_validation import check_bytes_tensor, resolve_resha
 from tritonlite.datatypes import (
     element_count,
     element_size,
+    flatten,
     numpy_dtype,
     serialize_bytes_tensor,
 )
@@ -261,16 +262,4 @@ def _json_to_bytes(tensor: InputTensor, count: int) -> bytes:
 
 
 def _flatten(data: object) -> list:
-    if isinstance(data, list):
-        out: list = []
-        stack = [iter(data)]
-        while stack:
-            for item in stack[-1]:
-                if isinstance(item, list):
-                    stack.append(iter(item))
-                    break
-                out.append(item)
-            else:
-                stack.pop()
-        return out
-    return [data]
+    return flatten(data) if isinstance(data, list) else [data]

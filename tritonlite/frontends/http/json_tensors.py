@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonlite.datatypes import WIRE_TYPES, numpy_dtype
+from tritonlite.datatypes import WIRE_TYPES, flatten, numpy_dtype
 from tritonlite.errors import InvalidArgumentError
 
 NON_BOOL = "attempt to access JSON non-boolean as boolean"
@@ -49,21 +49,6 @@ def is_signed(value: Any) -> bool:
 
 def is_number(value: Any) -> bool:
     return type(value) in (int, float)
-
-
-def flatten(data: list) -> list:
-    """The leaves of nested lists, in order."""
-    out: list = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            out.append(item)
-        else:
-            stack.pop()
-    return out
 
 
 def json_tensor_bytes(name: str, datatype: str, count: int, data: list) -> bytes:
