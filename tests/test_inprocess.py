@@ -408,6 +408,28 @@ def test_event_loop_thread_option(repo):
         np.testing.assert_array_equal(r.outputs["OUTPUT0"].to_numpy(), a + b)
 
 
+@pytest.mark.parametrize("spin", [0, 1_000_000])
+def test_spin_wait_ends_with_the_answer(repo, spin):
+    """Polling for the worker's answer (spin_wait_us) returns as soon as it is
+    there: 30 calls with a one-second budget each take far less than 30 s,
+    and with polling off the results are the same."""
+    a, b = _add_sub_inputs()
+    with tritonlite.Server(repo, spin_wait_us=spin, model_control_mode="explicit",
+                           startup_models=["add_sub"]) as server:
+        model = server.model("add_sub")
+        t0 = time.monotonic()
+        for _ in range(30):
+            r = next(model.infer(inputs={"INPUT0": a, "INPUT1": b}))
+            np.testing.assert_array_equal(r.outputs["OUTPUT1"].to_numpy(), a - b)
+        assert time.monotonic() - t0 < 20
+
+
+@pytest.mark.parametrize("bad", [-1, 1_000_001, 2.5, True, "100"])
+def test_spin_wait_option_is_checked(repo, bad):
+    with pytest.raises(InvalidArgumentError, match="spin_wait_us"):
+        tritonlite.Server(repo, spin_wait_us=bad).start()
+
+
 # -- errors: the same texts as the HTTP door ------------------------------------------
 @pytest.fixture(scope="module")
 def http_server(repo):

@@ -115,6 +115,36 @@ def test_tensor_float_keeps_array() -> None:
     assert t.is_cpu()
 
 
+def test_tensor_common_call_and_checked_call_agree() -> None:
+    """Tensor("NAME", array) takes a shortcut past the argument casters; it must
+    build what the checked path builds (a bytes name goes the checked way)."""
+    for data in (np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros((), np.int8),
+                 np.array([True, False])):
+        fast, checked = pb_utils.Tensor("T", data), pb_utils.Tensor(b"T", data)
+        assert fast.name() == checked.name() == "T"
+        assert fast.triton_dtype() == checked.triton_dtype()
+        assert fast.shape() == checked.shape() and all(type(d) is int for d in fast.shape())
+        assert fast.as_numpy() is data
+    with pytest.raises(pb_utils.TritonModelException, match="NumPy dtype is not supported."):
+        pb_utils.Tensor("x", np.zeros(2, dtype=">f4"))  # not native: the checked path's text
+
+
+def test_response_common_calls_and_checked_call_agree() -> None:
+    t = pb_utils.Tensor("OUT", np.ones(2, np.float32))
+    for response in (pb_utils.InferenceResponse([t]),
+                     pb_utils.InferenceResponse(output_tensors=[t]),
+                     pb_utils.InferenceResponse(output_tensors=(t,))):
+        assert response.output_tensors() == [t]
+        assert not response.has_error() and response.error() is None
+        assert response.parameters() == "{}"
+    tensors = [t]
+    assert pb_utils.InferenceResponse(tensors).output_tensors() is not tensors  # a copy
+    with pytest.raises(pb_utils.TritonModelException, match="should not be empty"):
+        pb_utils.InferenceResponse([t, None])
+    with pytest.raises(TypeError, match="incompatible constructor arguments"):
+        pb_utils.InferenceResponse(["not a tensor"])
+
+
 def test_tensor_non_contiguous_becomes_contiguous() -> None:
     data = np.arange(12, dtype=np.int64).reshape(3, 4).T
     t = pb_utils.Tensor("X", data)

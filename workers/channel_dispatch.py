@@ -13,9 +13,12 @@ This is the WorkerLink the BLS client and the response senders are given.
 from __future__ import annotations
 
 import itertools
+import os
 import queue
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from tritonlite.shm.arena import SegmentCache
@@ -38,6 +41,15 @@ from tritonlite.workers.worker_link import CallClosed, PendingCall
 
 Work = ExecuteBatch | Shutdown
 ROUTED = object()  # receive_one: a message applied on arrival, nothing to run
+
+
+def _spin_budget() -> float:
+    """Seconds the main thread polls for the next batch before it sleeps, when
+    batches have lately come that soon after an answer (0 turns it off)."""
+    try:
+        return max(0, min(int(os.environ.get("TRITONLITE_WORKER_SPIN_US", "150")), 1_000_000)) / 1e6
+    except ValueError:
+        return 150e-6
 
 
 class ChannelEndpoint:
@@ -65,12 +77,37 @@ class ChannelEndpoint:
         self._calls: dict[int, PendingCall] = {}
         self._call_ids = itertools.count(1)
         self._closed_reason: str | None = None
+        # Adaptive polling: a caller that sends its next request within the
+        # budget of our last answer (the in-process API, a client in a tight
+        # loop) finds us awake; one that is slower costs at most one budget
+        # of polling, then none until it speeds up again.
+        self._spin = _spin_budget()
+        self._answered_at = 0.0
+        self._spin_next = False
+        self._poller: select.poll | None = None
+        if self._spin > 0:
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN)
 
     # -- WorkerLink -------------------------------------------------------------
     def send(self, msg: object, fds: list[int] | None = None) -> None:
         payload = messages.encode(msg)
         with self._send_lock:
             channel.send(self.sock, payload, fds)
+
+    def answered(self) -> None:
+        """The main thread sent a batch's answer (the clock of adaptive polling)."""
+        self._answered_at = time.monotonic()
+
+    def _await_work(self) -> None:
+        """Poll for the next message for a short while if the last ones came
+        soon after their answers; then the blocking receive does the rest."""
+        poller = self._poller
+        if poller is None or not self._spin_next:
+            return
+        deadline = self._answered_at + self._spin
+        while not poller.poll(0) and time.monotonic() < deadline:
+            os.sched_yield()  # whoever will send may be waiting for this CPU
 
     def call(self, make: Callable[[int], object]) -> PendingCall:
         if self._closed_reason is not None:
@@ -99,9 +136,12 @@ class ChannelEndpoint:
             with self._recv_lock:
                 if self._inbox is not None:
                     continue  # a reader thread took over while we waited
+                self._await_work()
                 data, fds = channel.recv(self.sock)
                 if not data:
                     return None
+                if self._answered_at:
+                    self._spin_next = time.monotonic() - self._answered_at < self._spin
                 if cpu_stages.CLOCK is not None:
                     cpu_stages.CLOCK.mark("worker wake-up, receive")
                 work = self._route(messages.decode(data), fds)

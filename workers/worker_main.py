@@ -249,6 +249,7 @@ class Worker:
         if self.metrics is not None:
             self.metrics.flush()  # the batch's metric updates, ahead of its answer
         self.send(done)
+        self.link.answered()
         if cpu_stages.CLOCK is not None:
             cpu_stages.CLOCK.mark("completion send")
 

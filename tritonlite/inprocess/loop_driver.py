@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 import time
 from asyncio import events
@@ -56,6 +57,14 @@ def _hand_over(task: asyncio.Future, target: asyncio.Future, discard: Discard) -
         target.set_exception(exc)
     else:
         target.set_result(task.result())
+
+
+def _raw_poll(loop: asyncio.AbstractEventLoop) -> Callable[[float], list] | None:
+    """The poll method of the loop's epoll object (None where it is not epoll)."""
+    selector = getattr(loop, "_selector", None)
+    raw = getattr(selector, "_selector", None)
+    poll = getattr(raw, "poll", None)
+    return poll if callable(poll) else None
 
 
 def _discard(task: asyncio.Future, discard: Discard) -> None:
@@ -123,7 +132,7 @@ class LoopDriver:
 class CallerDrivenLoop(LoopDriver):
     """A private loop run by whichever thread needs it (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spin_wait_us: int = 0) -> None:
         self.loop = asyncio.SelectorEventLoop()
         self._cond = threading.Condition()
         self._driver: str | None = None  # "caller" | "idle" | None
@@ -132,6 +141,7 @@ class CallerDrivenLoop(LoopDriver):
         self._background = 0  # calls from other loops under way
         self._quiet_since = 0.0
         self._closing = False
+        self._spin_s = spin_wait_us / 1e6
         self._thread = threading.Thread(
             target=self._idle_main, name="tritonlite-loop", daemon=True
         )
@@ -204,7 +214,20 @@ class CallerDrivenLoop(LoopDriver):
         try:
             if coro is not None:
                 box.append(loop.create_task(coro))
+            spin = self._spin_s
+            poll = _raw_poll(loop) if spin > 0 else None
+            ready = loop._ready  # type: ignore[attr-defined]
+            timers = loop._scheduled  # type: ignore[attr-defined]
             while not (box and box[0].done()):
+                if poll is not None and not ready:
+                    # Nothing to run until the worker answers: poll for a short
+                    # while instead of sleeping, so its answer needs no wake-up
+                    # (never past the next timer; loop.time() is time.monotonic()).
+                    deadline = time.monotonic() + spin
+                    if timers:
+                        deadline = min(deadline, timers[0].when())
+                    while not poll(0) and time.monotonic() < deadline:
+                        os.sched_yield()  # the worker may be waiting for this CPU
                 loop._run_once()  # type: ignore[attr-defined]
         finally:
             events._set_running_loop(outer)

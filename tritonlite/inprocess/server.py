@@ -102,7 +102,7 @@ class Server:
                 raise InvalidArgumentError("Server already started")
             link = self._new_link()
             driver: LoopDriver = (
-                CallerDrivenLoop()
+                CallerDrivenLoop(self.options.spin_wait_us)
                 if choice_value(self.options.event_loop) == "caller"
                 and CallerDrivenLoop.available()
                 else ThreadLoop()

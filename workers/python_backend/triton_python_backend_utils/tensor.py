@@ -20,6 +20,7 @@ from tritonlite.workers.python_backend.triton_python_backend_utils.type_tables i
     _DL_CPU,
     _DL_CUDA_HOST,
     _DLPACK_NAME_TO_TRITON,
+    _NUMPY_TO_TRITON,
     TRITONSERVER_TYPE_BF16,
     TRITONSERVER_TYPE_BYTES,
     numpy_to_triton_type,
@@ -69,6 +70,18 @@ class Tensor:
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 2 and not kwargs and type(args[1]) is np.ndarray and type(args[0]) is str:
+            # The common call, Tensor("NAME", array): what the casters would accept
+            # unchanged (hot path: a model builds one per output per request).
+            name, data = args
+            dtype = _NUMPY_TO_TRITON.get(data.dtype)
+            if dtype is not None and name and data.flags.c_contiguous:
+                self._name = name
+                self._array: np.ndarray | None = data
+                self._dtype = dtype
+                self._shape = [int(d) for d in data.shape]
+                self._device_obj: Any = None
+                return
         name, data = binding.bind("__init__", _INIT, args, kwargs, owner="Tensor",
                                   keywords=False)
         if name == "":
@@ -81,10 +94,10 @@ class Tensor:
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
         self._name = name
-        self._array: np.ndarray | None = data
+        self._array = data
         self._dtype = dtype
         self._shape = [int(d) for d in data.shape]
-        self._device_obj: Any = None  # a framework tensor kept off the CPU
+        self._device_obj = None  # a framework tensor kept off the CPU
 
     @classmethod
     def _from_worker(cls, name: str, data: np.ndarray, triton_dtype: int) -> Tensor:
