@@ -259,7 +259,15 @@ class ModelRuntime:
             raise WorkerStartError(f"model '{self.name}' has no instances")
         self.execution_timeout_s = execution_timeout_s(json.loads(self.config_json))
         first, rest = self.slots[0], self.slots[1:]
+        # The other instances' processes start while the first one auto-completes
+        # the config (interpreter start-up and imports overlap it); each gets its
+        # Init, with the completed config, once that is known.
+        early: dict[str, WorkerProcess] = {}
         try:
+            if self.auto_complete:
+                for slot in rest:
+                    early[slot.name] = worker = self._new_worker(slot)
+                    worker.spawn()
             await self._start_slot(first, self.auto_complete)
             if self.auto_complete:
                 # Workers take the completed config from the first instance; the
@@ -271,20 +279,45 @@ class ModelRuntime:
                 config_from_json(self.config_json), self.model_dir
             )
             self.execution_timeout_s = execution_timeout_s(json.loads(self.config_json))
-            await asyncio.gather(*(self._start_slot(s, False) for s in rest))
+            await asyncio.gather(
+                *(self._start_slot(s, False, self._early_worker(s, early)) for s in rest))
+            await self._abandon(early)
         except OSError as exc:
+            await self._abandon(early)
             await self.unload()
             raise WorkerStartError(
                 f"failed to start a worker process for model '{self.name}': "
                 f"{describe_os_error(exc)}"
             ) from exc
         except BaseException:
+            await self._abandon(early)
             await self.unload()
             raise
         self.state = "READY"
 
-    async def _start_slot(self, slot: InstanceSlot, auto_complete: bool) -> None:
-        worker = self._new_worker(slot)
+    def _early_worker(self, slot: InstanceSlot, early: dict[str, WorkerProcess]
+                      ) -> WorkerProcess | None:
+        """The process spawned for `slot` before auto-complete, if it was spawned
+        as the completed config would spawn it (same backend and environment)."""
+        worker = early.get(slot.name)
+        if worker is None:
+            return None
+        fresh = self._new_worker(slot)
+        if (worker.backend, worker.env) != (fresh.backend, fresh.env):
+            return None  # left in `early`: abandoned
+        del early[slot.name]
+        return worker
+
+    @staticmethod
+    async def _abandon(early: dict[str, WorkerProcess]) -> None:
+        workers = list(early.values())
+        early.clear()
+        await asyncio.gather(*(w.abandon() for w in workers), return_exceptions=True)
+
+    async def _start_slot(self, slot: InstanceSlot, auto_complete: bool,
+                          worker: WorkerProcess | None = None) -> None:
+        if worker is None:
+            worker = self._new_worker(slot)
         config_json = await worker.start(self._init_message(slot, auto_complete))
         if auto_complete:
             self.config_json = config_json

@@ -231,6 +231,36 @@ class WorkerProcess:
         Raises WorkerStartError when the model cannot initialize, OSError when
         the process or its channel cannot be made (no fds, no memory).
         """
+        self.spawn()
+        # (Not alive: spawned early and gone before its Init; `_ready` has why.)
+        if self.alive:
+            self.send(init)
+            assert self.board is not None
+            self.ensure_attached(CANCEL_BOARD_SEGMENT_ID, self.board.fd)
+        try:
+            config_json = await asyncio.wait_for(self._ready, timeout)
+        except asyncio.TimeoutError:
+            self.kill()
+            raise WorkerStartError(
+                f"instance '{self.instance_name}' did not initialize within {timeout:.0f} s"
+            ) from None
+        except asyncio.CancelledError:
+            # E.g. a restart cut short by unload/stop: nobody will own this
+            # process, so it must not outlive the cancelled start.
+            self.kill()
+            raise
+        # Settings changed while it started (before anyone could tell it).
+        self.update_log_settings(exported_worker_environment())
+        return config_json
+
+    def spawn(self) -> None:
+        """Start the process without initializing it (`start` sends its Init;
+        until then it starts up and waits). Lets a model's other instances
+        start up while the first one auto-completes the config. Does nothing
+        when already spawned; raises OSError when the process or its channel
+        cannot be made."""
+        if self.proc is not None:
+            return
         loop = self._loop = asyncio.get_running_loop()
         env = dict(os.environ)
         if self.env:
@@ -248,24 +278,18 @@ class WorkerProcess:
             relay.start(loop)
         self._watch = ExitWatch(self.proc, loop, self._on_process_exit)
         loop.add_reader(self.sock.fileno(), self._on_readable)
-        self.send(init)
-        assert self.board is not None
-        self.ensure_attached(CANCEL_BOARD_SEGMENT_ID, self.board.fd)
-        try:
-            config_json = await asyncio.wait_for(self._ready, timeout)
-        except asyncio.TimeoutError:
-            self.kill()
-            raise WorkerStartError(
-                f"instance '{self.instance_name}' did not initialize within {timeout:.0f} s"
-            ) from None
-        except asyncio.CancelledError:
-            # E.g. a restart cut short by unload/stop: nobody will own this
-            # process, so it must not outlive the cancelled start.
-            self.kill()
-            raise
-        # Settings changed while it started (before anyone could tell it).
-        self.update_log_settings(exported_worker_environment())
-        return config_json
+
+    async def abandon(self) -> None:
+        """Kill a spawned worker that will not be started (`spawn` without
+        `start`) and wait until it is reaped."""
+        self.kill()
+        if self.exited is not None:
+            await asyncio.shield(self.exited)
+        self._close_channel()
+        if self._reap_task is not None:
+            await self._reap_task
+        if self._ready is not None and self._ready.done() and not self._ready.cancelled():
+            self._ready.exception()  # its start-up failure: nobody waits for it
 
     def _spawn(self, env: dict[str, str]) -> None:
         """Make the board, channel and output pipes and start the process;
