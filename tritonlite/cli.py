@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tritonlite import command_line
 from tritonlite.core import log_settings
-from tritonlite.core.inference_server import InferenceServer
 from tritonlite.core.log_settings import LogSettings
 from tritonlite.core.request_limits import RequestLimits
 from tritonlite.core.server_options import ServerOptions
 from tritonlite.core.tenant_config import TenantConfigError, load_tenant_config
 from tritonlite.frontends.http import http_limits
+from tritonlite.heap_trim import give_back_free_heap
 
+# The core (and with it numpy) is imported by `run`, once the flags are known to
+# serve: see _import_numpy.
 if TYPE_CHECKING:
+    from tritonlite.core.inference_server import InferenceServer
     from tritonlite.frontends.grpc.grpc_server import GrpcFrontend
 
 log = logging.getLogger("tritonlite")
@@ -91,6 +94,8 @@ async def serve(ns: argparse.Namespace, settings: LogSettings,
     except TenantConfigError as exc:
         print(f"error: creating server: Invalid argument - {exc}", file=sys.stderr)
         return 1
+    from tritonlite.core.inference_server import InferenceServer
+
     server = InferenceServer(options)
     server.log_settings = settings
     stop = asyncio.Event()
@@ -132,6 +137,7 @@ async def serve(ns: argparse.Namespace, settings: LogSettings,
         ns.http_port if ns.allow_http else "off",
         ns.grpc_port if ns.allow_grpc else "off",
     )
+    give_back_free_heap()  # what start-up freed: the models are loaded
     failure = await _until_stopped(stop, tasks)
     log.info("shutting down: draining in-flight requests")
     if supervisor is not None:
@@ -212,7 +218,7 @@ async def serve_frontend(ns: argparse.Namespace, settings: LogSettings, link_fd:
     gone = asyncio.create_task(link.gone.wait())
     gone.add_done_callback(lambda _t: stop.set())
     # The frontends take the link for the core: they cannot tell the difference.
-    server = cast(InferenceServer, link)
+    server = cast("InferenceServer", link)
     tasks = await _start_doors(server, ns, stop)
     if tasks is None:
         await link.stop()
@@ -291,9 +297,31 @@ def _missing_extra(ns: argparse.Namespace) -> str | None:
     return None
 
 
+def _import_numpy() -> None:
+    """Import numpy with OpenBLAS on one thread. The frontend makes no BLAS
+    call, and each thread of OpenBLAS's pool spins for ~0.1 s of CPU once
+    started, in the middle of start-up. OpenBLAS reads the variable when it is
+    loaded; the workers inherit the environment as it was (a model's BLAS
+    threads are the user's choice)."""
+    if "numpy" in sys.modules:
+        return
+    before = os.environ.get(_BLAS_THREADS)
+    os.environ[_BLAS_THREADS] = "1"
+    try:
+        import numpy  # noqa: F401
+    finally:
+        if before is None:
+            del os.environ[_BLAS_THREADS]
+        else:
+            os.environ[_BLAS_THREADS] = before
+
+
+_BLAS_THREADS = "OPENBLAS_NUM_THREADS"
+
+
 def _frontend_link_fd() -> int | None:
     """In a frontend process started by frontend_supervisor.py: its link's fd."""
-    from tritonlite.core.frontend_supervisor import LINK_FD_ENV
+    from tritonlite.core.frontend_environment import LINK_FD_ENV
 
     value = os.environ.pop(LINK_FD_ENV, None)
     return int(value) if value else None
@@ -313,6 +341,7 @@ def run(argv: Sequence[str], prog: str) -> int:
     if not ns.model_repository:
         print(NO_REPOSITORY, file=sys.stderr)
         return 1
+    _import_numpy()
     missing = _missing_extra(ns)
     if missing:
         print(f"error: {missing}", file=sys.stderr)

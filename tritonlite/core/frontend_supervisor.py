@@ -23,13 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tritonlite.core.coordinator_service import CoordinatorService, FrontendPeer
+from tritonlite.core.frontend_environment import INDEX_ENV, LINK_FD_ENV
 from tritonlite.core.process_exit import ExitWatch
 from tritonlite.core.worker_process import describe_exit
 
 log = logging.getLogger("tritonlite")
 
-LINK_FD_ENV = "TRITONLITE_FRONTEND_LINK_FD"
-INDEX_ENV = "TRITONLITE_FRONTEND_INDEX"
 START_TIMEOUT_S = 60.0
 RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 STABLE_S = 30.0  # a process up this long restarts without backoff next time
