@@ -14,7 +14,6 @@ a failed inference: the response carries the error.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -76,6 +75,8 @@ class BLSClient:
 
     def async_exec(self, request: pb_utils.InferenceRequest, decoupled: bool = False) -> Any:
         """Send now; the returned task resolves to the response (or iterator)."""
+        import asyncio  # imported already: this runs on an event loop
+
         loop = asyncio.get_running_loop()
         started = self._send_infer(request, decoupled)
         if isinstance(started, pb_utils.InferenceResponse):

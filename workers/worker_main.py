@@ -22,18 +22,15 @@ import socket
 import sys
 import threading
 import traceback
+from typing import TYPE_CHECKING
 
 from tritonlite.shm.arena import Arena, Segment, SegmentCache
 from tritonlite.workers import channel, cpu_stages, messages
-from tritonlite.workers.backends import backend_class, is_framework_backend
-from tritonlite.workers.backends.model_warmup import python_executor, run_warmup, warmup_samples
-from tritonlite.workers.backends.placement import apply_cpu_set, group_of_instance
-from tritonlite.workers.backends.stage_counters import counters_for
-from tritonlite.workers.backends.tensor_backend import InstanceInfo
+from tritonlite.workers.backends import is_framework_backend
+from tritonlite.workers.backends.placement import apply_cpu_set
 from tritonlite.workers.bls_client import BLSClient
 from tritonlite.workers.cancel_board import CancelBoard
 from tritonlite.workers.channel_dispatch import ChannelEndpoint
-from tritonlite.workers.framework_batching import FrameworkExecutor
 from tritonlite.workers.messages import (
     AttachSegment,
     BatchDone,
@@ -51,6 +48,14 @@ from tritonlite.workers.python_backend.model_runner import PythonModelRunner
 from tritonlite.workers.python_backend.triton_python_backend_utils import logger as model_logger
 from tritonlite.workers.python_execution import PythonExecutor
 from tritonlite.workers.worker_error import WorkerError
+
+from tritonlite.heap_trim import give_back_free_heap
+
+# A framework backend's modules (framework_batching.py, backends/) and the
+# warmup's are imported by the worker that needs them: a Python model's worker
+# never does.
+if TYPE_CHECKING:
+    from tritonlite.workers.framework_batching import FrameworkExecutor
 
 # Output segment ids are negative so they never collide with the frontend's.
 _OUT_IDS = iter(range(-1, -(2**62), -1))
@@ -154,6 +159,12 @@ class Worker:
         return config
 
     def _initialize_framework(self, init: Init, args: dict[str, str], config: dict) -> dict:
+        from tritonlite.workers.backends import backend_class
+        from tritonlite.workers.backends.placement import group_of_instance
+        from tritonlite.workers.backends.stage_counters import counters_for
+        from tritonlite.workers.backends.tensor_backend import InstanceInfo
+        from tritonlite.workers.framework_batching import FrameworkExecutor
+
         assert self.writer is not None
         instance = InstanceInfo(
             name=args.get("model_instance_name", self.instance_name),
@@ -215,6 +226,14 @@ class Worker:
         self.bls.rebind(link, arena, segments)
 
     def _warm_up(self, config: dict, args: dict[str, str]) -> None:
+        if not config.get("model_warmup"):
+            return
+        from tritonlite.workers.backends.model_warmup import (
+            python_executor,
+            run_warmup,
+            warmup_samples,
+        )
+
         samples = warmup_samples(config, args.get("model_repository", ""))
         if not samples:
             return
@@ -317,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         worker.send(InitFailed(str(text)))
         return
     cpu_stages.enable("worker")  # only with TRITONLITE_STAGE_COUNTERS set
+    give_back_free_heap()  # what start-up freed (the model's initialize included)
     try:
         worker.serve()
     finally:

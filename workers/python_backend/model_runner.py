@@ -8,10 +8,10 @@ client sees when `execute` raises or returns the wrong thing.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import importlib.machinery
 import importlib.util
+import inspect
 import itertools
 import json
 import os
@@ -20,9 +20,12 @@ import sys
 import threading
 import types
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
+
+if TYPE_CHECKING:
+    import asyncio
 
 # Triton 2.51's wording (pb_stub.cc); it names the instance.
 PROCESS_ERROR_FORMAT = (
@@ -31,11 +34,17 @@ PROCESS_ERROR_FORMAT = (
 
 _module_ids = itertools.count()
 
-# Leading frames from these places are our plumbing, not the model's code.
-_PLUMBING_DIRS = tuple(
-    os.path.dirname(m.__file__) + os.sep for m in (asyncio, concurrent.futures) if m.__file__
-)
 _THREADING_FILE = threading.__file__
+
+
+def _plumbing_dirs() -> tuple[str, ...]:
+    """Leading frames from these places are our plumbing, not the model's code.
+    asyncio is imported only for a model that runs coroutines (~3 MB a worker
+    otherwise); a traceback has no asyncio frame before then."""
+    modules = (sys.modules.get("asyncio"), concurrent.futures)
+    return tuple(
+        os.path.dirname(m.__file__) + os.sep for m in modules if m is not None and m.__file__
+    )
 
 
 def _type_text(value: object) -> str:
@@ -80,11 +89,12 @@ def error_string(exc: BaseException) -> str:
     frames: list[tuple[str, int, str]] = []
     tb = exc.__traceback__
     seen_model_frame = False
+    plumbing = _plumbing_dirs()
     while tb is not None:
         code = tb.tb_frame.f_code
         filename = code.co_filename
         is_runner = filename == __file__ or filename.startswith("<frozen importlib")
-        is_plumbing = filename.startswith(_PLUMBING_DIRS) or filename == _THREADING_FILE
+        is_plumbing = filename.startswith(plumbing) or filename == _THREADING_FILE
         if not is_runner and (seen_model_frame or not is_plumbing):
             seen_model_frame = True
             frames.append((filename, tb.tb_lineno, code.co_name))
@@ -201,10 +211,13 @@ class PythonModelRunner:
             init = getattr(self._instance, "initialize", None)
             if init is not None:
                 result = init(dict(args))
-                if asyncio.iscoroutine(result):
+                if isinstance(result, Coroutine):
                     self._run_coroutine(result)
         except Exception as exc:
             raise ModelLoadError(error_string(exc)) from exc
+        if any(inspect.iscoroutinefunction(getattr(self._instance, name, None))
+               for name in ("execute", "is_ready")):
+            import asyncio  # noqa: F401  (now, not on the first request)
         pb_utils.server_hooks.bls_allowed = True
 
     def execute(
@@ -227,7 +240,7 @@ class PythonModelRunner:
                     f"Python model {self.model_file} does not implement `execute` method."
                 )
             result = execute(requests)
-            if asyncio.iscoroutine(result):
+            if isinstance(result, Coroutine):
                 if self.decoupled:
                     # As in Triton: a decoupled model's coroutine keeps running in
                     # the background and answers through its response senders.
@@ -295,7 +308,7 @@ class PythonModelRunner:
         ready, with the reason."""
         try:
             result = self._instance.is_ready()
-            if asyncio.iscoroutine(result):
+            if isinstance(result, Coroutine):
                 result = self._run_coroutine(result)
             if not isinstance(result, bool):
                 raise _BackendError("is_ready() must return a boolean value")
@@ -312,7 +325,7 @@ class PythonModelRunner:
             fin = getattr(self._instance, "finalize", None) if self._instance is not None else None
             if fin is not None:
                 result = fin()
-                if asyncio.iscoroutine(result):
+                if isinstance(result, Coroutine):
                     self._run_coroutine(result)
         except Exception as exc:
             pb_utils.Logger.log_error(
@@ -327,6 +340,8 @@ class PythonModelRunner:
         # Triton runs model coroutines on one event loop in a daemon thread, so
         # tasks a model starts keep running between execute calls.
         if self._loop is None:
+            import asyncio
+
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
                 target=loop.run_forever, name=f"pb-asyncio-{self.model_name}", daemon=True
@@ -336,6 +351,8 @@ class PythonModelRunner:
         return self._loop
 
     def _run_coroutine(self, coro: Coroutine[Any, Any, Any], background: bool = False) -> Any:
+        import asyncio
+
         future = asyncio.run_coroutine_threadsafe(coro, self._get_loop())
         if background:
             future.add_done_callback(self._report_background_failure)

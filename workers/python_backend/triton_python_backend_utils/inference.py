@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -258,6 +257,8 @@ class InferenceRequest:
         """Awaitable BLS call; must be called from inside a running event loop."""
         (decoupled,) = binding.bind("async_exec", _EXEC, args, kwargs, returns="object")
         executor = server_hooks.require_bls()
+        import asyncio  # imported already: this runs on an event loop
+
         loop = asyncio.get_running_loop()
         try:
             server_hooks.check_bls_allowed()
