@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from tritonlite.shm.arena import Arena, Segment, SegmentCache
 from tritonlite.workers import channel, cpu_stages, messages
-from tritonlite.workers.backends import is_framework_backend
+from tritonlite.workers.backends import backend_class, is_framework_backend
 from tritonlite.workers.backends.placement import apply_cpu_set
 from tritonlite.workers.bls_client import BLSClient
 from tritonlite.workers.cancel_board import CancelBoard
@@ -159,7 +159,6 @@ class Worker:
         return config
 
     def _initialize_framework(self, init: Init, args: dict[str, str], config: dict) -> dict:
-        from tritonlite.workers.backends import backend_class
         from tritonlite.workers.backends.placement import group_of_instance
         from tritonlite.workers.backends.stage_counters import counters_for
         from tritonlite.workers.backends.tensor_backend import InstanceInfo
