@@ -134,7 +134,8 @@ def _imports_after_initialize(model_py: str, tmp_path: Path) -> set[str]:
 
 
 _SYNC_MODEL = "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
-_ASYNC_MODEL = "class TritonPythonModel:\n    async def execute(self, requests):\n        return []\n"
+_ASYNC_MODEL = (
+    "class TritonPythonModel:\n    async def execute(self, requests):\n        return []\n")
 
 
 def test_a_python_model_worker_imports_no_asyncio_and_no_framework_code(tmp_path):

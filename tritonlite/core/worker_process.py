@@ -232,6 +232,7 @@ class WorkerProcess:
         the process or its channel cannot be made (no fds, no memory).
         """
         self.spawn()
+        assert self._ready is not None
         # (Not alive: spawned early and gone before its Init; `_ready` has why.)
         if self.alive:
             self.send(init)
