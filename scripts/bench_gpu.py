@@ -127,6 +127,8 @@ dynamic_batching {{
 """
 DEPTH_PARAMETER = """parameters {{ key: "PIPELINE_DEPTH" value: {{ string_value: "{depth}" }} }}
 """
+GRAPHS_OPTIMIZATION = """optimization {{ cuda {{ graphs: true }} }}
+"""
 
 
 def write_repo(base: str, model_file: str, args, count: int, delay: int, depth: str,
@@ -139,8 +141,13 @@ def write_repo(base: str, model_file: str, args, count: int, delay: int, depth: 
         name=MODEL, batch=args.batch, hw=args.hw, classes=CLASSES,
         kind="KIND_CPU" if args.cpu else "KIND_GPU", count=count, delay=delay,
     )
+    depth, _, flag = depth.partition(":")
     if depth != "default":
         text += DEPTH_PARAMETER.format(depth=depth)
+    if flag == "graphs":
+        text += GRAPHS_OPTIMIZATION.format()
+    elif flag:
+        raise SystemExit(f"depth '{depth}:{flag}': the only flag is ':graphs'")
     with open(os.path.join(repo, MODEL, "config.pbtxt"), "w") as f:
         f.write(text)
     return repo, text
@@ -217,6 +224,39 @@ def plain_variants(model, dev, host: list[np.ndarray], batch: int, seconds: floa
     return out
 
 
+def graph_replay_ms(model, x) -> dict[int, float]:
+    """The model's GPU time alone per batch size (a CUDA graph replayed 20
+    times, synchronised): what the GPU needs without Python launching kernels.
+    Empty when the capture fails (for the report only)."""
+    import torch
+
+    out: dict[int, float] = {}
+    try:
+        for rows in (x.shape[0], x.shape[0] // 2):
+            xs = x[:rows].clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.inference_mode():
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        model(xs)
+                side.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=side):
+                    model(xs)
+            graph.replay()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                graph.replay()
+            torch.cuda.synchronize()
+            out[rows] = 1e3 * (time.perf_counter() - t0) / 20
+            del graph
+    except Exception as exc:  # the report says so; the plain loop is unaffected
+        print(f"graph replay timing failed: {exc!r}", flush=True)
+    return out
+
+
 def plain_child(model_file: str, images: np.ndarray, batch: int, seconds: float,
                 warmup: float, cpu: bool, variants: bool, variant_seconds: float,
                 conn) -> None:
@@ -272,6 +312,8 @@ def plain_child(model_file: str, images: np.ndarray, batch: int, seconds: float,
             lat.append(time.perf_counter() - t0)
             n += 1
         elapsed = time.perf_counter() - t_start
+        # After the timed loop: other batch shapes may change what TorchScript runs.
+        replay_ms = graph_replay_ms(model, torch.from_numpy(host[0]).to(dev)) if not cpu else {}
         # References: each image alone (batch 1), as the server's check request.
         with torch.inference_mode():
             x = torch.from_numpy(images)
@@ -290,6 +332,7 @@ def plain_child(model_file: str, images: np.ndarray, batch: int, seconds: float,
             "device": "cpu" if cpu else torch.cuda.get_device_name(0),
             "torch": torch.__version__,
             "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+            "replay_ms": replay_ms,
         }
         if variants:
             info["variants"] = plain_variants(model, dev, host, batch, variant_seconds, cpu)
@@ -825,6 +868,10 @@ def serve_cells(server: Server, label: str, config_text: str, root: str, count: 
     for line in config_text.strip().splitlines():
         if not line.startswith(("input", "output", "name")):
             print(f"    {line}", flush=True)
+    with open(server.log_path) as f:
+        for line in f:
+            if "CUDA graphs" in line:
+                print(f"    worker: {line.strip()}", flush=True)
     err = check_once(server.port, images[0], refs_b1[0])
     print(f"  check: one request (batch 1) vs plain model, rel. L2 error {err:.2e}", flush=True)
     if not err < 1e-2:
@@ -863,12 +910,14 @@ def main() -> None:
     ap.add_argument("--delay-us", default="2000",
                     help="max_queue_delay_microseconds; a comma list runs each")
     ap.add_argument("--depth", default="default",
-                    help="PIPELINE_DEPTH parameter ('default': not set); a comma list runs each")
+                    help="PIPELINE_DEPTH parameter ('default': not set), ':graphs' appended adds "
+                         "optimization { cuda { graphs: true } }; a comma list runs each")
     ap.add_argument("--server-root", action="append", default=None,
                     help="serve with the tritonlite checkout at this path (repeat to compare "
                          "checkouts in one run; default: this script's checkout)")
     ap.add_argument("--setup", action="append", default=None, metavar="ROOT,INSTANCES,DELAY,DEPTH",
-                    help="one server setup, e.g. '.,1+2,2000,default' (repeat; replaces the "
+                    help="one server setup, e.g. '.,1+2,2000,default' or '.,1,2000,1:graphs' "
+                         "(repeat; replaces the "
                          "cross product of --server-root, --instances, --delay-us and --depth)")
     ap.add_argument("--plain-seconds", type=float, default=None,
                     help="timed window of the plain loop (default: --seconds)")
@@ -910,6 +959,9 @@ def main() -> None:
           f"{args.batch} in {plain['elapsed']:.1f} s; batch p50 {plain['batch_ms_p50']:.2f} ms; "
           f"synced phases h2d {ph['h2d']:.2f} ms, compute {ph['compute']:.2f} ms, d2h+numpy "
           f"{ph['d2h']:.2f} ms)", flush=True)
+    if plain.get("replay_ms"):
+        print("  the model alone on the GPU (CUDA graph replay, synced): " + ", ".join(
+            f"batch {rows} {ms:.2f} ms" for rows, ms in plain["replay_ms"].items()), flush=True)
     for name, ips, ms in plain.get("variants", []):
         print(f"  what-if, {name}: {ips:.0f} images/s ({ms:.2f} ms per batch)", flush=True)
 
