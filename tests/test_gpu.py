@@ -311,7 +311,7 @@ def test_pytorch_backend_replays_cuda_graphs(tmp_path, capfd):
     backend, path = _backend(tmp_path, net, spec, depth=2)
     module = torch.jit.load(path, map_location="cuda")
     try:
-        assert sorted(backend._graphs) == [2, 8]
+        assert sorted(g.spec.batch for g in backend._graphs) == [2, 8]
         assert "CUDA graphs captured for 2 batch sizes (2..8)" in capfd.readouterr().err
         rng = np.random.default_rng(5)
         for rows in (2, 6, 3, 8, 1):
@@ -338,7 +338,7 @@ def test_a_model_that_cannot_be_captured_runs_without_graphs(tmp_path, capfd):
     backend, _ = _backend(tmp_path, _Syncs(), {"optimization": {"cuda": {"graphs": True}}},
                           mbs=4)
     try:
-        assert backend._graphs == {}
+        assert backend._graphs == []
         assert "CUDA graphs not used, the capture failed" in capfd.readouterr().err
         x = np.random.default_rng(1).standard_normal([3, 3, 16, 16]).astype(np.float32)
         out = backend.collect(backend.submit({"INPUT__0": x}))["OUTPUT__0"]

@@ -170,7 +170,7 @@ class PyTorchBackend(TensorBackend):
         self._done_r = -1
         self._done_w = -1
         self._graph_specs: list[cuda_graphs.GraphSpec] = []
-        self._graphs: dict[int, cuda_graphs.CapturedGraph] = {}  # by spec batch size
+        self._graphs: list[cuda_graphs.CapturedGraph] = []
         self._graph_dtypes: dict[str, torch.dtype] = {}
 
     def load(self) -> None:
@@ -417,8 +417,8 @@ class PyTorchBackend(TensorBackend):
                   for n, t in on_device.items()}
         if any(t.dtype != self._graph_dtypes.get(n) for n, t in on_device.items()):
             return None
-        spec = cuda_graphs.pick(self._graph_specs, rows, shapes)
-        return self._graphs.get(spec.batch) if spec is not None else None
+        spec = cuda_graphs.pick([g.spec for g in self._graphs], rows, shapes)
+        return next((g for g in self._graphs if g.spec is spec), None)
 
     def _capture_graphs(self, config: dict[str, Any]) -> None:
         """Capture one graph per spec, largest first, all in one memory pool:
@@ -456,14 +456,17 @@ class PyTorchBackend(TensorBackend):
                 with self._guard(), torch.cuda.graph(graph, pool=pool, stream=side):
                     outputs = self._results(self.module(*args))
                 pool = graph.pool()
-                self._graphs[spec.batch] = cuda_graphs.CapturedGraph(spec, graph, inputs, outputs)
+                self._graphs.append(cuda_graphs.CapturedGraph(spec, graph, inputs, outputs))
         except Exception as exc:  # not capturable: run the module directly
             self._graphs.clear()
-            torch.cuda.synchronize(self.device)
+            try:
+                torch.cuda.synchronize(self.device)
+            except Exception:  # a CUDA error that lasts shows on the first batch
+                pass
             print(f"instance '{self.instance.name}': CUDA graphs not used, the capture "
                   f"failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             return
-        sizes = sorted(self._graphs)
+        sizes = sorted(g.spec.batch for g in self._graphs)
         print(f"instance '{self.instance.name}': CUDA graphs captured for {len(sizes)} batch "
               f"sizes ({sizes[0]}..{sizes[-1]}) in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
