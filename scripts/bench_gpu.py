@@ -129,6 +129,8 @@ DEPTH_PARAMETER = """parameters {{ key: "PIPELINE_DEPTH" value: {{ string_value:
 """
 GRAPHS_OPTIMIZATION = """optimization {{ cuda {{ graphs: true }} }}
 """
+PIECES_PARAMETER = """parameters {{ key: "GATHER_PIECE_BYTES" value: {{ string_value: "{n}" }} }}
+"""
 
 
 def write_repo(base: str, model_file: str, args, count: int, delay: int, depth: str,
@@ -141,13 +143,16 @@ def write_repo(base: str, model_file: str, args, count: int, delay: int, depth: 
         name=MODEL, batch=args.batch, hw=args.hw, classes=CLASSES,
         kind="KIND_CPU" if args.cpu else "KIND_GPU", count=count, delay=delay,
     )
-    depth, _, flag = depth.partition(":")
+    depth, *flags = depth.split(":")
     if depth != "default":
         text += DEPTH_PARAMETER.format(depth=depth)
-    if flag == "graphs":
-        text += GRAPHS_OPTIMIZATION.format()
-    elif flag:
-        raise SystemExit(f"depth '{depth}:{flag}': the only flag is ':graphs'")
+    for flag in flags:
+        if flag == "graphs":
+            text += GRAPHS_OPTIMIZATION.format()
+        elif flag == "pieces":
+            text += PIECES_PARAMETER.format(n=2 << 20)
+        else:
+            raise SystemExit(f"depth flag ':{flag}': the flags are ':graphs' and ':pieces'")
     with open(os.path.join(repo, MODEL, "config.pbtxt"), "w") as f:
         f.write(text)
     return repo, text
@@ -221,7 +226,65 @@ def plain_variants(model, dev, host: list[np.ndarray], batch: int, seconds: floa
         timed("gather into a pinned buffer -> async H2D -> model -> pinned D2H",
               pinned_gather_step)
         timed("input already in pinned memory (upper bound of one instance)", pinned_step)
+        graph_variants(model, dev, per_req, pinned, out_pinned, timed)
     return out
+
+
+def graph_variants(model, dev, per_req, pinned, out_pinned, timed) -> None:
+    """What-if loops of the worker's path with the model as a CUDA graph
+    (optimization.cuda.graphs): the gather in one piece or in 2 MiB pieces
+    whose H2D copies are queued as each is gathered (GATHER_PIECE_BYTES)."""
+    import torch
+    from tritonlite.workers.backends.host_staging import (
+        CHUNK_BYTES,
+        ParallelCopier,
+        default_threads,
+        row_chunks,
+    )
+
+    pinned_np = pinned.numpy()
+    copier = ParallelCopier(default_threads())
+    static_in = torch.empty(pinned.shape, dtype=pinned.dtype, device=dev)
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode():
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    model(static_in)
+            side.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side):
+                static_out = model(static_in)
+    except Exception as exc:
+        print(f"graph what-if loops skipped: {exc!r}", flush=True)
+        copier.close()
+        return
+
+    def finish() -> None:
+        graph.replay()
+        out_pinned.copy_(static_out, non_blocking=True)
+        torch.cuda.current_stream().synchronize()
+        out_pinned.numpy().copy()
+
+    def one_piece(i: int) -> None:
+        copier.concatenate(per_req[i % 4], pinned_np)
+        static_in.copy_(pinned, non_blocking=True)
+        finish()
+
+    def pieces(i: int) -> None:
+        for lo, hi, parts in row_chunks(per_req[i % 4], CHUNK_BYTES):
+            copier.concatenate(parts, pinned_np[lo:hi])
+            static_in[lo:hi].copy_(pinned[lo:hi], non_blocking=True)
+        finish()
+
+    def gather_alone(i: int) -> None:
+        copier.concatenate(per_req[i % 4], pinned_np)
+
+    timed(f"threaded gather ({copier.threads} threads) into pinned memory alone", gather_alone)
+    timed("threaded gather into pinned -> H2D -> CUDA graph replay -> pinned D2H", one_piece)
+    timed("same, gathered in 2 MiB pieces, each H2D queued at once", pieces)
+    copier.close()
 
 
 def graph_replay_ms(model, x) -> dict[int, float]:
@@ -355,7 +418,7 @@ def run_plain(model_file: str, images: np.ndarray, args):
     )
     p.start()
     child.close()
-    deadline = time.time() + args.plain_seconds + args.warmup + 4 * args.variant_seconds + 180
+    deadline = time.time() + args.plain_seconds + args.warmup + 8 * args.variant_seconds + 180
     result = None
     while time.time() < deadline:
         if parent.poll(1.0):
@@ -910,8 +973,9 @@ def main() -> None:
     ap.add_argument("--delay-us", default="2000",
                     help="max_queue_delay_microseconds; a comma list runs each")
     ap.add_argument("--depth", default="default",
-                    help="PIPELINE_DEPTH parameter ('default': not set), ':graphs' appended adds "
-                         "optimization { cuda { graphs: true } }; a comma list runs each")
+                    help="PIPELINE_DEPTH parameter ('default': not set), then flags: ':graphs' "
+                         "adds optimization { cuda { graphs: true } }, ':pieces' the parameter "
+                         "GATHER_PIECE_BYTES 2 MiB; a comma list runs each")
     ap.add_argument("--server-root", action="append", default=None,
                     help="serve with the tritonlite checkout at this path (repeat to compare "
                          "checkouts in one run; default: this script's checkout)")

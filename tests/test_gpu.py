@@ -126,7 +126,9 @@ def gpu_server(tmp_path_factory):
     (capsule / "config.pbtxt").write_text(
         DLPACK_CONFIG + 'parameters { key: "use_capsule" value: { string_value: "1" } }\n'
     )
-    srv = ServerProcess([str(repo)], "--exit-on-error", "false", ready_timeout=180)
+    # HTTP only: the GPU machine's test run has no hpack for the gRPC door.
+    srv = ServerProcess([str(repo)], "--exit-on-error", "false", "--allow-grpc", "false",
+                        ready_timeout=180)
     srv.repo = str(repo)
     yield srv
     assert srv.stop() == 0, srv.log()
@@ -278,7 +280,8 @@ class _Syncs(torch.nn.Module):
         return x * 3.0
 
 
-def _backend(tmp_path, module, config_extra: dict, depth: int = 1, mbs: int = 16):
+def _backend(tmp_path, module, config_extra: dict, depth: int = 1, mbs: int = 16,
+             parameters: dict | None = None):
     from tritonlite.workers.backends.pytorch_backend import PyTorchBackend
 
     path = str(tmp_path / "m.pt")
@@ -288,7 +291,7 @@ def _backend(tmp_path, module, config_extra: dict, depth: int = 1, mbs: int = 16
         "name": "m", "backend": "pytorch", "max_batch_size": mbs,
         "input": [{"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": [3, 16, 16]}],
         "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": out_dims}],
-        "parameters": {"PIPELINE_DEPTH": {"string_value": str(depth)}},
+        "parameters": {"PIPELINE_DEPTH": {"string_value": str(depth)}, **(parameters or {})},
         **config_extra,
     }
     backend = PyTorchBackend(path, config, InstanceInfo("m_0_0", "GPU", 0))
@@ -354,13 +357,14 @@ def test_a_batch_is_copied_to_the_gpu_in_pieces(tmp_path, monkeypatch):
 
     cuts: list[int] = []
 
-    def small_pieces(parts):
-        chunks = host_staging.row_chunks(parts, 2 * 3 * 16 * 16 * 4)
+    def counted(parts, target):
+        chunks = host_staging.row_chunks(parts, target)
         cuts.append(len(chunks))
         return chunks
 
-    monkeypatch.setattr(pytorch_backend, "row_chunks", small_pieces)
-    backend, _ = _backend(tmp_path, _Double(), {}, mbs=64)
+    monkeypatch.setattr(pytorch_backend, "row_chunks", counted)
+    piece = {"GATHER_PIECE_BYTES": {"string_value": str(2 * 3 * 16 * 16 * 4)}}
+    backend, _ = _backend(tmp_path, _Double(), {}, mbs=64, parameters=piece)
     try:
         rng = np.random.default_rng(3)
         parts = [rng.standard_normal([n, 3, 16, 16]).astype(np.float32)

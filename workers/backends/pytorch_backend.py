@@ -11,14 +11,17 @@ Parameters read (string values): INTRA_OP_THREAD_COUNT / NUM_THREADS
 INFERENCE_MODE (default true: torch.inference_mode, else no_grad),
 DISABLE_OPTIMIZED_EXECUTION, DISABLE_CUDNN, ENABLE_JIT_EXECUTOR,
 ENABLE_JIT_PROFILING, ENABLE_CACHE_CLEANING; PIPELINE_DEPTH (batches in
-flight per GPU instance, default 1, see placement.py) and GATHER_THREADS
-(threads copying a batch into pinned memory, default up to 4).
+flight per GPU instance, default 1, see placement.py), GATHER_THREADS
+(threads copying a batch into pinned memory, default up to 4) and
+GATHER_PIECE_BYTES (see below).
 `optimization { cuda { graphs: true } }` replays CUDA graphs of the model on
 KIND_GPU (cuda_graphs.py).
 
 On a GPU a batch of separate requests is gathered into page-locked memory
-in pieces of about 2 MiB, each piece's copy to the device queued as soon as
-it is gathered, so the transfer runs while the next piece is gathered.
+and copied to the device on a copy stream. With GATHER_PIECE_BYTES set to N
+it is gathered in pieces of about N bytes, each piece's copy queued as soon
+as it is gathered, so the transfer runs while the next piece is gathered
+(default 0: one piece; docs/benchmarks_gpu.md, run 6, has the measurements).
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ class PyTorchBackend(TensorBackend):
         self._graph_specs: list[cuda_graphs.GraphSpec] = []
         self._graphs: list[cuda_graphs.CapturedGraph] = []
         self._graph_dtypes: dict[str, torch.dtype] = {}
+        self._piece_bytes = 0  # 0: a batch is gathered in one piece
 
     def load(self) -> None:
         config = self.config
@@ -195,6 +199,7 @@ class PyTorchBackend(TensorBackend):
                 f"parameter {PIPELINE_DEPTH_PARAMETER} '{text}' must be a whole number >= 1"
             )
         threads = int_parameter(config, "GATHER_THREADS", 0) or default_threads()
+        self._piece_bytes = max(0, int_parameter(config, "GATHER_PIECE_BYTES", 0))
         map_location: Any = None
         if self.instance.kind == "GPU":
             if not torch.cuda.is_available():
@@ -286,7 +291,9 @@ class PyTorchBackend(TensorBackend):
                 np.copyto(view, parts[0])
                 dev.copy_(tensor, non_blocking=True)
             else:
-                for lo, hi, pieces in row_chunks(parts):
+                cut = row_chunks(parts, self._piece_bytes) if self._piece_bytes else [
+                    (0, shape[0], parts)]
+                for lo, hi, pieces in cut:
                     self._copier.concatenate(pieces, view[lo:hi])
                     dev[lo:hi].copy_(tensor[lo:hi], non_blocking=True)
         return view, tensor, dev
@@ -411,7 +418,7 @@ class PyTorchBackend(TensorBackend):
         if len(on_device) != len(self._input_slots):
             return None  # an optional input left out: not what was captured
         first = next(iter(on_device.values()))
-        batched = self.max_batch_size() > 0
+        batched = self.max_batch_size > 0
         rows = int(first.shape[0]) if batched else 0
         shapes = {n: tuple(int(d) for d in (t.shape[1:] if batched else t.shape))
                   for n, t in on_device.items()}
@@ -424,7 +431,7 @@ class PyTorchBackend(TensorBackend):
         """Capture one graph per spec, largest first, all in one memory pool:
         they replay one at a time on the compute stream, so they may share it."""
         t0 = time.perf_counter()
-        batched = self.max_batch_size() > 0
+        batched = self.max_batch_size > 0
         by_name = {t["name"]: t for t in config.get("input", [])}
         self._graph_dtypes = {
             name: torch.from_numpy(np.empty(0, config_dtype(t.get("data_type", "")))).dtype
