@@ -46,8 +46,10 @@ from tritonlite.workers.backends.stage_counters import (  # noqa: E402
 from tritonlite.workers.backends.stage_counters import (  # noqa: E402
     FRONTEND_FIELDS as _FRONTEND_FIELDS,
 )
+from tritonlite.workers.cpu_stages import FRONTEND_STAGES as _FRONTEND_CPU  # noqa: E402
 
-STAGE_FIELDS = {"worker": _WORKER_FIELDS, "frontend": _FRONTEND_FIELDS}
+STAGE_FIELDS = {"worker": _WORKER_FIELDS, "frontend": _FRONTEND_FIELDS,
+                "frontend_cpu": _FRONTEND_CPU}
 MODEL = "resnet18"
 CLASSES = 1000
 N_IMAGES = 8  # distinct images; client i sends image i % N_IMAGES
@@ -408,6 +410,32 @@ def plain_child(model_file: str, images: np.ndarray, batch: int, seconds: float,
         conn.close()
 
 
+def fd_copy_us(nbytes: int, rounds: int = 2000) -> float:
+    """Microseconds to copy one input of `nbytes` from a POSIX shared memory
+    object into another shared mapping with os.preadv, as the frontend does for
+    a batching model's client-region input (tensor_placement, copy_regions)."""
+    import mmap
+
+    src_fd = os.memfd_create("tl-bench-src")
+    try:
+        os.ftruncate(src_fd, nbytes)
+        os.pwrite(src_fd, np.random.default_rng(0).bytes(nbytes), 0)
+        dst = mmap.mmap(-1, nbytes * 8)
+        view = memoryview(dst)
+        for i in range(8):  # the destination pages faulted in, as a warm arena's are
+            os.preadv(src_fd, [view[i * nbytes:(i + 1) * nbytes]], 0)
+        t0 = time.perf_counter()
+        for i in range(rounds):
+            at = (i % 8) * nbytes
+            os.preadv(src_fd, [view[at:at + nbytes]], 0)
+        dt = time.perf_counter() - t0
+        view.release()
+        dst.close()
+        return 1e6 * dt / rounds
+    finally:
+        os.close(src_fd)
+
+
 def run_plain(model_file: str, images: np.ndarray, args):
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
@@ -673,7 +701,10 @@ def stages_snapshot(server: Server) -> dict[str, dict[str, int]]:
     for name in sorted(os.listdir(server.stages_dir)):
         if not name.endswith(".stages"):
             continue
-        side = "frontend" if ".frontend." in name else "worker"
+        if name.startswith("worker.cpu."):
+            continue  # the worker's CPU per stage: its own counters tell more here
+        side = ("frontend_cpu" if name.startswith("frontend.cpu.")
+                else "frontend" if ".frontend." in name else "worker")
         fields = STAGE_FIELDS[side]
         raw = np.fromfile(os.path.join(server.stages_dir, name), dtype=np.int64)
         if raw.size != len(fields):
@@ -898,6 +929,13 @@ def describe_stages(res: dict, window: float) -> list[str]:
             f"ms, {100 * fe['dispatched_in_flight'] / nb:.0f}% of batches sent to an instance "
             f"already running one"
         )
+    cpu = stages.get("frontend_cpu")
+    if cpu and n_req:
+        top = sorted(cpu.items(), key=lambda kv: -kv[1])
+        lines.append(
+            "    frontend CPU per request by stage (us): "
+            + ", ".join(f"{k} {v / n_req / 1e3:.0f}" for k, v in top if v / n_req >= 2000)
+        )
     return lines
 
 
@@ -1023,6 +1061,9 @@ def main() -> None:
           f"{args.batch} in {plain['elapsed']:.1f} s; batch p50 {plain['batch_ms_p50']:.2f} ms; "
           f"synced phases h2d {ph['h2d']:.2f} ms, compute {ph['compute']:.2f} ms, d2h+numpy "
           f"{ph['d2h']:.2f} ms)", flush=True)
+    print(f"one {images[0].nbytes}-byte input copied through the fd with os.preadv (what the "
+          f"frontend does per shm request of a batching model): "
+          f"{fd_copy_us(images[0].nbytes):.0f} us", flush=True)
     if plain.get("replay_ms"):
         print("  the model alone on the GPU (CUDA graph replay, synced): " + ", ".join(
             f"batch {rows} {ms:.2f} ms" for rows, ms in plain["replay_ms"].items()), flush=True)
