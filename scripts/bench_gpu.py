@@ -46,8 +46,10 @@ from tritonlite.workers.backends.stage_counters import (  # noqa: E402
 from tritonlite.workers.backends.stage_counters import (  # noqa: E402
     FRONTEND_FIELDS as _FRONTEND_FIELDS,
 )
+from tritonlite.workers.cpu_stages import FRONTEND_STAGES as _FRONTEND_CPU  # noqa: E402
 
-STAGE_FIELDS = {"worker": _WORKER_FIELDS, "frontend": _FRONTEND_FIELDS}
+STAGE_FIELDS = {"worker": _WORKER_FIELDS, "frontend": _FRONTEND_FIELDS,
+                "frontend_cpu": _FRONTEND_CPU}
 MODEL = "resnet18"
 CLASSES = 1000
 N_IMAGES = 8  # distinct images; client i sends image i % N_IMAGES
@@ -127,6 +129,10 @@ dynamic_batching {{
 """
 DEPTH_PARAMETER = """parameters {{ key: "PIPELINE_DEPTH" value: {{ string_value: "{depth}" }} }}
 """
+GRAPHS_OPTIMIZATION = """optimization {{ cuda {{ graphs: true }} }}
+"""
+PIECES_PARAMETER = """parameters {{ key: "GATHER_PIECE_BYTES" value: {{ string_value: "{n}" }} }}
+"""
 
 
 def write_repo(base: str, model_file: str, args, count: int, delay: int, depth: str,
@@ -139,8 +145,16 @@ def write_repo(base: str, model_file: str, args, count: int, delay: int, depth: 
         name=MODEL, batch=args.batch, hw=args.hw, classes=CLASSES,
         kind="KIND_CPU" if args.cpu else "KIND_GPU", count=count, delay=delay,
     )
+    depth, *flags = depth.split(":")
     if depth != "default":
         text += DEPTH_PARAMETER.format(depth=depth)
+    for flag in flags:
+        if flag == "graphs":
+            text += GRAPHS_OPTIMIZATION.format()
+        elif flag == "pieces":
+            text += PIECES_PARAMETER.format(n=2 << 20)
+        else:
+            raise SystemExit(f"depth flag ':{flag}': the flags are ':graphs' and ':pieces'")
     with open(os.path.join(repo, MODEL, "config.pbtxt"), "w") as f:
         f.write(text)
     return repo, text
@@ -214,6 +228,97 @@ def plain_variants(model, dev, host: list[np.ndarray], batch: int, seconds: floa
         timed("gather into a pinned buffer -> async H2D -> model -> pinned D2H",
               pinned_gather_step)
         timed("input already in pinned memory (upper bound of one instance)", pinned_step)
+        graph_variants(model, dev, per_req, pinned, out_pinned, timed)
+    return out
+
+
+def graph_variants(model, dev, per_req, pinned, out_pinned, timed) -> None:
+    """What-if loops of the worker's path with the model as a CUDA graph
+    (optimization.cuda.graphs): the gather in one piece or in 2 MiB pieces
+    whose H2D copies are queued as each is gathered (GATHER_PIECE_BYTES)."""
+    import torch
+    from tritonlite.workers.backends.host_staging import (
+        CHUNK_BYTES,
+        ParallelCopier,
+        default_threads,
+        row_chunks,
+    )
+
+    pinned_np = pinned.numpy()
+    copier = ParallelCopier(default_threads())
+    static_in = torch.empty(pinned.shape, dtype=pinned.dtype, device=dev)
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode():
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    model(static_in)
+            side.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side):
+                static_out = model(static_in)
+    except Exception as exc:
+        print(f"graph what-if loops skipped: {exc!r}", flush=True)
+        copier.close()
+        return
+
+    def finish() -> None:
+        graph.replay()
+        out_pinned.copy_(static_out, non_blocking=True)
+        torch.cuda.current_stream().synchronize()
+        out_pinned.numpy().copy()
+
+    def one_piece(i: int) -> None:
+        copier.concatenate(per_req[i % 4], pinned_np)
+        static_in.copy_(pinned, non_blocking=True)
+        finish()
+
+    def pieces(i: int) -> None:
+        for lo, hi, parts in row_chunks(per_req[i % 4], CHUNK_BYTES):
+            copier.concatenate(parts, pinned_np[lo:hi])
+            static_in[lo:hi].copy_(pinned[lo:hi], non_blocking=True)
+        finish()
+
+    def gather_alone(i: int) -> None:
+        copier.concatenate(per_req[i % 4], pinned_np)
+
+    timed(f"threaded gather ({copier.threads} threads) into pinned memory alone", gather_alone)
+    timed("threaded gather into pinned -> H2D -> CUDA graph replay -> pinned D2H", one_piece)
+    timed("same, gathered in 2 MiB pieces, each H2D queued at once", pieces)
+    copier.close()
+
+
+def graph_replay_ms(model, x) -> dict[int, float]:
+    """The model's GPU time alone per batch size (a CUDA graph replayed 20
+    times, synchronised): what the GPU needs without Python launching kernels.
+    Empty when the capture fails (for the report only)."""
+    import torch
+
+    out: dict[int, float] = {}
+    try:
+        for rows in (x.shape[0], x.shape[0] // 2):
+            xs = x[:rows].clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.inference_mode():
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        model(xs)
+                side.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=side):
+                    model(xs)
+            graph.replay()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                graph.replay()
+            torch.cuda.synchronize()
+            out[rows] = 1e3 * (time.perf_counter() - t0) / 20
+            del graph
+    except Exception as exc:  # the report says so; the plain loop is unaffected
+        print(f"graph replay timing failed: {exc!r}", flush=True)
     return out
 
 
@@ -272,6 +377,8 @@ def plain_child(model_file: str, images: np.ndarray, batch: int, seconds: float,
             lat.append(time.perf_counter() - t0)
             n += 1
         elapsed = time.perf_counter() - t_start
+        # After the timed loop: other batch shapes may change what TorchScript runs.
+        replay_ms = graph_replay_ms(model, torch.from_numpy(host[0]).to(dev)) if not cpu else {}
         # References: each image alone (batch 1), as the server's check request.
         with torch.inference_mode():
             x = torch.from_numpy(images)
@@ -290,6 +397,7 @@ def plain_child(model_file: str, images: np.ndarray, batch: int, seconds: float,
             "device": "cpu" if cpu else torch.cuda.get_device_name(0),
             "torch": torch.__version__,
             "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+            "replay_ms": replay_ms,
         }
         if variants:
             info["variants"] = plain_variants(model, dev, host, batch, variant_seconds, cpu)
@@ -302,6 +410,32 @@ def plain_child(model_file: str, images: np.ndarray, batch: int, seconds: float,
         conn.close()
 
 
+def fd_copy_us(nbytes: int, rounds: int = 2000) -> float:
+    """Microseconds to copy one input of `nbytes` from a POSIX shared memory
+    object into another shared mapping with os.preadv, as the frontend does for
+    a batching model's client-region input (tensor_placement, copy_regions)."""
+    import mmap
+
+    src_fd = os.memfd_create("tl-bench-src")
+    try:
+        os.ftruncate(src_fd, nbytes)
+        os.pwrite(src_fd, np.random.default_rng(0).bytes(nbytes), 0)
+        dst = mmap.mmap(-1, nbytes * 8)
+        view = memoryview(dst)
+        for i in range(8):  # the destination pages faulted in, as a warm arena's are
+            os.preadv(src_fd, [view[i * nbytes:(i + 1) * nbytes]], 0)
+        t0 = time.perf_counter()
+        for i in range(rounds):
+            at = (i % 8) * nbytes
+            os.preadv(src_fd, [view[at:at + nbytes]], 0)
+        dt = time.perf_counter() - t0
+        view.release()
+        dst.close()
+        return 1e6 * dt / rounds
+    finally:
+        os.close(src_fd)
+
+
 def run_plain(model_file: str, images: np.ndarray, args):
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
@@ -312,7 +446,7 @@ def run_plain(model_file: str, images: np.ndarray, args):
     )
     p.start()
     child.close()
-    deadline = time.time() + args.plain_seconds + args.warmup + 4 * args.variant_seconds + 180
+    deadline = time.time() + args.plain_seconds + args.warmup + 8 * args.variant_seconds + 180
     result = None
     while time.time() < deadline:
         if parent.poll(1.0):
@@ -567,7 +701,10 @@ def stages_snapshot(server: Server) -> dict[str, dict[str, int]]:
     for name in sorted(os.listdir(server.stages_dir)):
         if not name.endswith(".stages"):
             continue
-        side = "frontend" if ".frontend." in name else "worker"
+        if name.startswith("worker.cpu."):
+            continue  # the worker's CPU per stage: its own counters tell more here
+        side = ("frontend_cpu" if name.startswith("frontend.cpu.")
+                else "frontend" if ".frontend." in name else "worker")
         fields = STAGE_FIELDS[side]
         raw = np.fromfile(os.path.join(server.stages_dir, name), dtype=np.int64)
         if raw.size != len(fields):
@@ -792,6 +929,13 @@ def describe_stages(res: dict, window: float) -> list[str]:
             f"ms, {100 * fe['dispatched_in_flight'] / nb:.0f}% of batches sent to an instance "
             f"already running one"
         )
+    cpu = stages.get("frontend_cpu")
+    if cpu and n_req:
+        top = sorted(cpu.items(), key=lambda kv: -kv[1])
+        lines.append(
+            "    frontend CPU per request by stage (us): "
+            + ", ".join(f"{k} {v / n_req / 1e3:.0f}" for k, v in top if v / n_req >= 2000)
+        )
     return lines
 
 
@@ -825,6 +969,10 @@ def serve_cells(server: Server, label: str, config_text: str, root: str, count: 
     for line in config_text.strip().splitlines():
         if not line.startswith(("input", "output", "name")):
             print(f"    {line}", flush=True)
+    with open(server.log_path) as f:
+        for line in f:
+            if "CUDA graphs" in line:
+                print(f"    worker: {line.strip()}", flush=True)
     err = check_once(server.port, images[0], refs_b1[0])
     print(f"  check: one request (batch 1) vs plain model, rel. L2 error {err:.2e}", flush=True)
     if not err < 1e-2:
@@ -863,12 +1011,15 @@ def main() -> None:
     ap.add_argument("--delay-us", default="2000",
                     help="max_queue_delay_microseconds; a comma list runs each")
     ap.add_argument("--depth", default="default",
-                    help="PIPELINE_DEPTH parameter ('default': not set); a comma list runs each")
+                    help="PIPELINE_DEPTH parameter ('default': not set), then flags: ':graphs' "
+                         "adds optimization { cuda { graphs: true } }, ':pieces' the parameter "
+                         "GATHER_PIECE_BYTES 2 MiB; a comma list runs each")
     ap.add_argument("--server-root", action="append", default=None,
                     help="serve with the tritonlite checkout at this path (repeat to compare "
                          "checkouts in one run; default: this script's checkout)")
     ap.add_argument("--setup", action="append", default=None, metavar="ROOT,INSTANCES,DELAY,DEPTH",
-                    help="one server setup, e.g. '.,1+2,2000,default' (repeat; replaces the "
+                    help="one server setup, e.g. '.,1+2,2000,default' or '.,1,2000,1:graphs' "
+                         "(repeat; replaces the "
                          "cross product of --server-root, --instances, --delay-us and --depth)")
     ap.add_argument("--plain-seconds", type=float, default=None,
                     help="timed window of the plain loop (default: --seconds)")
@@ -910,6 +1061,12 @@ def main() -> None:
           f"{args.batch} in {plain['elapsed']:.1f} s; batch p50 {plain['batch_ms_p50']:.2f} ms; "
           f"synced phases h2d {ph['h2d']:.2f} ms, compute {ph['compute']:.2f} ms, d2h+numpy "
           f"{ph['d2h']:.2f} ms)", flush=True)
+    print(f"one {images[0].nbytes}-byte input copied through the fd with os.preadv (what the "
+          f"frontend does per shm request of a batching model): "
+          f"{fd_copy_us(images[0].nbytes):.0f} us", flush=True)
+    if plain.get("replay_ms"):
+        print("  the model alone on the GPU (CUDA graph replay, synced): " + ", ".join(
+            f"batch {rows} {ms:.2f} ms" for rows, ms in plain["replay_ms"].items()), flush=True)
     for name, ips, ms in plain.get("variants", []):
         print(f"  what-if, {name}: {ips:.0f} images/s ({ms:.2f} ms per batch)", flush=True)
 

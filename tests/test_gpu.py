@@ -100,6 +100,12 @@ TORCH_GPU_BATCHED_CONFIG = (
     'parameters { key: "PIPELINE_DEPTH" value: { string_value: "2" } }\n'
 )
 
+# Dynamic batching replaying CUDA graphs (one per batch size 1..8).
+TORCH_GPU_GRAPHS_CONFIG = (
+    TORCH_GPU_CONFIG + "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
+    "optimization { cuda { graphs: true } }\n"
+)
+
 
 @pytest.fixture(scope="module")
 def gpu_server(tmp_path_factory):
@@ -108,6 +114,8 @@ def gpu_server(tmp_path_factory):
     gen.write_model(str(repo), "torch_mlp", seed=4, config=TORCH_GPU_CONFIG, folder="torch_gpu")
     gen.write_model(str(repo), "torch_mlp", seed=6, config=TORCH_GPU_BATCHED_CONFIG,
                     folder="torch_gpu_batched")
+    gen.write_model(str(repo), "torch_mlp", seed=8, config=TORCH_GPU_GRAPHS_CONFIG,
+                    folder="torch_gpu_graphs")
     model = repo / "dlpack_gpu"
     (model / "1").mkdir(parents=True)
     (model / "1" / "model.py").write_text(DLPACK_MODEL)
@@ -118,7 +126,9 @@ def gpu_server(tmp_path_factory):
     (capsule / "config.pbtxt").write_text(
         DLPACK_CONFIG + 'parameters { key: "use_capsule" value: { string_value: "1" } }\n'
     )
-    srv = ServerProcess([str(repo)], "--exit-on-error", "false", ready_timeout=180)
+    # HTTP only: the GPU machine's test run has no hpack for the gRPC door.
+    srv = ServerProcess([str(repo)], "--exit-on-error", "false", "--allow-grpc", "false",
+                        ready_timeout=180)
     srv.repo = str(repo)
     yield srv
     assert srv.stop() == 0, srv.log()
@@ -177,16 +187,17 @@ def test_placement_visible_in_the_worker(gpu_server):
     assert info["current_device"] == 0 and info["device_id"] == "0"
 
 
-def test_concurrent_requests_through_the_gpu_pipeline(gpu_server):
+@pytest.mark.parametrize("model", ["torch_gpu_batched", "torch_gpu_graphs"])
+def test_concurrent_requests_through_the_gpu_pipeline(gpu_server, model):
     """Many clients at once: batches overlap on the instance (PIPELINE_DEPTH
-    "2"); every request gets its own rows back."""
-    module = torch.jit.load(os.path.join(gpu_server.repo, "torch_gpu_batched", "1", "model.pt"))
+    "2"), or replay CUDA graphs; every request gets its own rows back."""
+    module = torch.jit.load(os.path.join(gpu_server.repo, model, "1", "model.pt"))
     xs = [np.random.default_rng(100 + i).standard_normal((1 + i % 4, 8)).astype(np.float32)
           for i in range(48)]
     got: dict[int, dict] = {}
 
     def call(i: int) -> None:
-        got[i] = _infer(gpu_server, "torch_gpu_batched", "INPUT__0", xs[i])["OUTPUT__0"]
+        got[i] = _infer(gpu_server, model, "INPUT__0", xs[i])["OUTPUT__0"]
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
     for t in threads:
@@ -199,6 +210,8 @@ def test_concurrent_requests_through_the_gpu_pipeline(gpu_server):
             want = module(torch.from_numpy(x)).numpy()
         out = np.array(got[i]["data"], np.float32).reshape(want.shape)
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+    if model == "torch_gpu_graphs":
+        assert "CUDA graphs captured for 8 batch sizes (1..8)" in gpu_server.log()
 
 
 class _Double(torch.nn.Module):
@@ -244,5 +257,121 @@ def test_pytorch_backend_overlaps_two_batches_on_the_gpu(tmp_path):
         out = backend.collect(alone)["OUTPUT__0"]
         np.testing.assert_allclose(out, batches[0][3] * 2 + 1, rtol=1e-6)
         assert backend.counters.snapshot()["sync_ns"] >= 0
+    finally:
+        backend.finalize()
+
+
+class _SmallCNN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+class _Syncs(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > 1e9):  # reads a value back: cannot be captured
+            return x
+        return x * 3.0
+
+
+def _backend(tmp_path, module, config_extra: dict, depth: int = 1, mbs: int = 16,
+             parameters: dict | None = None):
+    from tritonlite.workers.backends.pytorch_backend import PyTorchBackend
+
+    path = str(tmp_path / "m.pt")
+    torch.jit.script(module.eval()).save(path)
+    out_dims = [5] if isinstance(module, _SmallCNN) else [3, 16, 16]
+    config = {
+        "name": "m", "backend": "pytorch", "max_batch_size": mbs,
+        "input": [{"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": [3, 16, 16]}],
+        "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": out_dims}],
+        "parameters": {"PIPELINE_DEPTH": {"string_value": str(depth)}, **(parameters or {})},
+        **config_extra,
+    }
+    backend = PyTorchBackend(path, config, InstanceInfo("m_0_0", "GPU", 0))
+    backend.load()
+    backend.prepare(config)
+    return backend, path
+
+
+def test_pytorch_backend_replays_cuda_graphs(tmp_path, capfd):
+    """Graphs for the spec's sizes: a batch of 2 replays the graph of 2, one of
+    6 the graph of 8 (lower bound 5, rows padded), one of 3 runs the module;
+    with two batches in flight on the same graph each gets its own rows."""
+    torch.manual_seed(0)
+    net = _SmallCNN()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 1.5)
+    spec = {"optimization": {"cuda": {"graphs": True, "graph_spec": [
+        {"batch_size": 2}, {"batch_size": 8, "graph_lower_bound": {"batch_size": 5}}]}}}
+    backend, path = _backend(tmp_path, net, spec, depth=2)
+    module = torch.jit.load(path, map_location="cuda")
+    try:
+        assert sorted(g.spec.batch for g in backend._graphs) == [2, 8]
+        assert "CUDA graphs captured for 2 batch sizes (2..8)" in capfd.readouterr().err
+        rng = np.random.default_rng(5)
+        for rows in (2, 6, 3, 8, 1):
+            parts = [rng.standard_normal([1, 3, 16, 16]).astype(np.float32) for _ in range(rows)]
+            merged = backend.gather("INPUT__0", parts) if rows > 1 else parts[0]
+            out = backend.collect(backend.submit({"INPUT__0": merged}))["OUTPUT__0"]
+            with torch.inference_mode():
+                want = module(torch.from_numpy(np.concatenate(parts)).cuda()).cpu().numpy()
+            assert out.shape == (rows, 5)
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+        batches = [[rng.standard_normal([1, 3, 16, 16]).astype(np.float32) for _ in range(n)]
+                   for n in (8, 7)]
+        handles = [backend.submit({"INPUT__0": backend.gather("INPUT__0", b)}) for b in batches]
+        for parts, handle in zip(batches, handles, strict=True):
+            out = backend.collect(handle)["OUTPUT__0"].copy()
+            with torch.inference_mode():
+                want = module(torch.from_numpy(np.concatenate(parts)).cuda()).cpu().numpy()
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+    finally:
+        backend.finalize()
+
+
+def test_a_model_that_cannot_be_captured_runs_without_graphs(tmp_path, capfd):
+    backend, _ = _backend(tmp_path, _Syncs(), {"optimization": {"cuda": {"graphs": True}}},
+                          mbs=4)
+    try:
+        assert backend._graphs == []
+        assert "CUDA graphs not used, the capture failed" in capfd.readouterr().err
+        x = np.random.default_rng(1).standard_normal([3, 3, 16, 16]).astype(np.float32)
+        out = backend.collect(backend.submit({"INPUT__0": x}))["OUTPUT__0"]
+        np.testing.assert_allclose(out, x * 3.0, rtol=1e-6)
+    finally:
+        backend.finalize()
+
+
+def test_a_batch_is_copied_to_the_gpu_in_pieces(tmp_path, monkeypatch):
+    """A batch of separate requests is gathered in pieces, each queued to the
+    GPU as soon as it is in pinned memory (pieces of 2 rows here): same rows out."""
+    from tritonlite.workers.backends import host_staging, pytorch_backend
+
+    cuts: list[int] = []
+
+    def counted(parts, target):
+        chunks = host_staging.row_chunks(parts, target)
+        cuts.append(len(chunks))
+        return chunks
+
+    monkeypatch.setattr(pytorch_backend, "row_chunks", counted)
+    piece = {"GATHER_PIECE_BYTES": {"string_value": str(2 * 3 * 16 * 16 * 4)}}
+    backend, _ = _backend(tmp_path, _Double(), {}, mbs=64, parameters=piece)
+    try:
+        rng = np.random.default_rng(3)
+        parts = [rng.standard_normal([n, 3, 16, 16]).astype(np.float32)
+                 for n in (1, 7, 30, 2, 9, 15)]  # 64 rows
+        merged = backend.gather("INPUT__0", parts)
+        assert cuts == [32]
+        out = backend.collect(backend.submit({"INPUT__0": merged}))["OUTPUT__0"]
+        np.testing.assert_allclose(out, np.concatenate(parts) * 2 + 1, rtol=1e-6)
     finally:
         backend.finalize()

@@ -14,6 +14,38 @@ import numpy as np
 
 # Below this many bytes one thread is faster than handing out pieces.
 PARALLEL_MIN_BYTES = 1 << 20
+# A batch is copied in pieces of about this size, each piece's copy to the GPU
+# queued as soon as it is gathered, so the gather and the transfer overlap.
+CHUNK_BYTES = 2 << 20
+
+
+def row_chunks(parts: list[np.ndarray], target_bytes: int = CHUNK_BYTES
+               ) -> list[tuple[int, int, list[np.ndarray]]]:
+    """A batch's request arrays (stacked along axis 0) cut into consecutive
+    row ranges of about `target_bytes` (at least one row each): (first row,
+    end row, the arrays or row slices of arrays that fill it)."""
+    chunks: list[tuple[int, int, list[np.ndarray]]] = []
+    start = 0  # first row of the chunk being filled
+    row = 0  # rows taken so far
+    pieces: list[np.ndarray] = []
+    size = 0
+    for part in parts:
+        rows = int(part.shape[0]) if part.ndim else 1
+        per_row = part.nbytes // rows if rows else 0
+        lo = 0
+        while lo < rows:
+            room = max(1, (target_bytes - size) // per_row) if per_row else rows - lo
+            hi = min(rows, lo + room)
+            pieces.append(part if lo == 0 and hi == rows else part[lo:hi])
+            size += (hi - lo) * per_row
+            row += hi - lo
+            lo = hi
+            if size >= target_bytes:
+                chunks.append((start, row, pieces))
+                start, pieces, size = row, [], 0
+    if pieces:
+        chunks.append((start, row, pieces))
+    return chunks
 
 
 def default_threads() -> int:

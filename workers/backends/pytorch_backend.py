@@ -11,8 +11,17 @@ Parameters read (string values): INTRA_OP_THREAD_COUNT / NUM_THREADS
 INFERENCE_MODE (default true: torch.inference_mode, else no_grad),
 DISABLE_OPTIMIZED_EXECUTION, DISABLE_CUDNN, ENABLE_JIT_EXECUTOR,
 ENABLE_JIT_PROFILING, ENABLE_CACHE_CLEANING; PIPELINE_DEPTH (batches in
-flight per GPU instance, default 2, see placement.py) and GATHER_THREADS
-(threads copying a batch into pinned memory, default up to 4).
+flight per GPU instance, default 1, see placement.py), GATHER_THREADS
+(threads copying a batch into pinned memory, default up to 4) and
+GATHER_PIECE_BYTES (see below).
+`optimization { cuda { graphs: true } }` replays CUDA graphs of the model on
+KIND_GPU (cuda_graphs.py).
+
+On a GPU a batch of separate requests is gathered into page-locked memory
+and copied to the device on a copy stream. With GATHER_PIECE_BYTES set to N
+it is gathered in pieces of about N bytes, each piece's copy queued as soon
+as it is gathered, so the transfer runs while the next piece is gathered
+(default 0: one piece; docs/benchmarks_gpu.md, run 6, has the measurements).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import sys
 import threading
 import time
 import warnings
@@ -27,7 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tritonlite.workers.backends.host_staging import ParallelCopier, default_threads
+from tritonlite.workers.backends import cuda_graphs
+from tritonlite.workers.backends.host_staging import ParallelCopier, default_threads, row_chunks
 from tritonlite.workers.backends.placement import (
     PIPELINE_DEPTH_PARAMETER,
     pipeline_depth,
@@ -38,6 +49,7 @@ from tritonlite.workers.backends.tensor_backend import (
     InstanceInfo,
     TensorBackend,
     bool_parameter,
+    config_dtype,
     int_parameter,
     string_parameter,
 )
@@ -100,8 +112,10 @@ class _Slot:
         self.host: dict[str, torch.Tensor] = {}  # pinned input bytes
         self.device: dict[str, torch.Tensor] = {}  # device input bytes
         self.out: dict[str, torch.Tensor] = {}  # pinned output bytes
-        # Inputs gathered into `host` for the coming submit: name -> (numpy, torch) views.
-        self.staged: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
+        # Inputs gathered into `host` for the coming submit: name -> (numpy view,
+        # pinned tensor, device tensor its copy was queued to).
+        self.staged: dict[str, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
+        self.copy_started: Any = None  # CUDA event before the first queued copy (timed)
         self.busy = False
 
 
@@ -158,6 +172,10 @@ class PyTorchBackend(TensorBackend):
         self._waiting: queue.SimpleQueue[_Flight | None] = queue.SimpleQueue()
         self._done_r = -1
         self._done_w = -1
+        self._graph_specs: list[cuda_graphs.GraphSpec] = []
+        self._graphs: list[cuda_graphs.CapturedGraph] = []
+        self._graph_dtypes: dict[str, torch.dtype] = {}
+        self._piece_bytes = 0  # 0: a batch is gathered in one piece
 
     def load(self) -> None:
         config = self.config
@@ -181,6 +199,7 @@ class PyTorchBackend(TensorBackend):
                 f"parameter {PIPELINE_DEPTH_PARAMETER} '{text}' must be a whole number >= 1"
             )
         threads = int_parameter(config, "GATHER_THREADS", 0) or default_threads()
+        self._piece_bytes = max(0, int_parameter(config, "GATHER_PIECE_BYTES", 0))
         map_location: Any = None
         if self.instance.kind == "GPU":
             if not torch.cuda.is_available():
@@ -235,6 +254,9 @@ class PyTorchBackend(TensorBackend):
                         f"input '{name}' is bound to argument {index} but forward() takes "
                         f"{len(args)} arguments"
                     )
+        if self.device.type == "cuda" and cuda_graphs.graphs_enabled(config):
+            self._graph_specs = cuda_graphs.graph_specs(config)
+            self._capture_graphs(config)
 
     # -- host staging ----------------------------------------------------------------
     def _stage(self, slot: _Slot, name: str, dtype: np.dtype, shape: list[int]
@@ -249,11 +271,37 @@ class PyTorchBackend(TensorBackend):
         if self.device.type != "cuda" or parts[0].dtype.kind == "O":
             return super().gather(name, parts)
         slot = self._slots[self._next]
-        shape = [sum(int(p.shape[0]) for p in parts), *parts[0].shape[1:]]
+        staged = self._to_device(slot, name, parts)
+        slot.staged[name] = staged
+        return staged[0]
+
+    def _to_device(self, slot: _Slot, name: str, parts: list[np.ndarray]
+                   ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """Gather `parts` into the slot's pinned memory piece by piece, queuing
+        each piece's copy to the device on the copy stream once it is there."""
+        shape = [sum(int(p.shape[0]) for p in parts), *parts[0].shape[1:]] if parts[0].ndim \
+            else []
         view, tensor = self._stage(slot, name, parts[0].dtype, shape)
-        self._copier.concatenate(parts, view)
-        slot.staged[name] = (view, tensor)
-        return view
+        with torch.cuda.stream(self._copy_stream):
+            dev = self._device_buffer(slot, name, tensor)
+            if self.counters.path is not None and slot.copy_started is None:
+                slot.copy_started = torch.cuda.Event(enable_timing=True)
+                slot.copy_started.record()
+            if not shape:  # a scalar: nothing to cut
+                np.copyto(view, parts[0])
+                dev.copy_(tensor, non_blocking=True)
+            else:
+                cut = row_chunks(parts, self._piece_bytes) if self._piece_bytes else [
+                    (0, shape[0], parts)]
+                for lo, hi, pieces in cut:
+                    self._copier.concatenate(pieces, view[lo:hi])
+                    dev[lo:hi].copy_(tensor[lo:hi], non_blocking=True)
+        return view, tensor, dev
+
+    def _device_buffer(self, slot: _Slot, name: str, host: torch.Tensor) -> torch.Tensor:
+        nbytes = host.numel() * host.element_size()
+        dev = _grow(slot.device, name, nbytes, device=self.device)
+        return _typed(dev, host.dtype, tuple(host.shape))
 
     # -- execution -------------------------------------------------------------------
     def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -296,27 +344,26 @@ class PyTorchBackend(TensorBackend):
         timed = self.counters.path is not None
         # (copy start, copy end, compute start, compute end), when timed.
         events = tuple(torch.cuda.Event(enable_timing=True) for _ in range(4)) if timed else None
+        if events and slot.copy_started is None:
+            slot.copy_started = events[0]
+            events[0].record(self._copy_stream)
         try:
             args = self._arguments()
+            on_device: dict[str, torch.Tensor] = {}
+            for name, index in self._input_slots:
+                array = inputs.get(name)
+                if array is None:
+                    continue  # optional input left out
+                staged_input = staged.get(name)
+                if staged_input is None or staged_input[0] is not array:
+                    # Not gathered here (one request, or requests adjacent in one
+                    # segment): into pinned memory first, so the copy is async.
+                    staged_input = self._to_device(slot, name, [array])
+                args[index] = on_device[name] = staged_input[2]
+            if events:
+                events = (slot.copy_started, *events[1:])  # the first queued copy
+            slot.copy_started = None
             with torch.cuda.stream(self._copy_stream):
-                if events:
-                    events[0].record()
-                for name, index in self._input_slots:
-                    array = inputs.get(name)
-                    if array is None:
-                        continue  # optional input left out
-                    pair = staged.get(name)
-                    if pair is None or pair[0] is not array:
-                        # Not gathered here (one request, or requests adjacent in one
-                        # segment): into pinned memory first, so the copy is async.
-                        pair = self._stage(slot, name, array.dtype, list(array.shape))
-                        self._copier.copy(array, pair[0])
-                    host = pair[1]
-                    nbytes = host.numel() * host.element_size()
-                    dev = _grow(slot.device, name, nbytes, device=self.device)
-                    dev = _typed(dev, host.dtype, tuple(host.shape))
-                    dev.copy_(host, non_blocking=True)
-                    args[index] = dev
                 copied = events[1] if events else torch.cuda.Event()
                 copied.record()
             self._stream.wait_event(copied)
@@ -324,9 +371,7 @@ class PyTorchBackend(TensorBackend):
             with torch.cuda.stream(self._stream):
                 if events:
                     events[2].record()  # after the copy and the previous batch's compute
-                with self._guard():
-                    result = self.module(*args)
-                values = self._results(result)
+                values = self._forward(args, on_device)
                 if events:
                     events[3].record()
                 for name, value in values:
@@ -350,6 +395,88 @@ class PyTorchBackend(TensorBackend):
         self._waiting.put(flight)
         self.counters.add("launch_ns", time.perf_counter_ns() - t0)
         return flight
+
+    def _forward(self, args: list[Any], on_device: dict[str, torch.Tensor]
+                 ) -> list[tuple[str, torch.Tensor]]:
+        """The model on the current stream: a captured graph when one fits the
+        batch (its input copied into the graph's buffer), else the module."""
+        graph = self._graph_for(on_device) if self._graphs else None
+        if graph is None:
+            with self._guard():
+                return self._results(self.module(*args))
+        rows = 0
+        for name, dev in on_device.items():
+            rows = int(dev.shape[0]) if graph.spec.batch else 0
+            target = graph.inputs[name]
+            (target[:rows] if graph.spec.batch else target).copy_(dev)
+        graph.graph.replay()
+        if not graph.spec.batch or rows == graph.spec.batch:
+            return graph.outputs
+        return [(name, value[:rows]) for name, value in graph.outputs]
+
+    def _graph_for(self, on_device: dict[str, torch.Tensor]) -> cuda_graphs.CapturedGraph | None:
+        if len(on_device) != len(self._input_slots):
+            return None  # an optional input left out: not what was captured
+        first = next(iter(on_device.values()))
+        batched = self.max_batch_size > 0
+        rows = int(first.shape[0]) if batched else 0
+        shapes = {n: tuple(int(d) for d in (t.shape[1:] if batched else t.shape))
+                  for n, t in on_device.items()}
+        if any(t.dtype != self._graph_dtypes.get(n) for n, t in on_device.items()):
+            return None
+        spec = cuda_graphs.pick([g.spec for g in self._graphs], rows, shapes)
+        return next((g for g in self._graphs if g.spec is spec), None)
+
+    def _capture_graphs(self, config: dict[str, Any]) -> None:
+        """Capture one graph per spec, largest first, all in one memory pool:
+        they replay one at a time on the compute stream, so they may share it."""
+        t0 = time.perf_counter()
+        batched = self.max_batch_size > 0
+        by_name = {t["name"]: t for t in config.get("input", [])}
+        self._graph_dtypes = {
+            name: torch.from_numpy(np.empty(0, config_dtype(t.get("data_type", "")))).dtype
+            for name, t in by_name.items()
+        }
+        specs = sorted(self._graph_specs, key=lambda s: -s.batch)
+        largest: dict[str, torch.Tensor] = {}  # one input buffer per input, sliced per graph
+        pool = None
+        side = torch.cuda.Stream(self.device)
+        try:
+            for spec in specs:
+                inputs: dict[str, torch.Tensor] = {}
+                args = self._arguments()
+                for name, index in self._input_slots:
+                    shape = [spec.batch, *spec.shapes[name]] if batched else spec.shapes[name]
+                    buf = largest.get(name)
+                    if buf is None or buf.shape[1:] != tuple(shape[1:]) or not batched:
+                        buf = torch.zeros(shape, dtype=self._graph_dtypes[name],
+                                          device=self.device)
+                        largest[name] = buf
+                    inputs[name] = buf[: spec.batch] if batched else buf
+                    args[index] = inputs[name]
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side), self._guard():
+                    for _ in range(cuda_graphs.WARMUP_RUNS):
+                        self.module(*args)
+                side.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                with self._guard(), torch.cuda.graph(graph, pool=pool, stream=side):
+                    outputs = self._results(self.module(*args))
+                pool = graph.pool()
+                self._graphs.append(cuda_graphs.CapturedGraph(spec, graph, inputs, outputs))
+        except Exception as exc:  # not capturable: run the module directly
+            self._graphs.clear()
+            try:
+                torch.cuda.synchronize(self.device)
+            except Exception:  # a CUDA error that lasts shows on the first batch
+                pass
+            print(f"instance '{self.instance.name}': CUDA graphs not used, the capture "
+                  f"failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return
+        sizes = sorted(g.spec.batch for g in self._graphs)
+        print(f"instance '{self.instance.name}': CUDA graphs captured for {len(sizes)} batch "
+              f"sizes ({sizes[0]}..{sizes[-1]}) in {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr, flush=True)
 
     def _run_on_host(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter_ns()
