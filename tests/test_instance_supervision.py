@@ -260,3 +260,34 @@ def test_is_ready_hook_answers_beside_a_busy_execute_and_times_out(own_server):
     finally:
         _set_readiness(srv, None)
         busy.join(60)
+
+
+def test_batch_to_a_worker_that_died_unnoticed_fails_naming_the_instance():
+    """The worker's end of the channel is gone but its exit was not processed yet
+    (the next request came first): the send fails with EPIPE, and the request
+    gets the crash's error naming the instance, not the bare errno text."""
+    import asyncio
+
+    from tritonlite.core.worker_process import WorkerProcess
+    from tritonlite.errors import InternalError
+    from tritonlite.workers import channel
+
+    async def scenario() -> BaseException | None:
+        ours, theirs = channel.socket_pair()
+        theirs.close()
+        worker = WorkerProcess(model_name="add_sub", instance_name="add_sub_0_1",
+                               backend="python")
+        worker.sock, worker.alive = ours, True
+        worker._loop = asyncio.get_running_loop()
+        try:
+            _batch_id, answer = worker.execute([])
+            return answer.exception()
+        finally:
+            ours.close()
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, InternalError)
+    assert error.message == (
+        "Stub process 'add_sub_0_1' is not healthy. The worker process of model "
+        "'add_sub' closed its channel; it is restarted."
+    )

@@ -683,9 +683,10 @@ class ModelRuntime:
                 item.started_ns = now
                 for seg_id, fd in item.segments:
                     worker.ensure_attached(seg_id, fd)
-        except (OSError, WorkerDied) as exc:
+        except (OSError, WorkerDied):
+            gone = worker.gone_error()  # it died before the server noticed
             for item in items:
-                self._finish(item, exc=InternalError(str(exc)))
+                self._finish(item, exc=gone)
             return
         if self._stages is not None:
             self._stages.add("batches")

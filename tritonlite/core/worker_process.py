@@ -396,6 +396,14 @@ class WorkerProcess:
         if self._reap_task is not None:
             await self._reap_task
 
+    def gone_error(self) -> TritonLiteError:
+        """What a request this instance cannot answer any more fails with."""
+        return self.failure or InternalError(
+            f"Stub process '{self.instance_name}' is not healthy. The worker process of "
+            f"model '{self.model_name}' {self.exit_reason or 'closed its channel'}; "
+            "it is restarted."
+        )
+
     # -- sending -------------------------------------------------------------
     def send(self, msg: object, fds: list[int] | None = None) -> None:
         if not self.alive or self.sock is None:
@@ -482,7 +490,10 @@ class WorkerProcess:
             for index in range(len(requests)):
                 self.streams.pop((batch_id, index), None)
                 self._release_slot((batch_id, index))
-            fut.set_exception(WorkerDied(str(exc)))
+            # A worker that died before the server noticed (EPIPE): the error the
+            # crash gives every request in flight, naming the instance.
+            log.debug("batch for %s not sent: %s", self.instance_name, exc)
+            fut.set_exception(self.gone_error())
         return batch_id, fut
 
     def cancel_request(self, batch_id: int, index: int) -> bool:
@@ -638,7 +649,7 @@ class WorkerProcess:
         if isinstance(came, ResponseItem):
             fut.set_result(came)
         elif not self.alive:
-            fut.set_exception(WorkerDied(self.instance_name))
+            fut.set_exception(self.gone_error())
         else:
             self.deferred[(batch_id, index)] = fut
         return fut
@@ -710,10 +721,7 @@ class WorkerProcess:
                     crashed=True,
                 )
             )
-        err = self.failure or InternalError(
-            f"Stub process '{self.instance_name}' is not healthy. The worker process of "
-            f"model '{self.model_name}' {reason}; it is restarted."
-        )
+        err = self.gone_error()
         pending, self.pending = self.pending, {}
         for fut in pending.values():
             if not fut.done():
