@@ -268,9 +268,10 @@ def test_batch_to_a_worker_that_died_unnoticed_fails_naming_the_instance():
     gets the crash's error naming the instance, not the bare errno text."""
     import asyncio
 
+    from tritonlite.workers import channel
+
     from tritonlite.core.worker_process import WorkerProcess
     from tritonlite.errors import InternalError
-    from tritonlite.workers import channel
 
     async def scenario() -> BaseException | None:
         ours, theirs = channel.socket_pair()
