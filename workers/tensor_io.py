@@ -7,6 +7,7 @@ path lays tensors out the same way.
 from __future__ import annotations
 
 import numpy as np
+from tritonlite.workers.parallel_copy import PARALLEL_MIN_BYTES, copy_bytes
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 
 from tritonlite.datatypes import deserialize_bytes_tensor, element_count, numpy_dtype, wire_type_of
@@ -71,7 +72,9 @@ def host_array(tensor: pb_utils.Tensor) -> np.ndarray:
 
 def copy_into(target: memoryview, raw: bytes | np.ndarray) -> None:
     if isinstance(raw, np.ndarray):
-        if raw.nbytes:
+        if raw.nbytes >= PARALLEL_MIN_BYTES:
+            copy_bytes(target, raw.reshape(-1).view(np.uint8))
+        elif raw.nbytes:
             # A flat byte view of a C-contiguous array: one memcpy, no temporaries.
             target[:] = raw.reshape(-1).view(np.uint8).data
     else:
