@@ -435,3 +435,109 @@ def test_shared_id_space_with_arena(make_shm) -> None:
     finally:
         reg.close()
         arena.close()
+
+
+# -- large region inputs of a batching model, read on a thread ------------------------
+
+
+def _placed_region_input(registry, make_shm, nbytes: int, fill: bytes):
+    from tritonlite.core.inference_request import InputTensor, ShmRef
+    from tritonlite.core.tensor_placement import RequestMemory, TensorPlacer
+
+    key = make_shm(nbytes, fill)
+    registry.register("big", key, 0, nbytes)
+    arena = Arena(segment_size=4 << 20, label="t-read")
+    placer = TensorPlacer(arena, registry)
+    memory = RequestMemory()
+    tensor = InputTensor("INPUT0", "UINT8", [nbytes], shm=ShmRef("big", 0, nbytes))
+    ref = placer.place_input(tensor, [nbytes], "m", "", memory, copy_regions=True)
+    return key, arena, placer, memory, ref
+
+
+def test_large_region_input_is_read_on_a_thread_before_queueing(registry, make_shm):
+    import asyncio
+
+    from tritonlite.core.tensor_placement import OFFLOAD_READ_BYTES
+
+    nbytes = OFFLOAD_READ_BYTES + 4097
+    fill = bytes(range(256)) * (nbytes // 256) + bytes(nbytes % 256)
+    _key, arena, placer, memory, ref = _placed_region_input(registry, make_shm, nbytes, fill)
+    try:
+        assert len(memory.reads) == 1  # left for read_regions, not read on the loop
+        asyncio.run(placer.read_regions(memory))
+        assert memory.reads == []
+        block = memory.blocks[0]
+        assert (ref.segment_id, ref.offset, ref.nbytes) == (block.segment_id, block.offset, nbytes)
+        assert bytes(block.view[:nbytes]) == fill
+    finally:
+        memory.free(arena)
+        arena.close()
+
+
+def test_large_region_input_shrunk_before_the_read_fails_the_request(registry, make_shm):
+    import asyncio
+
+    from tritonlite.core.tensor_placement import OFFLOAD_READ_BYTES
+
+    nbytes = OFFLOAD_READ_BYTES * 2
+    key, arena, placer, memory, _ref = _placed_region_input(registry, make_shm, nbytes, b"x")
+    try:
+        obj = posix_ipc.SharedMemory("/" + key)
+        try:
+            os.ftruncate(obj.fd, 4096)
+        finally:
+            obj.close_fd()
+        with pytest.raises(InvalidArgumentError, match="'big'"):
+            asyncio.run(placer.read_regions(memory))
+    finally:
+        memory.free(arena)
+        arena.close()
+
+
+def test_caller_gone_during_the_read_frees_the_block_only_after_it(
+        registry, make_shm, monkeypatch):
+    """The reading thread writes into the request's arena block: a cancelled
+    request must not give that block to anyone before the thread is done."""
+    import asyncio
+    import threading
+
+    from tritonlite.core import tensor_placement
+    from tritonlite.core.tensor_placement import OFFLOAD_READ_BYTES
+
+    nbytes = OFFLOAD_READ_BYTES
+    _key, arena, placer, memory, _ref = _placed_region_input(registry, make_shm, nbytes, b"y")
+    started, go_on = threading.Event(), threading.Event()
+    real = tensor_placement._read_all
+
+    def slow_read(reads):
+        started.set()
+        assert go_on.wait(30)
+        real(reads)
+
+    monkeypatch.setattr(tensor_placement, "_read_all", slow_read)
+    freed: list[object] = []
+    real_free = arena.free
+    monkeypatch.setattr(arena, "free", lambda block: (freed.append(block), real_free(block)))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(placer.read_regions(memory))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        memory.free(arena)  # what the core does when the request ends
+        assert freed == []  # the thread still holds the block
+        go_on.set()
+        for _ in range(3000):
+            if freed:
+                break
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(scenario())
+        assert len(freed) == 1
+    finally:
+        go_on.set()
+        memory.free(arena)
+        arena.close()
