@@ -526,8 +526,6 @@ class InferenceServer:
                 out_specs, out_regions = self.placer.place_outputs(
                     request.outputs, memory, copy_regions
                 )
-            if memory.reads:
-                await self.placer.read_regions(memory)
             if cpu_stages.CLOCK is not None:
                 cpu_stages.CLOCK.mark("placement")
             params = request.parameters or {}

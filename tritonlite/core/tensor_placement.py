@@ -8,11 +8,7 @@ request then travels to the worker as descriptors (segment, offset, size).
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,32 +29,6 @@ from tritonlite.shm.segments import Segment
 from tritonlite.workers.messages import OutputSpec, TensorRef
 
 SHAPE_MISMATCH = "Unable to parse 'data': Shape does not match true shape of 'data' field"
-
-# Region inputs copied for a batching model are read through the fd on a
-# thread from this size on, so the event loop goes on with other requests
-# meanwhile (a 602 KB preadv cost the frontend's loop 90-160 µs per request
-# on the GPU machine, where that loop was the limit); below it the hand-off
-# costs more than the read.
-OFFLOAD_READ_BYTES = 256 * 1024
-
-_readers: ThreadPoolExecutor | None = None
-_readers_lock = threading.Lock()
-
-
-def _reader_pool() -> ThreadPoolExecutor:
-    global _readers
-    with _readers_lock:
-        if _readers is None:
-            _readers = ThreadPoolExecutor(
-                max_workers=max(1, min(len(os.sched_getaffinity(0)), 4)),
-                thread_name_prefix="region-read",
-            )
-        return _readers
-
-
-def _read_all(reads: list[tuple[RegionLease, memoryview]]) -> None:
-    for lease, view in reads:
-        lease.read_into(view)
 
 
 def region_key(segment_id: int, offset: int) -> int:
@@ -82,8 +52,6 @@ class RequestMemory:
     # Outputs asked into client regions that the worker writes to its own
     # memory (a batching model): the core copies them in through the fd.
     copy_out: dict[str, tuple[ShmRef, RegionLease]] = field(default_factory=dict)
-    # Large region inputs still to be read into their arena blocks (read_regions).
-    reads: list[tuple[RegionLease, memoryview]] = field(default_factory=list)
 
     def hand_over(self) -> RequestMemory:
         """Move what is held into a new object (freed later by its new owner)."""
@@ -158,10 +126,7 @@ class TensorPlacer:
             if copy_regions:
                 block = self.arena.allocate(lease.nbytes)
                 memory.blocks.append(block)
-                if lease.nbytes >= OFFLOAD_READ_BYTES:
-                    memory.reads.append((lease, block.view[: lease.nbytes]))
-                else:
-                    lease.read_into(block.view[: lease.nbytes])
+                lease.read_into(block.view[: lease.nbytes])
                 memory.segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
                 return TensorRef(tensor.name, tensor.datatype, model_shape, block.segment_id,
                                  block.offset, lease.nbytes)
@@ -224,22 +189,6 @@ class TensorPlacer:
         return TensorRef(
             tensor.name, tensor.datatype, model_shape, ref.segment_id, ref.offset, ref.byte_size
         )
-
-    async def read_regions(self, memory: RequestMemory) -> None:
-        """Read the large region inputs placement left for later, on a thread.
-
-        A caller that goes away meanwhile does not free the blocks under the
-        thread: they are handed over and freed once the reads are done."""
-        reads, memory.reads = memory.reads, []
-        if not reads:
-            return
-        done = asyncio.get_running_loop().run_in_executor(_reader_pool(), _read_all, reads)
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            held = memory.hand_over()
-            done.add_done_callback(lambda _f: held.free(self.arena))
-            raise
 
     def place_bytes(
         self,
