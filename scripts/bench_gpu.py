@@ -153,8 +153,9 @@ def write_repo(base: str, model_file: str, args, count: int, delay: int, depth: 
             text += GRAPHS_OPTIMIZATION.format()
         elif flag == "pieces":
             text += PIECES_PARAMETER.format(n=2 << 20)
-        else:
-            raise SystemExit(f"depth flag ':{flag}': the flags are ':graphs' and ':pieces'")
+        elif flag != "inplace":  # a server flag (--shm-batch-in-place), not the config's
+            raise SystemExit(f"depth flag ':{flag}': the flags are ':graphs', ':pieces' "
+                             "and ':inplace'")
     with open(os.path.join(repo, MODEL, "config.pbtxt"), "w") as f:
         f.write(text)
     return repo, text
@@ -489,7 +490,7 @@ def http_json(port: int, method: str, path: str, body: dict | None = None,
 
 class Server:
     def __init__(self, repo: str, log_path: str, root: str = ROOT,
-                 stages_dir: str | None = None) -> None:
+                 stages_dir: str | None = None, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "w")
@@ -502,7 +503,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tritonlite", "serve", "--model-repository", repo,
              "--allow-grpc", "false", "--allow-metrics", "false", "--allow-client-shm", "true",
-             "--http-port", str(self.port), "--http-address", "127.0.0.1"],
+             "--http-port", str(self.port), "--http-address", "127.0.0.1", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=root,
             start_new_session=True,
         )
@@ -1013,7 +1014,8 @@ def main() -> None:
     ap.add_argument("--depth", default="default",
                     help="PIPELINE_DEPTH parameter ('default': not set), then flags: ':graphs' "
                          "adds optimization { cuda { graphs: true } }, ':pieces' the parameter "
-                         "GATHER_PIECE_BYTES 2 MiB; a comma list runs each")
+                         "GATHER_PIECE_BYTES 2 MiB, ':inplace' serves with "
+                         "--shm-batch-in-place true; a comma list runs each")
     ap.add_argument("--server-root", action="append", default=None,
                     help="serve with the tritonlite checkout at this path (repeat to compare "
                          "checkouts in one run; default: this script's checkout)")
@@ -1074,8 +1076,11 @@ def main() -> None:
     for n_server, (root, count, delay, depth) in enumerate(server_setups(args), 1):
         tag = f"s{n_server}"
         repo, config_text = write_repo(base, model_file, args, count, delay, depth, tag)
+        # ':inplace': batching models read the clients' regions in place.
+        extra = (("--shm-batch-in-place", "true") if "inplace" in depth.split(":")[1:]
+                 else ())
         server = Server(repo, os.path.join(base, f"server_{tag}.log"), root,
-                        os.path.join(base, f"stages_{tag}"))
+                        os.path.join(base, f"stages_{tag}"), extra)
         label = f"{os.path.basename(root) or root} i{count} delay {delay} depth {depth}"
         try:
             rows.extend(serve_cells(server, label, config_text, root, count, concurrencies,

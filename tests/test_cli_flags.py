@@ -102,7 +102,8 @@ def test_flag_table_has_no_names_beyond_the_lists_and_tritonlites_own():
             "http-max-connections", "http-keepalive-timeout", "http-header-timeout",
             "http-body-timeout", "http-send-timeout", "http-max-url-bytes",
             "http-max-header-bytes", "http-max-headers", "frontend-processes",
-            "tenant-config", "shm-max-regions", "shm-max-regions-per-client"}
+            "tenant-config", "shm-max-regions", "shm-max-regions-per-client",
+            "shm-batch-in-place"}
     assert {f.name for f in FLAGS} == set(TRITON_251_FLAGS) | set(LATER_FLAGS) | ours
 
 

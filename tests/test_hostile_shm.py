@@ -283,6 +283,43 @@ def test_region_shrunk_while_the_worker_reads_it_fails_only_that_request(srv, ob
     _assert_healthy(srv, rss)
 
 
+def _batch_of_two(srv, x, y, gate: str, shrink: bool, in_key: str, out_key: str) -> dict:
+    """gated_batch gets another client's request (queued first), then a request
+    whose input and output are regions; the model holds the batch until the
+    gate opens (after shrinking both regions when asked)."""
+    hostile = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+    hostile.set_shared_memory("batch_in", x.nbytes)
+    hostile_out = httpclient.InferRequestedOutput("OUTPUT0", binary_data=True)
+    hostile_out.set_shared_memory("batch_out", x.nbytes)
+    other = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+    other.set_data_from_numpy(y)
+    outcome: dict = {}
+    first = threading.Thread(
+        target=_gated_call, args=(srv.url, "gated_batch", other, "", outcome, "other"))
+    second = threading.Thread(
+        target=_gated_call,
+        args=(srv.url, "gated_batch", hostile, gate, outcome, "hostile", [hostile_out]))
+    first.start()
+    try:
+        wait_until(lambda: pending_count(srv, "gated_batch") == 1, 10,
+                   "the first request queued", every=0.01)
+        second.start()
+        wait_until(lambda: os.path.exists(os.path.join(gate, "started")), 30,
+                   "the model to hold the batch")
+        with open(os.path.join(gate, "started")) as f:
+            assert f.read() == "2"  # one batch: the region-backed request joined it
+        if shrink:
+            _shrink(in_key)
+            _shrink(out_key)
+        open(os.path.join(gate, "release"), "w").close()
+    finally:
+        open(os.path.join(gate, "release"), "a").close()
+        first.join(60)
+        if second.ident is not None:
+            second.join(60)
+    return outcome
+
+
 def test_a_batching_model_copies_region_tensors_so_a_shrink_fails_only_its_request(
         srv, objects, tmp_path):
     """gated_batch batches two requests sent together (2 s queue delay). A
@@ -300,42 +337,9 @@ def test_a_batching_model_copies_region_tensors_so_a_shrink_fails_only_its_reque
     client.register_system_shared_memory("batch_out", out_key, x.nbytes)
     (worker,) = worker_pids(srv, "gated_batch_0_0")
 
-    def batch_of_two(gate: str, shrink: bool) -> dict:
-        hostile = httpclient.InferInput("INPUT0", [1, 4], "FP32")
-        hostile.set_shared_memory("batch_in", x.nbytes)
-        hostile_out = httpclient.InferRequestedOutput("OUTPUT0", binary_data=True)
-        hostile_out.set_shared_memory("batch_out", x.nbytes)
-        other = httpclient.InferInput("INPUT0", [1, 4], "FP32")
-        other.set_data_from_numpy(y)
-        outcome: dict = {}
-        first = threading.Thread(
-            target=_gated_call, args=(srv.url, "gated_batch", other, "", outcome, "other"))
-        second = threading.Thread(
-            target=_gated_call,
-            args=(srv.url, "gated_batch", hostile, gate, outcome, "hostile", [hostile_out]))
-        first.start()
-        try:
-            wait_until(lambda: pending_count(srv, "gated_batch") == 1, 10,
-                       "the first request queued", every=0.01)
-            second.start()
-            wait_until(lambda: os.path.exists(os.path.join(gate, "started")), 30,
-                       "the model to hold the batch")
-            with open(os.path.join(gate, "started")) as f:
-                assert f.read() == "2"  # one batch: the region-backed request joined it
-            if shrink:
-                _shrink(in_key)
-                _shrink(out_key)
-            open(os.path.join(gate, "release"), "w").close()
-        finally:
-            open(os.path.join(gate, "release"), "a").close()
-            first.join(60)
-            if second.ident is not None:
-                second.join(60)
-        return outcome
-
     y = np.full((1, 4), 7.0, dtype=np.float32)
     (tmp_path / "a").mkdir()
-    outcome = batch_of_two(str(tmp_path / "a"), shrink=False)
+    outcome = _batch_of_two(srv, x, y, str(tmp_path / "a"), False, in_key, out_key)
     assert outcome["other"][0] == "ok", outcome
     np.testing.assert_array_equal(outcome["other"][1], y)
     assert outcome["hostile"][0] == "ok", outcome
@@ -345,7 +349,7 @@ def test_a_batching_model_copies_region_tensors_so_a_shrink_fails_only_its_reque
         np.testing.assert_array_equal(np.frombuffer(f.read(), np.float32), x)
 
     (tmp_path / "b").mkdir()
-    outcome = batch_of_two(str(tmp_path / "b"), shrink=True)
+    outcome = _batch_of_two(srv, x, y, str(tmp_path / "b"), True, in_key, out_key)
     assert outcome["other"][0] == "ok", outcome
     np.testing.assert_array_equal(outcome["other"][1], y)
     kind, status, text = outcome["hostile"]
@@ -355,6 +359,42 @@ def test_a_batching_model_copies_region_tensors_so_a_shrink_fails_only_its_reque
     client.unregister_system_shared_memory()
     client.close()
     _assert_healthy(srv)
+
+
+def _maps_of(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
+
+
+def test_batch_in_place_lets_region_requests_batch_and_the_worker_map_them(objects, tmp_path):
+    """--shm-batch-in-place (trusted clients): a region-backed request joins
+    another client's batch as before, but its regions are not copied: the
+    batching model's worker maps the client's objects and writes the output
+    into the output region itself."""
+    s = ServerProcess([MODELS, SHM_MODELS], "--allow-client-shm", "true",
+                      "--shm-batch-in-place", "true", "--model-control-mode", "explicit",
+                      "--load-model", "gated_batch", "--load-model", "identity_fp32")
+    try:
+        client = httpclient.InferenceServerClient(s.url)
+        x = np.arange(4, dtype=np.float32) + 1
+        in_key = _fp32_region(client, objects, "batch_in", x)
+        out_key, _ = objects("batch_out", x.nbytes)
+        client.register_system_shared_memory("batch_out", out_key, x.nbytes)
+        (worker,) = worker_pids(s, "gated_batch_0_0")
+        y = np.full((1, 4), 3.0, dtype=np.float32)
+        outcome = _batch_of_two(s, x, y, str(tmp_path), False, in_key, out_key)
+        assert outcome["other"][0] == "ok", outcome
+        np.testing.assert_array_equal(outcome["other"][1], y)
+        assert outcome["hostile"][0] == "ok", outcome
+        with open("/dev/shm" + out_key, "rb") as f:
+            np.testing.assert_array_equal(np.frombuffer(f.read(), np.float32), x)
+        maps = _maps_of(worker)
+        assert in_key in maps and out_key in maps  # mapped in place, not copied
+        client.unregister_system_shared_memory()
+        client.close()
+        _assert_healthy(s)
+    finally:
+        assert s.stop() == 0, s.log()
 
 
 def test_region_backed_and_body_requests_sent_together_are_all_answered(srv, objects):

@@ -73,6 +73,7 @@ def server_options(ns: argparse.Namespace) -> ServerOptions:
         allow_client_shm=ns.allow_client_shm,
         shm_max_regions=ns.shm_max_regions,
         shm_max_regions_per_client=ns.shm_max_regions_per_client,
+        shm_batch_in_place=ns.shm_batch_in_place,
     )
 
 

@@ -495,6 +495,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("shm-max-regions-per-client", positive(int32), 1024, "tritonlite",
          "system shared memory regions one client (tenant, else uid or host) may "
          "register; past it 429 / RESOURCE_EXHAUSTED"),
+    Flag("shm-batch-in-place", boolean, False, "tritonlite",
+         "models that batch read and write client regions in place, several clients "
+         "in one batch (no copy; only for trusted clients: a region shrunk during a "
+         "batch fails every request of that batch)"),
     Flag("frontend-processes", positive(int32), 1, "tritonlite",
          "processes serving the HTTP and gRPC ports (SO_REUSEPORT) in front of one core; "
          "1: the core's own process only"),

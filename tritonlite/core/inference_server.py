@@ -515,7 +515,9 @@ class InferenceServer:
             # region-backed tensors (a shrunk region is then this request's
             # error, not a SIGBUS in a batch shared with others); any other
             # model reads and writes client regions in place, alone.
-            copy_regions = rt.batcher is not None or rt.sequencer is not None
+            batching = rt.batcher is not None or rt.sequencer is not None
+            in_place = batching and self.options.shm_batch_in_place
+            copy_regions = batching and not in_place
             refs = [
                 self.placer.place_input(t, shape, spec.name, prefix, memory, copy_regions)
                 for t, shape in zip(request.inputs, model_shapes, strict=True)
@@ -570,7 +572,9 @@ class InferenceServer:
                 timeout_us=timeout_us,
                 sequence=sequence,
                 restart=restart,
-                exclusive=memory.client_regions,
+                # In place by the operator's choice: region-backed requests batch
+                # with others (a shrink then fails their whole batch).
+                exclusive=memory.client_regions and not in_place,
             )
             fut = queued.future
             if cpu_stages.CLOCK is not None:

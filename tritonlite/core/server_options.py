@@ -41,3 +41,6 @@ class ServerOptions:
     # uid or host) and in all (at most a quarter of the fd limit).
     shm_max_regions: int = 4096
     shm_max_regions_per_client: int = 1024
+    # --shm-batch-in-place: batching models map client regions too, and such
+    # requests batch with others (trusted clients only; docs/security.md).
+    shm_batch_in_place: bool = False
