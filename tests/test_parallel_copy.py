@@ -55,3 +55,35 @@ def test_thread_count_setting(monkeypatch):
     assert parallel_copy._threads() == 16
     monkeypatch.setenv("TRITONLITE_COPY_THREADS", "x")  # not a number: the CPUs we may use
     assert 1 <= parallel_copy._threads() <= 4
+
+
+def test_placing_a_large_input_in_the_arena_copies_it_in_pieces(monkeypatch):
+    """The core's copy of a large input into the arena (an in-process caller's
+    array, a gRPC raw tensor) goes through copy_bytes, whole and in place."""
+    from tritonlite.shm.arena import Arena
+    from tritonlite.shm.region_registry import RegionRegistry
+
+    from tritonlite.core.tensor_placement import RequestMemory, TensorPlacer
+
+    monkeypatch.setenv("TRITONLITE_COPY_THREADS", "3")
+    calls = []
+    real = parallel_copy.copy_bytes
+    monkeypatch.setattr("tritonlite.core.tensor_placement.copy_bytes",
+                        lambda target, source: (calls.append(source.nbytes), real(target, source)))
+    data = np.random.default_rng(7).integers(0, 256, 5 * MiB + 3, dtype=np.uint8).tobytes()
+    arena = Arena(segment_size=8 * MiB, label="t-place")
+    registry = RegionRegistry()
+    memory = RequestMemory()
+    try:
+        placer = TensorPlacer(arena, registry)
+        ref = placer.place_bytes("X", "UINT8", [len(data)], memoryview(data), memory)
+        small = placer.place_bytes("Y", "UINT8", [3], b"abc", memory)
+        segment = arena.segment(ref.segment_id)
+        assert bytes(segment.view[ref.offset : ref.offset + ref.nbytes]) == data
+        assert bytes(arena.segment(small.segment_id).view[small.offset : small.offset + 3]) \
+            == b"abc"
+        assert calls == [len(data)]  # the small one was copied whole, on this thread
+    finally:
+        memory.free(arena)
+        registry.close()
+        arena.close()

@@ -27,6 +27,7 @@ from tritonlite.shm.arena import Arena, Block
 from tritonlite.shm.region_registry import RegionLease, RegionRegistry
 from tritonlite.shm.segments import Segment
 from tritonlite.workers.messages import OutputSpec, TensorRef
+from tritonlite.workers.parallel_copy import PARALLEL_MIN_BYTES, copy_bytes
 
 SHAPE_MISMATCH = "Unable to parse 'data': Shape does not match true shape of 'data' field"
 
@@ -201,7 +202,10 @@ class TensorPlacer:
         """Copy a tensor's bytes into the arena."""
         block = self.arena.allocate(len(data))
         memory.blocks.append(block)
-        block.view[:] = data
+        if len(data) >= PARALLEL_MIN_BYTES:  # e.g. an in-process caller's large array
+            copy_bytes(block.view, np.frombuffer(data, dtype=np.uint8))
+        else:
+            block.view[:] = data
         memory.segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
         return TensorRef(name, datatype, shape, block.segment_id, block.offset, len(data))
 
