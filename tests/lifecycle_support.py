@@ -91,3 +91,22 @@ def worker_pids(srv: ServerProcess, instance: str) -> list[int]:
         if instance.encode() in argv:
             pids.append(pid)
     return pids
+
+
+def normal_infer(url: str) -> float:
+    """One plain identity_fp32 inference over HTTP (checked); its latency in seconds."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    c = httpclient.InferenceServerClient(url, network_timeout=30)
+    try:
+        x = np.arange(8, dtype=np.float32)
+        inp = httpclient.InferInput("INPUT0", [8], "FP32")
+        inp.set_data_from_numpy(x)
+        t0 = time.monotonic()
+        out = c.infer("identity_fp32", [inp]).as_numpy("OUTPUT0")
+        took = time.monotonic() - t0
+        np.testing.assert_array_equal(out, x)
+        return took
+    finally:
+        c.close()

@@ -34,8 +34,8 @@ class _PortTaken(Exception):
     pass
 
 
-def _tcp_sockets(pid: int) -> list[tuple[int, str]]:
-    """(local port, state) of the TCP sockets `pid` itself holds (/proc/net/tcp*)."""
+def socket_inodes(pid: int) -> set[str]:
+    """Inode numbers (as /proc/net/* writes them) of the sockets `pid` holds."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -46,6 +46,14 @@ def _tcp_sockets(pid: int) -> list[tuple[int, str]]:
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
     except OSError:
+        pass
+    return inodes
+
+
+def _tcp_sockets(pid: int) -> list[tuple[int, str]]:
+    """(local port, state) of the TCP sockets `pid` itself holds (/proc/net/tcp*)."""
+    inodes = socket_inodes(pid)
+    if not inodes:
         return []
     sockets = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

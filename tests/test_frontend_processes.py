@@ -26,7 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 
-from tests.server_harness import ROOT, ServerProcess
+from tests.server_harness import ROOT, ServerProcess, socket_inodes
 
 # (source folder, model) copied into one repository per server.
 MODELS = [
@@ -105,18 +105,7 @@ def _tcp_table() -> list[tuple[int, int, int, int]]:
 
 
 def _socket_inodes(pid: int) -> set[int]:
-    out = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                out.add(int(target[8:-1]))
-    except OSError:
-        pass
-    return out
+    return {int(inode) for inode in socket_inodes(pid)}  # _tcp_table's numbers
 
 
 def _listens(pid: int, port: int) -> bool:

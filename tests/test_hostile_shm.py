@@ -25,7 +25,7 @@ import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 
-from tests.lifecycle_support import pending_count, wait_until, worker_pids
+from tests.lifecycle_support import normal_infer, pending_count, wait_until, worker_pids
 from tests.server_harness import ROOT, ServerProcess
 
 MODELS = os.path.join(ROOT, "tests", "models")
@@ -98,25 +98,9 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _normal_infer(url: str) -> float:
-    """One plain inference on another model; returns its latency in seconds."""
-    c = httpclient.InferenceServerClient(url, network_timeout=30)
-    try:
-        x = np.arange(8, dtype=np.float32)
-        inp = httpclient.InferInput("INPUT0", [8], "FP32")
-        inp.set_data_from_numpy(x)
-        t0 = time.monotonic()
-        out = c.infer("identity_fp32", [inp]).as_numpy("OUTPUT0")
-        took = time.monotonic() - t0
-        np.testing.assert_array_equal(out, x)
-        return took
-    finally:
-        c.close()
-
-
 def _assert_healthy(s: ServerProcess, rss_before: int | None = None) -> None:
     assert s.proc.poll() is None, s.log()
-    assert _normal_infer(s.url) < 1.0
+    assert normal_infer(s.url) < 1.0
     if rss_before is not None:
         # Allocator noise on a small process: 10% of its RSS, polled.
         wait_until(lambda: _rss_kib(s.proc.pid) <= rss_before * 1.10, 10,
@@ -203,7 +187,7 @@ def test_bytes_input_in_a_region_shrinking_and_growing_while_read(srv, objects):
                 (got,) = out.as_numpy("OUTPUT0").tolist()
                 assert len(got) == len(value) and set(got) <= {0, ord("x")}
                 answers["ok"] += 1
-        assert _normal_infer(srv.url) < 1.0  # during
+        assert normal_infer(srv.url) < 1.0  # during
     finally:
         stop.set()
         flipper.join()
@@ -252,7 +236,7 @@ def test_region_shrunk_while_the_worker_reads_it_fails_only_that_request(srv, ob
         wait_until(lambda: os.path.exists(os.path.join(gate, "started")), 30,
                    "the model to hold the request")
         _shrink(key)  # while the worker holds a view of it
-        assert _normal_infer(srv.url) < 1.0  # during
+        assert normal_infer(srv.url) < 1.0  # during
         open(os.path.join(gate, "release"), "w").close()
         caller.join(60)
     finally:

@@ -18,31 +18,15 @@ import signal
 import sys
 import time
 
-import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.lifecycle_support import wait_until, worker_pids
+from tests.lifecycle_support import normal_infer, wait_until, worker_pids
 from tests.server_harness import ROOT, ServerProcess
 from tests.uid_child import NOBODY, call_http, make_shm_object, run_as
 
 MODELS = os.path.join(ROOT, "tests", "models")
 FD_LIMIT = 1024  # the server's soft RLIMIT_NOFILE in the global-cap test
-
-
-def _normal_infer(url: str) -> float:
-    c = httpclient.InferenceServerClient(url, network_timeout=30)
-    try:
-        x = np.arange(8, dtype=np.float32)
-        inp = httpclient.InferInput("INPUT0", [8], "FP32")
-        inp.set_data_from_numpy(x)
-        t0 = time.monotonic()
-        out = c.infer("identity_fp32", [inp]).as_numpy("OUTPUT0")
-        took = time.monotonic() - t0
-        np.testing.assert_array_equal(out, x)
-        return took
-    finally:
-        c.close()
 
 
 def _rss_kib(pid: int) -> int:
@@ -120,7 +104,7 @@ def test_ten_thousand_registrations_stop_at_the_fd_bound_and_a_crash_is_restarte
     reg = _Registrar(srv.url)
     try:
         key = shm_object("many")
-        assert _normal_infer(srv.url) < 1.0  # warm: the arena and the connection exist
+        assert normal_infer(srv.url) < 1.0  # warm: the arena and the connection exist
         fds_before = _fds(srv.proc.pid)
         rss_before = _rss_kib(srv.proc.pid)
         statuses: dict[int, int] = {}
@@ -144,7 +128,7 @@ def test_ten_thousand_registrations_stop_at_the_fd_bound_and_a_crash_is_restarte
         )
         # The table is far from full: a connection and a worker restart still fit.
         assert _fds(srv.proc.pid) <= fds_before + limit + 16
-        assert _normal_infer(srv.url) < 1.0
+        assert normal_infer(srv.url) < 1.0
 
         # A worker dying now is restarted: readiness says so, and it serves again.
         (pid,) = worker_pids(srv, "identity_fp32_0_0")
@@ -157,7 +141,7 @@ def test_ten_thousand_registrations_stop_at_the_fd_bound_and_a_crash_is_restarte
             assert client.is_server_ready()
         finally:
             client.close()
-        assert _normal_infer(srv.url) < 1.0
+        assert normal_infer(srv.url) < 1.0
         assert "Too many open files" not in srv.log()
 
         assert reg.unregister_all() == 200
@@ -199,7 +183,7 @@ def test_one_client_is_capped_and_another_is_not_held_back(shm_object):
 
         # Another user's process is its own client: not held back by the first.
         assert run_as(NOBODY, other_client) == [[200, ""]] * 3
-        assert _normal_infer(srv.url) < 1.0
+        assert normal_infer(srv.url) < 1.0
         # Unregistering frees the client's room.
         assert reg.unregister_all() == 200
         assert reg.register("mine_again", key) == (200, "")

@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 import tritonlite
 from tests.conftest import EXAMPLES, TEST_MODELS
-from tests.server_harness import ROOT
+from tests.server_harness import ROOT, socket_inodes
 from tritonlite.errors import (
     InternalError,
     InvalidArgumentError,
@@ -565,23 +565,7 @@ def _listening_held(since: set[int]) -> set[str]:
     """Listening TCP sockets held by this process or by children started after
     `since` was taken (the workers of the server under test)."""
     pids = [os.getpid(), *(p for p in _children() if p not in since)]
-    return _socket_inodes(pids) & _listening_inodes()
-
-
-def _socket_inodes(pids: list[int]) -> set[str]:
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    return inodes
+    return set().union(*(socket_inodes(p) for p in pids)) & _listening_inodes()
 
 
 def _children() -> list[int]:
