@@ -25,7 +25,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from bench_runner import free_port  # noqa: E402
+from bench_runner import add_sub_tensors, free_port  # noqa: E402
 
 
 def _pid_cpu(pid: int) -> float:
@@ -108,13 +108,7 @@ def client(protocol: str, urls: list[str], requests: int, seconds: float) -> Non
     mod = httpclient if protocol == "http" else grpcclient
     clients = [mod.InferenceServerClient(u) for u in urls]
     a = np.random.rand(16).astype(np.float32)
-    inputs = [mod.InferInput(n, [16], "FP32") for n in ("INPUT0", "INPUT1")]
-    for i in inputs:
-        if protocol == "http":
-            i.set_data_from_numpy(a, binary_data=True)
-        else:
-            i.set_data_from_numpy(a)
-    outputs = [mod.InferRequestedOutput(n) for n in ("OUTPUT0", "OUTPUT1")]
+    inputs, outputs = add_sub_tensors(mod, protocol, a)
     for c in clients:
         for _ in range(50):  # warm up
             r = c.infer("add_sub", inputs, outputs=outputs)

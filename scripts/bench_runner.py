@@ -32,6 +32,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def add_sub_tensors(mod, protocol: str, a: np.ndarray) -> tuple[list, list]:
+    """add_sub's two inputs (both `a`; binary over HTTP, as tritonclient users
+    send them) and its two requested outputs, for tritonclient module `mod`."""
+    inputs = [mod.InferInput(n, list(a.shape), "FP32") for n in ("INPUT0", "INPUT1")]
+    for i in inputs:
+        if protocol == "http":
+            i.set_data_from_numpy(a, binary_data=True)
+        else:
+            i.set_data_from_numpy(a)
+    return inputs, [mod.InferRequestedOutput(n) for n in ("OUTPUT0", "OUTPUT1")]
+
+
 def make_repo() -> str:
     repo = tempfile.mkdtemp(prefix="tl-bench-")
     shutil.copytree(os.path.join(ROOT, "examples", "models", "add_sub"), f"{repo}/add_sub")
@@ -205,16 +217,7 @@ def _client_loop(
             a = np.random.rand(16).astype(np.float32)
             if cell == "add_sub_dyn":  # one sample per request; the server batches
                 a = a.reshape(1, 16)
-            inputs = [
-                mod.InferInput("INPUT0", list(a.shape), "FP32"),
-                mod.InferInput("INPUT1", list(a.shape), "FP32"),
-            ]
-            for i in inputs:
-                if protocol == "http":
-                    i.set_data_from_numpy(a, binary_data=True)
-                else:
-                    i.set_data_from_numpy(a)
-            outputs = [mod.InferRequestedOutput(n) for n in ("OUTPUT0", "OUTPUT1")]
+            inputs, outputs = add_sub_tensors(mod, protocol, a)
             model = cell
         elif cell == "shm16":
             x = np.random.rand(MIB16).astype(np.float32)

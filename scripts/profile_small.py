@@ -31,7 +31,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from bench_runner import free_port, tree_cpu_seconds  # noqa: E402
+from bench_runner import add_sub_tensors, free_port, tree_cpu_seconds  # noqa: E402
 
 # Stage of a sample: the first rule (in this order) that matches a frame of
 # its stack, innermost frame first. A rule is (stage, file part, function).
@@ -182,13 +182,7 @@ def _client(protocol: str, url: str, requests: int, seconds: float) -> None:
         return
     mod = httpclient if protocol == "http" else grpcclient
     client = mod.InferenceServerClient(url)
-    inputs = [mod.InferInput(n, [16], "FP32") for n in ("INPUT0", "INPUT1")]
-    for i in inputs:
-        if protocol == "http":
-            i.set_data_from_numpy(a, binary_data=True)
-        else:
-            i.set_data_from_numpy(a)
-    outputs = [mod.InferRequestedOutput(n) for n in ("OUTPUT0", "OUTPUT1")]
+    inputs, outputs = add_sub_tensors(mod, protocol, a)
     r = client.infer("add_sub", inputs, outputs=outputs)
     assert np.allclose(r.as_numpy("OUTPUT0"), a + a)
     sys.stdout.write("ready\n")
