@@ -179,68 +179,87 @@ def test_idle_connection_flood_is_capped_and_timed_out(srv):
     flood = 2000
     _raise_fd_limit(flood + 500)
     pid = srv.proc.pid
-    socks = []
-    with bounded(srv) as probe:
-        base = _fds(pid)
-        peak = [0]
+    socks: list[socket.socket] = []
+    try:
+        with bounded(srv) as probe:
+            base = _fds(pid)
+            peak = [0]
 
-        def attack() -> None:
-            for i in range(flood):
-                socks.append(connect(srv.url))
-                if i % 100 == 0:
-                    peak[0] = max(peak[0], _fds(pid))
-                    time.sleep(0.05)  # spread over ~1 s, so eviction comes into play
+            def attack() -> None:
+                for i in range(flood):
+                    socks.append(connect(srv.url))
+                    if i % 100 == 0:
+                        peak[0] = max(peak[0], _fds(pid))
+                        time.sleep(0.05)  # spread over ~1 s, so eviction comes into play
 
-        during(probe, attack)
-        peak[0] = max(peak[0], _fds(pid))
-        assert peak[0] <= base + CAP + 32, (base, peak[0])
-        refused = []
-        for sock in socks[-50:]:
-            sock.settimeout(2)
-            try:
-                refused.append(read_response(sock))
-            except (ConnectionError, OSError):
-                pass  # evicted (closed silently) rather than refused
-        assert refused, "no connection over the cap was refused"
-        for status, _headers, body in refused:
-            assert status == 503
-            assert _error(body) == (f"the server has reached its limit of {CAP} HTTP "
-                                    "connections; try again later")
-        # Every flood connection is idle: all are closed within the keep-alive timeout.
-        assert _eventually(lambda: _fds(pid) <= base + 2, TIMEOUT + 5), (base, _fds(pid))
-        assert all(closed_by_peer(s, 0.5) for s in socks[:100])
-        for sock in socks:
+            during(probe, attack)
+            peak[0] = max(peak[0], _fds(pid))
+            assert peak[0] <= base + CAP + 32, (base, peak[0])
+            # Every flood connection is idle: all are closed within the keep-alive timeout.
+            assert _eventually(lambda: _fds(pid) <= base + 2, TIMEOUT + 5), (base, _fds(pid))
+            # Now each socket holds what it will ever get: a 503 (refused) or only
+            # the close (served, then evicted or timed out). Which ones were refused
+            # depends on how fast this box accepted, so every socket is read.
+            refused = []
+            for sock in socks:
+                sock.settimeout(2)
+                try:
+                    refused.append(read_response(sock))
+                except (ConnectionError, OSError):
+                    pass  # closed silently: evicted or timed out rather than refused
+            assert refused, "no connection over the cap was refused"
+            for status, _headers, body in refused:
+                assert status == 503
+                assert _error(body) == (f"the server has reached its limit of {CAP} HTTP "
+                                        "connections; try again later")
+            assert all(closed_by_peer(s, 0.5) for s in socks[:100])
+            for sock in socks:
+                sock.close()
+            # A newcomer is served once the flood is gone.
+            fresh = Probe(srv.url)
+            fresh.check()
+            fresh.client.close()
+    finally:
+        for sock in socks:  # also when an assertion failed: no warnings in later tests
             sock.close()
-        # A newcomer is served once the flood is gone.
-        fresh = Probe(srv.url)
-        fresh.check()
-        fresh.client.close()
 
 
 def test_connections_over_the_cap_are_refused_with_503(srv):
     """Connections that are all mid-request cannot be evicted: the next one is
     refused with a clear 503, and the header timeout frees the slots."""
     _raise_fd_limit(CAP + 500)
-    held, refused = [], []
-    with bounded(srv) as probe:
-        def attack() -> None:
-            for _ in range(CAP + 20):
-                sock = connect(srv.url)
-                sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")  # never ends
-                held.append(sock)
+    held: list[socket.socket] = []
+    try:
+        with bounded(srv) as probe:
+            def attack() -> None:
+                for _ in range(CAP + 20):
+                    sock = connect(srv.url)
+                    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")  # never ends
+                    held.append(sock)
 
-        during(probe, attack)
-        for sock in held[-20:]:
-            sock.settimeout(2)
-            refused.append(read_response(sock))
-        assert [status for status, _h, _b in refused] == [503] * 20
-        assert "limit of 200 HTTP connections" in _error(refused[0][2])
-        # The unfinished heads run into the header timeout: 408 and closed.
-        held[0].settimeout(TIMEOUT + 5)
-        status, headers, body = read_response(held[0])
-        assert (status, headers["connection"]) == (408, "close")
-        assert _error(body) == f"the request head did not arrive within {TIMEOUT} s"
-        assert all(closed_by_peer(s, TIMEOUT + 5) for s in held)
+            started = time.monotonic()
+            during(probe, attack)
+            took = time.monotonic() - started
+            # Each connection gets one answer and the close: 503 if it came over
+            # the cap, else 408 once its unfinished head runs into the timeout.
+            replies = []
+            for sock in held:
+                sock.settimeout(TIMEOUT + 5)
+                replies.append(read_response(sock))
+            statuses = [status for status, _h, _b in replies]
+            assert set(statuses) <= {503, 408}, statuses
+            refused = [r for r in replies if r[0] == 503]
+            if took < TIMEOUT * 0.8:  # no slot freed by a timeout during the attack
+                assert statuses[-20:] == [503] * 20, statuses
+            assert refused, statuses
+            for _status, _headers, body in refused:
+                assert _error(body) == (f"the server has reached its limit of {CAP} HTTP "
+                                        "connections; try again later")
+            status, headers, body = replies[0]
+            assert (status, headers["connection"]) == (408, "close")
+            assert _error(body) == f"the request head did not arrive within {TIMEOUT} s"
+            assert all(closed_by_peer(s, TIMEOUT + 5) for s in held)
+    finally:
         for sock in held:
             sock.close()
 
