@@ -20,7 +20,7 @@ import pytest
 from tritonlite.shm.arena import Arena
 from tritonlite.workers import channel, messages, worker_main
 from tritonlite.workers.backends import placement
-from tritonlite.workers.backends.host_staging import PARALLEL_MIN_BYTES, ParallelCopier
+from tritonlite.workers.backends.host_staging import PARALLEL_MIN_BYTES, ParallelCopier, row_chunks
 from tritonlite.workers.backends.stage_counters import (
     ENV_DIR,
     FIELDS,
@@ -42,6 +42,7 @@ from tritonlite.workers.messages import (
     Shutdown,
     TensorRef,
 )
+from tritonlite.workers.region_reads import FdWindow, gather_parts
 
 # -- host staging --------------------------------------------------------------------
 
@@ -77,6 +78,79 @@ def test_parallel_concatenate_small_and_strided_inputs():
             copier.concatenate([big], np.zeros((big.shape[0] + 1, 2), np.float32))
     finally:
         copier.close()
+
+
+def _region(data: bytes, at: int = 0) -> int:
+    """A stand-in for a client's shm object: a memfd holding `data` at `at`."""
+    fd = os.memfd_create("test-region", os.MFD_CLOEXEC)
+    os.pwrite(fd, data, at)
+    return fd
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("piece", [0, 4096])
+def test_region_windows_are_read_into_their_place_and_a_shrunk_one_fails_alone(threads, piece):
+    """FdWindows (region inputs) gathered with arrays, whole or cut into row
+    pieces (GATHER_PIECE_BYTES), on one thread or several: each window's rows
+    land where np.concatenate would put them; a window whose object was
+    shrunk comes out zero-filled and failed, and the others are intact."""
+    rng = np.random.default_rng(threads + piece)
+    width = PARALLEL_MIN_BYTES // 4 // 6 + 5  # over the parallel threshold in all
+    a = rng.standard_normal((2, width)).astype(np.float32)
+    b = rng.standard_normal((3, width)).astype(np.float32)
+    c = rng.standard_normal((1, width)).astype(np.float32)
+    fd_b, fd_c = _region(b.tobytes(), 128), _region(c.tobytes(), 64)
+    copier = ParallelCopier(threads)
+    try:
+        win_b = FdWindow(fd_b, 128, b.shape, b.dtype, "rb")
+        win_c = FdWindow(fd_c, 64, c.shape, c.dtype, "rc")
+        os.ftruncate(fd_c, 64 + c.nbytes // 2)  # the client shrank it after registering
+        out = np.full((6, width), np.nan, np.float32)
+        cut = row_chunks([a, win_b, win_c], piece) if piece else [(0, 6, [a, win_b, win_c])]
+        assert len(cut) > 1 or not piece
+        for lo, hi, pieces in cut:
+            copier.concatenate(pieces, out[lo:hi])
+        np.testing.assert_array_equal(out[:5], np.concatenate([a, b]))
+        assert not win_b.failed
+        assert win_c.failed and not out[5].any()
+        # Below the parallel threshold, and through the default backend gather.
+        small = gather_parts([a[:, :3], FdWindow(fd_b, 128 + 0, (1, 3), b.dtype, "rb")])
+        np.testing.assert_array_equal(small, np.concatenate([a[:, :3], b.reshape(-1)[:3][None]]))
+    finally:
+        copier.close()
+        os.close(fd_b)
+        os.close(fd_c)
+
+
+def test_a_region_input_is_read_through_an_unmapped_fd(gated_worker):
+    """A batching model's region inputs arrive as TensorRefs with the region's
+    name and an fd the worker keeps unmapped (AttachSegment mapped=False).
+    They batch with another request; one whose object was shrunk before the
+    batch ran fails alone with the frontend's text, the batch runs on."""
+    worker, front, arena, device, _ = gated_worker
+    batch, outs = _batch(worker, arena, 1, [1.0, 0.0, 0.0])
+    five = np.full((1, 4), 5.0, np.float32).tobytes()
+    fd_a, fd_b = _region(five, 32), _region(five, 0)
+    try:
+        for seg_id, fd in ((900, fd_a), (901, fd_b)):
+            channel.send(front, messages.encode(AttachSegment(seg_id, 64, False)), [fd])
+        _wait(lambda: 901 in worker.segments, "the regions attached")
+        assert worker.segments.get(900).size == 0  # no mapping of the client's object
+        batch.requests[1].inputs[0] = TensorRef("X", "FP32", [1, 4], 900, 32, 16, "ra")
+        batch.requests[2].inputs[0] = TensorRef("X", "FP32", [1, 4], 901, 0, 16, "rb")
+        os.ftruncate(fd_b, 8)
+        channel.send(front, messages.encode(batch))
+        device.gates.put(None)
+        done = _done(front)
+        assert [r.error for r in done.responses[:2]] == [None, None]
+        assert done.responses[2].error == (
+            "INVALID_ARG", "shared memory region 'rb' is smaller than its registered window: "
+            "the object was truncated after registration")
+        assert _values(outs)[:2] == [2.0, 10.0]
+        assert device.log == [("submit", 1.0), ("collect", 1.0)]  # one batch ran
+    finally:
+        os.close(fd_a)
+        os.close(fd_b)
 
 
 # -- counters ------------------------------------------------------------------------

@@ -304,12 +304,12 @@ def _batch_of_two(srv, x, y, gate: str, shrink: bool, in_key: str, out_key: str)
     return outcome
 
 
-def test_a_batching_model_copies_region_tensors_so_a_shrink_fails_only_its_request(
+def test_a_batching_model_never_maps_client_regions_so_a_shrink_fails_only_its_request(
         srv, objects, tmp_path):
     """gated_batch batches two requests sent together (2 s queue delay). A
-    region-backed request joins another client's batch: its input is copied in
-    through the fd before it is queued and its output is copied out the same
-    way, so no worker maps the client's objects. Shrinking both regions while
+    region-backed request joins another client's batch: the worker reads its
+    input through the fd and its output is copied out through the fd, so no
+    worker maps the client's objects. Shrinking both regions while
     the batch is held fails only that request, with a clear error; the other
     client's answer and the worker are untouched. The other client's request
     is queued first (into an empty queue: a request there once took any
@@ -348,6 +348,71 @@ def test_a_batching_model_copies_region_tensors_so_a_shrink_fails_only_its_reque
 def _maps_of(pid: int) -> str:
     with open(f"/proc/{pid}/maps") as f:
         return f.read()
+
+
+def _execution_count(client, model: str) -> int:
+    stats = client.get_inference_statistics(model)["model_stats"][0]
+    return int(stats["execution_count"])
+
+
+def test_a_batching_model_reads_region_inputs_through_the_fd_when_the_batch_runs(
+        srv, objects, tmp_path):
+    """The worker of a batching model reads a region input through the fd it
+    was given, unmapped, when the batch runs. A request whose input object
+    was shrunk while it waited in the queue fails alone with the frontend's
+    400 text; the request it was batched with is answered, the worker lives
+    and never mapped the client's object."""
+    client = httpclient.InferenceServerClient(srv.url)
+    x = np.arange(4, dtype=np.float32) + 3
+    in_key = _fp32_region(client, objects, "fd_in", x)
+    (worker,) = worker_pids(srv, "gated_batch_0_0")
+    executions = _execution_count(client, "gated_batch")
+    hold = tmp_path / "hold"
+    hold.mkdir()
+
+    def plain(value: float) -> httpclient.InferInput:
+        inp = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+        inp.set_data_from_numpy(np.full((1, 4), value, dtype=np.float32))
+        return inp
+
+    # First a region-backed request alone: answered from the region's bytes.
+    hostile = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+    hostile.set_shared_memory("fd_in", x.nbytes)
+    got = client.infer("gated_batch", [hostile]).as_numpy("OUTPUT0")
+    np.testing.assert_array_equal(got, x[None])
+    assert in_key not in _maps_of(worker)
+
+    outcome: dict = {}
+    calls = [threading.Thread(target=_gated_call, args=(
+        srv.url, "gated_batch", plain(1.0), str(hold), outcome, "holder"))]
+    try:
+        calls[0].start()  # holds the one instance, so the next two queue
+        wait_until(lambda: (hold / "started").exists(), 30, "the model to hold a batch")
+        for tag, inp in (("hostile", hostile), ("other", plain(2.0))):
+            calls.append(threading.Thread(target=_gated_call, args=(
+                srv.url, "gated_batch", inp, "", outcome, tag)))
+            calls[-1].start()
+        wait_until(lambda: pending_count(srv, "gated_batch") == 3, 10, "two queued",
+                   every=0.01)
+        _shrink(in_key)  # while its request waits for the worker
+        (hold / "release").touch()
+    finally:
+        (hold / "release").touch()
+        for call in calls:
+            call.join(60)
+    assert outcome["holder"][0] == "ok", outcome
+    assert outcome["other"][0] == "ok", outcome
+    np.testing.assert_array_equal(outcome["other"][1], np.full((1, 4), 2.0, np.float32))
+    assert outcome["hostile"] == ("error", "400", (
+        "shared memory region 'fd_in' is smaller than its registered window: the object "
+        "was truncated after registration")), outcome
+    # Alone, then the holder, then the queued two together.
+    assert _execution_count(client, "gated_batch") - executions == 3
+    assert worker_pids(srv, "gated_batch_0_0") == [worker]
+    assert in_key not in _maps_of(worker)
+    client.unregister_system_shared_memory()
+    client.close()
+    _assert_healthy(srv)
 
 
 def test_batch_in_place_lets_region_requests_batch_and_the_worker_map_them(objects, tmp_path):

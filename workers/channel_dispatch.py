@@ -198,7 +198,8 @@ class ChannelEndpoint:
         if isinstance(msg, (ExecuteBatch, Shutdown)):
             return msg
         if isinstance(msg, AttachSegment):
-            self.segments.attach(msg.segment_id, fds[0], msg.size)
+            # Unmapped (size 0, an empty view): a client region read with preadv.
+            self.segments.attach(msg.segment_id, fds[0], msg.size if msg.mapped else 0)
         elif isinstance(msg, DetachSegment):
             self.segments.detach(msg.segment_id)
         elif isinstance(msg, (BLSResponse, ControlResponse, MetricReply)):

@@ -38,6 +38,7 @@ from tritonlite.workers.messages import (
     TensorRef,
 )
 from tritonlite.workers.output_writer import OutputWriter
+from tritonlite.workers.region_reads import FdWindow, read_region_bytes, shrunk_text, window_of
 from tritonlite.workers.tensor_io import NUMPY, read_array
 from tritonlite.workers.worker_error import WorkerError
 
@@ -117,12 +118,23 @@ class FrameworkExecutor:
         for indices in groups:
             items = [batch.requests[i] for i in indices]
             ts = time.perf_counter_ns()
+            windows: list[tuple[int, FdWindow]] = []
             try:
-                merged = self._gather(items)
+                merged = self._gather(items, indices, windows)
+            except WorkerError as exc:  # a single request's region shrunk under it
+                for i in indices:
+                    job.responses[i] = ResponseItem([], (exc.code, exc.message))
+                continue
             except Exception as exc:  # malformed data that slipped past the frontend
                 for i in indices:
                     job.responses[i] = ResponseItem([], ("INVALID_ARG", str(exc)))
                 continue
+            for i, window in windows:
+                # Its rows were zero-filled: the batch runs on, this request fails
+                # (its answer is set now, so _complete leaves it alone).
+                if window.failed and job.responses[i] is None:
+                    job.responses[i] = ResponseItem([], ("INVALID_ARG",
+                                                         shrunk_text(window.region)))
             tm = time.perf_counter_ns()
             job.input_ns += tm - ts
             sizes = [self._batch_of(item) for item in items]
@@ -151,6 +163,8 @@ class FrameworkExecutor:
             tr = time.perf_counter_ns()
             job.infer_ns += tr - run.submitted_ns
             for i, item, produced in zip(run.indices, run.items, outputs, strict=True):
+                if job.responses[i] is not None:  # failed while gathered
+                    continue
                 job.responses[i] = self.writer.write_arrays(
                     item, produced, self.output_config, self.batched
                 )
@@ -223,10 +237,26 @@ class FrameworkExecutor:
         return list(groups.values())
 
     def _input(self, ref: TensorRef) -> np.ndarray:
-        view = self.segments.get(ref.segment_id).view[ref.offset : ref.offset + ref.nbytes]
+        segment = self.segments.get(ref.segment_id)
+        if ref.region is not None:  # a client's region: read through the fd
+            return read_array(read_region_bytes(ref, segment.fd), ref.datatype, ref.shape,
+                              copy=False)
+        view = segment.view[ref.offset : ref.offset + ref.nbytes]
         return read_array(view, ref.datatype, ref.shape, copy=False)
 
-    def _gather(self, items: list[RequestItem]) -> dict[str, np.ndarray]:
+    def _part(self, ref: TensorRef, index: int, windows: list[tuple[int, FdWindow]]
+              ) -> np.ndarray | FdWindow:
+        """One request's input for a gather: a region window is read later,
+        straight into its place in the batch."""
+        dtype = NUMPY.get(ref.datatype)
+        if ref.region is None or dtype is None:
+            return self._input(ref)
+        window = window_of(ref, self.segments.get(ref.segment_id).fd, np.dtype(dtype))
+        windows.append((index, window))
+        return window
+
+    def _gather(self, items: list[RequestItem], indices: list[int],
+                windows: list[tuple[int, FdWindow]]) -> dict[str, np.ndarray]:
         if len(items) == 1:
             return {r.name: self._input(r) for r in items[0].inputs}
         merged: dict[str, np.ndarray] = {}
@@ -234,7 +264,9 @@ class FrameworkExecutor:
             refs = [next(r for r in item.inputs if r.name == name) for item in items]
             view = self._adjacent_view(refs)
             if view is None:
-                view = self.backend.gather(name, [self._input(r) for r in refs])
+                view = self.backend.gather(
+                    name, [self._part(r, i, windows) for r, i in zip(refs, indices, strict=True)]
+                )
             merged[name] = view
         return merged
 
@@ -245,7 +277,8 @@ class FrameworkExecutor:
             return None
         end = first.offset
         for r in refs:
-            if r.segment_id != first.segment_id or r.offset != end or r.datatype != first.datatype:
+            if (r.segment_id != first.segment_id or r.offset != end
+                    or r.datatype != first.datatype or r.region is not None):
                 return None
             end += r.nbytes
         view = self.segments.get(first.segment_id).view[first.offset : end]

@@ -23,7 +23,10 @@ EXECUTE_FAILED = "EXECUTE_FAILED"
 
 @dataclass(slots=True)
 class TensorRef:
-    """A tensor's bytes at (segment, offset, nbytes) in a mapped segment."""
+    """A tensor's bytes at (segment, offset, nbytes) in a mapped segment; with
+    `region` set, in the client's shared memory region of that name, which
+    the worker reads through the segment's fd (never through a mapping:
+    the client may shrink its object at any time, workers/region_reads.py)."""
 
     name: str
     datatype: str
@@ -31,13 +34,18 @@ class TensorRef:
     segment_id: int
     offset: int
     nbytes: int
+    region: str | None = None
 
     def pack(self) -> list:
-        return [self.name, self.datatype, self.shape, self.segment_id, self.offset, self.nbytes]
+        if self.region is None:
+            return [self.name, self.datatype, self.shape, self.segment_id, self.offset,
+                    self.nbytes]
+        return [self.name, self.datatype, self.shape, self.segment_id, self.offset, self.nbytes,
+                self.region]
 
     @classmethod
     def unpack(cls, v: list) -> TensorRef:
-        return cls(v[0], v[1], v[2], v[3], v[4], v[5])
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6] if len(v) > 6 else None)
 
 
 @dataclass(slots=True)
@@ -154,10 +162,13 @@ class InitFailed:
 
 @dataclass(slots=True)
 class AttachSegment:
-    """Carries one file descriptor (SCM_RIGHTS) alongside the message."""
+    """Carries one file descriptor (SCM_RIGHTS) alongside the message.
+    `mapped` False: the worker keeps the fd only (a client region it reads
+    with preadv), so no access can touch pages past a shrunk object's end."""
 
     segment_id: int
     size: int
+    mapped: bool = True
 
 
 @dataclass(slots=True)
@@ -378,7 +389,7 @@ def encode(msg: object) -> bytes:
     elif isinstance(msg, InitFailed):
         body = [msg.message]
     elif isinstance(msg, AttachSegment):
-        body = [msg.segment_id, msg.size]
+        body = [msg.segment_id, msg.size] if msg.mapped else [msg.segment_id, msg.size, False]
     elif isinstance(msg, DetachSegment):
         body = [msg.segment_id]
     elif isinstance(msg, StreamResponse):
@@ -426,7 +437,7 @@ def decode(data: bytes) -> object:
     if tag == 3:
         return InitFailed(v[1])
     if tag == 4:
-        return AttachSegment(v[1], v[2])
+        return AttachSegment(v[1], v[2], bool(v[3]) if len(v) > 3 else True)
     if tag == 5:
         return DetachSegment(v[1])
     if tag == 8:

@@ -18,8 +18,10 @@ from tritonlite.workers.messages import BatchDone, ExecuteBatch, RequestItem, Re
 from tritonlite.workers.output_writer import OutputWriter
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 from tritonlite.workers.python_backend.model_runner import BatchFailure, PythonModelRunner
+from tritonlite.workers.region_reads import read_region_bytes
 from tritonlite.workers.response_sender import ResponseSender
 from tritonlite.workers.tensor_io import TRITON_TYPE, read_array
+from tritonlite.workers.worker_error import WorkerError
 from tritonlite.workers.worker_link import WorkerLink
 
 _tensor = pb_utils.Tensor._from_worker
@@ -71,9 +73,16 @@ class PythonExecutor:
             try:
                 tensors = []
                 for r in item.inputs:
-                    view = segments.get(r.segment_id).view[r.offset : r.offset + r.nbytes]
+                    segment = segments.get(r.segment_id)
+                    if r.region is not None:  # a client's region: read through the fd
+                        view = read_region_bytes(r, segment.fd)
+                    else:
+                        view = segment.view[r.offset : r.offset + r.nbytes]
                     array = read_array(view, r.datatype, r.shape, copy=False)
                     tensors.append(_tensor(r.name, array, TRITON_TYPE[r.datatype]))
+            except WorkerError as exc:  # a region shrunk under the request
+                early[i] = ResponseItem([], (exc.code, exc.message))
+                tensors = []
             except Exception as exc:  # malformed data that slipped past the frontend
                 early[i] = ResponseItem([], ("INVALID_ARG", str(exc)))
                 tensors = []

@@ -86,7 +86,7 @@ def describe_os_error(exc: OSError) -> str:
 @dataclass(slots=True)
 class WorkItem:
     message: RequestItem
-    segments: list[tuple[int, int]]  # (segment_id, fd) the worker must have mapped
+    segments: list[tuple[int, int, bool]]  # (segment_id, fd, mapped) the worker must have
     future: asyncio.Future
     enqueued_ns: int
     started_ns: int = 0
@@ -463,7 +463,7 @@ class ModelRuntime:
     def submit(
         self,
         message: RequestItem,
-        segments: list[tuple[int, int]],
+        segments: list[tuple[int, int, bool]],
         *,
         batch_size: int = 1,
         shape_key: object = None,
@@ -681,8 +681,8 @@ class ModelRuntime:
         try:
             for item in items:
                 item.started_ns = now
-                for seg_id, fd in item.segments:
-                    worker.ensure_attached(seg_id, fd)
+                for seg_id, fd, mapped in item.segments:
+                    worker.ensure_attached(seg_id, fd, mapped)
         except (OSError, WorkerDied):
             gone = worker.gone_error()  # it died before the server noticed
             for item in items:

@@ -44,7 +44,9 @@ class RequestMemory:
     blocks: list[Block] = field(default_factory=list)  # arena copies of inputs
     leases: list[RegionLease] = field(default_factory=list)  # client input regions
     out_leases: list[RegionLease] = field(default_factory=list)  # client output regions
-    segments: list[tuple[int, int]] = field(default_factory=list)  # (segment id, fd) to map
+    # (segment id, fd, mapped) the worker must have: mapped False for a client
+    # region it reads through the fd (a batching model's input)
+    segments: list[tuple[int, int, bool]] = field(default_factory=list)
     # Inputs in a frontend process's arena: told when the worker is done with them.
     on_free: list[Callable[[], None]] = field(default_factory=list)
     # A worker maps a client's region for this request: the client may shrink
@@ -96,8 +98,9 @@ class TensorPlacer:
     ) -> TensorRef:
         """Where the worker reads `tensor`. With `copy_regions` (a model that
         batches requests of several clients) an input in a client region is
-        copied into the arena through the fd, so no worker maps the client's
-        object and a shrink cannot fail the other requests of its batch."""
+        read by the worker through the region's fd (TensorRef.region), so no
+        worker maps the client's object and a shrink cannot fail the other
+        requests of its batch."""
         count = element_count(tensor.shape)
         model_shape = resolve_reshape(model_shape, count)
         esize = element_size(tensor.datatype)
@@ -125,13 +128,14 @@ class TensorPlacer:
                     f"'{model_name}'. Expected {expected}, got {shm.byte_size}"
                 )
             if copy_regions:
-                block = self.arena.allocate(lease.nbytes)
-                memory.blocks.append(block)
-                lease.read_into(block.view[: lease.nbytes])
-                memory.segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
-                return TensorRef(tensor.name, tensor.datatype, model_shape, block.segment_id,
-                                 block.offset, lease.nbytes)
-            memory.segments.append((lease.segment_id, lease.fd))
+                # The worker reads the window through the fd into its own memory
+                # (for a GPU model: straight into the batch's pinned staging):
+                # one copy, off this process's loop, and a shrunk object is a
+                # short read there that fails this request only.
+                memory.segments.append((lease.segment_id, lease.fd, False))
+                return TensorRef(tensor.name, tensor.datatype, model_shape, lease.segment_id,
+                                 lease.offset, lease.nbytes, lease.name)
+            memory.segments.append((lease.segment_id, lease.fd, True))
             memory.client_regions = True
             return TensorRef(
                 tensor.name, tensor.datatype, model_shape, lease.segment_id, lease.offset,
@@ -184,7 +188,7 @@ class TensorPlacer:
                 f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                 f"'{model_name}'. Expected {expected}, got {ref.byte_size}"
             )
-        memory.segments.append((ref.segment_id, segment.fd))
+        memory.segments.append((ref.segment_id, segment.fd, True))
         if ref.hold is not None:
             memory.on_free.append(ref.hold())
         return TensorRef(
@@ -206,7 +210,7 @@ class TensorPlacer:
             copy_bytes(block.view, np.frombuffer(data, dtype=np.uint8))
         else:
             block.view[:] = data
-        memory.segments.append((block.segment_id, self.arena.segment(block.segment_id).fd))
+        memory.segments.append((block.segment_id, self.arena.segment(block.segment_id).fd, True))
         return TensorRef(name, datatype, shape, block.segment_id, block.offset, len(data))
 
     def place_outputs(
@@ -229,7 +233,7 @@ class TensorPlacer:
                     memory.copy_out[out.name] = (out.shm, lease)
                     specs.append(OutputSpec(out.name, None))
                     continue
-                memory.segments.append((lease.segment_id, lease.fd))
+                memory.segments.append((lease.segment_id, lease.fd, True))
                 memory.client_regions = True
                 dest = (lease.segment_id, lease.offset, lease.nbytes)
                 regions[region_key(lease.segment_id, lease.offset)] = out.shm

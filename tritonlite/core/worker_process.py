@@ -189,7 +189,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.alive = False
-        self.attached: set[int] = set()
+        self.attached: dict[int, bool] = {}  # segment id -> mapped in the worker
         self.out_segments = SegmentCache()
         self.pending: dict[int, BatchAnswer] = {}
         self.release_keys: list[tuple[int, int]] = []
@@ -453,14 +453,17 @@ class WorkerProcess:
             return
         self._log_environment = dict(environment)
 
-    def ensure_attached(self, segment_id: int, fd: int) -> None:
-        if segment_id not in self.attached:
-            self.send(AttachSegment(segment_id, os.fstat(fd).st_size), [fd])
-            self.attached.add(segment_id)
+    def ensure_attached(self, segment_id: int, fd: int, mapped: bool = True) -> None:
+        """Give the worker `fd` once; `mapped` False: it keeps only the fd (a
+        client region it reads with preadv). A mapping, once sent, stays."""
+        had = self.attached.get(segment_id)
+        if had is None or (mapped and not had):
+            self.send(AttachSegment(segment_id, os.fstat(fd).st_size, mapped), [fd])
+            self.attached[segment_id] = mapped
 
     def detach(self, segment_id: int) -> None:
         if segment_id in self.attached:
-            self.attached.discard(segment_id)
+            del self.attached[segment_id]
             if self.alive:
                 try:
                     self.send(DetachSegment(segment_id))

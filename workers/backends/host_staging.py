@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
+from tritonlite.workers.region_reads import FdWindow, fill_parts
 
 # Below this many bytes one thread is faster than handing out pieces.
 PARALLEL_MIN_BYTES = 1 << 20
@@ -19,15 +21,15 @@ PARALLEL_MIN_BYTES = 1 << 20
 CHUNK_BYTES = 2 << 20
 
 
-def row_chunks(parts: list[np.ndarray], target_bytes: int = CHUNK_BYTES
-               ) -> list[tuple[int, int, list[np.ndarray]]]:
+def row_chunks(parts: list[Any], target_bytes: int = CHUNK_BYTES
+               ) -> list[tuple[int, int, list[Any]]]:
     """A batch's request arrays (stacked along axis 0) cut into consecutive
     row ranges of about `target_bytes` (at least one row each): (first row,
     end row, the arrays or row slices of arrays that fill it)."""
-    chunks: list[tuple[int, int, list[np.ndarray]]] = []
+    chunks: list[tuple[int, int, list[Any]]] = []
     start = 0  # first row of the chunk being filled
     row = 0  # rows taken so far
-    pieces: list[np.ndarray] = []
+    pieces: list[Any] = []  # arrays or FdWindows
     size = 0
     for part in parts:
         rows = int(part.shape[0]) if part.ndim else 1
@@ -64,8 +66,9 @@ class ParallelCopier:
         if self.threads > 1:
             self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="gather")
 
-    def concatenate(self, parts: list[np.ndarray], out: np.ndarray) -> np.ndarray:
-        """`np.concatenate(parts, axis=0, out=out)`, split over the threads."""
+    def concatenate(self, parts: list[np.ndarray | FdWindow], out: np.ndarray) -> np.ndarray:
+        """`np.concatenate(parts, axis=0, out=out)`, split over the threads; an
+        FdWindow (a client region's rows) is read with preadv into its place."""
         total = sum(p.nbytes for p in parts)
         if (
             self._pool is None
@@ -73,29 +76,35 @@ class ParallelCopier:
             or not out.flags.c_contiguous
             or any(p.dtype != out.dtype for p in parts)
         ):
-            return np.concatenate(parts, axis=0, out=out)
+            return fill_parts(parts, out)
         if sum(int(p.shape[0]) for p in parts) != out.shape[0] or total != out.nbytes:
             raise ValueError(
                 f"batch of {[list(p.shape) for p in parts]} does not fill {list(out.shape)}"
             )
         dest = out.reshape(-1).view(np.uint8)
-        sources = [np.ascontiguousarray(p).reshape(-1).view(np.uint8) for p in parts]
+        sources = [p if isinstance(p, FdWindow) else
+                   np.ascontiguousarray(p).reshape(-1).view(np.uint8) for p in parts]
         # Equal byte ranges of the destination, each a list of (source, from, to, at).
         step = -(-total // self.threads)
-        pieces: list[list[tuple[np.ndarray, int, int, int]]] = [[] for _ in range(self.threads)]
+        pieces: list[list[tuple[np.ndarray | FdWindow, int, int, int]]] = [
+            [] for _ in range(self.threads)]
         at = 0
         for src in sources:
             done = 0
-            while done < src.size:
+            size = src.nbytes
+            while done < size:
                 k = (at + done) // step
-                take = min(src.size - done, (k + 1) * step - (at + done))
+                take = min(size - done, (k + 1) * step - (at + done))
                 pieces[k].append((src, done, done + take, at + done))
                 done += take
-            at += src.size
+            at += size
 
-        def run(piece: list[tuple[np.ndarray, int, int, int]]) -> None:
+        def run(piece: list[tuple[np.ndarray | FdWindow, int, int, int]]) -> None:
             for src, lo, hi, where in piece:
-                dest[where : where + hi - lo] = src[lo:hi]
+                if isinstance(src, FdWindow):  # preadv releases the GIL as numpy does
+                    src.read_range(lo, hi, dest[where : where + hi - lo])
+                else:
+                    dest[where : where + hi - lo] = src[lo:hi]
 
         futures = [self._pool.submit(run, piece) for piece in pieces[1:] if piece]
         run(pieces[0])

@@ -266,7 +266,7 @@ class PyTorchBackend(TensorBackend):
         tensor = _typed(buf, host.dtype, shape)
         return tensor.numpy(), tensor
 
-    def gather(self, name: str, parts: list[np.ndarray]) -> np.ndarray:
+    def gather(self, name: str, parts: list[Any]) -> np.ndarray:
         """Gather straight into the next slot's pinned memory (CUDA)."""
         if self.device.type != "cuda" or parts[0].dtype.kind == "O":
             return super().gather(name, parts)
@@ -275,7 +275,7 @@ class PyTorchBackend(TensorBackend):
         slot.staged[name] = staged
         return staged[0]
 
-    def _to_device(self, slot: _Slot, name: str, parts: list[np.ndarray]
+    def _to_device(self, slot: _Slot, name: str, parts: list[Any]
                    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """Gather `parts` into the slot's pinned memory piece by piece, queuing
         each piece's copy to the device on the copy stream once it is there."""

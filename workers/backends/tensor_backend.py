@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from tritonlite.workers.backends.stage_counters import FIELDS, StageCounters
+from tritonlite.workers.region_reads import FdWindow, gather_parts
 
 
 class BackendError(Exception):
@@ -98,9 +99,10 @@ class TensorBackend:
     def execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def gather(self, name: str, parts: list[np.ndarray]) -> np.ndarray:
-        """The requests' arrays of one input, concatenated along the batch axis."""
-        return np.concatenate(parts, axis=0)
+    def gather(self, name: str, parts: list[np.ndarray | FdWindow]) -> np.ndarray:
+        """The requests' arrays of one input, concatenated along the batch axis
+        (an FdWindow, a client region's rows, is read into its place)."""
+        return gather_parts(parts)
 
     def submit(self, inputs: dict[str, np.ndarray]) -> Any:
         """Start a batch; `collect` returns its outputs. Synchronous here."""
