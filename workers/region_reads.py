@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 from tritonlite.workers.messages import TensorRef
+from tritonlite.workers.scratch_pool import POOL
 from tritonlite.workers.worker_error import WorkerError
 
 
@@ -104,7 +105,7 @@ def read_region_bytes(ref: TensorRef, fd: int) -> memoryview:
     """A request's region input as private bytes (one copy, through the fd);
     WorkerError INVALID_ARG if the object was shrunk under the window."""
     assert ref.region is not None
-    out = memoryview(bytearray(ref.nbytes))
+    out = POOL.take(ref.nbytes).data
     if not read_fd(fd, ref.offset, out):
         raise WorkerError("INVALID_ARG", shrunk_text(ref.region))
     return out
@@ -134,4 +135,8 @@ def gather_parts(parts: list) -> np.ndarray:
     a new array."""
     first = parts[0]
     shape = [sum(int(p.shape[0]) for p in parts), *first.shape[1:]]
-    return fill_parts(parts, np.empty(shape, dtype=first.dtype))
+    if any(isinstance(p, FdWindow) for p in parts):
+        size = first.dtype.itemsize * int(np.prod(shape))
+        out = POOL.take(size).view(first.dtype).reshape(shape)
+        return fill_parts(parts, out)
+    return np.concatenate(parts, axis=0)
