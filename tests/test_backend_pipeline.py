@@ -148,6 +148,22 @@ def test_a_region_input_is_read_through_an_unmapped_fd(gated_worker):
             "the object was truncated after registration")
         assert _values(outs)[:2] == [2.0, 10.0]
         assert device.log == [("submit", 1.0), ("collect", 1.0)]  # one batch ran
+        # Alone in its batch: the same read (through the backend's gather), the
+        # same error for the shrunk one, which then never reaches the device.
+        for batch_id, region, seg_id in ((2, "ra", 900), (3, "rb", 901)):
+            alone, outs = _batch(worker, arena, batch_id, [0.0])
+            alone.requests[0].inputs[0] = TensorRef("X", "FP32", [1, 4], seg_id,
+                                                    32 if seg_id == 900 else 0, 16, region)
+            channel.send(front, messages.encode(alone))
+            if region == "ra":
+                device.gates.put(None)
+            done = _done(front)
+            if region == "ra":
+                assert done.responses[0].error is None and _values(outs) == [10.0]
+            else:
+                assert done.responses[0].error[0] == "INVALID_ARG"
+                assert "region 'rb' is smaller" in done.responses[0].error[1]
+        assert device.log[2:] == [("submit", 5.0), ("collect", 5.0)]
     finally:
         os.close(fd_a)
         os.close(fd_b)

@@ -135,6 +135,8 @@ class FrameworkExecutor:
                 if window.failed and job.responses[i] is None:
                     job.responses[i] = ResponseItem([], ("INVALID_ARG",
                                                          shrunk_text(window.region)))
+            if windows and all(job.responses[i] is not None for i in indices):
+                continue  # nothing left to run
             tm = time.perf_counter_ns()
             job.input_ns += tm - ts
             sizes = [self._batch_of(item) for item in items]
@@ -258,7 +260,11 @@ class FrameworkExecutor:
     def _gather(self, items: list[RequestItem], indices: list[int],
                 windows: list[tuple[int, FdWindow]]) -> dict[str, np.ndarray]:
         if len(items) == 1:
-            return {r.name: self._input(r) for r in items[0].inputs}
+            # A region input of a batched model goes through the backend's gather
+            # too, so a GPU backend reads it straight into its pinned staging.
+            return {r.name: self.backend.gather(r.name, [self._part(r, indices[0], windows)])
+                    if r.region is not None and self.batched else self._input(r)
+                    for r in items[0].inputs}
         merged: dict[str, np.ndarray] = {}
         for name in [r.name for r in items[0].inputs]:
             refs = [next(r for r in item.inputs if r.name == name) for item in items]
