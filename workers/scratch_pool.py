@@ -16,8 +16,9 @@ import weakref
 
 import numpy as np
 
-# Bytes the pool may keep resident per worker; past it, buffers are not kept.
-MAX_POOL_BYTES = 256 << 20
+# Bytes the pool may keep resident per worker (it keeps what was in use at once,
+# at most this); past it, buffers are allocated per read and freed after.
+MAX_POOL_BYTES = 64 << 20
 
 
 class ScratchPool:
