@@ -212,3 +212,39 @@ def test_stop_waits_for_a_call_in_flight() -> None:
         assert client.owner.tasks == set()
 
     asyncio.run(run())
+
+
+def test_a_connection_whose_check_fails_does_not_stop_the_others_timeouts(caplog):
+    """The server's one periodic timer checks every connection's timeouts. A
+    check that raises (a bug, or a transport that refuses a write) closes that
+    connection; the timer goes on and the other connections are still checked."""
+
+    async def scenario() -> None:
+        table = Table()
+        broken, healthy = Client(table), Client(table)
+        owner = healthy.owner
+        owner.connections = {broken.conn, healthy.conn}
+        broken.conn.connection_lost(None)  # what it left behind: a closed transport...
+        owner.connections.add(broken.conn)
+
+        def fail(now: float) -> list[Any]:
+            raise RuntimeError("unable to perform operation: the handler is closed")
+
+        broken.conn.protocol.tick = fail  # type: ignore[method-assign]
+        checked: list[float] = []
+        real = healthy.conn.protocol.tick
+
+        def count(now: float) -> list[Any]:
+            checked.append(now)
+            return real(now)
+
+        healthy.conn.protocol.tick = count  # type: ignore[method-assign]
+        owner._tick_s = 0.01
+        owner._tick()
+        await asyncio.sleep(0.1)
+        assert len(checked) >= 3, checked  # rescheduled after the failure, every time
+        assert owner._ticker is not None
+        owner._ticker.cancel()
+
+    asyncio.run(scenario())
+    assert "gRPC connection check failed" in caplog.text

@@ -154,7 +154,8 @@ class H2Connection(asyncio.BufferedProtocol):
 
     def _write(self, pieces: list[Any]) -> None:
         transport = self.transport
-        if transport is None or not pieces:
+        # A closing transport takes nothing more (uvloop raises if written to).
+        if transport is None or not pieces or transport.is_closing():
             return
         if len(pieces) == 1:
             transport.write(pieces[0])
@@ -296,6 +297,11 @@ class H2Connection(asyncio.BufferedProtocol):
         self._sync()
         timeout = self.owner.options.keepalive_timeout_ms / 1000
         self._keepalive_timeout = self.loop.call_later(timeout, self._keepalive_expired)
+
+    def drop(self) -> None:
+        """Close at once, sending nothing more (after a failure of our own)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     def _keepalive_expired(self) -> None:
         log.info("gRPC keepalive ping not acknowledged; closing the connection")

@@ -85,9 +85,15 @@ class LeanGrpcServer:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        for conn in list(self.connections):
-            conn.tick(now)
-        self._ticker = asyncio.get_running_loop().call_later(self._tick_s, self._tick)
+        try:
+            for conn in list(self.connections):
+                try:
+                    conn.tick(now)
+                except Exception:  # one connection's failure must not stop every timeout
+                    log.exception("gRPC connection check failed; closing that connection")
+                    conn.drop()
+        finally:
+            self._ticker = asyncio.get_running_loop().call_later(self._tick_s, self._tick)
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting; GOAWAY; let calls in flight finish (up to `grace_s`); close."""
