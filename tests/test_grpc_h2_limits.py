@@ -299,9 +299,11 @@ def _unread_responses(srv: ServerProcess, before: int, open_windows: bool) -> in
         while (rss := _rss(srv.proc.pid)) > before * 1.1 and time.monotonic() < deadline:
             peak = max(peak, rss)
             time.sleep(0.1)
-        assert rss <= before * 1.1, f"RSS {before} -> {rss} with the client still connected"
+        # (The server's log goes with a failure: it says what the server did instead.)
+        assert rss <= before * 1.1, (
+            f"RSS {before} -> {rss} with the client still connected; {srv.log()[-3000:]}")
         if open_windows:
-            assert _closed(raw, 60), "a client that reads nothing is dropped"
+            assert _closed(raw, 60), f"a client that reads nothing is dropped; {srv.log()[-3000:]}"
         else:
             frames = []
             while (f := raw.read_frame(1.0)) is not None:
