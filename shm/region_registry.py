@@ -111,15 +111,8 @@ class RegionLease:
 
     def read_into(self, view: memoryview) -> None:
         """Copy the window's bytes into `view` (its length), read through the fd."""
-        done = 0
-        while done < len(view):
-            try:
-                got = os.preadv(self.fd, [view[done:]], self.offset + done)
-            except OSError:
-                got = 0
-            if got <= 0:  # the object ends before the window does: shrunk
-                raise _shrunk(self.name)
-            done += got
+        if not read_fd(self.fd, self.offset, view):
+            raise _shrunk(self.name)
 
     def write(self, data: bytes | memoryview) -> None:
         """Copy `data` to the start of the window, through the fd."""
@@ -419,11 +412,30 @@ def _close_fd(fd: int) -> None:
         pass
 
 
+def read_fd(fd: int, offset: int, view: memoryview) -> bool:
+    """Fill `view` from `fd` at `offset` with preadv; False if the object ends
+    first (shrunk: a short count, never SIGBUS as a mapping would be)."""
+    done = 0
+    total = len(view)
+    while done < total:
+        try:
+            got = os.preadv(fd, [view[done:]], offset + done)
+        except OSError:
+            return False
+        if got <= 0:
+            return False
+        done += got
+    return True
+
+
+def shrunk_text(name: str) -> str:
+    """The error text of a request whose region ended before its window."""
+    return (f"shared memory region '{name}' is smaller than its registered window: the "
+            "object was truncated after registration")
+
+
 def _shrunk(name: str) -> InvalidArgumentError:
-    return InvalidArgumentError(
-        f"shared memory region '{name}' is smaller than its registered window: the "
-        "object was truncated after registration"
-    )
+    return InvalidArgumentError(shrunk_text(name))
 
 
 def _bad_window(name: str) -> InvalidArgumentError:

@@ -14,34 +14,11 @@ the window is copied once.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+from tritonlite.shm.region_registry import read_fd, shrunk_text
 from tritonlite.workers.messages import TensorRef
 from tritonlite.workers.scratch_pool import POOL
 from tritonlite.workers.worker_error import WorkerError
-
-
-def shrunk_text(region: str) -> str:
-    """The error of a request whose region ended before its window (the
-    frontend's text for the same case, shm/region_registry.py)."""
-    return (f"shared memory region '{region}' is smaller than its registered window: the "
-            "object was truncated after registration")
-
-
-def read_fd(fd: int, offset: int, out: memoryview) -> bool:
-    """Fill `out` from `fd` at `offset`; False if the object ends first."""
-    done = 0
-    total = len(out)
-    while done < total:
-        try:
-            got = os.preadv(fd, [out[done:]], offset + done)
-        except OSError:
-            return False
-        if got <= 0:
-            return False
-        done += got
-    return True
 
 
 class FdWindow:
