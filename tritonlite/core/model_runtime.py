@@ -552,6 +552,20 @@ class ModelRuntime:
             free.sort(key=lambda s: s.in_flight)
         return free
 
+    def _emptiest_slot(self) -> InstanceSlot | None:
+        """_idle_slots()[0] without the list: the first of the emptiest."""
+        best = None
+        limiter = self.rate_limiter
+        for s in self.slots:
+            if (
+                s.worker is not None and s.in_flight < s.depth and s.worker.alive
+                and (best is None or s.in_flight < best.in_flight)
+                and not self._held_alone(s)
+                and (limiter is None or limiter.can_run(s.name))
+            ):
+                best = s
+        return best
+
     @staticmethod
     def _held_alone(slot: InstanceSlot) -> bool:
         """An exclusive batch still runs on the instance."""
@@ -619,13 +633,12 @@ class ModelRuntime:
             return
         if self.batcher is None:
             while self.queue:
-                idle = self._idle_slots()
-                if not idle:
-                    return
-                head = self.queue[0]
-                slot = self._alone_slot(idle) if head.exclusive else idle[0]
+                if self.queue[0].exclusive:
+                    slot = self._alone_slot(self._idle_slots())
+                else:
+                    slot = self._emptiest_slot()
                 if slot is None:
-                    return  # it waits for an instance of its own, in order
+                    return  # no instance free (an exclusive one waits for its own, in order)
                 self._dispatch(slot, [self.queue.popleft()])
             return
         now = time.perf_counter_ns()

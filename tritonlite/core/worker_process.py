@@ -19,6 +19,7 @@ which go to the WorkerServices given to its constructor.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import itertools
 import logging
@@ -63,6 +64,21 @@ from tritonlite.workers.messages import (
 )
 
 log = logging.getLogger("tritonlite")
+
+# One receive takes any inline message (workers/channel.py: up to 60 KiB) and
+# up to 8 descriptors.
+_RECV_BYTES = 70 * 1024
+_FD_BYTES = array.array("i").itemsize
+_RECV_ANCILLARY = socket.CMSG_SPACE(8 * _FD_BYTES)
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors of an SCM_RIGHTS message (socket.recv_fds, inlined)."""
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % _FD_BYTES])
+    return list(fds)
 
 # How long a readiness check waits for the model's is_ready() (as Triton).
 READINESS_TIMEOUT_S = 5.0
@@ -573,21 +589,27 @@ class WorkerProcess:
         sock = self.sock
         while sock is not None and self.alive:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, 70 * 1024, 8)
+                data, ancillary, _flags, _addr = sock.recvmsg(_RECV_BYTES, _RECV_ANCILLARY)
             except BlockingIOError:
                 return
             except OSError:
-                data, fds = b"", []
+                data, ancillary = b"", []
+            fds = _received_fds(ancillary) if ancillary else []
             if not data and not fds:
                 self._on_eof()
                 return
-            payload, fds = channel.unpack_received(data, list(fds))
+            payload, fds = channel.unpack_received(data, fds)
             msg = messages.decode(payload)
             if cpu_stages.CLOCK is not None:
                 cpu_stages.CLOCK.mark("completion: receive, decode")
             self._dispatch(msg, fds)
             if cpu_stages.CLOCK is not None:
                 cpu_stages.CLOCK.mark("completion: resolve")
+            if not self.pending:
+                # Nothing else is expected soon: the reader is level-triggered, so
+                # a message already waiting calls us again; trying for one here
+                # would cost a recvmsg and an exception on nearly every answer.
+                return
             sock = self.sock
 
     def _dispatch(self, msg: Any, fds: list[int]) -> None:
