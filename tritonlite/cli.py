@@ -22,6 +22,7 @@ from tritonlite.core.request_limits import RequestLimits
 from tritonlite.core.server_options import ServerOptions
 from tritonlite.core.tenant_config import TenantConfigError, load_tenant_config
 from tritonlite.frontends.http import http_limits
+from tritonlite.gc_tuning import freeze_startup_objects
 from tritonlite.heap_trim import give_back_free_heap
 
 # The core (and with it numpy) is imported by `run`, once the flags are known to
@@ -138,6 +139,7 @@ async def serve(ns: argparse.Namespace, settings: LogSettings,
         ns.http_port if ns.allow_http else "off",
         ns.grpc_port if ns.allow_grpc else "off",
     )
+    freeze_startup_objects()  # what start-up made is never scanned again
     give_back_free_heap()  # what start-up freed: the models are loaded
     failure = await _until_stopped(stop, tasks)
     log.info("shutting down: draining in-flight requests")

@@ -49,6 +49,7 @@ from tritonlite.workers.python_backend.triton_python_backend_utils import logger
 from tritonlite.workers.python_execution import PythonExecutor
 from tritonlite.workers.worker_error import WorkerError
 
+from tritonlite.gc_tuning import freeze_startup_objects
 from tritonlite.heap_trim import give_back_free_heap
 
 # A framework backend's modules (framework_batching.py, backends/) and the
@@ -335,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         worker.send(InitFailed(str(text)))
         return
     cpu_stages.enable("worker")  # only with TRITONLITE_STAGE_COUNTERS set
+    freeze_startup_objects()  # what start-up made (the model's too) is never scanned again
     give_back_free_heap()  # what start-up freed (the model's initialize included)
     try:
         worker.serve()

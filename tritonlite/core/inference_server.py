@@ -583,7 +583,8 @@ class InferenceServer:
                 # Awaited directly (no shield: one Future and one loop turn less);
                 # a caller that goes away cancels it, and what has to wait for
                 # the worker waits for queued.when_settled instead.
-                response, item, done, worker = await fut
+                response, done, worker = await fut
+                item = queued
                 if cpu_stages.CLOCK is not None:
                     cpu_stages.CLOCK.mark("event loop, socket read (C)")
             except asyncio.CancelledError:

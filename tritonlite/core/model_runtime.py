@@ -473,7 +473,8 @@ class ModelRuntime:
         restart: Callable[[], None] | None = None,
         exclusive: bool = False,
     ) -> WorkItem:
-        """Queue one request; its future resolves to (response, item, BatchDone, worker).
+        """Queue one request; its future resolves to (response, BatchDone, worker)
+        (not the WorkItem, which holds the future: a cycle only the GC would free).
         `restart` prepares the request to run again if the model reschedules it;
         `exclusive`: it runs in a batch of its own on an instance running nothing else."""
         loop = asyncio.get_running_loop()
@@ -781,7 +782,7 @@ class ModelRuntime:
                     self._finish_later(item, worker.deferred_response(done.batch_id, index),
                                        done, worker)
                 else:
-                    self._finish(item, result=(response, item, done, worker))
+                    self._finish(item, result=(response, done, worker))
         for item in items:
             if item.sequence is not None:
                 self._busy_sequences.discard(item.sequence.corr)
@@ -831,7 +832,7 @@ class ModelRuntime:
                         worker.release(ref.segment_id, ref.offset)
                 item.settle()
                 return
-            self._finish(item, result=(response, item, done, worker))
+            self._finish(item, result=(response, done, worker))
 
         answer.add_done_callback(finish)
 
