@@ -1,6 +1,8 @@
 """The dynamic batcher, rate limiter and sequence tracker as plain state machines."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tritonlite.core.dynamic_batcher import (
     BatcherConfig,
@@ -196,3 +198,51 @@ def test_remove_takes_a_cancelled_request_out_of_its_queue():
     batch, _ = b.next_batch(10 * MS)
     assert [p.payload for p in batch] == [a]
     assert not b.remove(a)  # batched: no longer queued
+
+
+def _drain_in_batches(b, now):
+    batches = []
+    while len(b):
+        batch, _ = b.next_batch(now)
+        assert batch, "queued requests that no batch takes"
+        batches.append([p.payload for p in batch])
+    return batches
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4), st.integers(1, 3), st.sampled_from([(4,), (8,)]),
+                  st.integers(0, 3)),
+        max_size=30,
+    ),
+    st.integers(1, 6),
+)
+def test_batches_popped_from_the_queue_fronts_match_removal_anywhere(requests, max_batch):
+    """_remove pops each batch off the queues' fronts; it must leave the queues
+    exactly as removing the batch's requests wherever they are would, with
+    priority levels, shapes and DELAY-ed requests mixed."""
+    policy = QueuePolicy(timeout_action="DELAY", default_timeout_us=1000)
+
+    def make():
+        return DynamicBatcher(BatcherConfig(max_batch_size=max_batch, priority_levels=3,
+                                            default_policy=policy))
+
+    fast, slow = make(), make()
+    slow._remove = slow._remove_anywhere  # the generic removal, as the reference
+    for b in (fast, slow):
+        for i, (priority, size, key, t_ms) in enumerate(requests):
+            b.enqueue(_p(i, min(size, max_batch), key, t_ms * MS, priority))
+        b.expire(2 * MS)  # requests of t < 1 ms wait in the DELAY queues
+    assert _drain_in_batches(fast, 10 * MS) == _drain_in_batches(slow, 10 * MS)
+
+
+def test_without_timeouts_the_queue_is_not_scanned_for_deadlines():
+    b = DynamicBatcher(BatcherConfig(max_batch_size=4))
+    assert not b.timeouts
+    b.enqueue(_p("a", t=0), timeout_us=5)  # no override allowed: no deadline
+    assert b.expire(10**12) == [] and b.next_deadline() == 0
+    assert [p.payload for p in b.next_batch(10**12)[0]] == ["a"]
+    assert DynamicBatcher(
+        BatcherConfig(max_batch_size=4, priority_policies={2: QueuePolicy(default_timeout_us=1)})
+    ).timeouts

@@ -91,6 +91,13 @@ class DynamicBatcher:
         self._queues: list[deque[Pending]] = [deque() for _ in range(levels)]
         self._delayed: list[deque[Pending]] = [deque() for _ in range(levels)]
         self._seq = 0
+        # Whether any request can get a deadline; without one (the default
+        # config) expire() and next_deadline() need not look at the queue,
+        # which the runtime asks on every request and every finished batch.
+        self.timeouts = any(
+            p.default_timeout_us or p.allow_timeout_override
+            for p in (config.default_policy, *config.priority_policies.values())
+        )
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues) + sum(len(q) for q in self._delayed)
@@ -130,6 +137,8 @@ class DynamicBatcher:
     def expire(self, now_ns: int) -> list[Pending]:
         """Apply timeouts: return rejected requests; move DELAY ones aside."""
         rejected: list[Pending] = []
+        if not self.timeouts:
+            return rejected
         for level, queue in enumerate(self._queues):
             if not any(p.deadline_ns and p.deadline_ns <= now_ns for p in queue):
                 continue
@@ -150,6 +159,8 @@ class DynamicBatcher:
 
     def next_deadline(self) -> int:
         """Earliest timeout among queued requests (0: none)."""
+        if not self.timeouts:
+            return 0
         deadlines = [p.deadline_ns for q in self._queues for p in q if p.deadline_ns]
         return min(deadlines) if deadlines else 0
 
@@ -205,6 +216,17 @@ class DynamicBatcher:
         return batch, 0
 
     def _remove(self, batch: list[Pending]) -> None:
+        # next_batch() takes a prefix of _ordered(): pop it off the fronts.
+        taken, count = 0, len(batch)
+        for level in range(len(self._queues)):
+            for queue in (self._queues[level], self._delayed[level]):
+                while taken < count and queue and queue[0] is batch[taken]:
+                    queue.popleft()
+                    taken += 1
+        if taken < count:
+            self._remove_anywhere(batch[taken:])
+
+    def _remove_anywhere(self, batch: list[Pending]) -> None:
         gone = {id(p) for p in batch}
         for level in range(len(self._queues)):
             if any(id(p) in gone for p in self._queues[level]):
