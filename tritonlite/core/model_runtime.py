@@ -647,11 +647,11 @@ class ModelRuntime:
             self._finish(p.payload, exc=UnavailableError("Request timeout expired"))
         wake = 0
         while len(self.batcher) or self._waiting_alone:
-            idle = self._idle_slots()
-            if not idle:
+            emptiest = self._emptiest_slot()  # idle_slots()[0], without the list
+            if emptiest is None:
                 break
             if self._waiting_alone:
-                slot = self._alone_slot(idle)
+                slot = self._alone_slot(self._idle_slots())
                 if slot is None:
                     break  # it waits for an instance of its own, in order
                 self._dispatch(slot, [self._waiting_alone.pop(0)])
@@ -661,13 +661,13 @@ class ModelRuntime:
                 break
             items = [p.payload for p in batch]
             if items[0].exclusive:
-                slot = self._alone_slot(idle)
+                slot = self._alone_slot(self._idle_slots())
                 if slot is None:
                     self._waiting_alone.append(items[0])
                     break
                 self._dispatch(slot, items)
                 continue
-            self._dispatch(idle[0], items)
+            self._dispatch(emptiest, items)
         deadline = self.batcher.next_deadline()
         when = min(t for t in (wake, deadline) if t) if (wake or deadline) else 0
         self._arm_timer(when)
