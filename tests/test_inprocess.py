@@ -545,6 +545,34 @@ def test_a_model_that_fails_to_load_fails_start(tmp_path):
         tritonlite.Server(str(repo), model_control_mode="sometimes").start()
 
 
+def test_a_failed_start_waits_for_the_worker_that_could_not_initialize(tmp_path):
+    """The worker of a model whose initialize() raised exits by itself; a start
+    that fails must not return while that process is still running (or left
+    unreaped): here its exit takes 1.5 s (an atexit handler), so a start that
+    did not wait would leave it behind every time."""
+    model_dir = tmp_path / "models" / "slow_exit" / "1"
+    model_dir.mkdir(parents=True)
+    (model_dir.parent / "config.pbtxt").write_text(
+        'name: "slow_exit"\nbackend: "python"\n'
+        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+    )
+    (model_dir / "model.py").write_text(
+        "import atexit, time\n\n"
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        atexit.register(time.sleep, 1.5)\n"
+        "        raise RuntimeError('cannot open the weights')\n\n"
+        "    def execute(self, requests):\n"
+        "        return []\n"
+    )
+    server = tritonlite.Server(str(tmp_path / "models"))
+    before = set(_children())
+    with pytest.raises(InternalError, match="failed to load all models: 'slow_exit'"):
+        server.start()
+    assert set(_children()) - before == set()  # no process, no zombie
+
+
 # -- isolation: no port, crashes stay in the worker ------------------------------------
 def _listening_inodes() -> set[str]:
     inodes = set()

@@ -13,6 +13,9 @@ from __future__ import annotations
 import gc
 
 
-def freeze_startup_objects() -> None:
-    gc.collect()  # start-up's own garbage goes first, not into the frozen set
+def freeze_startup_objects(collect: bool = True) -> None:
+    """`collect`: free start-up's own garbage first rather than freeze it (a
+    worker skips it: its other instances may still be starting on the CPUs)."""
+    if collect:
+        gc.collect()
     gc.freeze()

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         worker.send(InitFailed(str(text)))
         return
     cpu_stages.enable("worker")  # only with TRITONLITE_STAGE_COUNTERS set
-    freeze_startup_objects()  # what start-up made (the model's too) is never scanned again
+    freeze_startup_objects(collect=False)  # start-up's objects (the model's too): never scanned
     give_back_free_heap()  # what start-up freed (the model's initialize included)
     try:
         worker.serve()

@@ -258,6 +258,7 @@ class WorkerProcess:
             config_json = await asyncio.wait_for(self._ready, timeout)
         except asyncio.TimeoutError:
             self.kill()
+            await self._settle_failed_start()
             raise WorkerStartError(
                 f"instance '{self.instance_name}' did not initialize within {timeout:.0f} s"
             ) from None
@@ -266,9 +267,26 @@ class WorkerProcess:
             # process, so it must not outlive the cancelled start.
             self.kill()
             raise
+        except WorkerStartError:
+            # The model could not initialize and the worker exits by itself;
+            # no slot will own it, so the failed start waits for it (killing
+            # it after the grace) and reaps it: nothing of it is left behind.
+            await self._settle_failed_start()
+            raise
         # Settings changed while it started (before anyone could tell it).
         self.update_log_settings(exported_worker_environment())
         return config_json
+
+    async def _settle_failed_start(self) -> None:
+        if self.exited is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), EXIT_GRACE_S)
+        except asyncio.TimeoutError:
+            self.kill()
+            await asyncio.shield(self.exited)
+        if self._reap_task is not None:
+            await self._reap_task
 
     def spawn(self) -> None:
         """Start the process without initializing it (`start` sends its Init;
@@ -583,7 +601,10 @@ class WorkerProcess:
             fut.set_result(msg.ready and not msg.error)
 
     # -- receiving -----------------------------------------------------------
-    def _on_readable(self) -> None:
+    def _on_readable(self, drain: bool = False) -> None:
+        """Read the worker's messages: one when no batch is in flight (a
+        message already waiting calls again: the reader is level-triggered),
+        all that are there when `drain` (the process is gone) or batches are."""
         if cpu_stages.CLOCK is not None:
             cpu_stages.CLOCK.mark("event loop, socket read (C)")
         sock = self.sock
@@ -605,9 +626,8 @@ class WorkerProcess:
             self._dispatch(msg, fds)
             if cpu_stages.CLOCK is not None:
                 cpu_stages.CLOCK.mark("completion: resolve")
-            if not self.pending:
-                # Nothing else is expected soon: the reader is level-triggered, so
-                # a message already waiting calls us again; trying for one here
+            if not self.pending and not drain:
+                # Nothing else is expected soon: trying for another message here
                 # would cost a recvmsg and an exception on nearly every answer.
                 return
             sock = self.sock
@@ -711,7 +731,7 @@ class WorkerProcess:
         if self.exited is not None and not self.exited.done():
             self.exited.set_result(code)
         if self.sock is not None and self.alive:
-            self._on_readable()  # what it sent before dying (e.g. a last BatchDone)
+            self._on_readable(drain=True)  # what it sent before dying (e.g. InitFailed)
         self.alive = False
         self._close_channel()
         self._begin_reap()
