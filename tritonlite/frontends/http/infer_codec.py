@@ -23,6 +23,7 @@ from tritonlite.datatypes import (
     numpy_dtype,
 )
 from tritonlite.errors import InvalidArgumentError
+from tritonlite.frontends.http.head_plans import HeadPlans
 from tritonlite.frontends.http.http_limits import clip
 from tritonlite.frontends.http.json_bounds import parse_json
 from tritonlite.frontends.http.json_parameters import request_parameters
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 HEADER_LENGTH = "inference-header-content-length"
 _MAX_LENGTH_DIGITS = 19  # any larger value is beyond every body limit
+# Heads parsed before, by their bytes (head_plans.py): a repeated head skips the parse.
+HEAD_PLANS = HeadPlans()
 
 
 def parse_header_length(text: str | None) -> int | None:
@@ -148,6 +151,26 @@ def _parse_head(
     header_bytes: bytes, binary: memoryview, model_name: str, model_version: str,
     data: SharedBlock | None,
 ) -> InferRequest:
+    keyed = type(header_bytes) is bytes
+    if keyed:
+        plan = HEAD_PLANS.get(header_bytes, len(binary))
+        if plan is not None:
+            request, spans = plan.build(binary, model_name, model_version)
+            if data is not None:
+                for tensor, start, size in spans:
+                    _in_place(tensor, data, start, size)
+            return request
+    request = _parse_doc(header_bytes, binary, model_name, model_version, data)
+    if keyed:
+        HEAD_PLANS.remember(header_bytes, request, len(binary))
+    return request
+
+
+def _parse_doc(
+    header_bytes: bytes, binary: memoryview, model_name: str, model_version: str,
+    data: SharedBlock | None,
+) -> InferRequest:
+    """The full parse and checks of a JSON head (every error text is decided here)."""
     doc = parse_json(header_bytes)
     if not isinstance(doc, dict):
         raise InvalidArgumentError(
