@@ -53,6 +53,10 @@ log = logging.getLogger("tritonlite.http")
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _REASONS[405] = "Not Allowed"  # the reference's (libevhtp's) phrase
+# The status and content-type lines of replies by (status, content type); the
+# routes use a handful of each.
+_HEAD_STARTS: dict[tuple[int, str | None], tuple[bytes, bytes]] = {}
+_HEAD_STARTS_MAX = 256
 
 # Where the parser is in the current request.
 _BETWEEN, _HEAD, _BODY = 0, 1, 2
@@ -89,6 +93,31 @@ def _return_freed_memory() -> None:
 
 def _head(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
     """The status line and headers; length None: a chunked body follows."""
+    if length is None:
+        return _head_lines(reply, keep_alive, None)
+    start = _HEAD_STARTS.get((reply.status, reply.content_type))
+    if start is None:
+        start = _head_start(reply.status, reply.content_type)
+    head = b"%bcontent-length: %d\r\n%b" % (start[0], length, start[1])
+    if reply.headers:
+        for k, v in reply.headers.items():
+            head += f"{k}: {v}\r\n".encode("latin-1")
+    if not keep_alive:
+        head += b"connection: close\r\n"
+    return head + b"\r\n"
+
+
+def _head_start(status: int, content_type: str | None) -> tuple[bytes, bytes]:
+    """The status line and the content-type line, kept for the next reply like it."""
+    start = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode("latin-1"),
+             b"" if not content_type else f"content-type: {content_type}\r\n".encode("latin-1"))
+    if len(_HEAD_STARTS) < _HEAD_STARTS_MAX:
+        _HEAD_STARTS[(status, content_type)] = start
+    return start
+
+
+def _head_lines(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
+    """_head, line by line (a chunked reply's; what _head must equal)."""
     size = "transfer-encoding: chunked" if length is None else f"content-length: {length}"
     lines = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Unknown')}", size]
     if reply.content_type:
