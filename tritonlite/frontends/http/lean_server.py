@@ -43,6 +43,7 @@ from tritonlite.frontends.http.http_limits import (
 )
 from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest, error_reply
 from tritonlite.frontends.http.request_body import decode_body, is_identity, too_large
+from tritonlite.frontends.http.request_call import RequestCall
 from tritonlite.workers import cpu_stages
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.write_paused_since = 0.0
         self.closing = False  # an error reply is queued: input is dropped unread
         self._writable: asyncio.Event | None = None  # made by the first streamed reply
-        self.task: asyncio.Task | None = None  # the request being answered
+        self.task: asyncio.Task | RequestCall | None = None  # the request being answered
         self.peer: Peer | None = None  # the client, for the authorization check
         # Direct body reception (None: bodies arrive as bytes through the parser).
         self.body_arena: Arena | None = getattr(self.routes, "body_arena", None)
@@ -585,11 +586,21 @@ class _Connection(asyncio.BufferedProtocol):
             if early is not None:
                 self._write(request, early, keep_alive)
                 return
-            task = asyncio.get_running_loop().create_task(
-                self._handle(request, keep_alive, encoding))
+            coro = self._handle(request, keep_alive, encoding)
+            owner = self.owner
+            loop = owner.loop or asyncio.get_running_loop()
+            if request.method == "POST" and request.path.endswith("/infer"):
+                # Sent to the core now, without a Task (request_call.py says why
+                # only this route).
+                call = RequestCall(coro, loop, owner.calls.discard)
+                self.task = call
+                owner.calls.add(call)
+                call.start()
+                return
+            task = loop.create_task(coro)
             self.task = task
-            self.owner.tasks.add(task)
-            task.add_done_callback(self.owner.tasks.discard)
+            owner.tasks.add(task)
+            task.add_done_callback(owner.tasks.discard)
             return
         self.busy = False
         if self.feeding:
@@ -878,6 +889,8 @@ class LeanHttpServer:
         # Connections with nothing in progress, longest idle first.
         self.idle: dict[_Connection, float] = {}
         self.tasks: set[asyncio.Task] = set()
+        self.calls: set[RequestCall] = set()  # inference requests in progress
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.closing = False
         self.loop_time: Callable[[], float] = time.monotonic  # the loop's clock once started
         self.read_view = memoryview(bytearray(_READ_SIZE))
@@ -899,6 +912,7 @@ class LeanHttpServer:
         """Listen; `reuse_port`: share the port with other frontend processes
         (SO_REUSEPORT: the kernel spreads new connections over them)."""
         loop = asyncio.get_running_loop()
+        self.loop = loop
         self.loop_time = loop.time
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_address=True, backlog=1024,
@@ -932,8 +946,9 @@ class LeanHttpServer:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=timeout)
+        waits = [*self.tasks, *(call.wait() for call in self.calls)]
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
