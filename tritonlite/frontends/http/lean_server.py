@@ -58,6 +58,12 @@ _REASONS[405] = "Not Allowed"  # the reference's (libevhtp's) phrase
 # routes use a handful of each.
 _HEAD_STARTS: dict[tuple[int, str | None], tuple[bytes, bytes]] = {}
 _HEAD_STARTS_MAX = 256
+# Header names, methods and request paths (before any query) as text, by their
+# bytes: clients send the same few over and over. At most _NAMES_MAX of each.
+_NAMES: dict[bytes, str] = {}
+_METHODS: dict[bytes, str] = {}
+_PATHS: dict[bytes, str] = {}
+_NAMES_MAX = 512
 
 # Where the parser is in the current request.
 _BETWEEN, _HEAD, _BODY = 0, 1, 2
@@ -128,6 +134,22 @@ def _head_lines(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes
     if not keep_alive:
         lines.append("connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _header_name(name: bytes) -> str:
+    """A header name as the routes see it (lower case), kept for the next request."""
+    key = name.decode("latin-1").lower()
+    if len(_NAMES) < _NAMES_MAX and len(name) <= 64:
+        _NAMES[name] = key
+    return key
+
+
+def _text(raw: bytes, kept: dict[bytes, str]) -> str:
+    """A request line's method or path as text, kept for the next request like it."""
+    text = raw.decode("latin-1")
+    if len(kept) < _NAMES_MAX and len(raw) <= 256:
+        kept[raw] = text
+    return text
 
 
 def _status_reply(status: int, message: str) -> HttpReply:
@@ -443,7 +465,9 @@ class _Connection(asyncio.BufferedProtocol):
             raise _Reject(431, f"request has more than {self.max_headers} header fields")
         if self.header_bytes > self.max_header_bytes:
             raise _Reject(431, self._head_too_large())
-        key = name.decode("latin-1").lower()
+        key = _NAMES.get(name)
+        if key is None:
+            key = _header_name(name)
         text = value.decode("latin-1")
         if key not in self.headers:
             self.headers[key] = text
@@ -533,15 +557,23 @@ class _Connection(asyncio.BufferedProtocol):
         if sink is not None:
             self._complete(sink.method, sink.keep_alive)
         else:
-            self._complete(self.parser.get_method().decode("latin-1"),
-                           self.parser.should_keep_alive())
+            raw = self.parser.get_method()
+            method = _METHODS.get(raw)
+            if method is None:
+                method = _text(raw, _METHODS)
+            self._complete(method, self.parser.should_keep_alive())
 
     def _complete(self, method: str, keep_alive: bool) -> None:
         """A whole request is in: queue it."""
         self.phase = _BETWEEN
         self.continue_owed = False
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
-        path = url.split(b"?", 1)[0].decode("latin-1")
+        path = _PATHS.get(url)
+        if path is None:
+            if b"?" in url:
+                path = url.split(b"?", 1)[0].decode("latin-1")  # a query: not kept
+            else:
+                path = _text(url, _PATHS)
         sink, self.sink = self.sink, None
         if sink is not None:
             request = HttpRequest(method, path, self.headers, bytes(sink.head),
