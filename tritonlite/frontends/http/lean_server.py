@@ -627,6 +627,8 @@ class _Connection(asyncio.BufferedProtocol):
                 call = RequestCall(coro, loop, owner.calls.discard)
                 self.task = call
                 owner.calls.add(call)
+                if cpu_stages.CLOCK is not None:
+                    cpu_stages.CLOCK.mark("HTTP parse")  # the core's stages follow at once
                 call.start()
                 return
             task = loop.create_task(coro)
