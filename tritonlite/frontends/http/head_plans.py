@@ -98,21 +98,23 @@ class HeadPlan:
     def build(self, binary: memoryview, model_name: str, model_version: str
               ) -> tuple[InferRequest, list[tuple[InputTensor, int, int]]]:
         """The request, and (input, start, size) of each non-empty binary input."""
-        request = InferRequest(model_name, model_version, self.request_id,
-                               parameters=dict(self.parameters),
-                               binary_output_default=self.binary_output_default)
+        # Positional arguments: the dataclasses' __init__ in field order.
+        tensors: list[InputTensor] = []
+        request = InferRequest(model_name, model_version, self.request_id, tensors, None,
+                               dict(self.parameters), self.binary_output_default)
         spans: list[tuple[InputTensor, int, int]] = []
         pos = 0
-        tensors = request.inputs
         for name, datatype, shape, params, size, window in self.inputs:
-            tensor = InputTensor(name, datatype, list(shape), parameters=dict(params))
             if size < 0:
-                tensor.shm = _shm(window)
+                tensor = InputTensor(name, datatype, list(shape), None, None, _shm(window),
+                                     dict(params))
             else:
-                tensor.raw = binary[pos:pos + size]
+                end = pos + size
+                tensor = InputTensor(name, datatype, list(shape), binary[pos:end], None, None,
+                                     dict(params))
                 if size:
                     spans.append((tensor, pos, size))
-                pos += size
+                pos = end
             tensors.append(tensor)
         if self.outputs is not None:
             request.outputs = [
