@@ -97,7 +97,7 @@ def drive(pieces: list[bytes], limits: HttpLimits | None = None
             conn.data_received(piece)
             await asyncio.sleep(0)
         for _ in range(1000):
-            if not (conn.busy or conn.pending or owner.tasks):
+            if not (conn.busy or conn.pending or owner.tasks or owner.calls):
                 break
             await asyncio.sleep(0)
         conn.connection_lost(None)

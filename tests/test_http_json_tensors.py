@@ -4,10 +4,15 @@ texts, recorded in docs/reference_behaviour.md, "JSON strictness")."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from tritonlite.errors import InvalidArgumentError
+from tritonlite.frontends.http import json_tensors
 from tritonlite.frontends.http.json_parameters import request_parameters
 from tritonlite.frontends.http.json_tensors import json_tensor_bytes
 
@@ -127,3 +132,46 @@ def test_reserved_parameters_are_consumed():
 )
 def test_parameters_refused(params, text):
     assert _error(lambda: request_parameters(params)) == text
+
+
+# -- the flat fast path gives what the element-by-element path gives ----------------
+
+_flat_values = st.one_of(
+    st.lists(st.floats(width=64), max_size=6),
+    st.lists(st.floats(-4e38, 4e38), max_size=6),
+    st.lists(st.integers(-(2**64), 2**65), max_size=6),
+    st.lists(st.integers(-200, 300), max_size=6),
+    st.lists(st.booleans(), max_size=6),
+    st.lists(st.one_of(st.floats(-10, 10), st.integers(-10, 10), st.booleans(), st.none(),
+                       st.text(max_size=2)), max_size=6),
+    st.lists(st.lists(st.floats(-10, 10), max_size=3), max_size=3),
+)
+_NUMERIC = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+            "FP32", "FP64"]
+
+
+def _result(datatype: str, count: int, values: list) -> tuple[str, object]:
+    try:
+        return "ok", json_tensor_bytes("X", datatype, count, values)
+    except InvalidArgumentError as exc:
+        return "error", exc.message
+
+
+@pytest.mark.parametrize("datatype", _NUMERIC)
+@settings(max_examples=120, deadline=None)
+@given(values=_flat_values, extra=st.sampled_from([0, 0, 0, 1, -1]))
+@example(values=[1.0, 3.5e38, float("nan")], extra=0)
+@example(values=[float("nan"), 1.0], extra=0)
+@example(values=[float("inf"), -0.0, 5e-324], extra=0)
+@example(values=[2**63 - 1, -(2**63)], extra=0)
+@example(values=[2**64 - 1, 0], extra=0)
+@example(values=[300, -129, 1.5], extra=1)
+def test_flat_arrays_read_as_element_by_element(datatype, values, extra):
+    count = max(len(values) + extra, 0)
+    fast = _result(datatype, count, values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the element path's casts may overflow (inf)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(json_tensors, "_flat_bytes", lambda *args: None)
+            slow = _result(datatype, count, values)
+    assert fast == slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from tritonlite.datatypes import (
     numpy_dtype,
 )
 from tritonlite.errors import InvalidArgumentError
+from tritonlite.frontends.http.head_plans import HeadPlans
 from tritonlite.frontends.http.http_limits import clip
 from tritonlite.frontends.http.json_bounds import parse_json
 from tritonlite.frontends.http.json_parameters import request_parameters
@@ -40,7 +42,12 @@ if TYPE_CHECKING:
     from tritonlite.shm.arena import SharedBlock
 
 HEADER_LENGTH = "inference-header-content-length"
+# json.dumps(x, separators=(",", ":")) without building an encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_text = encode_basestring_ascii  # a str as json.dumps writes it
 _MAX_LENGTH_DIGITS = 19  # any larger value is beyond every body limit
+# Heads parsed before, by their bytes (head_plans.py): a repeated head skips the parse.
+HEAD_PLANS = HeadPlans()
 
 
 def parse_header_length(text: str | None) -> int | None:
@@ -148,6 +155,26 @@ def _parse_head(
     header_bytes: bytes, binary: memoryview, model_name: str, model_version: str,
     data: SharedBlock | None,
 ) -> InferRequest:
+    keyed = type(header_bytes) is bytes
+    if keyed:
+        plan = HEAD_PLANS.get(header_bytes, len(binary))
+        if plan is not None:
+            request, spans = plan.build(binary, model_name, model_version)
+            if data is not None:
+                for tensor, start, size in spans:
+                    _in_place(tensor, data, start, size)
+            return request
+    request = _parse_doc(header_bytes, binary, model_name, model_version, data)
+    if keyed:
+        HEAD_PLANS.remember(header_bytes, request, len(binary))
+    return request
+
+
+def _parse_doc(
+    header_bytes: bytes, binary: memoryview, model_name: str, model_version: str,
+    data: SharedBlock | None,
+) -> InferRequest:
+    """The full parse and checks of a JSON head (every error text is decided here)."""
     doc = parse_json(header_bytes)
     if not isinstance(doc, dict):
         raise InvalidArgumentError(
@@ -340,7 +367,52 @@ def infer_response_pieces(
     result: InferResult, binary_default: bool
 ) -> tuple[bytes, list[bytes | memoryview]]:
     """The JSON head and the binary outputs that follow it, not joined: views
-    of shared memory stay valid until the result is released."""
+    of shared memory stay valid until the result is released.
+
+    The head is written piece by piece, exactly as json.dumps writes the
+    document (`_pieces_as_document`, which takes over for any output whose
+    name, datatype or shape is not of the plain types)."""
+    request_id = result.request_id
+    if (type(request_id) is not str or type(result.model_name) is not str
+            or type(result.model_version) is not str):
+        return _pieces_as_document(result, binary_default)
+    chunks: list[bytes | memoryview] = []
+    entries: list[str] = []
+    for out in result.outputs:
+        name, datatype, shape = out.name, out.datatype, out.shape
+        if type(name) is not str or type(datatype) is not str:
+            return _pieces_as_document(result, binary_default)
+        for dim in shape:
+            if type(dim) is not int:
+                return _pieces_as_document(result, binary_default)
+        dims = ",".join(map(str, shape))
+        entry = f'{{"name":{_text(name)},"datatype":{_text(datatype)},"shape":[{dims}]'
+        if out.shm is not None:
+            entries.append(entry + "}")  # Triton names nothing more: the bytes are in the region
+            continue
+        data = out.data
+        assert data is not None
+        binary = binary_default if out.binary is None else out.binary
+        if binary:
+            entries.append(f'{entry},"parameters":{{"binary_data_size":{len(data)}}}}}')
+            if len(data):  # as Triton: empty outputs add no binary section
+                chunks.append(data)
+        else:
+            values = _JSON.encode(_json_data(datatype, shape, data))
+            entries.append(f'{entry},"data":{values}}}')
+    head = f'{{"id":{_text(request_id)},' if request_id else "{"
+    head += f'"model_name":{_text(result.model_name)}'
+    head += f',"model_version":{_text(result.model_version)}'
+    if result.parameters:
+        head += f',"parameters":{_JSON.encode(result.parameters)}'
+    return (head + ',"outputs":[' + ",".join(entries) + "]}").encode(), chunks
+
+
+def _pieces_as_document(
+    result: InferResult, binary_default: bool
+) -> tuple[bytes, list[bytes | memoryview]]:
+    """infer_response_pieces through a document and json.dumps (what the pieces
+    must equal, byte for byte)."""
     outputs = []
     chunks: list[bytes | memoryview] = []
     for out in result.outputs:

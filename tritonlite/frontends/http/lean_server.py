@@ -43,6 +43,7 @@ from tritonlite.frontends.http.http_limits import (
 )
 from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest, error_reply
 from tritonlite.frontends.http.request_body import decode_body, is_identity, too_large
+from tritonlite.frontends.http.request_call import RequestCall
 from tritonlite.workers import cpu_stages
 
 if TYPE_CHECKING:
@@ -53,6 +54,16 @@ log = logging.getLogger("tritonlite.http")
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _REASONS[405] = "Not Allowed"  # the reference's (libevhtp's) phrase
+# The status and content-type lines of replies by (status, content type); the
+# routes use a handful of each.
+_HEAD_STARTS: dict[tuple[int, str | None], tuple[bytes, bytes]] = {}
+_HEAD_STARTS_MAX = 256
+# Header names, methods and request paths (before any query) as text, by their
+# bytes: clients send the same few over and over. At most _NAMES_MAX of each.
+_NAMES: dict[bytes, str] = {}
+_METHODS: dict[bytes, str] = {}
+_PATHS: dict[bytes, str] = {}
+_NAMES_MAX = 512
 
 # Where the parser is in the current request.
 _BETWEEN, _HEAD, _BODY = 0, 1, 2
@@ -89,6 +100,31 @@ def _return_freed_memory() -> None:
 
 def _head(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
     """The status line and headers; length None: a chunked body follows."""
+    if length is None:
+        return _head_lines(reply, keep_alive, None)
+    start = _HEAD_STARTS.get((reply.status, reply.content_type))
+    if start is None:
+        start = _head_start(reply.status, reply.content_type)
+    head = b"%bcontent-length: %d\r\n%b" % (start[0], length, start[1])
+    if reply.headers:
+        for k, v in reply.headers.items():
+            head += f"{k}: {v}\r\n".encode("latin-1")
+    if not keep_alive:
+        head += b"connection: close\r\n"
+    return head + b"\r\n"
+
+
+def _head_start(status: int, content_type: str | None) -> tuple[bytes, bytes]:
+    """The status line and the content-type line, kept for the next reply like it."""
+    start = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode("latin-1"),
+             b"" if not content_type else f"content-type: {content_type}\r\n".encode("latin-1"))
+    if len(_HEAD_STARTS) < _HEAD_STARTS_MAX:
+        _HEAD_STARTS[(status, content_type)] = start
+    return start
+
+
+def _head_lines(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
+    """_head, line by line (a chunked reply's; what _head must equal)."""
     size = "transfer-encoding: chunked" if length is None else f"content-length: {length}"
     lines = [f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Unknown')}", size]
     if reply.content_type:
@@ -98,6 +134,22 @@ def _head(reply: HttpReply, keep_alive: bool, length: int | None) -> bytes:
     if not keep_alive:
         lines.append("connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _header_name(name: bytes) -> str:
+    """A header name as the routes see it (lower case), kept for the next request."""
+    key = name.decode("latin-1").lower()
+    if len(_NAMES) < _NAMES_MAX and len(name) <= 64:
+        _NAMES[name] = key
+    return key
+
+
+def _text(raw: bytes, kept: dict[bytes, str]) -> str:
+    """A request line's method or path as text, kept for the next request like it."""
+    text = raw.decode("latin-1")
+    if len(kept) < _NAMES_MAX and len(raw) <= 256:
+        kept[raw] = text
+    return text
 
 
 def _status_reply(status: int, message: str) -> HttpReply:
@@ -210,7 +262,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.write_paused_since = 0.0
         self.closing = False  # an error reply is queued: input is dropped unread
         self._writable: asyncio.Event | None = None  # made by the first streamed reply
-        self.task: asyncio.Task | None = None  # the request being answered
+        self.task: asyncio.Task | RequestCall | None = None  # the request being answered
         self.peer: Peer | None = None  # the client, for the authorization check
         # Direct body reception (None: bodies arrive as bytes through the parser).
         self.body_arena: Arena | None = getattr(self.routes, "body_arena", None)
@@ -413,7 +465,9 @@ class _Connection(asyncio.BufferedProtocol):
             raise _Reject(431, f"request has more than {self.max_headers} header fields")
         if self.header_bytes > self.max_header_bytes:
             raise _Reject(431, self._head_too_large())
-        key = name.decode("latin-1").lower()
+        key = _NAMES.get(name)
+        if key is None:
+            key = _header_name(name)
         text = value.decode("latin-1")
         if key not in self.headers:
             self.headers[key] = text
@@ -503,15 +557,23 @@ class _Connection(asyncio.BufferedProtocol):
         if sink is not None:
             self._complete(sink.method, sink.keep_alive)
         else:
-            self._complete(self.parser.get_method().decode("latin-1"),
-                           self.parser.should_keep_alive())
+            raw = self.parser.get_method()
+            method = _METHODS.get(raw)
+            if method is None:
+                method = _text(raw, _METHODS)
+            self._complete(method, self.parser.should_keep_alive())
 
     def _complete(self, method: str, keep_alive: bool) -> None:
         """A whole request is in: queue it."""
         self.phase = _BETWEEN
         self.continue_owed = False
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
-        path = url.split(b"?", 1)[0].decode("latin-1")
+        path = _PATHS.get(url)
+        if path is None:
+            if b"?" in url:
+                path = url.split(b"?", 1)[0].decode("latin-1")  # a query: not kept
+            else:
+                path = _text(url, _PATHS)
         sink, self.sink = self.sink, None
         if sink is not None:
             request = HttpRequest(method, path, self.headers, bytes(sink.head),
@@ -556,11 +618,23 @@ class _Connection(asyncio.BufferedProtocol):
             if early is not None:
                 self._write(request, early, keep_alive)
                 return
-            task = asyncio.get_running_loop().create_task(
-                self._handle(request, keep_alive, encoding))
+            coro = self._handle(request, keep_alive, encoding)
+            owner = self.owner
+            loop = owner.loop or asyncio.get_running_loop()
+            if request.method == "POST" and request.path.endswith("/infer"):
+                # Sent to the core now, without a Task (request_call.py says why
+                # only this route).
+                call = RequestCall(coro, loop, owner.calls.discard)
+                self.task = call
+                owner.calls.add(call)
+                if cpu_stages.CLOCK is not None:
+                    cpu_stages.CLOCK.mark("HTTP parse")  # the core's stages follow at once
+                call.start()
+                return
+            task = loop.create_task(coro)
             self.task = task
-            self.owner.tasks.add(task)
-            task.add_done_callback(self.owner.tasks.discard)
+            owner.tasks.add(task)
+            task.add_done_callback(owner.tasks.discard)
             return
         self.busy = False
         if self.feeding:
@@ -849,6 +923,8 @@ class LeanHttpServer:
         # Connections with nothing in progress, longest idle first.
         self.idle: dict[_Connection, float] = {}
         self.tasks: set[asyncio.Task] = set()
+        self.calls: set[RequestCall] = set()  # inference requests in progress
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.closing = False
         self.loop_time: Callable[[], float] = time.monotonic  # the loop's clock once started
         self.read_view = memoryview(bytearray(_READ_SIZE))
@@ -870,6 +946,7 @@ class LeanHttpServer:
         """Listen; `reuse_port`: share the port with other frontend processes
         (SO_REUSEPORT: the kernel spreads new connections over them)."""
         loop = asyncio.get_running_loop()
+        self.loop = loop
         self.loop_time = loop.time
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, reuse_address=True, backlog=1024,
@@ -903,8 +980,9 @@ class LeanHttpServer:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=timeout)
+        waits = [*self.tasks, *(call.wait() for call in self.calls)]
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()

@@ -48,6 +48,8 @@ from tritonlite.frontends.http.infer_codec import (
 from tritonlite.frontends.http.json_bounds import parse_json
 from tritonlite.workers import cpu_stages
 
+# Inference paths whose parameters are kept (model and version names).
+INFER_PATHS_MAX = 1024
 # Binary outputs from this size on are written from shared memory, not joined
 # into one bytes (below it a copy costs less than holding the worker's memory).
 WRITE_IN_PLACE_MIN = 64 * 1024
@@ -152,6 +154,7 @@ class Routes:
         self.table = [(meth, re.compile(pat + r"/?$"), h, c) for meth, pat, h, c in table]
         # GET and HEAD share handlers; HEAD is treated as GET by the servers.
         self.infer_re = re.compile(m + r"/infer$")
+        self.infer_paths: dict[str, dict[str, str]] = {}  # path -> its parameters
 
     def match(
         self, method: str, path: str
@@ -159,10 +162,16 @@ class Routes:
         """(handler, path params, category) for a request line; the category is
         the path's even when the method is wrong, None for an unknown path."""
         if method == "POST" and path.endswith("/infer"):
+            # The hot path: the paths' parameters are kept, and the table not walked.
+            known = self.infer_paths.get(path)
+            if known is not None:
+                return self.infer, dict(known), Category.INFERENCE
             mt = self.infer_re.match(path)
-            if mt is not None:  # the hot path: skip the table walk
+            if mt is not None:
                 params = {k: v for k, v in mt.groupdict().items() if v}
-                return self.infer, params, Category.INFERENCE
+                if len(self.infer_paths) < INFER_PATHS_MAX:
+                    self.infer_paths[path] = params
+                return self.infer, dict(params), Category.INFERENCE
         category: Category | None = None
         if method == "HEAD":
             method = "GET"
