@@ -78,6 +78,11 @@ def _default_memory() -> PreferredMemory:
     return memory
 
 
+# What an execute() request keeps as its preferred memory: nothing reads it
+# back (a request has no getter for it), so one object serves them all.
+_WORKER_MEMORY = _default_memory()
+
+
 class InferenceTrace:
     """Trace handle of a request; tracing is not propagated, so no context."""
 
@@ -151,7 +156,7 @@ class InferenceRequest:
         self._timeout: int = timeout
         self._model_version: int = model_version
         self._preferred_memory: PreferredMemory = preferred_memory
-        self._trace: InferenceTrace = trace
+        self._trace: InferenceTrace | None = trace
         self._parameters: str = parameters_json
         self._response_sender: Any = _SenderWithoutModel()
         self._cancelled: Any = False
@@ -187,8 +192,8 @@ class InferenceRequest:
         self._flags = flags
         self._timeout = timeout
         self._model_version = model_version
-        self._preferred_memory = _default_memory()
-        self._trace = InferenceTrace()
+        self._preferred_memory = _WORKER_MEMORY
+        self._trace = None  # made by the first trace() (few models ask)
         self._parameters = parameters_json or "{}"
         self._response_sender = response_sender
         self._cancelled = False if is_cancelled is None else is_cancelled
@@ -227,7 +232,10 @@ class InferenceRequest:
         return self._parameters
 
     def trace(self) -> InferenceTrace:
-        return self._trace
+        trace = self._trace
+        if trace is None:
+            trace = self._trace = InferenceTrace()
+        return trace
 
     def get_response_sender(self) -> Any:
         if self._response_sender is None:
