@@ -35,6 +35,8 @@ PROCESS_ERROR_FORMAT = (
 _module_ids = itertools.count()
 
 _THREADING_FILE = threading.__file__
+_RESCHEDULE = pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE
+_RESPONSE = pb_utils.InferenceResponse
 
 
 def _plumbing_dirs() -> tuple[str, ...]:
@@ -286,12 +288,12 @@ class PythonModelRunner:
         for request, response in zip(requests, result, strict=True):
             if response is None:
                 continue
-            if request.release_flags() == pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+            if request.release_flags() == _RESCHEDULE:
                 raise _BackendError(
                     "Expected a None object in the execute function return list for "
                     f"reschduled request, found type '{_type_text(response)}'."
                 )
-            if not isinstance(response, pb_utils.InferenceResponse):
+            if not isinstance(response, _RESPONSE):
                 raise _BackendError(
                     "Expected an 'InferenceResponse' object in the execute function "
                     f"return list, found type '{_type_text(response)}'."

@@ -323,22 +323,31 @@ class InferenceResponse:
         # a list of Tensors, are what the casters and checks below would accept
         # unchanged: they skip them (hot path).
         tensors = None
-        if len(args) + len(kwargs) == 1:
-            tensors = args[0] if args else kwargs.get("output_tensors")
-        if type(tensors) is list and all(type(t) is Tensor for t in tensors):
-            output_tensors, error, parameters = list(tensors), None, None
-        else:
-            output_tensors, error, parameters = binding.bind(
-                "__init__", _RESPONSE, args, kwargs, owner="InferenceResponse"
-            )
-            for tensor in output_tensors:
-                if tensor is None:
-                    raise TritonModelException(
-                        "Output tensor for inference response should not be empty."
-                    )
-        self._output_tensors: list[Tensor] = output_tensors
-        self._error: TritonError | None = error
-        self._parameters: str = _response_parameters(parameters)
+        if not kwargs:
+            if len(args) == 1:
+                tensors = args[0]
+        elif not args and len(kwargs) == 1:
+            tensors = kwargs.get("output_tensors")
+        if type(tensors) is list:
+            for tensor in tensors:
+                if type(tensor) is not Tensor:
+                    break
+            else:
+                self._output_tensors: list[Tensor] = tensors.copy()
+                self._error: TritonError | None = None
+                self._parameters: str = "{}"
+                return
+        output_tensors, error, parameters = binding.bind(
+            "__init__", _RESPONSE, args, kwargs, owner="InferenceResponse"
+        )
+        for tensor in output_tensors:
+            if tensor is None:
+                raise TritonModelException(
+                    "Output tensor for inference response should not be empty."
+                )
+        self._output_tensors = output_tensors
+        self._error = error
+        self._parameters = _response_parameters(parameters)
 
     def output_tensors(self) -> list[Tensor]:
         return self._output_tensors

@@ -73,28 +73,33 @@ class Tensor:
         # The common call, Tensor("NAME", contiguous array of a numeric dtype), is
         # what the casters and checks below would accept unchanged: it skips them
         # (hot path: a model builds one per output per request).
-        common = (len(args) == 2 and not kwargs and type(args[1]) is np.ndarray
-                  and type(args[0]) is str and args[0] != "")
-        dtype = _NUMPY_TO_TRITON.get(args[1].dtype) if common else None
-        if dtype is not None and args[1].flags.c_contiguous:
+        if len(args) == 2 and not kwargs:
             name, data = args
-        else:
-            name, data = binding.bind("__init__", _INIT, args, kwargs, owner="Tensor",
-                                      keywords=False)
-            if name == "":
-                raise TritonModelException("Tensor name cannot be an empty string.")
-            if data.dtype.kind in ("U", "S"):
-                data = _to_object_array(data)
-            dtype = numpy_to_triton_type(data.dtype)
-            if dtype is None:
-                raise TritonModelException("NumPy dtype is not supported.")
-            if not data.flags.c_contiguous:
-                data = np.ascontiguousarray(data)
-        self._name: str = name
-        self._array: np.ndarray | None = data
-        self._dtype: int = dtype
+            if type(data) is np.ndarray and type(name) is str and name:
+                dtype = _NUMPY_TO_TRITON.get(data.dtype)
+                if dtype is not None and data.flags.c_contiguous:
+                    self._name: str = name
+                    self._array: np.ndarray | None = data
+                    self._dtype: int = dtype
+                    self._shape = list(data.shape)  # a numpy shape holds ints already
+                    self._device_obj: Any = None  # a framework tensor kept off the CPU
+                    return
+        name, data = binding.bind("__init__", _INIT, args, kwargs, owner="Tensor",
+                                  keywords=False)
+        if name == "":
+            raise TritonModelException("Tensor name cannot be an empty string.")
+        if data.dtype.kind in ("U", "S"):
+            data = _to_object_array(data)
+        dtype = numpy_to_triton_type(data.dtype)
+        if dtype is None:
+            raise TritonModelException("NumPy dtype is not supported.")
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        self._name = name
+        self._array = data
+        self._dtype = dtype
         self._shape = [int(d) for d in data.shape]
-        self._device_obj: Any = None  # a framework tensor kept off the CPU
+        self._device_obj = None
 
     @classmethod
     def _from_worker(cls, name: str, data: np.ndarray, triton_dtype: int) -> Tensor:
