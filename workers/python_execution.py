@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from operator import attrgetter
 
 import numpy as np
@@ -40,6 +41,14 @@ _FIXED: dict[str, tuple[np.dtype, int]] = {
 }
 _frombuffer = np.frombuffer
 _output_name = attrgetter("name")
+
+
+def _failure_in(returned: Sequence[object]) -> BatchFailure | None:
+    """The batch's failure, if execute() failed (every entry is then that failure)."""
+    for response in returned:
+        if isinstance(response, BatchFailure):
+            return response
+    return None
 
 
 class PythonExecutor:
@@ -111,20 +120,28 @@ class PythonExecutor:
         t1 = time.perf_counter_ns()
         if cpu_stages.CLOCK is not None:
             cpu_stages.CLOCK.mark("model inputs")
-        run = [r for i, r in enumerate(requests) if i not in early]
+        if early:
+            run = [r for i, r in enumerate(requests) if i not in early]
+        else:
+            run = requests
         results = self.runner.execute(run, self.instance_name) if run else []
         t2 = time.perf_counter_ns()
         if cpu_stages.CLOCK is not None:
             cpu_stages.CLOCK.mark("model call")
-        returned: list[object] = [None] * len(requests)
-        it = iter(results)
-        for i in range(len(requests)):
-            if i not in early:
-                returned[i] = next(it, None)
-        rescheduled = {
-            i for i, request in enumerate(requests)
-            if i not in early and request.release_flags() == _RESCHEDULE
-        }
+        returned: Sequence[object]
+        if early:
+            padded: list[object] = [None] * len(requests)
+            it = iter(results)
+            for i in range(len(requests)):
+                if i not in early:
+                    padded[i] = next(it, None)
+            returned = padded
+        else:
+            returned = results  # one entry per request (the runner checked)
+        rescheduled: set[int] = set()
+        for i, request in enumerate(requests):
+            if request._release_flags == _RESCHEDULE and i not in early:
+                rescheduled.add(i)
         if self.decoupled:
             responses = self._decoupled_answers(batch, returned, senders, early, rescheduled)
         else:
@@ -137,7 +154,7 @@ class PythonExecutor:
     def _decoupled_answers(
         self,
         batch: ExecuteBatch,
-        returned: list[object],
+        returned: Sequence[object],
         senders: list[ResponseSender],
         early: dict[int, ResponseItem],
         rescheduled: set[int],
@@ -147,7 +164,7 @@ class PythonExecutor:
         the model rescheduled (and has not ended with its final flag) runs
         again: responses it sends then continue the same stream."""
         answers: list[ResponseItem] = []
-        failure = next((r for r in returned if isinstance(r, BatchFailure)), None)
+        failure = _failure_in(returned)
         for i, item in enumerate(batch.requests):
             sender = senders[i]
             if i in early:
@@ -166,7 +183,7 @@ class PythonExecutor:
     def _answers(
         self,
         batch: ExecuteBatch,
-        returned: list[object],
+        returned: Sequence[object],
         senders: list[ResponseSender],
         early: dict[int, ResponseItem],
         rescheduled: set[int],
@@ -175,7 +192,7 @@ class PythonExecutor:
         execute() returned, or the one its sender sends (deferred). A
         rescheduled request (its entry must be None, else the batch fails as
         in Triton) has no answer yet: it runs again."""
-        failure = next((r for r in returned if isinstance(r, BatchFailure)), None)
+        failure = _failure_in(returned)
         if failure is None:
             # A returned response is sent with the final flag (Triton's
             # ProcessReturnedResponses); one the sender already answered fails the batch.
@@ -188,6 +205,7 @@ class PythonExecutor:
                     failure = self.runner.fail_batch(exc.message(), self.instance_name)
                     break
         answers: list[ResponseItem] = []
+        write = self.writer.write_response
         for i, item in enumerate(batch.requests):
             sender = senders[i]
             if i in early:
@@ -196,14 +214,14 @@ class PythonExecutor:
                 # The first response reached the client; anything later is only logged.
                 answers.append(DEFERRED)
             elif failure is not None:
-                answers.append(self.writer.write_response(item, failure))
+                answers.append(write(item, failure))
             elif i in rescheduled:
                 sender.close()  # the next execution brings its own sender
                 answers.append(RESCHEDULED)
             elif returned[i] is None:
                 answers.append(DEFERRED)  # the sender will answer after execute()
             else:
-                answers.append(self.writer.write_response(item, returned[i]))
+                answers.append(write(item, returned[i]))
         if failure is not None:
             for sender in senders:
                 sender.close()  # as Triton: nothing may be sent for these requests now

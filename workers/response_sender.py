@@ -127,6 +127,10 @@ class ResponseSender:
         """execute() returned a response for this request: count it as sent with
         the final flag (raises as Triton does if that breaks the rules)."""
         with self._lock:
+            if self._sent == 0 and not self._closed:  # nothing sent: allowed, now final
+                self._closed = True
+                self._sent = 1
+                return
             self._count(True, True)
 
     def is_cancelled(self) -> bool:
