@@ -7,11 +7,17 @@ Payloads too large for one datagram travel in a sealed memfd instead.
 
 from __future__ import annotations
 
+import array
 import os
 import socket
 
 _MAX_INLINE = 60 * 1024
 _BIG_MARK = b"\x00BIG"
+_RECV_SIZE = _MAX_INLINE + 1024
+_MAX_FDS = 8
+# Ancillary room for _MAX_FDS descriptors, computed once (socket.recv_fds
+# computes it, and builds an array, at every call).
+_ANCILLARY = socket.CMSG_LEN(_MAX_FDS * array.array("i").itemsize)
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:
@@ -33,6 +39,9 @@ def prepare(payload: bytes, fds: list[int]) -> tuple[bytes, list[int], int | Non
 
 
 def send(sock: socket.socket, payload: bytes, fds: list[int] | None = None) -> None:
+    if not fds and len(payload) <= _MAX_INLINE:  # the common message: one datagram
+        sock.send(payload)
+        return
     data, send_fds, temp = prepare(payload, fds or [])
     try:
         if send_fds:
@@ -58,7 +67,13 @@ def unpack_received(data: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
 
 def recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     """Blocking receive of one message; b"" means the peer closed."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_INLINE + 1024, 8)
+    data, ancillary, _flags, _addr = sock.recvmsg(_RECV_SIZE, _ANCILLARY)
+    if not ancillary:  # most messages carry no descriptor
+        return data, []
+    fds = array.array("i")
+    for level, kind, cdata in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
     if not data and not fds:
         return b"", []
     return unpack_received(data, list(fds))

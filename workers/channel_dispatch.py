@@ -136,7 +136,8 @@ class ChannelEndpoint:
             with self._recv_lock:
                 if self._inbox is not None:
                     continue  # a reader thread took over while we waited
-                self._await_work()
+                if self._spin_next:  # set only while polling is on
+                    self._await_work()
                 data, fds = channel.recv(self.sock)
                 if not data:
                     return None
