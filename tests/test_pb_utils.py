@@ -363,6 +363,11 @@ def test_request_from_worker_sender_and_cancel() -> None:
     state["cancelled"] = True
     assert dec.is_cancelled() is True
 
+    # A request keeps one trace handle (made when first asked for), its own.
+    assert plain.trace() is plain.trace()
+    assert plain.trace() is not dec.trace()
+    assert plain.trace().get_context() is None
+
 
 class _FakeBLS:
     def __init__(self) -> None:
