@@ -329,13 +329,70 @@ def _requested_output(o: pb.ModelInferRequest.InferRequestedOutputTensor) -> Req
 
 
 # -- response -----------------------------------------------------------------
+# Serialized pieces of ModelInferResponse that repeat from response to response,
+# each made once by the protobuf runtime itself (so the bytes are its own):
+# fields 1-3 (model_name, model_version, id) by their values, and each
+# `outputs` entry (tag, length, InferOutputTensor{name, datatype, shape}) by its
+# name, datatype and shape. Each map is emptied when it reaches its bound.
+_HEAD_CACHE: dict[tuple[str, str, str], bytes] = {}
+_OUTPUT_CACHE: dict[tuple[str, str, tuple[int, ...]], bytes] = {}
+_CACHE_BOUND = 1024
+_OUTPUTS_TAG = b"\x2a"  # ModelInferResponse.outputs (field 5)
+
+
+def _response_head(result: InferResult) -> bytes:
+    key = (result.model_name, result.model_version, result.request_id)
+    head = _HEAD_CACHE.get(key)
+    if head is None:
+        head = pb.ModelInferResponse(
+            model_name=key[0], model_version=key[1], id=key[2]
+        ).SerializeToString()
+        if len(_HEAD_CACHE) >= _CACHE_BOUND:
+            _HEAD_CACHE.clear()
+        _HEAD_CACHE[key] = head
+    return head
+
+
+def _output_entry(name: str, datatype: str, shape: list[int]) -> bytes:
+    key = (name, datatype, tuple(shape))
+    entry = _OUTPUT_CACHE.get(key)
+    if entry is None:
+        tensor = pb.ModelInferResponse.InferOutputTensor(
+            name=name, datatype=datatype, shape=shape
+        ).SerializeToString()
+        entry = _OUTPUTS_TAG + encode_varint(len(tensor)) + tensor
+        if len(_OUTPUT_CACHE) >= _CACHE_BOUND:
+            _OUTPUT_CACHE.clear()
+        _OUTPUT_CACHE[key] = entry
+    return entry
+
+
 def _response_pieces(result: InferResult) -> tuple[list[Any], int]:
     """Serialized ModelInferResponse as pieces to join, and its total length.
 
     Every output gets a raw_output_contents entry, empty for an output
     written into shared memory (as Triton does), so entries line up with
-    `outputs` by index.
+    `outputs` by index. Fields go out in field-number order, as the
+    protobuf runtime writes them: 1-3, 4 (parameters), 5 (outputs), 6.
     """
+    if result.parameters:
+        return _response_pieces_with_parameters(result)
+    outputs = result.outputs
+    pieces: list[Any] = [_response_head(result)]
+    pieces += [_output_entry(o.name, o.datatype, o.shape) for o in outputs]
+    for out in outputs:
+        data = out.data
+        if out.shm is not None or data is None:
+            pieces.append(EMPTY_RAW_OUTPUT)
+        else:
+            pieces.append(RAW_OUTPUT_TAG + encode_varint(len(data)))
+            pieces.append(data)
+    return pieces, sum(map(len, pieces))
+
+
+def _response_pieces_with_parameters(result: InferResult) -> tuple[list[Any], int]:
+    """_response_pieces for a result with parameters: the runtime writes fields 1-5
+    (the map's entries in its own order)."""
     resp = pb.ModelInferResponse(
         model_name=result.model_name, model_version=result.model_version, id=result.request_id
     )
@@ -354,8 +411,7 @@ def _response_pieces(result: InferResult) -> tuple[list[Any], int]:
             pieces.append(head)
             pieces.append(data)
             size += len(head) + n
-    if result.parameters:
-        set_parameters(resp.parameters, result.parameters)
+    set_parameters(resp.parameters, result.parameters)
     header = resp.SerializeToString()
     pieces[0] = header
     return pieces, size + len(header)
