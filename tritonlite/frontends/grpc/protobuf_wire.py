@@ -28,7 +28,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+def _read_varint(data: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int]:
     result = 0
     shift = 0
     while pos < end:
@@ -92,3 +92,51 @@ def split_bytes_field(
         kept.append(view[kept_from:end])
     rest = bytes(kept[0]) if len(kept) == 1 else b"".join(kept)
     return rest, values
+
+
+def split_trailing_bytes_field(
+    data: bytes | bytearray | memoryview, field_number: int, start: int = 0
+) -> tuple[int, list[memoryview]] | None:
+    """Where a trailing run of a top-level bytes field begins, and its values.
+
+    Walks the top-level fields from `start` (a field boundary). Returns
+    (offset of the first occurrence of the field, or the end when there is
+    none; the values as views into `data`) when every occurrence comes after
+    every other field, so that `data[:offset]` is the rest of the message
+    whole. None when the field is interleaved with others, a top-level field is
+    not length-delimited, or the message is malformed.
+    """
+    target = (field_number << 3) | 2
+    view = memoryview(data)
+    end = len(data)
+    values: list[memoryview] = []
+    first = -1
+    pos = start
+    try:
+        while pos < end:
+            field_start = pos
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _read_varint(data, pos, end)
+            if tag & 7 != 2:
+                return None
+            length = data[pos]
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = _read_varint(data, pos, end)
+            stop = pos + length
+            if stop > end:
+                return None
+            if tag == target:
+                if first < 0:
+                    first = field_start
+                values.append(view[pos:stop])
+            elif first >= 0:
+                return None  # another field after the run began
+            pos = stop
+    except (ValueError, IndexError):
+        return None
+    return (end if first < 0 else first), values

@@ -29,7 +29,11 @@ from tritonlite.frontends.grpc.repository import RepositoryRpcs
 from tritonlite.frontends.grpc.shared_memory import SharedMemoryRpcs
 from tritonlite.frontends.grpc.statistics import StatisticsRpcs
 from tritonlite.frontends.grpc.status_codes import RpcAbort, status_code_of
-from tritonlite.frontends.grpc.tensor_codec import deserialize_infer_request, undecodable_text
+from tritonlite.frontends.grpc.tensor_codec import (
+    deserialize_infer_request,
+    deserialize_model_infer,
+    undecodable_text,
+)
 from tritonlite.frontends.grpc.trace_logging import TraceLoggingRpcs
 from tritonlite.protos import grpc_service_pb2 as pb
 
@@ -147,7 +151,7 @@ def build_rpc_methods(
         TraceLoggingRpcs(server, log_settings),
     ]
     methods = [
-        RpcMethod(SERVICE, "ModelInfer", False, deserialize_infer_request,
+        RpcMethod(SERVICE, "ModelInfer", False, deserialize_model_infer,
                   unary(server, CATEGORY["ModelInfer"], inference.ModelInfer), None),
         RpcMethod(SERVICE, "ModelStreamInfer", True, deserialize_infer_request,
                   _authorized_stream(server, inference), None),

@@ -30,6 +30,7 @@ from tritonlite.frontends.grpc.protobuf_wire import (
     STREAM_INFER_RESPONSE_TAG,
     encode_varint,
     split_bytes_field,
+    split_trailing_bytes_field,
 )
 from tritonlite.protos import grpc_service_pb2 as pb
 
@@ -37,21 +38,56 @@ from tritonlite.protos import grpc_service_pb2 as pb
 _SPLIT_THRESHOLD = 16 * 1024
 
 
+class RequestPlan:
+    """What to_core_request makes of a ModelInferRequest whose fields other than
+    raw_input_contents are the bytes `prefix`, followed by one raw_input_contents
+    entry per input (nothing else): a parse, decided once, for the requests a
+    client sends again and again.
+
+    Made only for the plain case: a model name, no id, no parameters, every
+    input's data in raw_input_contents, no input or output parameters.
+    """
+
+    __slots__ = ("prefix", "model", "version", "inputs", "outputs")
+
+    def __init__(self, prefix: bytes, model: str, version: str,
+                 inputs: tuple[tuple[str, str, tuple[int, ...]], ...],
+                 outputs: tuple[str, ...] | None) -> None:
+        self.prefix = prefix
+        self.model = model
+        self.version = version
+        self.inputs = inputs  # (name, datatype, shape) each
+        self.outputs = outputs  # the requested output names; None: every output
+
+
 class ParsedInferRequest:
     """A received ModelInferRequest with its raw tensor bytes kept aside.
 
     `error` is set (and `message` empty) when the bytes did not parse: the
     failure is reported as INVALID_ARGUMENT (or on the stream) by the handler.
+    With a `plan` (deserialize_model_infer) the plan and `raw` are the whole
+    request; `message` is then parsed from the bytes only if asked for.
     """
 
-    __slots__ = ("message", "raw", "error")
+    __slots__ = ("_message", "raw", "error", "plan", "_data")
 
     def __init__(
-        self, message: pb.ModelInferRequest, raw: list[memoryview] | Any, error: str = ""
+        self, message: pb.ModelInferRequest | None, raw: list[memoryview] | Any, error: str = "",
+        plan: RequestPlan | None = None, data: Any = None,
     ) -> None:
-        self.message = message
+        self._message = message
         self.raw = raw
         self.error = error
+        self.plan = plan
+        self._data = data  # the message's bytes, while `_message` is not parsed
+
+    @property
+    def message(self) -> pb.ModelInferRequest:
+        message = self._message
+        if message is None:
+            message = self._message = pb.ModelInferRequest.FromString(bytes(self._data))
+            self._data = None
+        return message
 
 
 def deserialize_infer_request(data: bytes) -> ParsedInferRequest:
@@ -66,6 +102,61 @@ def deserialize_infer_request(data: bytes) -> ParsedInferRequest:
     except DecodeError as exc:
         return ParsedInferRequest(pb.ModelInferRequest(), (), undecodable_text(exc))
     return ParsedInferRequest(message, message.raw_input_contents)
+
+
+# The plans of the requests seen last, most recent first.
+_PLANS: list[RequestPlan] = []
+_MAX_PLANS = 8
+_MAX_PREFIX = 4096  # bytes of a plan's message without its tensors
+
+
+def deserialize_model_infer(data: bytes) -> ParsedInferRequest:
+    """deserialize_infer_request for unary ModelInfer: a request that repeats a
+    recent one but for its tensors' bytes is read with that request's plan."""
+    plans = _PLANS
+    if plans:
+        whole = type(data) is bytes
+        for i, plan in enumerate(plans):
+            prefix = plan.prefix
+            if data.startswith(prefix) if whole else data[:len(prefix)] == prefix:
+                split = split_trailing_bytes_field(data, RAW_INPUT_CONTENTS, len(prefix))
+                if split is not None and split[0] == len(prefix) and len(split[1]) == len(
+                    plan.inputs
+                ):
+                    if i:
+                        plans.insert(0, plans.pop(i))
+                    return ParsedInferRequest(None, split[1], plan=plan, data=data)
+    parsed = deserialize_infer_request(data)
+    if not parsed.error:
+        made = _plan_of(parsed.message, data)
+        if made is not None:
+            plans.insert(0, made)
+            del plans[_MAX_PLANS:]
+    return parsed
+
+
+def _plan_of(msg: pb.ModelInferRequest, data: bytes) -> RequestPlan | None:
+    """The plan of a parsed request, or None when it is not a plain one."""
+    if msg.id or msg.parameters or not msg.model_name:
+        return None
+    version = msg.model_version
+    if version and not version.isdigit():
+        return None  # checked_version decides, every time
+    inputs = []
+    for t in msg.inputs:
+        if t.parameters or t.HasField("contents"):
+            return None
+        inputs.append((t.name, t.datatype, tuple(t.shape)))
+    outputs = []
+    for o in msg.outputs:
+        if o.parameters:
+            return None
+        outputs.append(o.name)
+    split = split_trailing_bytes_field(data, RAW_INPUT_CONTENTS)
+    if split is None or len(split[1]) != len(inputs) or split[0] > _MAX_PREFIX:
+        return None
+    return RequestPlan(bytes(data[:split[0]]), msg.model_name, version, tuple(inputs),
+                       tuple(outputs) if outputs else None)
 
 
 def undecodable_text(exc: Exception) -> str:
@@ -255,6 +346,9 @@ def typed_contents_bytes(tensor: pb.ModelInferRequest.InferInputTensor, model: s
 
 # -- request ------------------------------------------------------------------
 def to_core_request(parsed: ParsedInferRequest) -> InferRequest:
+    plan = parsed.plan
+    if plan is not None:
+        return _planned_request(plan, parsed.raw)
     if parsed.error:
         raise InvalidArgumentError(parsed.error)
     msg = parsed.message
@@ -300,6 +394,19 @@ def to_core_request(parsed: ParsedInferRequest) -> InferRequest:
         raise InvalidArgumentError(f"unexpected additional input data for model '{model}'")
     if msg.outputs:
         request.outputs = [_requested_output(o) for o in msg.outputs]
+    return request
+
+
+def _planned_request(plan: RequestPlan, raw: list[memoryview]) -> InferRequest:
+    """What to_core_request makes of the request the plan was made from, with `raw`."""
+    request = InferRequest(plan.model, plan.version)
+    inputs = request.inputs
+    for (name, datatype, shape), data in zip(plan.inputs, raw, strict=True):
+        tensor = InputTensor(name, datatype, list(shape))
+        tensor.raw = data
+        inputs.append(tensor)
+    if plan.outputs is not None:
+        request.outputs = [RequestedOutput(name) for name in plan.outputs]
     return request
 
 
