@@ -21,6 +21,7 @@ that stream's call (CallEnded with cancelled=True).
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -62,6 +63,9 @@ DIRECT_READ_MIN = 64 * 1024
 READ_SIZE = 256 * 1024
 
 _RECV_DATA = StreamInput.RECV_DATA
+_DATA = h2.DATA
+_PADDED = h2.PADDED
+_unpack_head = struct.Struct(">IBI").unpack_from  # (length << 8 | type), flags, stream id
 _NO_SETTINGS_FIRST = "the client preface must go on with SETTINGS (RFC 9113 3.4)"
 
 
@@ -324,20 +328,23 @@ class H2ServerProtocol:
         return pos
 
     def _head(self, data: bytes | bytearray, pos: int) -> tuple[int, int, int, int]:
-        length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+        word, flags, sid = _unpack_head(data, pos)
+        length = word >> 8
         if length > self.limits.max_frame_size:  # 4.2
-            raise H2ConnectionError(
-                h2.FRAME_SIZE_ERROR,
-                f"frame of {length} bytes over SETTINGS_MAX_FRAME_SIZE "
-                f"{self.limits.max_frame_size}",
-            )
+            raise self._too_long(length)
         # 4.1: the reserved bit is ignored.
-        sid = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
-        return length, data[pos + 3], data[pos + 4], sid
+        return length, word & 0xFF, flags, sid & 0x7FFFFFFF
+
+    def _too_long(self, length: int) -> H2ConnectionError:
+        return H2ConnectionError(
+            h2.FRAME_SIZE_ERROR,
+            f"frame of {length} bytes over SETTINGS_MAX_FRAME_SIZE {self.limits.max_frame_size}",
+        )
 
     def _parse(self, data: bytes, pos: int) -> None:
         end = len(data)
         view: memoryview | None = None
+        max_frame = self.limits.max_frame_size
         while pos < end and not self.terminated:
             left = self._data_left
             if left:
@@ -357,8 +364,14 @@ class H2ServerProtocol:
             if end - pos < 9:
                 self._buf += data[pos:]
                 return
-            length, ftype, flags, sid = self._head(data, pos)
-            if ftype == h2.DATA and not flags & h2.PADDED:
+            # The frame head (_head, inline: it runs for every frame).
+            word, flags, sid = _unpack_head(data, pos)
+            length = word >> 8
+            if length > max_frame:  # 4.2
+                raise self._too_long(length)
+            ftype = word & 0xFF
+            sid &= 0x7FFFFFFF  # 4.1: the reserved bit is ignored
+            if ftype == _DATA and not flags & _PADDED:
                 pos += 9
                 self._start_data(length, flags, sid)
                 continue
@@ -737,7 +750,7 @@ class H2ServerProtocol:
     def _on_window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:  # 6.9
             raise H2ConnectionError(h2.FRAME_SIZE_ERROR, "WINDOW_UPDATE payload not 4 bytes")
-        increment = h2.u32(payload) & 0x7FFFFFFF
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if sid == 0:
             if not increment:
                 raise H2ConnectionError(h2.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
@@ -745,7 +758,8 @@ class H2ServerProtocol:
                 self._sender.windows.grow_connection(increment)
             except FlowControlError as exc:  # 6.9.1
                 raise H2ConnectionError(h2.FLOW_CONTROL_ERROR, str(exc)) from None
-            self._sender.resume_blocked()
+            if self._sender.blocked:
+                self._sender.resume_blocked()
             return
         stream = self.streams.get(sid)
         if stream is None:

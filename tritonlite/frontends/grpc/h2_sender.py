@@ -10,6 +10,7 @@ through `ended`.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +25,14 @@ from tritonlite.frontends.grpc.h2_windows import SendWindows
 JOIN_BELOW = 64 * 1024
 MAX_MESSAGE = h2.MAX_WINDOW  # 2 GiB - 1, as Triton
 
-# The OK trailers' frame head up to its stream id (HEADERS, END_HEADERS | END_STREAM).
-_OK_TRAILERS_FRAME_HEAD = h2.frame_head(
-    h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, 0, len(h2.OK_TRAILERS)
-)[:5]
+# A whole unary answer is these frames, in one piece: HEADERS (END_HEADERS) with the
+# response headers, DATA with the 5-byte message prefix, (the message), HEADERS
+# (END_HEADERS | END_STREAM) with the OK trailers. The two packs below fill in
+# the stream id and the lengths.
+_ANSWER_HEAD = struct.Struct(f">IBI{len(h2.RESPONSE_HEADERS)}sIBIBI")
+_ANSWER_TAIL = struct.Struct(f">IBI{len(h2.OK_TRAILERS)}s")
+_HEADERS_WORD = len(h2.RESPONSE_HEADERS) << 8 | h2.HEADERS
+_TRAILERS_WORD = len(h2.OK_TRAILERS) << 8 | h2.HEADERS
 
 
 class H2Sender:
@@ -93,15 +98,15 @@ class H2Sender:
             windows.connection -= n
             stream.headers_sent = True
             self.ping.sent_data()
-            head = (
-                h2.frame_head(h2.HEADERS, h2.END_HEADERS, sid, len(h2.RESPONSE_HEADERS))
-                + h2.RESPONSE_HEADERS
-                + h2.frame_head(h2.DATA, 0, sid, n)
-                + b"\x00" + size.to_bytes(4, "big")
+            head = _ANSWER_HEAD.pack(
+                _HEADERS_WORD, h2.END_HEADERS, sid, h2.RESPONSE_HEADERS,
+                n << 8 | h2.DATA, 0, sid, 0, size,
             )
-            tail = _OK_TRAILERS_FRAME_HEAD + sid.to_bytes(4, "big") + h2.OK_TRAILERS
+            tail = _ANSWER_TAIL.pack(
+                _TRAILERS_WORD, h2.END_HEADERS | h2.END_STREAM, sid, h2.OK_TRAILERS
+            )
             if n < JOIN_BELOW:
-                self.out.append(head + payload + tail)
+                self.out.append(b"".join((head, payload, tail)))
             else:
                 self.out += (head, payload, tail)
             self.ended(stream, False)
