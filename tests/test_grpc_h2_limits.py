@@ -59,7 +59,15 @@ def srv(tmp_path_factory):
         "--grpc-http2-max-unsent-bytes", str(MAX_UNSENT),
     )
     yield server
-    assert server.stop() == 0, server.log()
+    code = server.stop()
+    log = server.log()
+    assert code == 0, log
+    # Every timeout here (SETTINGS ACK, sends with no window, a client that stopped
+    # reading) is checked by the server's one periodic timer. A check that raised
+    # once stopped that timer for good and the unread-responses test failed far from
+    # the cause; the server now logs it and drops that connection: still a bug.
+    for sign in ("connection check failed", "Exception in callback"):
+        assert sign not in log, log[-5000:]
 
 
 def _rss(pid: int) -> int:
