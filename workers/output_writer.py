@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tritonlite.shm.arena import Arena, Block, SegmentCache
+from tritonlite.shm.arena import Arena, SegmentCache
 from tritonlite.workers.messages import EXECUTE_FAILED, RequestItem, ResponseItem, TensorRef
 from tritonlite.workers.python_backend import triton_python_backend_utils as pb_utils
 from tritonlite.workers.python_backend.model_runner import BatchFailure
@@ -26,15 +26,24 @@ class OutputWriter:
     def __init__(self, arena: Arena, segments: SegmentCache) -> None:
         self.arena = arena
         self.segments = segments
-        # Arena blocks the frontend still reads: (segment, offset) -> block.
-        self.blocks: dict[tuple[int, int], Block] = {}
+        self._mask = arena.alignment - 1
+        # Outputs the frontend still reads: (segment, offset) -> the response's
+        # arena block and how many of its outputs are not yet released. One
+        # block holds all arena outputs of a response (one allocate and one
+        # free, each under the arena's lock, instead of one per output).
+        self.blocks: dict[tuple[int, int], list[Any]] = {}
 
     # -- memory going back --------------------------------------------------------
     def free_blocks(self, keys: list[tuple[int, int]]) -> None:
+        """Release outputs by (segment, offset); a block goes back to the arena
+        when its last output is released. Unknown or repeated keys are ignored."""
+        blocks = self.blocks
         for key in keys:
-            block = self.blocks.pop((key[0], key[1]), None)
-            if block is not None:
-                self.arena.free(block)
+            held = blocks.pop((key[0], key[1]), None)
+            if held is not None:
+                held[1] -= 1
+                if not held[1]:
+                    self.arena.free(held[0])
 
     def free_refs(self, refs: list[TensorRef]) -> None:
         self.free_blocks([(r.segment_id, r.offset) for r in refs])
@@ -47,29 +56,76 @@ class OutputWriter:
         dest: tuple[int, int, int] | None,
         datatype: str = "",
     ) -> TensorRef:
+        """One output on its own (into the client's region, or its own block)."""
+        out: list[Any] = []
+        pending: list[Any] = []
+        self._prepare(out, pending, name, array, dest, datatype)
+        self._place(out, pending)
+        return out[0]
+
+    def _prepare(
+        self,
+        out: list[Any],
+        pending: list[Any],
+        name: str,
+        array: np.ndarray,
+        dest: tuple[int, int, int] | None,
+        datatype: str,
+    ) -> None:
+        """Writes an output bound for the client's region now; one bound for the
+        arena goes to `pending` (and a placeholder to `out`) until _place."""
         datatype = datatype or WIRE.get(array.dtype) or wire_type_of(array.dtype)
-        shape = list(array.shape)
         if datatype == "BYTES":
             raw: bytes | np.ndarray = serialize_bytes_tensor(array)
             nbytes = len(raw)
         else:
             raw = array if array.flags.c_contiguous else np.ascontiguousarray(array)
             nbytes = raw.nbytes
-        if dest is not None:
-            seg_id, offset, size = dest
-            if nbytes > size:
-                raise WorkerError(
-                    "INVALID_ARG",
-                    f"shared memory size specified with the request for output '{name}' "
-                    f"({size} bytes) should be at least {nbytes} bytes to hold the results",
-                )
-            target = self.segments.get(seg_id).view[offset : offset + nbytes]
-            copy_into(target, raw)
-            return TensorRef(name, datatype, shape, seg_id, offset, nbytes)
-        block = self.arena.allocate(nbytes)
-        copy_into(block.view, raw)
-        self.blocks[(block.segment_id, block.offset)] = block
-        return TensorRef(name, datatype, shape, block.segment_id, block.offset, nbytes)
+        if dest is None:
+            mask = self._mask
+            slot = ((nbytes + mask) & ~mask) or mask + 1
+            pending.append((len(out), name, datatype, list(array.shape), raw, nbytes, slot))
+            out.append(None)
+            return
+        seg_id, offset, size = dest
+        if nbytes > size:
+            raise WorkerError(
+                "INVALID_ARG",
+                f"shared memory size specified with the request for output '{name}' "
+                f"({size} bytes) should be at least {nbytes} bytes to hold the results",
+            )
+        copy_into(self.segments.get(seg_id).view[offset : offset + nbytes], raw)
+        out.append(TensorRef(name, datatype, list(array.shape), seg_id, offset, nbytes))
+
+    def _place(self, out: list[Any], pending: list[Any]) -> None:
+        """Copies the pending outputs into one new arena block, each at an
+        aligned offset of its own (a zero-byte output still takes one aligned
+        slot, so every output has a distinct key to release it by)."""
+        if not pending:
+            return
+        total = 0
+        for entry in pending:
+            total += entry[6]
+        block = self.arena.allocate(total)
+        seg_id = block.segment_id
+        at = block.offset
+        assert block.segment is not None  # the arena's blocks are always mapped
+        seg_view = block.segment.view
+        held = [block, len(pending)]
+        blocks = self.blocks
+        try:
+            for index, name, datatype, shape, raw, nbytes, slot in pending:
+                copy_into(seg_view[at : at + nbytes], raw)
+                blocks[(seg_id, at)] = held
+                out[index] = TensorRef(name, datatype, shape, seg_id, at, nbytes)
+                at += slot
+        except BaseException:
+            at = block.offset
+            for entry in pending:
+                blocks.pop((seg_id, at), None)
+                at += entry[6]
+            self.arena.free(block)
+            raise
 
     def write_response(self, item: RequestItem, response: Any) -> ResponseItem:
         """A Python model's InferenceResponse for `item`, as the frontend reads it."""
@@ -81,7 +137,8 @@ class OutputWriter:
                 return ResponseItem([], (EXECUTE_FAILED, err.message()))
             return ResponseItem([], (error_code_name(err), err.message()))
         produced = {t.name(): t for t in response.output_tensors()}
-        refs: list[TensorRef] = []
+        out: list[Any] = []
+        pending: list[Any] = []
         try:
             for name, dest in _wanted(item, produced):
                 tensor = produced.get(name)
@@ -93,11 +150,11 @@ class OutputWriter:
                     raise WorkerError(
                         "INTERNAL", f"failed to read output '{name}' of the model: {exc}"
                     ) from exc
-                refs.append(self.write_output(name, array, dest, datatype))
+                self._prepare(out, pending, name, array, dest, datatype)
         except WorkerError as exc:
-            self.free_refs(refs)
-            return ResponseItem([], (exc.code, exc.message))
-        return ResponseItem(refs)
+            return ResponseItem([], (exc.code, exc.message))  # no arena memory taken yet
+        self._place(out, pending)
+        return ResponseItem(out)
 
     def write_arrays(
         self,
@@ -107,18 +164,19 @@ class OutputWriter:
         batched: bool,
     ) -> ResponseItem:
         """A framework backend's output arrays for `item`."""
-        refs: list[TensorRef] = []
+        out: list[Any] = []
+        pending: list[Any] = []
         try:
             for name, dest in _wanted(item, produced):
                 array = produced.get(name)
                 if array is None:
                     continue
                 array = config_shape(array, output_config.get(name), batched)
-                refs.append(self.write_output(name, array, dest))
+                self._prepare(out, pending, name, array, dest, "")
         except WorkerError as exc:
-            self.free_refs(refs)
-            return ResponseItem([], (exc.code, exc.message))
-        return ResponseItem(refs)
+            return ResponseItem([], (exc.code, exc.message))  # no arena memory taken yet
+        self._place(out, pending)
+        return ResponseItem(out)
 
 
 def _wanted(item: RequestItem, produced: dict[str, Any]) -> list[tuple[str, Any]]:

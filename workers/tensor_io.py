@@ -40,12 +40,11 @@ WIRE: dict[np.dtype, str] = {dtype: name for name, dtype in NUMPY.items()}
 def wire_array(tensor: pb_utils.Tensor) -> tuple[str, np.ndarray]:
     """A tensor's wire datatype and its data in host memory (GPU tensors are
     copied back). BF16, which numpy lacks, travels as its uint16 bits."""
+    stored = tensor._stored_array()
     if tensor.triton_dtype() == pb_utils.TRITONSERVER_TYPE_BF16:
-        stored = tensor._stored_array()
-        if stored is None:
-            stored = host_array(tensor)
-        return "BF16", stored
-    array = host_array(tensor)
+        return "BF16", host_array(tensor) if stored is None else stored
+    # A CPU tensor's stored array is what as_numpy() returns: no detour.
+    array = host_array(tensor) if stored is None else stored
     return WIRE.get(array.dtype) or wire_type_of(array.dtype), array
 
 
