@@ -45,7 +45,8 @@ class TensorRef:
 
     @classmethod
     def unpack(cls, v: list) -> TensorRef:
-        return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6] if len(v) > 6 else None)
+        # pack's list is the fields in order (region only when set).
+        return cls(*v)
 
 
 @dataclass(slots=True)
@@ -93,15 +94,15 @@ class RequestItem:
 
     @classmethod
     def unpack(cls, v: list) -> RequestItem:
+        # Per request on the hot path: the constructors inline, no unpack calls
+        # per tensor; fields after `outputs` are pack's list in field order.
+        outputs = v[2]
         return cls(
             v[0],
-            [TensorRef.unpack(t) for t in v[1]],
-            None if v[2] is None else [OutputSpec.unpack(o) for o in v[2]],
-            v[3],
-            v[4],
-            v[5],
-            v[6] if len(v) > 6 else -1,
-            v[7] if len(v) > 7 else 0,
+            [TensorRef(*t) for t in v[1]],
+            None if outputs is None
+            else [OutputSpec(o[0], tuple(o[1]) if o[1] else None) for o in outputs],
+            *v[3:8],
         )
 
 
@@ -134,7 +135,7 @@ class ResponseItem:
     @classmethod
     def unpack(cls, v: list) -> ResponseItem:
         return cls(
-            [TensorRef.unpack(t) for t in v[0]],
+            [TensorRef(*t) for t in v[0]],
             tuple(v[1]) if v[1] else None,
             len(v) > 2 and bool(v[2]),
             len(v) > 3 and bool(v[3]),
@@ -427,7 +428,8 @@ def decode(data: bytes) -> object:
     v = msgpack.unpackb(data, raw=False, strict_map_key=False)
     tag = v[0]
     if tag == 6:
-        return ExecuteBatch(v[1], [RequestItem.unpack(r) for r in v[2]], [tuple(x) for x in v[3]])
+        unpack = RequestItem.unpack
+        return ExecuteBatch(v[1], [unpack(r) for r in v[2]], list(map(tuple, v[3])))
     if tag == 7:
         return BatchDone(v[1], [ResponseItem.unpack(r) for r in v[2]], v[3], v[4], v[5])
     if tag == 1:
@@ -455,7 +457,7 @@ def decode(data: bytes) -> object:
     if tag == 14:
         return ControlResponse(v[1], tuple(v[2]) if v[2] else None, v[3])
     if tag == 15:
-        return ReleaseOutputs([(b[0], b[1]) for b in v[1]])
+        return ReleaseOutputs(list(map(tuple, v[1])))
     if tag == 16:
         return ReadinessRequest(v[1])
     if tag == 17:
