@@ -764,3 +764,41 @@ def test_stop_is_clean_and_final(repo):
         server.infer("add_sub", inputs={"INPUT0": a, "INPUT1": b})
     with pytest.raises(InvalidArgumentError, match="Server not started"):
         server.ready()
+
+
+def test_stopping_during_a_restart_leaves_no_process(tmp_path):
+    """A worker killed from outside is restarted; a server stopped while the
+    new worker is still initializing must kill and reap that one too: nothing
+    of the model may outlive stop()."""
+    model_dir = tmp_path / "models" / "slow_init" / "1"
+    model_dir.mkdir(parents=True)
+    (model_dir.parent / "config.pbtxt").write_text(
+        'name: "slow_init"\nbackend: "python"\n'
+        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'instance_group [ { count: 1 kind: KIND_CPU } ]\n'
+    )
+    (model_dir / "model.py").write_text(
+        "import time\n\n"
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        time.sleep(1.0)\n\n"
+        "    def execute(self, requests):\n"
+        "        return []\n"
+    )
+    before = set(_children())
+    server = tritonlite.Server(str(tmp_path / "models"))
+    server.start()
+    try:
+        (victim,) = _children_named("slow_init_0_0", before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            fresh = [p for p in _children_named("slow_init_0_0", before) if p != victim]
+            if fresh:
+                break
+            time.sleep(0.02)
+        assert fresh, "the killed instance was not restarted"
+    finally:
+        server.stop()  # the new worker is still in its 1 s initialize()
+    assert set(_children()) - before == set()  # no process, no zombie

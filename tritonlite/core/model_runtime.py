@@ -861,9 +861,12 @@ class ModelRuntime:
         self._stopping = True
         if self.resource_pool is not None:
             self.resource_pool.unlisten(self._pump)
-        for slot in self.slots:
-            if slot.restart_task is not None:
-                slot.restart_task.cancel()
+        restarts = [s.restart_task for s in self.slots if s.restart_task is not None]
+        for task in restarts:
+            task.cancel()
+        # A restart cut short kills the worker it was starting and reaps it:
+        # wait for that, so an unloaded model leaves no process behind.
+        await asyncio.gather(*restarts, return_exceptions=True)
         workers = [s.worker for s in self.slots if s.worker is not None]
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
         for s in self.slots:

@@ -264,8 +264,13 @@ class WorkerProcess:
             ) from None
         except asyncio.CancelledError:
             # E.g. a restart cut short by unload/stop: nobody will own this
-            # process, so it must not outlive the cancelled start.
+            # process, so it must not outlive the cancelled start (killed, and
+            # reaped before the cancellation goes on).
             self.kill()
+            try:
+                await self._settle_failed_start()
+            except asyncio.CancelledError:
+                pass  # cancelled again: the exit watch still reaps it
             raise
         except WorkerStartError:
             # The model could not initialize and the worker exits by itself;
