@@ -550,22 +550,10 @@ def test_a_failed_start_waits_for_the_worker_that_could_not_initialize(tmp_path)
     that fails must not return while that process is still running (or left
     unreaped): here its exit takes 1.5 s (an atexit handler), so a start that
     did not wait would leave it behind every time."""
-    model_dir = tmp_path / "models" / "slow_exit" / "1"
-    model_dir.mkdir(parents=True)
-    (model_dir.parent / "config.pbtxt").write_text(
-        'name: "slow_exit"\nbackend: "python"\n'
-        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-    )
-    (model_dir / "model.py").write_text(
-        "import atexit, time\n\n"
-        "class TritonPythonModel:\n"
-        "    def initialize(self, args):\n"
-        "        atexit.register(time.sleep, 1.5)\n"
-        "        raise RuntimeError('cannot open the weights')\n\n"
-        "    def execute(self, requests):\n"
-        "        return []\n"
-    )
+    _write_python_model(tmp_path / "models", "slow_exit", "import atexit, time", [
+        "atexit.register(time.sleep, 1.5)",
+        "raise RuntimeError('cannot open the weights')",
+    ])
     server = tritonlite.Server(str(tmp_path / "models"))
     before = set(_children())
     with pytest.raises(InternalError, match="failed to load all models: 'slow_exit'"):
@@ -770,22 +758,7 @@ def test_stopping_during_a_restart_leaves_no_process(tmp_path):
     """A worker killed from outside is restarted; a server stopped while the
     new worker is still initializing must kill and reap that one too: nothing
     of the model may outlive stop()."""
-    model_dir = tmp_path / "models" / "slow_init" / "1"
-    model_dir.mkdir(parents=True)
-    (model_dir.parent / "config.pbtxt").write_text(
-        'name: "slow_init"\nbackend: "python"\n'
-        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-        'instance_group [ { count: 1 kind: KIND_CPU } ]\n'
-    )
-    (model_dir / "model.py").write_text(
-        "import time\n\n"
-        "class TritonPythonModel:\n"
-        "    def initialize(self, args):\n"
-        "        time.sleep(1.0)\n\n"
-        "    def execute(self, requests):\n"
-        "        return []\n"
-    )
+    _write_python_model(tmp_path / "models", "slow_init", "import time", ["time.sleep(1.0)"])
     before = set(_children())
     server = tritonlite.Server(str(tmp_path / "models"))
     server.start()
@@ -802,3 +775,24 @@ def test_stopping_during_a_restart_leaves_no_process(tmp_path):
     finally:
         server.stop()  # the new worker is still in its 1 s initialize()
     assert set(_children()) - before == set()  # no process, no zombie
+
+
+def _write_python_model(repo, name: str, imports: str, initialize: list[str]) -> None:
+    """A one-instance Python model whose initialize() runs `initialize`."""
+    model_dir = repo / name / "1"
+    model_dir.mkdir(parents=True)
+    (model_dir.parent / "config.pbtxt").write_text(
+        f'name: "{name}"\nbackend: "python"\n'
+        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'instance_group [ { count: 1 kind: KIND_CPU } ]\n'
+    )
+    body = "".join(f"        {line}\n" for line in initialize)
+    (model_dir / "model.py").write_text(
+        f"{imports}\n\n"
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        f"{body}\n"
+        "    def execute(self, requests):\n"
+        "        return []\n"
+    )

@@ -283,13 +283,19 @@ class WorkerProcess:
         return config_json
 
     async def _settle_failed_start(self) -> None:
-        if self.exited is None:
-            return
+        if self.exited is not None:
+            await self._wait_exit(EXIT_GRACE_S)
+
+    async def _wait_exit(self, timeout: float) -> None:
+        """Wait up to `timeout` for the process to exit (then kill it), close
+        its channel and wait until it is reaped."""
+        assert self.exited is not None
         try:
-            await asyncio.wait_for(asyncio.shield(self.exited), EXIT_GRACE_S)
+            await asyncio.wait_for(asyncio.shield(self.exited), timeout)
         except asyncio.TimeoutError:
             self.kill()
             await asyncio.shield(self.exited)
+        self._close_channel()
         if self._reap_task is not None:
             await self._reap_task
 
@@ -426,14 +432,7 @@ class WorkerProcess:
                 pass
         if self.proc is None or self.exited is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self.exited), timeout)
-        except asyncio.TimeoutError:
-            self.kill()
-            await asyncio.shield(self.exited)
-        self._close_channel()
-        if self._reap_task is not None:
-            await self._reap_task
+        await self._wait_exit(timeout)
 
     def gone_error(self) -> TritonLiteError:
         """What a request this instance cannot answer any more fails with."""
