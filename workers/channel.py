@@ -13,11 +13,22 @@ import socket
 
 _MAX_INLINE = 60 * 1024
 _BIG_MARK = b"\x00BIG"
-_RECV_SIZE = _MAX_INLINE + 1024
+# One receive of RECV_SIZE bytes and ANCILLARY room takes any inline message
+# and up to _MAX_FDS descriptors (both ends' readers use them).
+RECV_SIZE = _MAX_INLINE + 1024
 _MAX_FDS = 8
-# Ancillary room for _MAX_FDS descriptors, computed once (socket.recv_fds
-# computes it, and builds an array, at every call).
-_ANCILLARY = socket.CMSG_LEN(_MAX_FDS * array.array("i").itemsize)
+_FD_BYTES = array.array("i").itemsize
+# Computed once (socket.recv_fds computes it, and builds an array, at every call).
+ANCILLARY = socket.CMSG_LEN(_MAX_FDS * _FD_BYTES)
+
+
+def received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors an SCM_RIGHTS message carried (socket.recv_fds, inlined)."""
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % _FD_BYTES])
+    return list(fds)
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:
@@ -67,13 +78,10 @@ def unpack_received(data: bytes, fds: list[int]) -> tuple[bytes, list[int]]:
 
 def recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     """Blocking receive of one message; b"" means the peer closed."""
-    data, ancillary, _flags, _addr = sock.recvmsg(_RECV_SIZE, _ANCILLARY)
+    data, ancillary, _flags, _addr = sock.recvmsg(RECV_SIZE, ANCILLARY)
     if not ancillary:  # most messages carry no descriptor
         return data, []
-    fds = array.array("i")
-    for level, kind, cdata in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    fds = received_fds(ancillary)
     if not data and not fds:
         return b"", []
-    return unpack_received(data, list(fds))
+    return unpack_received(data, fds)

@@ -19,7 +19,6 @@ which go to the WorkerServices given to its constructor.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import itertools
 import logging
@@ -64,21 +63,6 @@ from tritonlite.workers.messages import (
 )
 
 log = logging.getLogger("tritonlite")
-
-# One receive takes any inline message (workers/channel.py: up to 60 KiB) and
-# up to 8 descriptors.
-_RECV_BYTES = 70 * 1024
-_FD_BYTES = array.array("i").itemsize
-_RECV_ANCILLARY = socket.CMSG_SPACE(8 * _FD_BYTES)
-
-
-def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
-    """The descriptors of an SCM_RIGHTS message (socket.recv_fds, inlined)."""
-    fds = array.array("i")
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % _FD_BYTES])
-    return list(fds)
 
 # How long a readiness check waits for the model's is_ready() (as Triton).
 READINESS_TIMEOUT_S = 5.0
@@ -614,12 +598,12 @@ class WorkerProcess:
         sock = self.sock
         while sock is not None and self.alive:
             try:
-                data, ancillary, _flags, _addr = sock.recvmsg(_RECV_BYTES, _RECV_ANCILLARY)
+                data, ancillary, _flags, _addr = sock.recvmsg(channel.RECV_SIZE, channel.ANCILLARY)
             except BlockingIOError:
                 return
             except OSError:
                 data, ancillary = b"", []
-            fds = _received_fds(ancillary) if ancillary else []
+            fds = channel.received_fds(ancillary) if ancillary else []
             if not data and not fds:
                 self._on_eof()
                 return
