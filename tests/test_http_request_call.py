@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.lean_http_driver import open_connection, parse_replies
+from tritonlite.core.request_call import RequestCall
 from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest
-from tritonlite.frontends.http.request_call import RequestCall
 
 Futures = list[asyncio.Future]
 Events = list[Any]

@@ -37,6 +37,7 @@ from tritonlite.core.inference_request import (
     RequestedOutput,
     ShmRef,
 )
+from tritonlite.core.request_call import RequestCall
 from tritonlite.core.response_stream import StreamItem
 from tritonlite.errors import InvalidArgumentError, TritonLiteError
 from tritonlite.model_config import config_to_json
@@ -92,7 +93,7 @@ class _Call:
     the holds the core keeps on its inputs (the frontend's blocks)."""
 
     call_id: int
-    task: asyncio.Task | None = None
+    task: asyncio.Task | RequestCall | None = None
     holds: int = 0
     finished: bool = False
     freed_sent: bool = False
@@ -294,8 +295,14 @@ class FrontendPeer:
             call.finished = True
             self._settle(call)
             return
-        run = self._run_stream(call, request) if msg[2] else self._run(call, request)
-        call.task = asyncio.get_running_loop().create_task(run)
+        loop = asyncio.get_running_loop()
+        if msg[2]:
+            call.task = loop.create_task(self._run_stream(call, request))
+        else:
+            # No Task for a plain inference (request_call.py says why): its
+            # first step runs now, in this read callback.
+            call.task = RequestCall(self._run(call, request), loop)
+            call.task.start()
 
     async def _run(self, call: _Call, request: InferRequest) -> None:
         try:

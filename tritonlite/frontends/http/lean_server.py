@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 from tritonlite.core.peer_identity import Peer, peer_of_transport
+from tritonlite.core.request_call import RequestCall
 from tritonlite.errors import InvalidArgumentError, TritonLiteError, UnavailableError
 from tritonlite.frontends.http.http_limits import (
     EVICT_IDLE_S,
@@ -43,7 +44,6 @@ from tritonlite.frontends.http.http_limits import (
 )
 from tritonlite.frontends.http.http_messages import HttpReply, HttpRequest, error_reply
 from tritonlite.frontends.http.request_body import decode_body, is_identity, too_large
-from tritonlite.frontends.http.request_call import RequestCall
 from tritonlite.workers import cpu_stages
 
 if TYPE_CHECKING:

@@ -1,11 +1,13 @@
 """An inference request's coroutine run without an asyncio.Task.
 
-A Task costs the lean HTTP server two event-loop callbacks per request that do
-no work of the request's own: its first step is scheduled instead of run,
-and its done callbacks are scheduled once it returns. `RequestCall` runs the
-coroutine's first step at once (the request goes to the core in the read
-callback that completed it), resumes it from the done callback of the
-future it waits on, as a Task does, and has nothing to schedule at the end.
+A Task costs two event-loop callbacks per request that do no work of the
+request's own: its first step is scheduled instead of run, and its done
+callbacks are scheduled once it returns. `RequestCall` runs the coroutine's
+first step at once (the request goes to the core in the callback that
+received it), resumes it from the done callback of the future it waits on,
+as a Task does, and has nothing to schedule at the end. The lean HTTP server
+runs its inference route this way, and the coordinator runs the inferences
+that frontend processes forward (coordinator_service.py).
 
 Cancellation is a Task's: `cancel()` cancels the future the coroutine
 waits on (its done callback then throws CancelledError into the coroutine),
@@ -15,10 +17,10 @@ request whose client went away.
 
 What a Task gives that a call does not: `asyncio.current_task()` is None
 inside it, and it runs in the context of the callback that started it, not
-in a copy of its own. So the lean server runs only the inference route this
-way (POST .../infer, whose path through the core uses neither; asyncio.timeout
-and, on Python 3.12, asyncio.wait_for need a current task) and gives every
-other route a Task.
+in a copy of its own. So only plain inferences run this way (the core's
+inference path uses neither; asyncio.timeout and, on Python 3.12,
+asyncio.wait_for need a current task); streams and every other route get a
+Task.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class RequestCall:
         except BaseException as exc:  # noqa: BLE001 - a bug: reported as a Task's would be
             self._finish()
             self._loop.call_exception_handler(
-                {"message": "an HTTP request's coroutine failed", "exception": exc})
+                {"message": "an inference request's coroutine failed", "exception": exc})
             return
         blocking = getattr(result, "_asyncio_future_blocking", None)
         if blocking:
