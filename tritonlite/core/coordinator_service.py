@@ -186,7 +186,8 @@ class FrontendPeer:
         self.server = service.server
         self.index = index
         self.pid = 0
-        self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()  # kept: each lookup is a getpid() on 3.11
+        self.ready: asyncio.Future[int] = self.loop.create_future()
         # The frontend's arena segments: its id -> (core's id, mapping).
         self.segments: dict[int, tuple[int, Segment]] = {}
         self.calls: dict[int, _Call] = {}
@@ -194,7 +195,7 @@ class FrontendPeer:
         self.closed = False
         self.on_gone: Callable[[FrontendPeer], None] | None = None
         self.channel = m.LinkChannel(sock, self._on_messages, self._on_link_closed)
-        self.channel.start(asyncio.get_running_loop())
+        self.channel.start(self.loop)
 
     # -- receiving ---------------------------------------------------------------
     def _on_messages(self, messages: list, fds: list[int]) -> None:
@@ -295,7 +296,7 @@ class FrontendPeer:
             call.finished = True
             self._settle(call)
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         if msg[2]:
             call.task = loop.create_task(self._run_stream(call, request))
         else:

@@ -190,6 +190,9 @@ class ModelRuntime:
         self._scheduling_ready = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
+        # The loop its workers answer on, kept from load(): on Python 3.11
+        # every asyncio.get_running_loop() is a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.state = "LOADING"
         self.reason = ""
         self._stopping = False
@@ -254,6 +257,7 @@ class ModelRuntime:
 
     async def load(self) -> None:
         """Start every instance; raise WorkerStartError with the reason on failure."""
+        self._loop = asyncio.get_running_loop()
         self._plan_slots()
         if not self.slots:
             raise WorkerStartError(f"model '{self.name}' has no instances")
@@ -477,7 +481,7 @@ class ModelRuntime:
         (not the WorkItem, which holds the future: a cycle only the GC would free).
         `restart` prepares the request to run again if the model reschedules it;
         `exclusive`: it runs in a batch of its own on an instance running nothing else."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         fut = loop.create_future()
         now = time.perf_counter_ns()
         item = WorkItem(message, segments, fut, now, batch_size=batch_size, sequence=sequence,
@@ -679,7 +683,7 @@ class ModelRuntime:
             self._timer.cancel()
             self._timer = None
         if when_ns:
-            loop = asyncio.get_running_loop()
+            loop = self._loop or asyncio.get_running_loop()
             delay = max(0.0, (when_ns - time.perf_counter_ns()) / 1e9)
             self._timer_at = when_ns
             self._timer = loop.call_later(delay, self._on_timer)
@@ -723,7 +727,7 @@ class ModelRuntime:
             item.worker, item.batch_id, item.index = worker, batch_id, index
         timer = None
         if self.execution_timeout_s > 0 and not fut.done():
-            timer = asyncio.get_running_loop().call_later(
+            timer = (self._loop or asyncio.get_running_loop()).call_later(
                 self.execution_timeout_s, self._execution_timed_out, slot, worker, fut
             )
         fut.add_done_callback(lambda f: self._on_batch_done(slot, worker, items, f, timer))
