@@ -810,6 +810,30 @@ def test_stalled_transport_is_aborted():
     assert events[-1].abort and isinstance(events[-1], ev.ConnectionTerminated)
 
 
+def test_a_closing_connection_whose_transport_stalls_is_aborted():
+    """A connection error closes gracefully (GOAWAY, then the transport flushes);
+    a client that reads nothing must not keep that buffer: the stalled flush is
+    dropped as a stalled open connection is, once."""
+    peer = Peer(H2Limits(send_timeout_s=10))
+    peer.raw = True
+    peer.server.pause_output()  # the transport's buffer is full
+    frames = peer.send_raw(frame(PING, 0, 0, b"1234567"))  # a connection error
+    assert connection_error(frames)[0] == FRAME_SIZE_ERROR
+    assert peer.server.terminated
+    assert not any(isinstance(e, ev.ConnectionTerminated) and e.abort for e in peer.events)
+    assert not peer.server.tick(peer.clock.now + 9)
+    events = peer.server.tick(peer.clock.now + 11)
+    assert [type(e) for e in events] == [ev.ConnectionTerminated] and events[0].abort
+    assert not peer.server.tick(peer.clock.now + 20)  # asked for once
+    # A closing connection whose transport drains is left to close by itself.
+    peer = Peer(H2Limits(send_timeout_s=10))
+    peer.raw = True
+    peer.server.pause_output()
+    peer.send_raw(frame(PING, 0, 0, b"1234567"))
+    peer.server.resume_output()
+    assert not peer.server.tick(peer.clock.now + 11)
+
+
 def test_unsent_response_bytes_are_bounded():
     """Finding: unread responses piled up without bound."""
     peer = Peer(H2Limits(max_unsent_bytes=250_000))

@@ -21,6 +21,7 @@ that stream's call (CallEnded with cancelled=True).
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +56,8 @@ from tritonlite.frontends.grpc.h2_request_head import (
 from tritonlite.frontends.grpc.h2_sender import MAX_MESSAGE, H2Sender
 from tritonlite.frontends.grpc.h2_stream_state import H2Stream, StreamInput, StreamState
 from tritonlite.frontends.grpc.h2_windows import FlowControlError, ReceiveWindow
+
+log = logging.getLogger(__name__)
 
 # Larger DATA payload pieces are handed on as views, not copies.
 JOIN_BELOW = 64 * 1024
@@ -101,6 +104,7 @@ class H2ServerProtocol:
         self.max_message = max_message
         self.clock = clock
         self.terminated = False
+        self._aborted = False  # the stalled-transport abort was asked for
         self.streams: dict[int, H2Stream] = {}
         self._out: list[Any] = []
         self._events: list[Event] = []
@@ -191,21 +195,38 @@ class H2ServerProtocol:
 
     def tick(self, now: float) -> list[Event]:
         """Check the timeouts: SETTINGS ACK, sends with no window, a stalled transport."""
-        if self.terminated:
-            return self.take_events()
         limits = self.limits
+        paused_since = self._sender.paused_since
+        stalled = paused_since is not None and now - paused_since > limits.send_timeout_s
+        if self.terminated:
+            # A graceful close (GOAWAY after a connection error) still waits for
+            # the transport to flush: a client that reads nothing would keep
+            # that buffer, and the connection, for as long as it stays
+            # connected. It is dropped as a stalled open connection is.
+            if stalled and not self._aborted:
+                self._aborted = True
+                log.debug("gRPC client read nothing for %.1f s while the connection closed; "
+                          "dropping it", now - (paused_since or now))
+                self._events.append(
+                    ConnectionTerminated(h2.NO_ERROR, "the client stopped reading", True))
+            return self.take_events()
         sent_at = self._settings_sent_at
         if sent_at is not None and now - sent_at > limits.settings_timeout_s:
             self._terminate(h2.SETTINGS_TIMEOUT, "SETTINGS not acknowledged in time")
-        elif (
-            self._sender.paused_since is not None
-            and now - self._sender.paused_since > limits.send_timeout_s
-        ):
+        elif stalled:
+            log.debug("gRPC client read nothing for %.1f s; dropping the connection",
+                      now - (paused_since or now))
+            self._aborted = True
             self._terminate(h2.NO_ERROR, "the client stopped reading", abort=True)
         else:
             for stream in self._sender.expired(now):
                 self._reset(stream, h2.CANCEL)  # the peer never opened its window
         return self.take_events()
+
+    def held_bytes(self) -> int:
+        """Response bytes queued in streams or handed to a paused transport."""
+        sender = self._sender
+        return sender.unsent + sender.paused_bytes
 
     def pause_output(self) -> None:
         """The transport's buffer is full (asyncio's pause_writing)."""

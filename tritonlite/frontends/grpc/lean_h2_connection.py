@@ -33,7 +33,12 @@ from tritonlite.frontends.grpc.h2_events import (
 from tritonlite.frontends.grpc.h2_protocol import H2ServerProtocol
 from tritonlite.frontends.grpc.h2_sender import JOIN_BELOW
 from tritonlite.frontends.grpc.lean_h2_calls import run_stream, run_unary
+from tritonlite.heap_trim import give_back_free_heap
 from tritonlite.workers import cpu_stages
+
+# A dropped connection that held this much unread response data gives the
+# freed heap back to the system (heap_trim.py).
+TRIM_AFTER_BYTES = 1 << 20
 
 if TYPE_CHECKING:
     from tritonlite.frontends.grpc.lean_h2_server import LeanGrpcServer
@@ -113,7 +118,13 @@ class H2Connection(asyncio.BufferedProtocol):
         for timer in (*self._age_timers, self._keepalive_timer, self._keepalive_timeout):
             if timer is not None:
                 timer.cancel()
+        held = self.protocol.held_bytes()
         self._dispatch(self.protocol.connection_lost())
+        if held >= TRIM_AFTER_BYTES:
+            # Megabytes of answers a client never read went back to the C heap
+            # just now; glibc keeps such memory resident while smaller live
+            # objects sit above it, so the process would stay at its peak.
+            self.loop.call_soon(give_back_free_heap)
         if not self.closed.done():
             self.closed.set_result(None)
 
