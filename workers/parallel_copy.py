@@ -13,8 +13,12 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-import numpy as np
+# numpy is imported by copy_bytes: the frontend imports this module, and needs
+# numpy only once it makes a large copy.
+if TYPE_CHECKING:
+    import numpy as np
 
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 _ALIGN = 64 * 1024  # pieces start on page-multiple offsets
@@ -48,6 +52,8 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 def copy_bytes(target: memoryview, source: np.ndarray) -> None:
     """target[:] = source (a flat uint8 array of the same length), in pieces
     on several threads when it is large."""
+    import numpy as np
+
     nbytes = source.nbytes
     threads = _threads() if nbytes >= PARALLEL_MIN_BYTES else 1
     dest = np.frombuffer(target, dtype=np.uint8)

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import mmap
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
+# numpy is imported where counters are made or read: the frontend imports this
+# module (cpu_stages, model_runtime) but makes counters only when asked for.
+if TYPE_CHECKING:
+    import numpy as np
 
 ENV_DIR = "TRITONLITE_STAGE_COUNTERS"
 
@@ -52,6 +56,8 @@ class StageCounters:
     """Running totals, in process memory or in a mapped file."""
 
     def __init__(self, fields: tuple[str, ...], path: str | None = None) -> None:
+        import numpy as np
+
         self.fields = fields
         self.index = {name: i for i, name in enumerate(fields)}
         self.path = path
@@ -98,6 +104,8 @@ def counters_for(label: str, fields: tuple[str, ...] = FIELDS) -> StageCounters:
 
 def read_counters(directory: str) -> dict[str, dict[str, int]]:
     """Every counters file under `directory`: file name -> totals."""
+    import numpy as np
+
     out: dict[str, dict[str, int]] = {}
     for name in sorted(os.listdir(directory)):
         if not name.endswith(".stages"):
