@@ -33,13 +33,23 @@ class CancelBoard:
             os.close(self.fd)
             raise
         # Lowest slots first: a lightly loaded worker touches one cache line.
-        self._free = list(range(slots - 1, -1, -1))
+        # Released slots are handed out again first, then the never-used ones
+        # in order (_next): the free list grows only as far as the worker's
+        # concurrency, not to a list of 4096 ints per worker (~150 KB).
+        self._free: list[int] = []
+        self._next = 0
 
     def acquire(self) -> int:
         """A zeroed slot for a request about to be sent (NO_SLOT when all are taken)."""
-        if not self._free or self._map is None:
+        if self._map is None:
             return NO_SLOT
-        slot = self._free.pop()
+        if self._free:
+            slot = self._free.pop()
+        elif self._next < self.size:
+            slot = self._next
+            self._next += 1
+        else:
+            return NO_SLOT
         self._map[slot] = 0
         return slot
 
@@ -55,7 +65,7 @@ class CancelBoard:
             self._free.append(slot)
 
     def in_use(self) -> int:
-        return self.size - len(self._free)
+        return self._next - len(self._free)
 
     def close(self) -> None:
         if self._map is not None:
