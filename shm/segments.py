@@ -13,11 +13,13 @@ import os
 import stat
 import sys
 from dataclasses import dataclass
-
-import numpy as np
-from numpy.typing import DTypeLike
+from typing import TYPE_CHECKING
 
 from tritonlite.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+
+if TYPE_CHECKING:  # numpy_view imports numpy: the frontend may never need it
+    import numpy as np
+    from numpy.typing import DTypeLike
 
 RESERVED_PREFIX = "tritonlite"
 
@@ -114,6 +116,8 @@ class Segment:
             raise ValueError(
                 f"window [{offset}, {offset + nbytes}) is outside the segment of {self.size} bytes"
             )
+        import numpy as np
+
         arr = np.frombuffer(self.view[offset : offset + nbytes], dtype=dtype)
         return arr.reshape(shape)
 

@@ -25,8 +25,8 @@ from tritonlite.frontends.http import http_limits
 from tritonlite.gc_tuning import freeze_startup_objects
 from tritonlite.heap_trim import give_back_free_heap
 
-# The core (and with it numpy) is imported by `run`, once the flags are known to
-# serve: see _import_numpy.
+# The core is imported by `run`, once the flags are known to serve; numpy only
+# when a request needs it (see _one_blas_thread).
 if TYPE_CHECKING:
     from tritonlite.core.inference_server import InferenceServer
     from tritonlite.frontends.grpc.grpc_server import GrpcFrontend
@@ -300,23 +300,15 @@ def _missing_extra(ns: argparse.Namespace) -> str | None:
     return None
 
 
-def _import_numpy() -> None:
-    """Import numpy with OpenBLAS on one thread. The frontend makes no BLAS
-    call, and each thread of OpenBLAS's pool spins for ~0.1 s of CPU once
-    started, in the middle of start-up. OpenBLAS reads the variable when it is
-    loaded; the workers inherit the environment as it was (a model's BLAS
-    threads are the user's choice)."""
-    if "numpy" in sys.modules:
-        return
-    before = os.environ.get(_BLAS_THREADS)
-    os.environ[_BLAS_THREADS] = "1"
-    try:
-        import numpy  # noqa: F401
-    finally:
-        if before is None:
-            del os.environ[_BLAS_THREADS]
-        else:
-            os.environ[_BLAS_THREADS] = before
+def _one_blas_thread() -> None:
+    """Load OpenBLAS, if this process ever imports numpy, with one thread. The
+    frontend imports numpy only when a request needs it (JSON tensor values,
+    classification, ...) and makes no BLAS call, and each thread of OpenBLAS's
+    pool spins for ~0.1 s of CPU once started. OpenBLAS reads the variable
+    when it is loaded. os.putenv changes the C environment only: os.environ,
+    from which every worker's (and frontend process's) environment is made,
+    keeps the user's setting (a model's BLAS threads are the user's choice)."""
+    os.putenv(_BLAS_THREADS, "1")
 
 
 _BLAS_THREADS = "OPENBLAS_NUM_THREADS"
@@ -344,7 +336,7 @@ def run(argv: Sequence[str], prog: str) -> int:
     if not ns.model_repository:
         print(NO_REPOSITORY, file=sys.stderr)
         return 1
-    _import_numpy()
+    _one_blas_thread()
     missing = _missing_extra(ns)
     if missing:
         print(f"error: {missing}", file=sys.stderr)

@@ -3,27 +3,48 @@
 from __future__ import annotations
 
 import struct
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from tritonlite.errors import InvalidArgumentError
 
-# Triton datatype name -> numpy dtype (BYTES is an object array of bytes).
-_NUMPY_OF: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(np.object_),
+# numpy is imported by the functions that make or read arrays, not here: the
+# frontend serving binary tensors needs only the names and sizes, and spares
+# numpy's ~8 MB of heap (docs/performance.md "Footprint").
+if TYPE_CHECKING:
+    import numpy as np
+
+# Triton datatype name -> bytes per element (BYTES: variable, 0).
+_SIZE_OF: dict[str, int] = {
+    "BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8,
+    "INT8": 1, "INT16": 2, "INT32": 4, "INT64": 8,
+    "FP16": 2, "FP32": 4, "FP64": 8, "BF16": 2, "BYTES": 0,
 }
+
+# Triton datatype name -> numpy dtype (BYTES is an object array of bytes), and
+# back; filled on first use (_fill_numpy_tables).
+_NUMPY_OF: dict[str, np.dtype] = {}
+_WIRE_OF: dict[np.dtype, str] = {}
+
+
+def _fill_numpy_tables() -> None:
+    import numpy as np
+
+    _NUMPY_OF.update({
+        "BOOL": np.dtype(np.bool_),
+        "UINT8": np.dtype(np.uint8),
+        "UINT16": np.dtype(np.uint16),
+        "UINT32": np.dtype(np.uint32),
+        "UINT64": np.dtype(np.uint64),
+        "INT8": np.dtype(np.int8),
+        "INT16": np.dtype(np.int16),
+        "INT32": np.dtype(np.int32),
+        "INT64": np.dtype(np.int64),
+        "FP16": np.dtype(np.float16),
+        "FP32": np.dtype(np.float32),
+        "FP64": np.dtype(np.float64),
+        "BYTES": np.dtype(np.object_),
+    })
+    _WIRE_OF.update({dt: name for name, dt in _NUMPY_OF.items()})
 
 # config.pbtxt DataType enum names (TYPE_FP32) <-> protocol names (FP32).
 CONFIG_TO_WIRE: dict[str, str] = {
@@ -49,28 +70,26 @@ WIRE_TYPES = frozenset(CONFIG_TO_WIRE.values())
 
 def element_size(datatype: str) -> int:
     """Bytes per element for fixed-size types; 0 for BYTES."""
-    if datatype == "BYTES":
-        return 0
-    if datatype == "BF16":
-        return 2
-    dt = _NUMPY_OF.get(datatype)
-    if dt is None:
+    size = _SIZE_OF.get(datatype)
+    if size is None:
         raise InvalidArgumentError(f"invalid datatype '{datatype}'")
-    return dt.itemsize
+    return size
 
 
 def numpy_dtype(datatype: str) -> np.dtype:
     dt = _NUMPY_OF.get(datatype)
     if dt is None:
+        if not _NUMPY_OF:
+            _fill_numpy_tables()
+            return numpy_dtype(datatype)
         raise InvalidArgumentError(f"unsupported datatype '{datatype}'")
     return dt
 
 
-_WIRE_OF: dict[np.dtype, str] = {dt: name for name, dt in _NUMPY_OF.items()}
-
-
 def wire_type_of(dtype: np.dtype) -> str:
     """Protocol name of a numpy dtype (object, bytes and str arrays are BYTES)."""
+    if not _WIRE_OF:
+        _fill_numpy_tables()
     name = _WIRE_OF.get(dtype)
     if name is not None:
         return name
@@ -112,6 +131,8 @@ def deserialize_bytes_tensor(
     Raises InvalidArgumentError when the buffer does not hold exactly `count`
     well-formed elements.
     """
+    import numpy as np
+
     mv = memoryview(buffer)
     out = np.empty(count, dtype=np.object_)
     pos = 0

@@ -16,7 +16,6 @@ unless its caller hands credentials (it has no Triton flags of its own).
 from __future__ import annotations
 
 import enum
-import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -101,6 +100,8 @@ def same_secret(given: str | None, expected: str) -> bool:
     """Constant-time equality of a presented secret and the configured one."""
     if given is None:
         return False
+    import hmac  # here: hmac brings hashlib and OpenSSL's digests, for restricted APIs only
+
     return hmac.compare_digest(
         given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
     )

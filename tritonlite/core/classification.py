@@ -11,8 +11,6 @@ Equal values keep index order.
 
 from __future__ import annotations
 
-import numpy as np
-
 from tritonlite.datatypes import element_count, numpy_dtype, serialize_bytes_tensor
 from tritonlite.errors import InvalidArgumentError
 
@@ -40,6 +38,8 @@ def classify(
         )
         error.in_response = True
         raise error
+    import numpy as np  # here: a server asked for no classification never needs it
+
     batch = shape[0] if batching and shape else 0
     per_entry = element_count(shape[1:] if batch else shape)
     values = np.frombuffer(data, dtype=numpy_dtype(datatype))

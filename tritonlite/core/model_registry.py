@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -309,6 +307,10 @@ class ModelRegistry:
                 raise InvalidArgumentError(f"failed to load '{name}': {exc}") from None
         workdir = None
         if files:
+            # shutil and tempfile here: only a load with file overrides needs them
+            import shutil
+            import tempfile
+
             workdir = tempfile.mkdtemp(prefix="tritonlite-load-")
             try:
                 path = write_model_folder(name, files, workdir)
@@ -444,6 +446,8 @@ async def _start_version(rt: VersionRuntime) -> None:
 
 def _remove_workdir(entry: ModelEntry) -> None:
     if entry.workdir:
+        import shutil
+
         shutil.rmtree(entry.workdir, ignore_errors=True)
         entry.workdir = None
 

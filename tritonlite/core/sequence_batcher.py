@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from tritonlite.datatypes import CONFIG_TO_WIRE, element_count, numpy_dtype
 from tritonlite.errors import InvalidArgumentError
 
@@ -138,6 +136,8 @@ class SequenceTracker:
         self, seq: Sequence, start: bool, end: bool, batch: int
     ) -> list[tuple[str, str, list[int], bytes]]:
         """Control and state tensors to add to the request: (name, datatype, shape, bytes)."""
+        import numpy as np  # here: only a model with a sequence batcher needs it
+
         shape = [batch, 1] if self.max_batch_size > 0 else [1]
         out = []
         for c in self.controls:

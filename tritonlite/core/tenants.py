@@ -12,8 +12,6 @@ configuration opens to anyone.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import hmac
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +26,10 @@ _PATTERN_CACHE_LIMIT = 4096  # model names remembered per tenant and rule
 
 
 def token_digest(token: str) -> bytes:
+    # hashlib and hmac here: they load OpenSSL's digests, which a server without
+    # tenant tokens never uses (docs/performance.md "Footprint")
+    import hashlib
+
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
@@ -169,6 +171,8 @@ class TenantTable:
         are wrong (the texts name no other tenant and echo no secret)."""
         token = headers.get(self.token_header)
         if token is not None:
+            import hmac
+
             digest = token_digest(token)
             found: Tenant | None = None
             for tenant in self._by_token:  # every digest is compared: no early exit

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from tritonlite.core.inference_request import ArenaRef, InputTensor, RequestedOutput, ShmRef
 from tritonlite.core.request_validation import check_bytes_tensor, resolve_reshape
 from tritonlite.datatypes import (
@@ -207,6 +205,8 @@ class TensorPlacer:
         block = self.arena.allocate(len(data))
         memory.blocks.append(block)
         if len(data) >= PARALLEL_MIN_BYTES:  # e.g. an in-process caller's large array
+            import numpy as np  # (a frontend serving small tensors never needs it)
+
             copy_bytes(block.view, np.frombuffer(data, dtype=np.uint8))
         else:
             block.view[:] = data
@@ -253,6 +253,8 @@ def _json_to_bytes(tensor: InputTensor, count: int) -> bytes:
         raise InvalidArgumentError(
             f"input '{tensor.name}' must have 'data', binary data or a shared memory region"
         )
+    import numpy as np  # here: only tensors given as JSON values need it
+
     if tensor.datatype == "BYTES":
         flat = _flatten(data)
         if len(flat) != count:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import zlib
 
-import numpy as np
-
 # gRPC status codes used by the lean transport.
 DEADLINE_EXCEEDED = 4
 RESOURCE_EXHAUSTED = 8
@@ -143,6 +141,10 @@ class MessageReader:
                     out.append(_inflate(message, self.encoding, self.limit) if flag else message)
                     continue
                 if size >= LARGE_MESSAGE:  # no zero-filling: every byte is written below
+                    # (numpy's is the only uninitialized buffer at hand; a server
+                    # given only small messages never imports it)
+                    import numpy as np
+
                     body = np.empty(size, np.uint8).data
                 else:
                     body = bytearray(size)

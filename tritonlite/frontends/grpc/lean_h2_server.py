@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import socket
 import time
 from collections.abc import Coroutine
@@ -43,7 +44,9 @@ class LeanGrpcServer:
         # Every connection reads into this buffer and copies the bytes out at once
         # (get_buffer and buffer_updated run back to back), except for large
         # messages, which are read straight into their own buffers.
-        self.read_view = memoryview(bytearray(READ_SIZE))
+        # (an anonymous mapping: resident only as far as reads fill it, see
+        # lean_server.py's read_view)
+        self.read_view = memoryview(mmap.mmap(-1, READ_SIZE))
         self._server: asyncio.base_events.Server | None = None
         self._ticker: asyncio.TimerHandle | None = None
         limits = self.limits

@@ -11,7 +11,6 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import numpy as np
 from google.protobuf.message import DecodeError
 
 from tritonlite.core.inference_request import (
@@ -289,16 +288,17 @@ def shm_ref(params: Any, tensor: str) -> ShmRef | None:
 
 
 # -- typed contents -----------------------------------------------------------
-# contents field -> (the type it carries, numpy type of the field) by declared datatype.
-_NARROW = {"INT8": np.int8, "INT16": np.int16, "UINT8": np.uint8, "UINT16": np.uint16}
-_FIELDS: tuple[tuple[str, str, Any], ...] = (
-    ("bool_contents", "BOOL", np.bool_),
-    ("int_contents", "INT32", np.int32),
-    ("int64_contents", "INT64", np.int64),
-    ("uint_contents", "UINT32", np.uint32),
-    ("uint64_contents", "UINT64", np.uint64),
-    ("fp32_contents", "FP32", np.float32),
-    ("fp64_contents", "FP64", np.float64),
+# contents field -> (the type it carries, numpy type of the field) by declared
+# datatype. The numpy types by name: numpy is imported only when contents come.
+_NARROW = {"INT8": "int8", "INT16": "int16", "UINT8": "uint8", "UINT16": "uint16"}
+_FIELDS: tuple[tuple[str, str, str | None], ...] = (
+    ("bool_contents", "BOOL", "bool"),
+    ("int_contents", "INT32", "int32"),
+    ("int64_contents", "INT64", "int64"),
+    ("uint_contents", "UINT32", "uint32"),
+    ("uint64_contents", "UINT64", "uint64"),
+    ("fp32_contents", "FP32", "float32"),
+    ("fp64_contents", "FP64", "float64"),
     ("bytes_contents", "BYTES", None),
 )
 _WIRE_NAMES = frozenset(
@@ -337,7 +337,10 @@ def typed_contents_bytes(tensor: pb.ModelInferRequest.InferInputTensor, model: s
         supplied = True
         if carried == "BYTES":
             out = b"".join(struct.pack("<I", len(v)) + v for v in values)
-        elif target is np_type:
+            continue
+        import numpy as np  # here: binary (raw) contents never need it
+
+        if target == np_type:
             out = np.array(values, dtype=np_type).tobytes()
         else:  # Triton keeps the low bytes of each 32-bit value.
             out = np.array(values, dtype=np_type).astype(target).tobytes()

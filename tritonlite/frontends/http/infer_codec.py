@@ -6,8 +6,6 @@ import json
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tritonlite.core.inference_request import (
     RAW_INPUT_NAME,
     ArenaRef,
@@ -349,6 +347,8 @@ def _json_data(datatype: str, shape: list[int], data: memoryview) -> list:
             except UnicodeDecodeError:
                 out.append(b.decode("latin-1"))
         return out
+    import numpy as np  # here: only outputs sent as JSON values need it
+
     return np.frombuffer(data, dtype=numpy_dtype(datatype)).tolist()
 
 

@@ -8,35 +8,50 @@ a 400 instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tritonlite.errors import InvalidArgumentError
+
+# numpy is imported by json_depth: a request of fewer than MAX_DEPTH brackets
+# (every binary-tensor request of a few inputs) never needs it.
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_DEPTH = 100
 
 # A JSON string, escapes included (the unrolled form: no backtracking per character).
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = np.zeros(256, np.int8)
-_STEP[[ord("["), ord("{")]] = 1
-_STEP[[ord("]"), ord("}")]] = -1
 _BLOCK = 1 << 20
+
+
+@functools.cache
+def _step_table() -> np.ndarray:
+    """Byte -> change of nesting level."""
+    import numpy as np
+
+    step = np.zeros(256, np.int8)
+    step[[ord("["), ord("{")]] = 1
+    step[[ord("]"), ord("}")]] = -1
+    return step
 
 
 def json_depth(text: bytes) -> int:
     """How deeply a valid JSON text nests arrays and objects, in linear time."""
+    import numpy as np
+
+    step = _step_table()
     if json.detect_encoding(text) != "utf-8":
         text = text.decode(json.detect_encoding(text)).encode()
     brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKETS)
     deepest = level = 0
     for start in range(0, len(brackets), _BLOCK):
         block = np.frombuffer(brackets, np.uint8, min(_BLOCK, len(brackets) - start), start)
-        levels = np.cumsum(_STEP[block], dtype=np.int64)
+        levels = np.cumsum(step[block], dtype=np.int64)
         deepest = max(deepest, level + int(levels.max()))
         level += int(levels[-1])
     return deepest

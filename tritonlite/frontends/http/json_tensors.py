@@ -12,12 +12,16 @@ whose count the core checks (with its own texts) once the strings are packed.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+import struct
+from typing import TYPE_CHECKING, Any
 
 from tritonlite.datatypes import WIRE_TYPES, flatten, numpy_dtype
 from tritonlite.errors import InvalidArgumentError
+
+# numpy is imported where JSON values are packed: a server given only binary
+# tensors never needs it.
+if TYPE_CHECKING:
+    import numpy as np
 
 NON_BOOL = "attempt to access JSON non-boolean as boolean"
 NON_UNSIGNED = "attempt to access JSON non-unsigned-integer as unsigned-integer"
@@ -29,7 +33,7 @@ NON_OBJECT = "attempt to access JSON non-object as object"
 SHAPE_MISMATCH = "Shape does not match true shape of 'data' field"
 
 _INT64_MIN, _INT64_END, _UINT64_END = -(2**63), 2**63, 2**64
-_FP32_MAX = float(np.finfo(np.float32).max)
+_FP32_MAX: float = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]  # the largest finite FP32
 _UNSIGNED = ("UINT8", "UINT16", "UINT32", "UINT64")
 _SIGNED = ("INT8", "INT16", "INT32", "INT64")
 _FLOATS = ("FP32", "FP64")
@@ -63,6 +67,8 @@ def json_tensor_bytes(name: str, datatype: str, count: int, data: list) -> bytes
         raise InvalidArgumentError(f"invalid datatype for input {name}")
     if datatype == "BYTES":
         return _bytes_elements(data)
+    import numpy as np
+
     dtype = numpy_dtype(datatype)
     flat = _flat_bytes(datatype, dtype, count, data)
     if flat is not None:
@@ -91,6 +97,8 @@ def _flat_bytes(datatype: str, dtype: np.dtype, count: int, data: list) -> bytes
     """The common case at C speed: a flat array of one Python type that fits the
     datatype (every value good, so only the count can be wrong). None: anything
     else, which the element-by-element path reads (and words the error for)."""
+    import numpy as np
+
     types = set(map(type, data))
     if len(types) != 1:
         return None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import mmap
 import time
 from collections import deque
 from collections.abc import Callable
@@ -927,7 +928,10 @@ class LeanHttpServer:
         self.loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.closing = False
         self.loop_time: Callable[[], float] = time.monotonic  # the loop's clock once started
-        self.read_view = memoryview(bytearray(_READ_SIZE))
+        # An anonymous mapping, not a bytearray: its pages become resident only
+        # as reads fill them (an idle server, or one given small requests, keeps
+        # a few KiB of the 256 KiB resident; a bytearray is zero-filled at once).
+        self.read_view = memoryview(mmap.mmap(-1, _READ_SIZE))
         self.head_view = self.read_view[:_HEAD_READ_SIZE]
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
