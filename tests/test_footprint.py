@@ -12,7 +12,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.server_harness import ROOT, ServerProcess
@@ -186,3 +188,57 @@ def test_a_plain_serve_does_not_import_the_frontend_process_machinery(monkeypatc
     assert "tritonlite.core.inference_server" in log  # the import log is real
     for name in ("frontend_supervisor", "coordinator_service", "coordinator_link"):
         assert f"tritonlite.core.{name}" not in log, name
+
+
+def _maps_numpy(pid: int) -> bool:
+    """Whether the process has numpy's core extension module mapped (imported)."""
+    return "_multiarray_umath" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _unnamed_threads(pid: int) -> int:
+    """Threads that kept the process's name (OpenBLAS's pool threads do; libuv's
+    are named libuv-worker)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return sum(1 for t in tasks.iterdir() if (t / "comm").read_text().strip() == "python")
+
+
+def test_a_frontend_serving_binary_tensors_never_imports_numpy():
+    # numpy is ~8 MB of the frontend's heap (docs/performance.md "Footprint"):
+    # binary tensors over HTTP and raw contents over gRPC go without it; JSON
+    # values need it, and get OpenBLAS without its thread pool.
+    server = ServerProcess([str(EXAMPLES)])
+    try:
+        pid = server.proc.pid
+        in0 = np.arange(16, dtype=np.float32)
+        in1 = np.full(16, 0.5, dtype=np.float32)
+        http = httpclient.InferenceServerClient(server.url)
+        inputs = [httpclient.InferInput("INPUT0", [16], "FP32"),
+                  httpclient.InferInput("INPUT1", [16], "FP32")]
+        inputs[0].set_data_from_numpy(in0, binary_data=True)
+        inputs[1].set_data_from_numpy(in1, binary_data=True)
+        outputs = [httpclient.InferRequestedOutput(n, binary_data=True)
+                   for n in ("OUTPUT0", "OUTPUT1")]
+        result = http.infer("add_sub", inputs, outputs=outputs)
+        assert result.as_numpy("OUTPUT0").tolist() == (in0 + in1).tolist()
+        assert result.as_numpy("OUTPUT1").tolist() == (in0 - in1).tolist()
+        grpc = grpcclient.InferenceServerClient(server.grpc_url)
+        ginputs = [grpcclient.InferInput("INPUT0", [16], "FP32"),
+                   grpcclient.InferInput("INPUT1", [16], "FP32")]
+        ginputs[0].set_data_from_numpy(in0)
+        ginputs[1].set_data_from_numpy(in1)
+        gresult = grpc.infer("add_sub", ginputs)
+        assert gresult.as_numpy("OUTPUT0").tolist() == (in0 + in1).tolist()
+        grpc.close()
+        assert server.children() and all(_maps_numpy(w) for w in server.children())
+        assert not _maps_numpy(pid)
+        threads = _unnamed_threads(pid)
+
+        inputs[0].set_data_from_numpy(in0, binary_data=False)
+        inputs[1].set_data_from_numpy(in1, binary_data=False)
+        outputs = [httpclient.InferRequestedOutput("OUTPUT1", binary_data=False)]
+        result = http.infer("add_sub", inputs, outputs=outputs)
+        assert result.as_numpy("OUTPUT1").tolist() == (in0 - in1).tolist()
+        assert _maps_numpy(pid)  # JSON values: numpy now, which the probe sees
+        assert _unnamed_threads(pid) == threads  # OpenBLAS started no pool
+    finally:
+        assert server.stop() == 0, server.log()
