@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import TYPE_CHECKING
 
 # numpy is imported where counters are made or read: the frontend imports this
 # module (cpu_stages, model_runtime) but makes counters only when asked for.
-if TYPE_CHECKING:
-    import numpy as np
 
 ENV_DIR = "TRITONLITE_STAGE_COUNTERS"
 
