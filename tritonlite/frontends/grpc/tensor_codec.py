@@ -317,6 +317,7 @@ def typed_contents_bytes(tensor: pb.ModelInferRequest.InferInputTensor, model: s
         values = getattr(contents, field_name)
         if not values:
             continue
+        target: str | None
         if field_name == "int_contents" and datatype in ("INT8", "INT16"):
             carried, target = datatype, _NARROW[datatype]
         elif field_name == "uint_contents" and datatype in ("UINT8", "UINT16"):
