@@ -12,7 +12,8 @@ from __future__ import annotations
 
 
 def give_back_free_heap() -> None:
-    # ctypes is already imported by numpy in both processes: no import cost here.
+    # ctypes is already imported (by numpy in a worker, by lean_server.py in the
+    # frontend): no import cost here.
     import ctypes
 
     try:
