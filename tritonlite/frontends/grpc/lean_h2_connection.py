@@ -33,7 +33,7 @@ from tritonlite.frontends.grpc.h2_events import (
 from tritonlite.frontends.grpc.h2_protocol import H2ServerProtocol
 from tritonlite.frontends.grpc.h2_sender import JOIN_BELOW
 from tritonlite.frontends.grpc.lean_h2_calls import run_stream, run_unary
-from tritonlite.heap_trim import give_back_free_heap
+from tritonlite.heap_trim import give_back_free_heap, give_back_soon
 from tritonlite.workers import cpu_stages
 
 # A dropped connection that held this much unread response data gives the
@@ -187,6 +187,10 @@ class H2Connection(asyncio.BufferedProtocol):
         self._write(self.protocol.data_to_send())
         if events:
             self._dispatch(events)
+            # A timeout dropped calls (answers the client never took, the
+            # connection possibly still open): their buffers went back to the
+            # C heap, which keeps them resident (see connection_lost).
+            give_back_soon(self.loop)
 
     # -- events --------------------------------------------------------------
     def _call_started(self, event: CallStarted) -> None:
