@@ -3,10 +3,11 @@
 Start-up (imports, config parsing, the model's initialize) leaves freed memory
 inside glibc's heap that the process keeps resident; `malloc_trim(0)` returns
 those pages (measured ~0.9 MB in the idle frontend, ~0.5 MB in a Python-model
-worker). The gRPC transport also calls it once it drops a connection that held
-megabytes of unread answers (lean_h2_connection.py), and `give_back_soon`
-after a timeout dropped calls whose answers the client never took. A no-op
-where the C library has no malloc_trim (musl, macOS).
+worker). The gRPC transport asks for it again (`give_back_soon`, at most
+once a second) when it drops a connection that held megabytes of unread
+answers or a timeout drops calls whose answers the client never took
+(lean_h2_connection.py). A no-op where the C library has no malloc_trim
+(musl, macOS).
 """
 
 from __future__ import annotations

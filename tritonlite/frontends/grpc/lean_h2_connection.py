@@ -33,7 +33,7 @@ from tritonlite.frontends.grpc.h2_events import (
 from tritonlite.frontends.grpc.h2_protocol import H2ServerProtocol
 from tritonlite.frontends.grpc.h2_sender import JOIN_BELOW
 from tritonlite.frontends.grpc.lean_h2_calls import run_stream, run_unary
-from tritonlite.heap_trim import give_back_free_heap, give_back_soon
+from tritonlite.heap_trim import give_back_soon
 from tritonlite.workers import cpu_stages
 
 # A dropped connection that held this much unread response data gives the
@@ -124,7 +124,9 @@ class H2Connection(asyncio.BufferedProtocol):
             # Megabytes of answers a client never read went back to the C heap
             # just now; glibc keeps such memory resident while smaller live
             # objects sit above it, so the process would stay at its peak.
-            self.loop.call_soon(give_back_free_heap)
+            # (The same rate-limited trim as after a timeout: many connections
+            # dropped at once cost one trim.)
+            give_back_soon(self.loop)
         if not self.closed.done():
             self.closed.set_result(None)
 
